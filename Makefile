@@ -1,0 +1,51 @@
+# TNA: build, test, demo.  `make demo` and `make test` work on a fresh Debian bookworm machine:
+# both run the bootstrap first (apt + pip, idempotent), then build the BPF objects.
+PYTHON ?= python3
+CLANG ?= clang
+MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -Ibpf/include -Ibpf -I/usr/include/$(MULTIARCH)
+OBJDIR := src/tna/bpf
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_OBJS := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRCS))
+BPF_DEPS := $(wildcard bpf/include/*.h bpf/lib/*.h)
+
+.PHONY: all bootstrap build demo test test-unit lint bench bench-smoke clean
+
+all: build
+
+bootstrap:
+	./scripts/bootstrap
+
+build: $(BPF_OBJS) $(OBJDIR)/tna_abi.h
+
+$(OBJDIR)/%.bpf.o: bpf/%.bpf.c $(BPF_DEPS)
+	@mkdir -p $(OBJDIR)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@.tmp
+	llvm-strip -g $@.tmp  # keep BTF, drop DWARF
+	mv $@.tmp $@
+
+$(OBJDIR)/tna_abi.h: bpf/include/tna_abi.h
+	@mkdir -p $(OBJDIR)
+	cp $< $@
+
+demo: bootstrap
+	tna demo
+
+test: bootstrap
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+test-unit:
+	$(PYTHON) -m pytest -q tests/unit
+
+lint:
+	ruff check src tests bench
+	mypy
+
+bench: bootstrap
+	tna bench
+
+bench-smoke: bootstrap
+	tna bench --smoke
+
+clean:
+	rm -rf build $(OBJDIR)/*.bpf.o $(OBJDIR)/tna_abi.h

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The ABI between TNA's BPF programs and its Python control plane: counter codes (punt reasons),
+ * map value layouts and the load-time feature block.
+ *
+ * This file is the only definition. Python reads the enum and struct layouts back from the BTF
+ * of the compiled object (tna.abi), and tests/bpf/test_abi.py fails if the two drift apart.
+ * Append new codes before TNA_NR_CODES; never renumber (pinned counters outlive upgrades).
+ */
+#ifndef TNA_ABI_H
+#define TNA_ABI_H
+
+#include <linux/types.h>
+
+#define TNA_MAX_IFACES 256	/* slots per namespace; slot 0 counts unknown ingress ports */
+#define TNA_NR_CODES 32		/* counters per slot */
+
+/* What happened to a frame. Every code but the first two is a reason for XDP_PASS. */
+enum tna_code {
+	TNA_FORWARDED = 0,		/* fast path forwarded it (counted on the ingress slot) */
+	TNA_TRANSMITTED = 1,		/* fast path sent it out (counted on the egress slot) */
+	TNA_PUNT_NOT_IP = 2,		/* ethertype is neither IPv4 nor IPv6 (ARP, VLAN, ...) */
+	TNA_PUNT_L2_MULTICAST = 3,	/* broadcast or multicast destination MAC */
+	TNA_PUNT_NOT_FOR_US = 4,	/* destination MAC is not the interface's */
+	TNA_PUNT_MALFORMED = 5,		/* truncated header, wrong version, IHL < 5 */
+	TNA_PUNT_BAD_CSUM = 6,		/* IPv4 header checksum does not verify */
+	TNA_PUNT_BAD_LENGTH = 7,	/* IP length fields disagree with the frame */
+	TNA_PUNT_IP_OPTIONS = 8,	/* IPv4 options present */
+	TNA_PUNT_FRAGMENT = 9,		/* IPv4 fragment (MF or offset set) */
+	TNA_PUNT_TTL = 10,		/* TTL / hop limit <= 1: Linux sends time exceeded */
+	TNA_PUNT_IPV6_EXT = 11,		/* IPv6 extension header follows the fixed header */
+	TNA_PUNT_LINK_LOCAL = 12,	/* link-local source or destination */
+	TNA_PUNT_MARTIAN = 13,		/* address Linux never forwards (loopback, multicast, ...) */
+	TNA_PUNT_FAMILY_OFF = 14,	/* this interface's plan leaves the family to Linux */
+	TNA_PUNT_NOT_FORWARDED = 15,	/* FIB: no route, local, broadcast: not forwarded */
+	TNA_PUNT_FWD_DISABLED = 16,	/* FIB: forwarding disabled on the ingress interface */
+	TNA_PUNT_NO_NEIGH = 17,		/* FIB: next hop has no valid neighbour entry yet */
+	TNA_PUNT_FRAG_NEEDED = 18,	/* FIB: larger than the egress MTU */
+	TNA_PUNT_BLACKHOLE = 19,	/* FIB: blackhole route */
+	TNA_PUNT_UNREACHABLE = 20,	/* FIB: unreachable route */
+	TNA_PUNT_PROHIBIT = 21,		/* FIB: prohibit route */
+	TNA_PUNT_FIB_OTHER = 22,	/* FIB: lightweight tunnel, error or unknown result */
+	TNA_PUNT_SAME_IFACE = 23,	/* egress == ingress: Linux may send an ICMP redirect */
+	TNA_PUNT_EGRESS = 24,		/* egress interface not eligible for XDP redirect */
+	TNA_PUNT_RP_FILTER = 25,	/* reverse-path check not proven to pass */
+	TNA_PUNT_NO_PORT = 26,		/* ingress interface has no TNA configuration */
+	TNA_NR_CODES_USED = 27,
+};
+
+/* One row of the tna_stats per-CPU array: index = slot * TNA_NR_CODES + code. */
+struct tna_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* tna_ifaces: ifindex -> what the data path needs to know about an interface. */
+struct tna_iface {
+	__u8 mac[6];		/* the interface's own MAC */
+	__u16 flags;		/* TNA_IF_* */
+	__u32 slot;		/* row block in tna_stats */
+};
+
+#define TNA_IF_EGRESS (1U << 0)	/* frames may be redirected out of this interface */
+
+/* Load-time features of one program; lives in .rodata so the verifier prunes what is off. */
+struct tna_features {
+	__u8 ipv4_router;
+	__u8 ipv6_router;
+	__u8 ipv4_rp_filter;	/* 0 off, 1 strict, 2 loose: as net.ipv4.conf.*.rp_filter */
+	__u8 reserved;
+};
+
+#endif /* TNA_ABI_H */

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Maps shared by every TNA program of a namespace. Userspace pins them under
+ * /sys/fs/bpf/tna/<netns cookie>/ and points every loaded object at the same pins, so data
+ * changes (interfaces, egress eligibility) never need a reload.
+ */
+#ifndef TNA_LIB_MAPS_H
+#define TNA_LIB_MAPS_H
+
+#include "common.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TNA_MAX_IFACES);
+	__type(key, __u32);			/* ifindex */
+	__type(value, struct tna_iface);
+} tna_ifaces SEC(".maps");
+
+/* Redirect targets: exactly the interfaces with TNA_IF_EGRESS. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, TNA_MAX_IFACES);
+	__type(key, __u32);
+	__type(value, __u32);
+} tna_tx SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TNA_MAX_IFACES * TNA_NR_CODES);
+	__type(key, __u32);
+	__type(value, struct tna_counter);
+} tna_stats SEC(".maps");
+
+#endif

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Per-CPU counters: every verdict is counted under a code of enum tna_code. */
+#ifndef TNA_LIB_STATS_H
+#define TNA_LIB_STATS_H
+
+#include "maps.h"
+
+static __always_inline void count(__u32 slot, enum tna_code code, __u64 bytes)
+{
+	__u32 key = slot * TNA_NR_CODES + code;
+	struct tna_counter *c = bpf_map_lookup_elem(&tna_stats, &key);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+/* Hand the frame to the kernel and say why. */
+static __always_inline int punt(struct xdp_md *ctx, __u32 slot, enum tna_code reason)
+{
+	count(slot, reason, frame_end(ctx) - frame_start(ctx));
+	return XDP_PASS;
+}
+
+#endif

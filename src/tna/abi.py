@@ -1,0 +1,100 @@
+"""The C/Python ABI of the data path, read from the one definition in ``bpf/include/tna_abi.h``.
+
+Role in the flow: the loader fills maps with these layouts and ``tna stats`` names counters with
+these codes.  Nothing here is typed twice: counter codes are parsed from the header that the
+build ships next to the BPF object; the ctypes layouts mirror the C structs and
+``tests/bpf/test_abi.py`` checks them against the object's BTF.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import re
+from importlib import resources
+from pathlib import Path
+
+BPF_DIR = Path(str(resources.files("tna") / "bpf"))
+HEADER = BPF_DIR / "tna_abi.h"
+XDP_OBJECT = BPF_DIR / "tna_xdp.bpf.o"
+
+TNA_IF_EGRESS = 1 << 0
+
+
+class BuildMissing(RuntimeError):
+    """The BPF objects were not built (run ``make build``)."""
+
+
+class TnaIface(ctypes.Structure):
+    _fields_ = [("mac", ctypes.c_uint8 * 6), ("flags", ctypes.c_uint16),
+                ("slot", ctypes.c_uint32)]
+
+
+class TnaCounter(ctypes.Structure):
+    _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
+
+
+class TnaFeatures(ctypes.Structure):
+    _fields_ = [("ipv4_router", ctypes.c_uint8), ("ipv6_router", ctypes.c_uint8),
+                ("ipv4_rp_filter", ctypes.c_uint8), ("reserved", ctypes.c_uint8)]
+
+
+def _header_text() -> str:
+    try:
+        return HEADER.read_text()
+    except FileNotFoundError:
+        raise BuildMissing(f"{HEADER} is missing: run 'make build'") from None
+
+
+@functools.cache
+def defines() -> dict[str, int]:
+    """Numeric ``#define TNA_*`` constants of the header."""
+    return {m[1]: int(m[2], 0) for m in
+            re.finditer(r"^#define\s+(TNA_\w+)\s+(\d+|0x[0-9a-fA-F]+)\b", _header_text(), re.M)}
+
+
+@functools.cache
+def codes() -> dict[int, str]:
+    """Counter code -> name: ``forwarded``, ``transmitted`` and the punt reasons."""
+    body = re.search(r"enum tna_code \{(.*?)\};", _header_text(), re.S)
+    if body is None:
+        raise BuildMissing(f"{HEADER} has no enum tna_code")
+    out: dict[int, str] = {}
+    for name, value in re.findall(r"^\s*TNA_(\w+)\s*=\s*(\d+)\s*,", body[1], re.M):
+        if name != "NR_CODES_USED":
+            out[int(value)] = name.removeprefix("PUNT_").lower()
+    return out
+
+
+@functools.cache
+def descriptions() -> dict[str, str]:
+    """Code name -> the header's comment for it, for ``tna stats`` and the docs."""
+    body = re.search(r"enum tna_code \{(.*?)\};", _header_text(), re.S)
+    assert body is not None
+    return {m[1].removeprefix("PUNT_").lower(): m[2].strip() for m in
+            re.finditer(r"TNA_(\w+)\s*=\s*\d+\s*,\s*/\*(.*?)\*/", body[1])}
+
+
+def code(name: str) -> int:
+    return next(c for c, n in codes().items() if n == name)
+
+
+FORWARDED, TRANSMITTED = 0, 1
+
+
+def punt_reasons() -> dict[int, str]:
+    return {c: n for c, n in codes().items() if c not in (FORWARDED, TRANSMITTED)}
+
+
+def max_ifaces() -> int:
+    return defines()["TNA_MAX_IFACES"]
+
+
+def nr_codes() -> int:
+    return defines()["TNA_NR_CODES"]
+
+
+def xdp_object() -> Path:
+    if not XDP_OBJECT.exists():
+        raise BuildMissing(f"{XDP_OBJECT} is missing: run 'make build'")
+    return XDP_OBJECT

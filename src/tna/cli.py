@@ -1,0 +1,258 @@
+"""The ``tna`` command: the operator's entry point to introspect, plan, apply and observe.
+
+Role in the flow: parses arguments, enters ``--netns``, then runs one step of
+introspect → plan → apply (or reads state back for status/stats).  Every expected failure is one
+line on stderr and a non-zero exit; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tna import abi, introspect, netns
+from tna.datapath import loader
+from tna.datapath.libbpf import LibbpfError
+from tna.model import Snapshot
+from tna.netfilter import NetfilterError
+from tna.plan import Plan, make_plan
+
+MIN_KERNEL = (5, 15)  # BPF links for XDP, test-run ingress_ifindex, netns cookies
+
+
+class UsageError(Exception):
+    """Wrong use of the command or an environment TNA cannot work in."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_usage(sys.stderr)
+        return 2
+    try:
+        _preflight(args)
+        return int(args.func(args) or 0)
+    except (UsageError, netns.NetnsError, loader.DatapathError, NetfilterError,
+            abi.BuildMissing) as e:
+        print(f"tna: {e}", file=sys.stderr)
+    except LibbpfError as e:
+        print(f"tna: {e}", file=sys.stderr)
+        if os.environ.get("TNA_DEBUG") and e.log:
+            print(e.log, file=sys.stderr)
+    except KeyboardInterrupt:
+        print("tna: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tna", description="Transparent XDP acceleration for the "
+                                "Linux network stack.")
+    p.add_argument("--netns", metavar="NAME", default="",
+                   help="act on this network namespace (as named by 'ip netns')")
+    sub = p.add_subparsers(metavar="COMMAND")
+    commands: list[tuple[str, Callable[[argparse.Namespace], int], str, bool]] = [
+        ("show", cmd_show, "print the configuration snapshot TNA works from", True),
+        ("plan", cmd_plan, "print what would be accelerated and what stays on Linux", True),
+        ("apply", cmd_apply, "load and attach the fast path for the current configuration",
+         False),
+        ("status", cmd_status, "show attached programs, their features and size", True),
+        ("stats", cmd_stats, "show fast-path counters and punt reasons", True),
+        ("detach", cmd_detach, "remove everything TNA attached", False),
+        ("demo", cmd_demo, "build a demo router in namespaces and show TNA at work", False),
+    ]
+    for name, func, help_text, has_json in commands:
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.set_defaults(func=func)
+        if has_json:
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    if os.geteuid() != 0:
+        raise UsageError("must run as root (BPF and netlink configuration need it)")
+    release = os.uname().release
+    try:
+        version = tuple(int(x) for x in release.split("-")[0].split(".")[:2])
+    except ValueError:
+        version = (0, 0)
+    if version < MIN_KERNEL:
+        raise UsageError(f"unsupported kernel {release}: need Linux "
+                         f"{MIN_KERNEL[0]}.{MIN_KERNEL[1]} or newer")
+    if args.netns:
+        if args.func is cmd_demo:
+            raise UsageError("demo makes its own namespaces; drop --netns")
+        netns.enter(args.netns)
+
+
+def _snapshot(args: argparse.Namespace) -> Snapshot:
+    return introspect.snapshot(args.netns, our_prog_ids=loader.our_prog_ids())
+
+
+def _print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+def cmd_show(args: argparse.Namespace) -> int:
+    snap = _snapshot(args)
+    if args.json:
+        _print_json(snap.to_dict())
+    else:
+        print(format_snapshot(snap))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = make_plan(_snapshot(args))
+    if args.json:
+        _print_json(plan.to_dict())
+    else:
+        print(format_plan(plan))
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    plan = make_plan(_snapshot(args))
+    attached = loader.apply(plan.ports())
+    print(format_plan(plan))
+    names = [i.ifname for i in plan.interfaces if i.ifindex in attached]
+    print(f"\napplied: fast path on {len(names)} interface(s)"
+          + (f": {', '.join(names)}" if names else ""))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows = status_rows(_snapshot(args))
+    if args.json:
+        _print_json({"interfaces": rows})
+        return 0
+    if not rows:
+        print("TNA is not attached in this namespace")
+        return 0
+    print(f"{'interface':<12} {'mode':<8} {'prog':>6} {'insns':>6}  features")
+    for r in rows:
+        print(f"{r['ifname']:<12} {r['mode']:<8} {r['prog_id']:>6} {r['xlated_insns']:>6}  "
+              f"{', '.join(r['features']) or '-'}")
+    return 0
+
+
+def status_rows(snap: Snapshot) -> list[dict[str, Any]]:
+    rows = []
+    for a in loader.attached():
+        link = snap.link(a.ifindex)
+        rows.append({"ifname": link.ifname if link else str(a.ifindex), "ifindex": a.ifindex,
+                     "prog_id": a.prog_id, "xlated_insns": a.xlated_insns,
+                     "mode": link.xdp.mode if link and link.xdp else "detached",
+                     "features": a.features.names()})
+    return rows
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    stats = collect_stats()
+    if args.json:
+        _print_json(stats)
+        return 0
+    print(f"forwarded {stats['forwarded_packets']} packets ({stats['forwarded_bytes']} bytes), "
+          f"punted {stats['punted_packets']} to Linux")
+    for ifname, s in stats["interfaces"].items():
+        reasons = ", ".join(f"{k}={v}" for k, v in s["punt_reasons"].items() if v)
+        print(f"  {ifname:<12} forwarded {s['forwarded_packets']:>10}  transmitted "
+              f"{s['transmitted_packets']:>10}  punted {s['punted_packets']:>8}"
+              + (f"  ({reasons})" if reasons else ""))
+    return 0
+
+
+def collect_stats() -> dict[str, Any]:
+    """The ``tna stats --json`` object: totals, then per interface."""
+    interfaces: dict[str, Any] = {}
+    for ifindex, counters in sorted(loader.read_counters().items()):
+        reasons = {n: c.packets for n, c in counters.items()
+                   if n not in ("forwarded", "transmitted")}
+        interfaces[_ifname(ifindex)] = {
+            "ifindex": ifindex,
+            "forwarded_packets": counters["forwarded"].packets,
+            "forwarded_bytes": counters["forwarded"].bytes,
+            "transmitted_packets": counters["transmitted"].packets,
+            "punted_packets": sum(reasons.values()),
+            "punt_reasons": reasons,
+        }
+    totals: dict[str, int] = {}
+    for s in interfaces.values():
+        for name, n in s["punt_reasons"].items():
+            totals[name] = totals.get(name, 0) + n
+    return {
+        "forwarded_packets": sum(s["forwarded_packets"] for s in interfaces.values()),
+        "forwarded_bytes": sum(s["forwarded_bytes"] for s in interfaces.values()),
+        "punted_packets": sum(totals.values()),
+        "punt_reasons": totals,
+        "interfaces": interfaces,
+    }
+
+
+def _ifname(ifindex: int) -> str:
+    if ifindex == 0:
+        return "(unknown)"
+    try:
+        return socket.if_indextoname(ifindex)
+    except OSError:
+        return f"ifindex{ifindex}"
+
+
+def cmd_detach(args: argparse.Namespace) -> int:
+    n = loader.detach_all()
+    print(f"detached TNA from {n} interface(s); the kernel forwards alone")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tna import demo
+
+    return demo.run()
+
+
+# ---- text formatting -------------------------------------------------------------------------
+
+def format_snapshot(snap: Snapshot) -> str:
+    lines = [f"namespace {snap.netns or '(current)'}  kernel {snap.kernel}",
+             f"forwarding: ipv4={'on' if snap.sysctls.ipv4_forwarding else 'off'} "
+             f"ipv6={'on' if snap.sysctls.ipv6_forwarding else 'off'}", "links:"]
+    for lk in snap.links:
+        xdp = f" xdp={lk.xdp.prog_id}({lk.xdp.mode}{',tna' if lk.xdp.ours else ''})" \
+            if lk.xdp else ""
+        qd = f" qdisc={lk.qdisc.kind}{'' if lk.qdisc.default else '(custom)'}" if lk.qdisc else ""
+        master = snap.link(lk.master) if lk.master else None
+        lines.append(f"  {lk.ifindex:>3} {lk.ifname:<12} {lk.kind or 'phys':<7} {lk.operstate:<8}"
+                     f" mtu {lk.mtu:<5} {lk.address}{xdp}{qd}"
+                     + (f" master={master.ifname}" if master else ""))
+    lines.append(f"addresses: {len(snap.addresses)}  routes: {len(snap.routes)}  "
+                 f"rules: {len(snap.rules)}  neighbours: {len(snap.neighbours)}")
+    for chain in snap.netfilter:
+        hook = f" hook {chain.hook}" if chain.hook else ""
+        lines.append(f"netfilter: {chain.source} {chain.family} {chain.table} {chain.name}"
+                     f"{hook} ({len(chain.rules)} rules)")
+    for pol in snap.xfrm_policies:
+        lines.append(f"xfrm policy: dir {pol.direction} {pol.selector}")
+    return "\n".join(lines)
+
+
+def format_plan(plan: Plan) -> str:
+    lines = []
+    for s in plan.slow_path:
+        lines.append(f"slow path: {s.traffic}: {s.reason} ({s.detail})")
+    for i in plan.interfaces:
+        feats = ", ".join(i.features.names()) if i.features else "none (left to Linux)"
+        lines.append(f"{i.ifname}: fast path: {feats}; egress target: "
+                     f"{'yes' if i.egress else 'no'}")
+        for s in i.slow_path:
+            lines.append(f"    slow path: {s.traffic}: {s.reason} ({s.detail})")
+    return "\n".join(lines)

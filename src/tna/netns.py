@@ -1,0 +1,66 @@
+"""Entering a named network namespace from inside this process.
+
+Role in the flow: the CLI enters ``--netns NAME`` once, before anything opens a socket, so that
+netlink, ``/proc/sys/net``, subprocesses (``nft``) and BPF helpers all see that namespace.
+Tests use :func:`entered` to run a block inside a namespace and come back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import socket
+from collections.abc import Iterator
+
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = "/run/netns"
+SO_NETNS_COOKIE = 71
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetnsError(Exception):
+    """A namespace that cannot be entered."""
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise NetnsError(f"setns: {os.strerror(err)}")
+
+
+def enter(name: str) -> None:
+    """Move the calling thread into the namespace ``ip netns`` knows as ``name``."""
+    path = os.path.join(NETNS_RUN_DIR, name)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NetnsError(f"no such network namespace: {name}") from None
+    except PermissionError:
+        raise NetnsError(f"cannot open network namespace {name}: permission denied") from None
+    try:
+        _setns(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def entered(name: str) -> Iterator[None]:
+    """Run the block inside namespace ``name``, then return to the original one."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        enter(name)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)
+
+
+def cookie() -> int:
+    """The current namespace's cookie: unique for the life of the machine, never reused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+    return int.from_bytes(raw, "little")

@@ -1,0 +1,160 @@
+"""Throw-away topologies in network namespaces, for the demo, the tests and the benchmarks.
+
+Role in the flow: nothing in the data path uses this module.  It builds hosts and routers out
+of namespaces and veth pairs with ``ip``, and tears them down again, detaching TNA first so no
+pinned BPF object outlives its namespace.  It never touches the caller's namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+
+class CommandError(Exception):
+    """A testbed command that failed; carries what it printed."""
+
+
+def sh(argv: Sequence[str], *, check: bool = True, timeout: float = 30,
+       input: str | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                          input=input, check=False)
+    if check and proc.returncode != 0:
+        raise CommandError(f"{shlex.join(argv)} exited {proc.returncode}: "
+                           f"{proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02,
+             what: str = "condition") -> None:
+    """Poll ``predicate`` until it holds; raise with ``what`` when it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Testbed:
+    """A set of namespaces that belong together and are removed together."""
+
+    __test__ = False  # not a pytest test class
+
+    prefix: str = "tna"
+    tag: str = field(default_factory=lambda: secrets.token_hex(3))
+    namespaces: list[str] = field(default_factory=list)
+
+    def ns(self, role: str) -> str:
+        """Create namespace ``<prefix>-<tag>-<role>`` with loopback up; return its name."""
+        name = f"{self.prefix}-{self.tag}-{role}"
+        sh(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        self.run(name, "ip", "link", "set", "lo", "up")
+        # New interfaces skip IPv6 DAD so addresses are usable at once.
+        self.sysctl(name, "net.ipv6.conf.default.accept_dad", "0")
+        self.sysctl(name, "net.ipv6.conf.all.accept_dad", "0")
+        return name
+
+    def run(self, ns: str, *argv: str, check: bool = True, timeout: float = 30,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return sh(["ip", "netns", "exec", ns, *argv], check=check, timeout=timeout, input=input)
+
+    def sysctl(self, ns: str, key: str, value: str) -> None:
+        self.run(ns, "sysctl", "-qw", f"{key}={value}")
+
+    def veth(self, ns_a: str, if_a: str, ns_b: str, if_b: str, mtu: int | None = None) -> None:
+        """A veth pair with one end in each namespace, both up."""
+        tmp_a, tmp_b = f"tv{secrets.token_hex(4)}", f"tv{secrets.token_hex(4)}"
+        sh(["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b])
+        sh(["ip", "link", "set", tmp_a, "netns", ns_a, "name", if_a])
+        sh(["ip", "link", "set", tmp_b, "netns", ns_b, "name", if_b])
+        for ns, ifname in ((ns_a, if_a), (ns_b, if_b)):
+            if mtu:
+                self.run(ns, "ip", "link", "set", ifname, "mtu", str(mtu))
+            self.run(ns, "ip", "link", "set", ifname, "up")
+
+    def gro(self, ns: str, ifname: str, on: bool = True) -> None:
+        self.run(ns, "ethtool", "-K", ifname, "gro", "on" if on else "off")
+
+    def destroy(self) -> None:
+        """Detach TNA from every namespace, then delete them; safe to call twice."""
+        from tna.datapath import loader  # late: the testbed works without BPF too
+        from tna.netns import entered
+
+        for name in reversed(self.namespaces):
+            if os.path.exists(f"/run/netns/{name}"):
+                try:
+                    with entered(name):
+                        loader.detach_all()
+                except Exception:  # noqa: BLE001 - teardown must go on
+                    pass
+                sh(["ip", "netns", "del", name], check=False)
+        self.namespaces.clear()
+
+    def __enter__(self) -> Testbed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+
+@dataclass
+class RouterTopology:
+    """h1 -- r -- h2: two hosts on either side of a router, IPv4 and IPv6.
+
+    The hosts' veths have GRO on, so the router may redirect XDP frames into them.
+    """
+
+    bed: Testbed
+    h1: str = ""
+    r: str = ""
+    h2: str = ""
+    h1_v4: str = "10.1.0.2"
+    r1_v4: str = "10.1.0.1"
+    r2_v4: str = "10.2.0.1"
+    h2_v4: str = "10.2.0.2"
+    h1_v6: str = "fd00:1::2"
+    r1_v6: str = "fd00:1::1"
+    r2_v6: str = "fd00:2::1"
+    h2_v6: str = "fd00:2::2"
+
+    @classmethod
+    def build(cls, bed: Testbed, *, mtu2: int | None = None, gro_h2: bool = True
+              ) -> RouterTopology:
+        t = cls(bed)
+        t.h1, t.r, t.h2 = bed.ns("h1"), bed.ns("r"), bed.ns("h2")
+        bed.veth(t.h1, "eth0", t.r, "r1")
+        bed.veth(t.r, "r2", t.h2, "eth0", mtu=mtu2)
+        bed.gro(t.h1, "eth0")
+        bed.gro(t.h2, "eth0", gro_h2)
+        bed.sysctl(t.r, "net.ipv4.ip_forward", "1")
+        bed.sysctl(t.r, "net.ipv6.conf.all.forwarding", "1")
+        for ns, ifname, addrs in ((t.h1, "eth0", (f"{t.h1_v4}/24", f"{t.h1_v6}/64")),
+                                  (t.r, "r1", (f"{t.r1_v4}/24", f"{t.r1_v6}/64")),
+                                  (t.r, "r2", (f"{t.r2_v4}/24", f"{t.r2_v6}/64")),
+                                  (t.h2, "eth0", (f"{t.h2_v4}/24", f"{t.h2_v6}/64"))):
+            for addr in addrs:
+                bed.run(ns, "ip", "addr", "add", addr, "dev", ifname)
+        for ns, gw4, gw6 in ((t.h1, t.r1_v4, t.r1_v6), (t.h2, t.r2_v4, t.r2_v6)):
+            bed.run(ns, "ip", "route", "add", "default", "via", gw4)
+            bed.run(ns, "ip", "-6", "route", "add", "default", "via", gw6)
+        return t
+
+    def ping(self, src: str, dst: str, *extra: str, count: int = 1
+             ) -> subprocess.CompletedProcess[str]:
+        return self.bed.run(src, "ping", "-n", "-c", str(count), "-W", "1", *extra, dst,
+                            check=False)
+
+    def prime_neighbours(self) -> None:
+        """One ping each way and family, so the router has resolved both neighbours."""
+        for dst in (self.h2_v4, self.h2_v6):
+            wait_for(lambda d=dst: self.ping(self.h1, d).returncode == 0, timeout=10,
+                     what=f"h1 reaching {dst}")
