@@ -16,7 +16,18 @@ all: build
 bootstrap:
 	./scripts/bootstrap
 
-build: $(BPF_OBJS) $(OBJDIR)/tna_abi.h
+# Test-only builds of the router with one safety check compiled out: the equivalence suite
+# must catch each of them (tests/equivalence).  Never loaded by tna itself.
+BROKEN_VARIANTS := skip_ttl_check skip_csum_check
+BROKEN_OBJS := $(patsubst %,$(OBJDIR)/testing/tna_xdp_broken_%.bpf.o,$(BROKEN_VARIANTS))
+
+build: $(BPF_OBJS) $(OBJDIR)/tna_abi.h $(BROKEN_OBJS)
+
+$(OBJDIR)/testing/tna_xdp_broken_%.bpf.o: bpf/tna_xdp.bpf.c $(BPF_DEPS)
+	@mkdir -p $(OBJDIR)/testing
+	$(CLANG) $(BPF_CFLAGS) -DTNA_BROKEN_$(shell echo $* | tr a-z A-Z) -c $< -o $@.tmp
+	llvm-strip -g $@.tmp
+	mv $@.tmp $@
 
 $(OBJDIR)/%.bpf.o: bpf/%.bpf.c $(BPF_DEPS)
 	@mkdir -p $(OBJDIR)
@@ -48,4 +59,4 @@ bench-smoke: bootstrap
 	tna bench --smoke
 
 clean:
-	rm -rf build $(OBJDIR)/*.bpf.o $(OBJDIR)/tna_abi.h
+	rm -rf build $(OBJDIR)/*.bpf.o $(OBJDIR)/tna_abi.h $(OBJDIR)/testing

@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         if has_json:
             sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = sub.add_parser("bench", help="measure packet rates: Linux vs TNA vs the XDP limit",
+                        add_help=False)
+    sp.add_argument("bench_args", nargs=argparse.REMAINDER)
+    sp.set_defaults(func=cmd_bench)
     return p
 
 
@@ -87,8 +91,8 @@ def _preflight(args: argparse.Namespace) -> None:
         raise UsageError(f"unsupported kernel {release}: need Linux "
                          f"{MIN_KERNEL[0]}.{MIN_KERNEL[1]} or newer")
     if args.netns:
-        if args.func is cmd_demo:
-            raise UsageError("demo makes its own namespaces; drop --netns")
+        if args.func in (cmd_demo, cmd_bench):
+            raise UsageError(f"{args.func.__name__[4:]} makes its own namespaces; drop --netns")
         netns.enter(args.netns)
 
 
@@ -212,6 +216,12 @@ def cmd_detach(args: argparse.Namespace) -> int:
     n = loader.detach_all()
     print(f"detached TNA from {n} interface(s); the kernel forwards alone")
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tna import bench
+
+    return bench.main(args.bench_args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

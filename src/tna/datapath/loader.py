@@ -101,9 +101,10 @@ def _if_dir(ifindex: int) -> str:
 class Program:
     """One loaded (not yet attached) instance of the XDP object with its features."""
 
-    def __init__(self, features: Features, pin_maps: bool = True) -> None:
+    def __init__(self, features: Features, pin_maps: bool = True,
+                 obj_path: str | None = None) -> None:
         lib = libbpf.lib()
-        path = str(abi.xdp_object()).encode()
+        path = (obj_path or str(abi.xdp_object())).encode()
         self.obj = libbpf.check_ptr(lib.bpf_object__open_file(path, None),
                                     "open BPF object")
         try:
@@ -294,8 +295,11 @@ def attached_ifindexes() -> list[int]:
 
 # ---- public operations -----------------------------------------------------------------------
 
-def apply(ports: Sequence[Port]) -> list[int]:
-    """Make the namespace's fast path match ``ports``; return the ifindexes with programs."""
+def apply(ports: Sequence[Port], obj_path: str | None = None) -> list[int]:
+    """Make the namespace's fast path match ``ports``; return the ifindexes with programs.
+
+    ``obj_path`` loads another build of the object (tests use a deliberately broken one).
+    """
     _ensure_bpffs()
     os.makedirs(pin_dir(), exist_ok=True)
     wanted = [p for p in ports if p.features is not None]
@@ -303,9 +307,9 @@ def apply(ports: Sequence[Port]) -> list[int]:
     try:
         for p in wanted:
             assert p.features is not None
-            programs[p.ifindex] = Program(p.features)
+            programs[p.ifindex] = Program(p.features, obj_path=obj_path)
         if not programs:  # the shared maps must exist even with nothing to attach
-            Program(Features()).close()
+            Program(Features(), obj_path=obj_path).close()
         _sync_ports(ports)
         for p in wanted:
             _attach(p.ifindex, programs[p.ifindex])
@@ -394,11 +398,11 @@ def read_counters() -> dict[int, dict[str, Counter]]:
         stats.close()
 
 
-def load_for_test(features: Features) -> Program:
+def load_for_test(features: Features, obj_path: str | None = None) -> Program:
     """A program whose maps are pinned in this namespace's directory, for BPF tests."""
     _ensure_bpffs()
     os.makedirs(pin_dir(), exist_ok=True)
-    return Program(features)
+    return Program(features, obj_path=obj_path)
 
 
 def sync_ports_for_test(ports: Iterable[Port]) -> None:

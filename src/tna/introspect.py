@@ -1,0 +1,484 @@
+"""Read the live configuration of the current network namespace into a :class:`Snapshot`.
+
+Role in the flow: kernel → ``Snapshot``.  This is the only module that asks the kernel what
+the forwarding configuration *is*; the planner then works on the snapshot alone.  The caller
+has already entered the namespace (``tna.netns``), so every socket, ``/proc`` read and
+subprocess here is opened by the current thread and sees that namespace.
+
+Nothing here changes the kernel.  Where the kernel cannot tell (an error, a missing file),
+the value chosen is the one that keeps the planner conservative.
+
+Root qdiscs and ``Qdisc.default``: a qdisc the kernel attaches by itself when a device comes
+up (``noqueue`` on veth/bridge/loopback, ``pfifo_fast``/``fq_codel``/``mq`` on real NICs, and
+the per-queue children of ``mq``) reports handle ``0:`` (0x00000000).  A qdisc added with
+``tc qdisc add`` never has major 0: without ``handle`` the kernel allocates one from
+``8001:`` upwards (a global counter, so ``8006:`` and so on), with ``handle N:`` it is ``N``.
+So ``default`` is "major number of the root handle is 0".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import struct
+import subprocess
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from tna import netdev_genl, netfilter
+from tna.model import (
+    AF_INET,
+    AF_INET6,
+    Address,
+    InterfaceSysctls,
+    Link,
+    Neighbour,
+    Qdisc,
+    Route,
+    Rule,
+    Snapshot,
+    Sysctls,
+    XdpAttachment,
+    XfrmPolicy,
+)
+
+IFF_UP = 0x1
+TC_H_ROOT = 0xFFFFFFFF
+TC_H_CLSACT_EGRESS = 0xFFFFFFF3  # TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS)
+
+# rtm_type (include/uapi/linux/rtnetlink.h: RTN_*)
+RTN_NAMES = {
+    0: "unspec", 1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+    6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat", 11: "xresolve",
+}
+
+# FR_ACT_* (include/uapi/linux/fib_rules.h)
+FR_ACT_NAMES = {
+    0: "unspec", 1: "to_tbl", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable",
+    8: "prohibit",
+}
+
+# NUD_* bits (include/uapi/linux/neighbour.h); an entry has exactly one of them set.
+NUD_NAMES = (
+    (0x01, "incomplete"), (0x02, "reachable"), (0x04, "stale"), (0x08, "delay"),
+    (0x10, "probe"), (0x20, "failed"), (0x40, "noarp"), (0x80, "permanent"),
+)
+
+# pyroute2 decodes IFLA_XDP_ATTACHED to these strings; the kernel's numbers are kept too.
+XDP_MODES: dict[Any, str] = {
+    "xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload", "xdpmulti": "multi",
+    1: "native", 2: "generic", 3: "offload", 4: "multi",
+}
+
+
+def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset()) -> Snapshot:
+    """Everything the planner needs, read from the current thread's network namespace.
+
+    ``our_prog_ids`` are the ids of the XDP programs TNA attached, to tell them from others'.
+    Raises :class:`tna.netfilter.NetfilterError` when the ruleset cannot be read: a snapshot
+    that silently lacked netfilter would let the planner bypass it.
+    """
+    features = netdev_genl.xdp_features()
+    with IPRoute() as ip:  # opened here, so in the current namespace
+        raw_links = list(ip.get_links())
+        qdiscs = _qdiscs_by_ifindex(ip.get_qdiscs())
+        present = {msg["index"] for msg in raw_links}
+        links = tuple(
+            _link(ip, msg, present, qdiscs.get(msg["index"], []), features, our_prog_ids)
+            for msg in raw_links
+        )
+        addresses = tuple(_address(msg) for fam in (AF_INET, AF_INET6)
+                          for msg in ip.get_addr(family=fam))
+        neighbours = tuple(_neighbour(msg) for fam in (AF_INET, AF_INET6)
+                           for msg in ip.get_neighbours(family=fam))
+    return Snapshot(
+        netns=netns,
+        kernel=os.uname().release,
+        links=links,
+        addresses=addresses,
+        routes=routes(),
+        rules=rules(),
+        neighbours=neighbours,
+        sysctls=sysctls(lk.ifname for lk in links),
+        netfilter=netfilter.chains(),
+        xfrm_policies=xfrm_policies(),
+    )
+
+
+# --- links -------------------------------------------------------------------------------
+
+
+def _link(ip: Any, msg: Any, present: set[int], qdiscs: list[Any],
+          features: Mapping[int, int], our_prog_ids: frozenset[int]) -> Link:
+    ifindex = int(msg["index"])
+    linkinfo = msg.get_attr("IFLA_LINKINFO")
+    kind = (linkinfo.get_attr("IFLA_INFO_KIND") if linkinfo is not None else None) or ""
+    root = _root_qdisc(qdiscs)
+    tcx_in, tcx_out = tcx_count(ifindex, BPF_TCX_INGRESS), tcx_count(ifindex, BPF_TCX_EGRESS)
+    return Link(
+        ifindex=ifindex,
+        ifname=msg.get_attr("IFLA_IFNAME") or "",
+        kind=kind,
+        mtu=int(msg.get_attr("IFLA_MTU") or 0),
+        address=(msg.get_attr("IFLA_ADDRESS") or "").lower(),
+        operstate=msg.get_attr("IFLA_OPERSTATE") or "UNKNOWN",
+        up=bool(msg["flags"] & IFF_UP),
+        master=msg.get_attr("IFLA_MASTER") or None,
+        peer_ifindex=_veth_peer(msg, kind, present),
+        xdp=_xdp(msg.get_attr("IFLA_XDP"), our_prog_ids),
+        qdisc=root,
+        tc_ingress=tcx_in > 0 or any(_kind(q) in ("ingress", "clsact") for q in qdiscs),
+        tc_egress=tcx_out > 0 or _egress_filters(ip, ifindex, qdiscs, root),
+        xdp_features=features.get(ifindex),
+    )
+
+
+def _veth_peer(msg: Any, kind: str, present: set[int]) -> int | None:
+    """The peer's ifindex, only when the peer lives in this namespace too.
+
+    IFLA_LINK alone is ambiguous: the kernel also sends it when the peer is elsewhere, as an
+    ifindex of *that* namespace; IFLA_LINK_NETNSID is what marks the peer as foreign.
+    """
+    if kind != "veth" or msg.get_attr("IFLA_LINK_NETNSID") is not None:
+        return None
+    peer = msg.get_attr("IFLA_LINK")
+    return int(peer) if peer and peer in present else None
+
+
+def _xdp(attr: Any, our_prog_ids: frozenset[int]) -> XdpAttachment | None:
+    if attr is None:
+        return None
+    mode = XDP_MODES.get(attr.get_attr("IFLA_XDP_ATTACHED"))
+    if mode is None:
+        return None
+    # In "multi" mode there is no IFLA_XDP_PROG_ID, only the per-mode ids.
+    prog_id = next((int(v) for v in (attr.get_attr(name) for name in (
+        "IFLA_XDP_PROG_ID", "IFLA_XDP_DRV_PROG_ID", "IFLA_XDP_SKB_PROG_ID",
+        "IFLA_XDP_HW_PROG_ID")) if v), 0)
+    return XdpAttachment(prog_id=prog_id, mode=mode, ours=prog_id in our_prog_ids)
+
+
+# --- tc ------------------------------------------------------------------------------------
+
+
+def _kind(qdisc: Any) -> str:
+    return str(qdisc.get_attr("TCA_KIND") or "")
+
+
+def _qdiscs_by_ifindex(msgs: Iterable[Any]) -> dict[int, list[Any]]:
+    out: dict[int, list[Any]] = {}
+    for msg in msgs:
+        out.setdefault(int(msg["index"]), []).append(msg)
+    return out
+
+
+def _root_qdisc(qdiscs: list[Any]) -> Qdisc | None:
+    """The qdisc at TC_H_ROOT; a device that never came up has none at all."""
+    for msg in qdiscs:
+        if msg["parent"] == TC_H_ROOT:
+            handle = int(msg["handle"])
+            return Qdisc(kind=_kind(msg), handle=handle, default=handle >> 16 == 0)
+    return None
+
+
+def _egress_filters(ip: Any, ifindex: int, qdiscs: list[Any], root: Qdisc | None) -> bool:
+    """Whether classifiers run on the way out: clsact egress, or on a root qdisc we added.
+
+    Kernel-made roots cannot carry filters (noqueue has no classes; nobody attaches to the
+    anonymous 0: handle), so only clsact and non-default roots are asked.
+    """
+    parents = []
+    if any(_kind(q) == "clsact" for q in qdiscs):
+        parents.append(TC_H_CLSACT_EGRESS)
+    if root is not None and not root.default:
+        parents.append(root.handle)
+    for parent in parents:
+        try:
+            if any(True for _ in ip.get_filters(index=ifindex, parent=parent)):
+                return True
+        except Exception:
+            return True  # unknown must not look like "nothing there"
+    return False
+
+
+# bpf(2) BPF_PROG_QUERY for tcx (Linux 6.6+).  pyroute2 does not speak bpf(2).
+SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
+BPF_PROG_QUERY = 16
+BPF_TCX_INGRESS = 46
+BPF_TCX_EGRESS = 47
+_BPF_QUERY = struct.Struct("=IIIIQI")  # target_ifindex, attach_type, query_flags,
+#                                       attach_flags, prog_ids, prog_cnt; rest of 64 bytes 0
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def tcx_count(ifindex: int, attach_type: int) -> int:
+    """Number of tcx programs on ``ifindex`` at ``attach_type``."""
+    attr = ctypes.create_string_buffer(_BPF_QUERY.pack(ifindex, attach_type, 0, 0, 0, 0), 64)
+    if _libc.syscall(SYS_BPF, BPF_PROG_QUERY, attr, ctypes.sizeof(attr)) == 0:
+        return int(_BPF_QUERY.unpack_from(attr.raw)[5])
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENODEV):
+        return 0  # a kernel without tcx, or the device just went away: nothing attached
+    return 1  # cannot tell (EPERM...): unknown must not look like "nothing there"
+
+
+# --- addresses and neighbours ----------------------------------------------------------------
+
+
+def _address(msg: Any) -> Address:
+    # IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point
+    # IPv4 links.  IPv6 only sends IFA_ADDRESS.
+    addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS") or ""
+    return Address(ifindex=int(msg["index"]), family=int(msg["family"]), address=addr,
+                   prefixlen=int(msg["prefixlen"]), scope=int(msg["scope"]))
+
+
+def nud_name(state: int) -> str:
+    return next((name for bit, name in NUD_NAMES if state & bit), "none")
+
+
+def _neighbour(msg: Any) -> Neighbour:
+    return Neighbour(ifindex=int(msg["ifindex"]), family=int(msg["family"]),
+                     dst=msg.get_attr("NDA_DST") or "", lladdr=msg.get_attr("NDA_LLADDR"),
+                     nud_state=nud_name(int(msg["state"])))
+
+
+# --- routes and rules ------------------------------------------------------------------------
+# Read with raw netlink: pyroute2 0.9 decodes neither RTA_NH_ID (nexthop objects) nor the newer
+# rule selectors (FRA_DSCP, FRA_FLOWLABEL, port masks), and a selector we cannot see would make
+# a rule look like a default one.
+
+
+def _u(data: bytes, fmt: str = "=I") -> int:
+    return int(struct.unpack_from(fmt, data)[0])
+
+
+def _addr(family: int, data: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6 if family == AF_INET6 else socket.AF_INET, data)
+
+
+def _name(data: bytes) -> str:
+    return data.split(b"\0", 1)[0].decode(errors="replace")
+
+
+RTM_GETROUTE = 26
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table protocol scope type flags
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_METRICS, RTA_MULTIPATH = 1, 4, 5, 6, 8, 9
+RTA_TABLE, RTA_VIA, RTA_NH_ID = 15, 18, 30
+RTAX_MTU = 2
+
+
+def routes() -> tuple[Route, ...]:
+    """Every route of every table (the kernel dumps all tables unless asked to filter)."""
+    out = []
+    for family in (AF_INET, AF_INET6):
+        request = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        for _, body in netdev_genl.dump(netdev_genl.NETLINK_ROUTE, RTM_GETROUTE, request):
+            out.append(parse_route(body))
+    return tuple(out)
+
+
+def parse_route(body: bytes) -> Route:
+    """One RTM_NEWROUTE payload → Route."""
+    family, dst_len, _, _, table, protocol, scope, rtm_type, _ = _RTMSG.unpack_from(body)
+    a = netdev_genl.parse_attrs(body[_RTMSG.size:])
+    gateway = _addr(family, a[RTA_GATEWAY]) if RTA_GATEWAY in a else None
+    if gateway is None and RTA_VIA in a:  # IPv4 route with an IPv6 next hop (RFC 5549)
+        via_family = _u(a[RTA_VIA], "=H")
+        gateway = _addr(AF_INET6 if via_family == socket.AF_INET6 else AF_INET, a[RTA_VIA][2:])
+    metrics = netdev_genl.parse_attrs(a.get(RTA_METRICS, b""))
+    return Route(
+        family=family,
+        table=_u(a[RTA_TABLE]) if RTA_TABLE in a else table,
+        dst=_addr(family, a[RTA_DST]) if RTA_DST in a else "",
+        dst_len=dst_len,
+        rtm_type=RTN_NAMES.get(rtm_type, f"type{rtm_type}"),
+        oif=_u(a[RTA_OIF]) if RTA_OIF in a else None,
+        gateway=gateway,
+        multipath=RTA_MULTIPATH in a,
+        nhid=_u(a[RTA_NH_ID]) if RTA_NH_ID in a else None,
+        protocol=protocol,
+        scope=scope,
+        priority=_u(a[RTA_PRIORITY]) if RTA_PRIORITY in a else None,
+        mtu=(_u(metrics[RTAX_MTU]) or None) if RTAX_MTU in metrics else None,
+    )
+
+
+RTM_GETRULE = 34
+_FIB_RULE_HDR = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table res res action
+FIB_RULE_INVERT = 0x2
+(FRA_DST, FRA_SRC, FRA_IIFNAME, FRA_GOTO, FRA_PRIORITY, FRA_FWMARK, FRA_FLOW, FRA_TUN_ID,
+ FRA_SUPPRESS_IFGROUP, FRA_SUPPRESS_PREFIXLEN, FRA_TABLE, FRA_FWMASK, FRA_OIFNAME, FRA_PAD,
+ FRA_L3MDEV, FRA_UID_RANGE, FRA_PROTOCOL, FRA_IP_PROTO, FRA_SPORT_RANGE, FRA_DPORT_RANGE,
+ FRA_DSCP, FRA_FLOWLABEL, FRA_FLOWLABEL_MASK, FRA_SPORT_MASK, FRA_DPORT_MASK,
+ FRA_DSCP_MASK) = (1, 2, 3, 4, 6, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+                   25, 26, 27, 28, 29, 30)
+# Attributes that say what a rule does or who made it, not which packets it matches.
+_NOT_SELECTORS = {FRA_GOTO, FRA_PRIORITY, FRA_TABLE, FRA_PAD, FRA_PROTOCOL}
+_KNOWN_ATTRS = _NOT_SELECTORS | {
+    FRA_DST, FRA_SRC, FRA_IIFNAME, FRA_FWMARK, FRA_FLOW, FRA_TUN_ID, FRA_SUPPRESS_IFGROUP,
+    FRA_SUPPRESS_PREFIXLEN, FRA_FWMASK, FRA_OIFNAME, FRA_L3MDEV, FRA_UID_RANGE, FRA_IP_PROTO,
+    FRA_SPORT_RANGE, FRA_DPORT_RANGE, FRA_DSCP, FRA_FLOWLABEL, FRA_FLOWLABEL_MASK,
+    FRA_SPORT_MASK, FRA_DPORT_MASK, FRA_DSCP_MASK}
+IP_PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
+
+
+def rules() -> tuple[Rule, ...]:
+    out = []
+    for family in (AF_INET, AF_INET6):
+        request = _FIB_RULE_HDR.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        for _, body in netdev_genl.dump(netdev_genl.NETLINK_ROUTE, RTM_GETRULE, request):
+            out.append(parse_rule(body))
+    return tuple(out)
+
+
+def _port_range(name: str, data: bytes, mask: bytes | None) -> str:
+    lo, hi = struct.unpack_from("=HH", data)
+    text = f"{name} {lo}" if lo == hi else f"{name} {lo}-{hi}"
+    if mask is not None and _u(mask, "=H") != 0xFFFF:
+        text += f"/0x{_u(mask, '=H'):x}"
+    return text
+
+
+def parse_rule(body: bytes) -> Rule:
+    """One RTM_NEWRULE payload → Rule, with a human text for every selector present."""
+    family, dst_len, src_len, tos, table, _, _, action, flags = _FIB_RULE_HDR.unpack_from(body)
+    a = netdev_genl.parse_attrs(body[_FIB_RULE_HDR.size:])
+    sel: list[str] = []
+    if flags & FIB_RULE_INVERT:
+        sel.append("not")
+    if FRA_SRC in a:
+        sel.append(f"from {_addr(family, a[FRA_SRC])}/{src_len}")
+    if FRA_DST in a:
+        sel.append(f"to {_addr(family, a[FRA_DST])}/{dst_len}")
+    if tos:
+        sel.append(f"tos 0x{tos:02x}")
+    if FRA_DSCP in a:
+        text = f"dscp {a[FRA_DSCP][0]}"
+        if FRA_DSCP_MASK in a and a[FRA_DSCP_MASK][0] != 0x3F:
+            text += f"/0x{a[FRA_DSCP_MASK][0]:x}"
+        sel.append(text)
+    if FRA_FLOWLABEL in a:
+        label = _u(a[FRA_FLOWLABEL], ">I")
+        mask = _u(a[FRA_FLOWLABEL_MASK], ">I") if FRA_FLOWLABEL_MASK in a else 0xFFFFF
+        sel.append(f"flowlabel 0x{label:x}/0x{mask:x}")
+    if FRA_FWMARK in a or FRA_FWMASK in a:
+        mark = _u(a[FRA_FWMARK]) if FRA_FWMARK in a else 0
+        mask = _u(a[FRA_FWMASK]) if FRA_FWMASK in a else 0xFFFFFFFF
+        sel.append(f"fwmark 0x{mark:x}" + ("" if mask == 0xFFFFFFFF else f"/0x{mask:x}"))
+    if FRA_IIFNAME in a:
+        sel.append(f"iif {_name(a[FRA_IIFNAME])}")
+    if FRA_OIFNAME in a:
+        sel.append(f"oif {_name(a[FRA_OIFNAME])}")
+    if FRA_L3MDEV in a and a[FRA_L3MDEV][0]:
+        sel.append("l3mdev")
+    if FRA_UID_RANGE in a:
+        lo, hi = struct.unpack_from("=II", a[FRA_UID_RANGE])
+        sel.append(f"uidrange {lo}-{hi}")
+    if FRA_IP_PROTO in a:
+        sel.append(f"ipproto {IP_PROTOS.get(a[FRA_IP_PROTO][0], str(a[FRA_IP_PROTO][0]))}")
+    if FRA_SPORT_RANGE in a:
+        sel.append(_port_range("sport", a[FRA_SPORT_RANGE], a.get(FRA_SPORT_MASK)))
+    if FRA_DPORT_RANGE in a:
+        sel.append(_port_range("dport", a[FRA_DPORT_RANGE], a.get(FRA_DPORT_MASK)))
+    if FRA_FLOW in a:
+        sel.append(f"realms 0x{_u(a[FRA_FLOW]):x}")
+    if FRA_TUN_ID in a:
+        sel.append(f"tun_id {_u(a[FRA_TUN_ID], '>Q')}")
+    if FRA_SUPPRESS_PREFIXLEN in a and _u(a[FRA_SUPPRESS_PREFIXLEN]) != 0xFFFFFFFF:
+        sel.append(f"suppress_prefixlength {_u(a[FRA_SUPPRESS_PREFIXLEN])}")
+    if FRA_SUPPRESS_IFGROUP in a and _u(a[FRA_SUPPRESS_IFGROUP]) != 0xFFFFFFFF:
+        sel.append(f"suppress_ifgroup {_u(a[FRA_SUPPRESS_IFGROUP])}")
+    # An attribute of a newer kernel may be a selector we do not know: show it rather than
+    # let the rule pass for a default one.
+    sel.extend(f"attr{kind} 0x{a[kind].hex()}" for kind in sorted(set(a) - _KNOWN_ATTRS))
+    return Rule(
+        family=family,
+        priority=_u(a[FRA_PRIORITY]) if FRA_PRIORITY in a else 0,
+        table=_u(a[FRA_TABLE]) if FRA_TABLE in a else table,
+        action=FR_ACT_NAMES.get(action, f"action{action}"),
+        selectors=tuple(sel),
+    )
+
+
+# --- sysctls -------------------------------------------------------------------------------
+
+PROC_NET = "/proc/sys/net"  # follows the reading thread's namespace
+
+
+def _read_int(path: str) -> int:
+    """A sysctl as an integer; 0 when it does not exist (IPv6 disabled, older kernel)."""
+    try:
+        with open(os.path.join(PROC_NET, path)) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _interface_sysctls(ifname: str) -> InterfaceSysctls:
+    v4, v6 = f"ipv4/conf/{ifname}", f"ipv6/conf/{ifname}"
+
+    def either(key: str) -> bool:
+        # IN_DEV_ORCONF in include/linux/inetdevice.h: on if conf/all or conf/<if> says so.
+        return bool(_read_int(f"ipv4/conf/all/{key}") or _read_int(f"{v4}/{key}"))
+
+    return InterfaceSysctls(
+        ipv4_forwarding=bool(_read_int(f"{v4}/forwarding")),
+        ipv6_forwarding=bool(_read_int(f"{v6}/forwarding")),
+        # IN_DEV_RPFILTER is IN_DEV_MAXCONF: the stricter of conf/all and conf/<if>.
+        rp_filter=max(_read_int("ipv4/conf/all/rp_filter"), _read_int(f"{v4}/rp_filter")),
+        ipv6_force_forwarding=bool(_read_int(f"{v6}/force_forwarding")),  # Linux 6.17+
+        accept_local=either("accept_local"),
+        src_valid_mark=either("src_valid_mark"),
+        proxy_arp=either("proxy_arp"),
+        send_redirects=either("send_redirects"),
+    )
+
+
+def sysctls(ifnames: Iterable[str]) -> Sysctls:
+    return Sysctls(
+        ipv4_forwarding=bool(_read_int("ipv4/ip_forward")),
+        ipv6_forwarding=bool(_read_int("ipv6/conf/all/forwarding")),
+        ipv6_proxy_ndp=bool(_read_int("ipv6/conf/all/proxy_ndp")),
+        fib_multipath_hash_policy=_read_int("ipv4/fib_multipath_hash_policy"),
+        fib6_multipath_hash_policy=_read_int("ipv6/fib_multipath_hash_policy"),
+        interfaces={name: _interface_sysctls(name) for name in ifnames},
+    )
+
+
+# --- xfrm ----------------------------------------------------------------------------------
+
+
+def xfrm_policies() -> tuple[XfrmPolicy, ...]:
+    """IPsec policies; () when ``ip xfrm`` fails (no XFRM in the kernel, no iproute2)."""
+    try:
+        proc = subprocess.run(["ip", "-o", "xfrm", "policy", "list"], capture_output=True,
+                              text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return parse_xfrm_policies(proc.stdout) if proc.returncode == 0 else ()
+
+
+def parse_xfrm_policies(text: str) -> tuple[XfrmPolicy, ...]:
+    r"""Parse ``ip -o xfrm policy list``: one policy a line, parts separated by ``\``.
+
+    The first part is the selector (``src A dst B [proto P ...] [dev D]``), a later one
+    holds ``dir in|out|fwd``.
+    """
+    out = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split("\\") if p.strip()]
+        if not parts:
+            continue
+        words = " ".join(parts[1:]).split()
+        direction = words[words.index("dir") + 1] if "dir" in words[:-1] else ""
+        selector = parts[0]
+        sel_words = selector.split()
+        src = sel_words[sel_words.index("src") + 1] if "src" in sel_words[:-1] else ""
+        family = AF_INET6 if ":" in src else AF_INET
+        out.append(XfrmPolicy(family=family, direction=direction, selector=selector))
+    return tuple(out)
