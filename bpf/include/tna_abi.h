@@ -44,7 +44,8 @@ enum tna_code {
 	TNA_PUNT_EGRESS = 24,		/* egress interface not eligible for XDP redirect */
 	TNA_PUNT_RP_FILTER = 25,	/* reverse-path check not proven to pass */
 	TNA_PUNT_NO_PORT = 26,		/* ingress interface has no TNA configuration */
-	TNA_NR_CODES_USED = 27,
+	TNA_PUNT_L4_CSUM = 27,		/* veth ingress: L4 checksum not proven complete */
+	TNA_NR_CODES_USED = 28,
 };
 
 /* One row of the tna_stats per-CPU array: index = slot * TNA_NR_CODES + code. */
@@ -67,7 +68,7 @@ struct tna_features {
 	__u8 ipv4_router;
 	__u8 ipv6_router;
 	__u8 ipv4_rp_filter;	/* 0 off, 1 strict, 2 loose: as net.ipv4.conf.*.rp_filter */
-	__u8 reserved;
+	__u8 verify_l4_csum;	/* ingress may carry offloaded (partial) checksums: veth */
 };
 
 #endif /* TNA_ABI_H */

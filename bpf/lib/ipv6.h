@@ -56,8 +56,10 @@ static __always_inline enum tna_code ipv6_check(const struct ipv6hdr *ip6h, __u3
 		why = ipv6_addr_check(&ip6h->daddr);
 	if (why)
 		return why;
+#ifndef TNA_BROKEN_SKIP_TTL_CHECK
 	if (ip6h->hop_limit <= 1)
 		return TNA_PUNT_TTL;
+#endif
 	return 0;
 }
 
@@ -93,6 +95,15 @@ static __always_inline int ipv6_forward(struct xdp_md *ctx, const struct tna_ifa
 	out = egress_port(&fib, ingress, &why);
 	if (!out)
 		return punt(ctx, in->slot, why);
+	if (tna_features.verify_l4_csum) {
+		__u32 l4_len = bpf_ntohs(ip6h->payload_len);
+
+		if (!l4_verifiable(ip6h->nexthdr) && ip6h->nexthdr != IPPROTO_ICMPV6)
+			return punt(ctx, in->slot, TNA_PUNT_L4_CSUM);
+		if (l4_verifiable(ip6h->nexthdr) &&
+		    !l4_csum_complete(ip6h + 1, end, l4_len, pseudo_v6(ip6h, l4_len)))
+			return punt(ctx, in->slot, TNA_PUNT_L4_CSUM);
+	}
 
 	/* fib.tot_len now holds the egress MTU (it shares a union with mtu_result) */
 	if (trim_to(ctx, wire_len))

@@ -36,7 +36,7 @@ class TnaCounter(ctypes.Structure):
 
 class TnaFeatures(ctypes.Structure):
     _fields_ = [("ipv4_router", ctypes.c_uint8), ("ipv6_router", ctypes.c_uint8),
-                ("ipv4_rp_filter", ctypes.c_uint8), ("reserved", ctypes.c_uint8)]
+                ("ipv4_rp_filter", ctypes.c_uint8), ("verify_l4_csum", ctypes.c_uint8)]
 
 
 def _header_text() -> str:

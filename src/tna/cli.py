@@ -169,6 +169,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"forwarded {stats['forwarded_packets']} packets ({stats['forwarded_bytes']} bytes), "
           f"punted {stats['punted_packets']} to Linux")
     for ifname, s in stats["interfaces"].items():
+        if s["ifindex"] == 0 and not s["punted_packets"]:
+            continue
         reasons = ", ".join(f"{k}={v}" for k, v in s["punt_reasons"].items() if v)
         print(f"  {ifname:<12} forwarded {s['forwarded_packets']:>10}  transmitted "
               f"{s['transmitted_packets']:>10}  punted {s['punted_packets']:>8}"

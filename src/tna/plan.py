@@ -170,8 +170,10 @@ def _features(snap: Snapshot, link: Link, family_blocks: dict[int, list[SlowPath
     v6 = not family_blocks[AF_INET6]
     if not (v4 or v6):
         return None
-    return Features(ipv4_router=v4, ipv6_router=v6, ipv4_rp_filter=rp if v4 and rp in (1, 2)
-                    else 0)
+    return Features(ipv4_router=v4, ipv6_router=v6,
+                    ipv4_rp_filter=rp if v4 and rp in (1, 2) else 0,
+                    # a veth's frames may come from a local stack with offloaded checksums
+                    verify_l4_csum=link.kind == "veth")
 
 
 def _egress_guard(snap: Snapshot, link: Link) -> SlowPath | None:

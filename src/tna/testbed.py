@@ -84,6 +84,9 @@ class Testbed:
     def gro(self, ns: str, ifname: str, on: bool = True) -> None:
         self.run(ns, "ethtool", "-K", ifname, "gro", "on" if on else "off")
 
+    def tx_csum_offload(self, ns: str, ifname: str, on: bool) -> None:
+        self.run(ns, "ethtool", "-K", ifname, "tx", "on" if on else "off")
+
     def destroy(self) -> None:
         """Detach TNA from every namespace, then delete them; safe to call twice."""
         from tna.datapath import loader  # late: the testbed works without BPF too
@@ -110,7 +113,9 @@ class Testbed:
 class RouterTopology:
     """h1 -- r -- h2: two hosts on either side of a router, IPv4 and IPv6.
 
-    The hosts' veths have GRO on, so the router may redirect XDP frames into them.
+    The hosts' veths have GRO on, so the router may redirect XDP frames into them, and by
+    default compute their checksums in software, as frames arriving from a wire have them
+    (with offload on, a veth hands the router partial checksums, which TNA leaves to Linux).
     """
 
     bed: Testbed
@@ -127,14 +132,16 @@ class RouterTopology:
     h2_v6: str = "fd00:2::2"
 
     @classmethod
-    def build(cls, bed: Testbed, *, mtu2: int | None = None, gro_h2: bool = True
-              ) -> RouterTopology:
+    def build(cls, bed: Testbed, *, mtu2: int | None = None, gro_h2: bool = True,
+              host_csum_offload: bool = False) -> RouterTopology:
         t = cls(bed)
         t.h1, t.r, t.h2 = bed.ns("h1"), bed.ns("r"), bed.ns("h2")
         bed.veth(t.h1, "eth0", t.r, "r1")
         bed.veth(t.r, "r2", t.h2, "eth0", mtu=mtu2)
         bed.gro(t.h1, "eth0")
         bed.gro(t.h2, "eth0", gro_h2)
+        for host in (t.h1, t.h2):
+            bed.tx_csum_offload(host, "eth0", host_csum_offload)
         bed.sysctl(t.r, "net.ipv4.ip_forward", "1")
         bed.sysctl(t.r, "net.ipv6.conf.all.forwarding", "1")
         for ns, ifname, addrs in ((t.h1, "eth0", (f"{t.h1_v4}/24", f"{t.h1_v6}/64")),

@@ -318,7 +318,7 @@ def test_every_punt_reason_is_exercised() -> None:
     """The table above covers each reason the program can give, except the ones named here."""
     untestable = {"fib_other"}  # needs a lightweight-tunnel route; see docs/datapath.md
     covered = {r for _, r in PUNT_CASES.values()} | {
-        "family_off", "no_port", "rp_filter", "fwd_disabled", "same_iface"}
+        "family_off", "no_port", "rp_filter", "fwd_disabled", "same_iface", "l4_csum"}
     assert set(abi.punt_reasons().values()) - covered == untestable
 
 
@@ -329,3 +329,67 @@ def test_counter_rows_are_per_interface_and_cpu(router: Router) -> None:
         key = struct.pack("=I", 0)
         assert len(stats.lookup_percpu(key)) == libbpf.num_possible_cpus()
     assert r2["transmitted"].packets >= 1
+
+
+def _partial_csum(pkt: Packet) -> bytes:
+    """What a local sender with checksum offload hands a veth: only the pseudo-header sum."""
+    from scapy.utils import checksum
+
+    raw = bytearray(bytes(Ether(bytes(pkt))))
+    ip = Ether(bytes(raw))[IP]
+    l4_len = ip.len - ip.ihl * 4
+    pseudo = (bytes(map(int, ip.src.split("."))) + bytes(map(int, ip.dst.split(".")))
+              + bytes([0, ip.proto]) + l4_len.to_bytes(2, "big"))
+    csum_off = 14 + ip.ihl * 4 + (16 if ip.proto == 6 else 6)
+    raw[csum_off:csum_off + 2] = (0xFFFF - checksum(pseudo)).to_bytes(2, "big")
+    return bytes(raw)
+
+
+def _zero_udp_csum(pkt: Packet) -> bytes:
+    raw = bytearray(bytes(Ether(bytes(pkt))))
+    raw[14 + 20 + 6:14 + 20 + 8] = b"\0\0"
+    return bytes(raw)
+
+
+def _bad_l4_csum(pkt: Packet) -> bytes:
+    raw = bytearray(bytes(Ether(bytes(pkt))))
+    raw[-1] ^= 0x01
+    return bytes(raw)
+
+
+CSUM_FORWARD = {
+    "udp_odd_payload": lambda: v4() / UDP() / Raw(b"o" * 19),
+    "tcp_1000_bytes": lambda: v4() / TCP(flags="PA") / Raw(bytes(range(250)) * 4),
+    "tcp_max_mtu": lambda: v4() / TCP(flags="A") / Raw(b"m" * (1400 - 40)),
+    "icmp": lambda: v4() / ICMP() / Raw(b"ping"),
+    "ipv6_udp": lambda: v6() / UDP() / Raw(b"s" * 33),
+    "ipv6_icmp": lambda: v6() / ICMPv6EchoRequest(data=b"abc"),
+}
+
+CSUM_PUNT: dict[str, Callable[[], bytes]] = {
+    "udp_partial": lambda: _partial_csum(v4() / UDP() / Raw(b"p" * 20)),
+    "tcp_partial": lambda: _partial_csum(v4() / TCP(flags="S")),
+    "udp_zero_checksum": lambda: _zero_udp_csum(v4() / UDP() / Raw(b"z" * 10)),
+    "udp_bad": lambda: _bad_l4_csum(v4() / UDP() / Raw(b"b" * 10)),
+    "ipv6_udp_bad": lambda: _bad_l4_csum(v6() / UDP() / Raw(b"b" * 10)),
+    "gre": lambda: bytes(Ether(bytes(v4(proto=47) / Raw(b"\0\0\x08\0" + b"g" * 20)))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CSUM_FORWARD))
+def test_verified_l4_checksum_is_forwarded(router: Router, case: str) -> None:
+    pkt = Ether(bytes(CSUM_FORWARD[case]()))
+    expect = forwarded_v6(pkt) if IPv6 in pkt else forwarded_v4(pkt)
+    with program(router, Features(True, True, verify_l4_csum=True)), netns.entered(router.ns):
+        verdict, out, moved = run(router, bytes(pkt))
+    assert (verdict, out, moved) == (XDP_REDIRECT, expect, {"forwarded": 1})
+
+
+@pytest.mark.parametrize("case", sorted(CSUM_PUNT))
+def test_unverified_l4_checksum_is_punted(router: Router, case: str) -> None:
+    frame = CSUM_PUNT[case]()
+    with program(router, Features(True, True)), netns.entered(router.ns):
+        assert run(router, frame)[0] == XDP_REDIRECT  # control: without the feature, forwarded
+    with program(router, Features(True, True, verify_l4_csum=True)), netns.entered(router.ns):
+        verdict, out, moved = run(router, frame)
+    assert (verdict, out, moved) == (XDP_PASS, frame, {"l4_csum": 1})

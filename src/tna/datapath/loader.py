@@ -40,20 +40,24 @@ class Features:
     ipv4_router: bool = False
     ipv6_router: bool = False
     ipv4_rp_filter: int = 0  # 0 off, 1 strict, 2 loose
+    verify_l4_csum: bool = False  # veth ingress: local senders may offload L4 checksums
 
     def to_c(self) -> abi.TnaFeatures:
         return abi.TnaFeatures(int(self.ipv4_router), int(self.ipv6_router),
-                               self.ipv4_rp_filter, 0)
+                               self.ipv4_rp_filter, int(self.verify_l4_csum))
 
     @classmethod
     def from_c(cls, raw: bytes) -> Features:
         c = abi.TnaFeatures.from_buffer_copy(raw)
-        return cls(bool(c.ipv4_router), bool(c.ipv6_router), c.ipv4_rp_filter)
+        return cls(bool(c.ipv4_router), bool(c.ipv6_router), c.ipv4_rp_filter,
+                   bool(c.verify_l4_csum))
 
     def names(self) -> list[str]:
         out = [n for n in ("ipv4_router", "ipv6_router") if getattr(self, n)]
         if self.ipv4_rp_filter:
             out.append(f"ipv4_rp_filter_{'strict' if self.ipv4_rp_filter == 1 else 'loose'}")
+        if self.verify_l4_csum:
+            out.append("verify_l4_csum")
         return out
 
 
