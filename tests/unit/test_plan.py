@@ -1,0 +1,267 @@
+"""The planner on a recorded snapshot (h1 -- r -- h2 router), one variation per guard."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tna.datapath.loader import Features
+from tna.model import (
+    AF_INET,
+    AF_INET6,
+    InterfaceSysctls,
+    Link,
+    NetfilterChain,
+    Qdisc,
+    Route,
+    Rule,
+    Snapshot,
+    XdpAttachment,
+    XfrmPolicy,
+)
+from tna.plan import Plan, make_plan
+
+DATA = Path(__file__).parent / "data"
+BOTH = Features(ipv4_router=True, ipv6_router=True, verify_l4_csum=True)
+V6_ONLY = Features(ipv6_router=True, verify_l4_csum=True)
+V4_ONLY = Features(ipv4_router=True, verify_l4_csum=True)
+
+
+@pytest.fixture
+def snap() -> Snapshot:
+    return Snapshot.from_dict(json.loads((DATA / "router_snapshot.json").read_text()))
+
+
+def with_link(snap: Snapshot, ifname: str, **changes: object) -> Snapshot:
+    links = tuple(replace(lk, **changes) if lk.ifname == ifname else lk for lk in snap.links)
+    return replace(snap, links=links)
+
+
+def with_if_sysctls(snap: Snapshot, ifname: str, **changes: object) -> Snapshot:
+    ifs = dict(snap.sysctls.interfaces)
+    ifs[ifname] = replace(ifs[ifname], **changes)
+    return replace(snap, sysctls=replace(snap.sysctls, interfaces=ifs))
+
+
+def with_chain(snap: Snapshot, **fields: object) -> Snapshot:
+    chain = NetfilterChain(**{"source": "nftables", "table": "t", "name": "c", **fields})
+    return replace(snap, netfilter=(*snap.netfilter, chain))
+
+
+def reasons(plan: Plan, ifname: str | None = None) -> set[str]:
+    slow = plan.interface(ifname).slow_path if ifname else plan.slow_path
+    return {s.reason for s in slow}
+
+
+def test_recorded_router_is_fully_accelerated(snap: Snapshot) -> None:
+    plan = make_plan(snap)
+    assert [i.ifname for i in plan.interfaces] == ["r1", "r2"]  # never loopback
+    for i in plan.interfaces:
+        assert (i.features, i.egress, i.slow_path) == (BOTH, True, ())
+    assert plan.slow_path == ()
+    assert [p.ifname for p in plan.ports()] == ["r1", "r2"]
+
+
+def test_ipv4_forwarding_off_leaves_ipv4_to_linux(snap: Snapshot) -> None:
+    off = replace(snap, sysctls=replace(snap.sysctls, ipv4_forwarding=False))
+    for name in ("lo", "r1", "r2"):
+        off = with_if_sysctls(off, name, ipv4_forwarding=False)
+    plan = make_plan(off)
+    assert reasons(plan) == {"forwarding_disabled"}
+    assert plan.slow_path[0].traffic == "ipv4 forwarding"
+    assert all(i.features == V6_ONLY for i in plan.interfaces)
+
+
+def test_ipv6_forwarding_off_leaves_ipv6_to_linux(snap: Snapshot) -> None:
+    plan = make_plan(replace(snap, sysctls=replace(snap.sysctls, ipv6_forwarding=False)))
+    assert reasons(plan) == {"forwarding_disabled"}
+    assert all(i.features == V4_ONLY for i in plan.interfaces)
+
+
+def test_ipv4_forwarding_off_on_one_interface(snap: Snapshot) -> None:
+    plan = make_plan(with_if_sysctls(snap, "r1", ipv4_forwarding=False))
+    assert plan.interface("r1").features == V6_ONLY
+    assert reasons(plan, "r1") == {"forwarding_disabled"}
+    assert plan.interface("r2").features == BOTH
+
+
+@pytest.mark.parametrize(("family", "hook", "left"), [
+    ("inet", "forward", None), ("ip", "forward", V6_ONLY), ("ip6", "forward", V4_ONLY),
+    ("ip", "prerouting", V6_ONLY), ("ip", "postrouting", V6_ONLY),
+    ("inet", "prerouting", None),
+])
+def test_netfilter_rule_on_forwarding_hook(snap: Snapshot, family: str, hook: str,
+                                           left: Features | None) -> None:
+    plan = make_plan(with_chain(snap, family=family, hook=hook, priority=0, policy="accept",
+                                rules=("udp dport 9 drop",)))
+    assert "netfilter_hook" in reasons(plan)
+    assert {i.features for i in plan.interfaces} == {left}
+
+
+@pytest.mark.parametrize(("hook", "policy", "rules"), [
+    ("input", "drop", ("tcp dport 22 accept",)),  # local traffic only
+    ("output", "accept", ("counter",)),
+    ("forward", "accept", ()),  # empty accept chain: cannot change a packet's fate
+])
+def test_netfilter_chains_that_cannot_touch_forwarding(snap: Snapshot, hook: str, policy: str,
+                                                       rules: tuple[str, ...]) -> None:
+    plan = make_plan(with_chain(snap, family="inet", hook=hook, priority=0, policy=policy,
+                                rules=rules))
+    assert plan.slow_path == ()
+    assert {i.features for i in plan.interfaces} == {BOTH}
+
+
+def test_empty_forward_chain_with_drop_policy_counts(snap: Snapshot) -> None:
+    plan = make_plan(with_chain(snap, family="ip", hook="forward", priority=0, policy="drop"))
+    assert reasons(plan) == {"netfilter_hook"}
+
+
+def test_iptables_legacy_forward_rule(snap: Snapshot) -> None:
+    plan = make_plan(with_chain(snap, source="iptables-legacy", family="ip", table="filter",
+                                name="FORWARD", hook="forward", policy="accept",
+                                rules=("-A FORWARD -p udp -j DROP",)))
+    assert reasons(plan) == {"netfilter_hook"}
+    assert {i.features for i in plan.interfaces} == {V6_ONLY}
+
+
+def test_netdev_ingress_chain_leaves_that_interface_alone(snap: Snapshot) -> None:
+    plan = make_plan(with_chain(snap, family="netdev", hook="ingress", priority=0,
+                                policy="accept", devices=("r1",), rules=("drop",)))
+    assert plan.interface("r1").features is None
+    assert reasons(plan, "r1") == {"netfilter_ingress"}
+    assert plan.interface("r2").features == BOTH
+
+
+def test_netdev_egress_chain_makes_interface_no_target(snap: Snapshot) -> None:
+    plan = make_plan(with_chain(snap, family="netdev", hook="egress", priority=0,
+                                policy="accept", devices=("r2",), rules=("drop",)))
+    assert not plan.interface("r2").egress
+    assert reasons(plan, "r2") == {"netfilter_egress"}
+    assert plan.interface("r1").egress
+
+
+def test_custom_root_qdisc_makes_interface_no_target(snap: Snapshot) -> None:
+    plan = make_plan(with_link(snap, "r2", qdisc=Qdisc("pfifo", 0x80010000, False)))
+    assert not plan.interface("r2").egress
+    assert reasons(plan, "r2") == {"qdisc"}
+    assert plan.interface("r2").features == BOTH  # still accelerated as an ingress
+
+
+def test_tc_egress_filters_make_interface_no_target(snap: Snapshot) -> None:
+    plan = make_plan(with_link(snap, "r2", tc_egress=True))
+    assert (plan.interface("r2").egress, reasons(plan, "r2")) == (False, {"tc_egress"})
+
+
+def test_tc_ingress_filters_leave_interface_to_linux(snap: Snapshot) -> None:
+    plan = make_plan(with_link(snap, "r1", tc_ingress=True))
+    assert plan.interface("r1").features is None
+    assert reasons(plan, "r1") == {"tc_ingress"}
+    assert plan.interface("r1").egress  # redirecting into it skips only its ingress hook
+
+
+def test_xfrm_policy_leaves_family_to_linux(snap: Snapshot) -> None:
+    pol = XfrmPolicy(AF_INET, "fwd", "src 10.0.0.0/24 dst 10.1.0.0/24")
+    plan = make_plan(replace(snap, xfrm_policies=(pol,)))
+    assert reasons(plan) == {"xfrm_policy"}
+    assert {i.features for i in plan.interfaces} == {V6_ONLY}
+
+
+@pytest.mark.parametrize("mode", [1, 2])
+def test_rp_filter_is_emulated(snap: Snapshot, mode: int) -> None:
+    plan = make_plan(with_if_sysctls(snap, "r1", rp_filter=mode))
+    assert plan.interface("r1").features == replace(BOTH, ipv4_rp_filter=mode)
+    assert plan.interface("r2").features == BOTH
+
+
+def test_rp_filter_with_policy_rules_is_punted(snap: Snapshot) -> None:
+    rule = Rule(AF_INET, 100, 200, "to_tbl", ("from 10.1.0.0/24",))
+    plan = make_plan(replace(with_if_sysctls(snap, "r1", rp_filter=1),
+                             rules=(*snap.rules, rule)))
+    assert plan.interface("r1").features == V6_ONLY
+    assert reasons(plan, "r1") == {"rp_filter_with_rules"}
+    assert plan.interface("r2").features == BOTH  # rp_filter off there: rules are fine
+
+
+def test_foreign_xdp_program_is_left_alone(snap: Snapshot) -> None:
+    plan = make_plan(with_link(snap, "r1", xdp=XdpAttachment(77, "native", ours=False)))
+    assert plan.interface("r1").features is None
+    assert reasons(plan, "r1") == {"foreign_xdp"}
+
+
+def test_our_own_xdp_program_is_replanned(snap: Snapshot) -> None:
+    plan = make_plan(with_link(snap, "r1", xdp=XdpAttachment(77, "native", ours=True)))
+    assert plan.interface("r1").features == BOTH
+
+
+@pytest.mark.parametrize("features", [35, 0, None])
+def test_veth_whose_peer_cannot_receive_xdp_is_no_target(snap: Snapshot,
+                                                         features: int | None) -> None:
+    plan = make_plan(with_link(snap, "r2", xdp_features=features))
+    assert not plan.interface("r2").egress
+    assert reasons(plan, "r2") == {"no_xdp_xmit"}
+    assert "GRO" in plan.interface("r2").slow_path[0].detail
+    assert [p.ifname for p in plan.ports()] == ["r1", "r2"]  # r2 still an ingress
+
+
+def test_multipath_route_leaves_family_to_linux(snap: Snapshot) -> None:
+    route = Route(AF_INET6, 254, "fd00:9::", 64, "unicast", multipath=True)
+    plan = make_plan(replace(snap, routes=(*snap.routes, route)))
+    assert reasons(plan) == {"multipath_route"}
+    assert {i.features for i in plan.interfaces} == {V4_ONLY}
+
+
+def test_proxy_ndp_leaves_ipv6_to_linux(snap: Snapshot) -> None:
+    plan = make_plan(replace(snap, sysctls=replace(snap.sysctls, ipv6_proxy_ndp=True)))
+    assert reasons(plan) == {"proxy_ndp"}
+
+
+def test_enslaved_and_unsupported_kinds(snap: Snapshot) -> None:
+    bridge = Link(ifindex=50, ifname="br0", kind="bridge", mtu=1500, address="02:00:00:00:00:50",
+                  operstate="UP", up=True, xdp_features=0)
+    snap = with_link(snap, "r2", master=50)
+    snap = replace(snap, links=(*snap.links, bridge))
+    plan = make_plan(snap)
+    assert (plan.interface("r2").features, plan.interface("r2").egress) == (None, False)
+    assert reasons(plan, "r2") == {"enslaved"}
+    assert (plan.interface("br0").features, plan.interface("br0").egress) == (None, False)
+    assert reasons(plan, "br0") == {"unsupported_kind"}
+    assert [p.ifname for p in plan.ports()] == ["r1"]
+
+
+def test_down_interface_is_no_target(snap: Snapshot) -> None:
+    plan = make_plan(with_link(snap, "r2", up=False, operstate="DOWN"))
+    assert reasons(plan, "r2") == {"link_down"}
+
+
+def test_physical_interfaces_skip_l4_checksum_verification(snap: Snapshot) -> None:
+    plan = make_plan(with_link(snap, "r1", kind=""))
+    assert plan.interface("r1").features == replace(BOTH, verify_l4_csum=False)
+
+
+def test_plan_json_names_features(snap: Snapshot) -> None:
+    out = make_plan(with_if_sysctls(snap, "r1", rp_filter=1)).to_dict()
+    assert out["interfaces"][0]["features"] == ["ipv4_router", "ipv6_router",
+                                                "ipv4_rp_filter_strict", "verify_l4_csum"]
+    json.dumps(out)  # serialisable as is
+
+
+def test_missing_interface_sysctls_mean_no_ipv4(snap: Snapshot) -> None:
+    ifs = {k: v for k, v in snap.sysctls.interfaces.items() if k != "r1"}
+    plan = make_plan(replace(snap, sysctls=replace(snap.sysctls, interfaces=ifs)))
+    assert plan.interface("r1").features == V6_ONLY
+
+
+def test_ipv4_forwarding_per_interface_even_with_global_off(snap: Snapshot) -> None:
+    """net.ipv4.ip_forward=0 but conf/r1/forwarding=1: Linux forwards from r1."""
+    off = replace(snap, sysctls=replace(snap.sysctls, ipv4_forwarding=False))
+    off = with_if_sysctls(off, "r2", ipv4_forwarding=False)
+    plan = make_plan(off)
+    assert plan.interface("r1").features == BOTH
+    assert plan.interface("r2").features == V6_ONLY
+
+
+def test_interface_sysctls_defaults() -> None:
+    assert InterfaceSysctls(True, True, 0).send_redirects
