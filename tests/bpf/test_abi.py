@@ -1,0 +1,52 @@
+"""C and Python agree on the data-path ABI: struct layouts (from the object's BTF) and codes."""
+
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+
+from tna import abi
+from tna.datapath import libbpf
+
+BTF_KIND_STRUCT = 4
+
+
+def btf_struct_layout(name: str) -> tuple[int, dict[str, int]]:
+    """(size, member -> byte offset) of ``struct name`` in the production object's BTF."""
+    lib = libbpf.lib()
+    btf = libbpf.check_ptr(lib.btf__parse_elf(str(abi.xdp_object()).encode(), None), "btf")
+    try:
+        type_id = libbpf.check(lib.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT),
+                               name)
+        t = lib.btf__type_by_id(btf, type_id).contents
+        vlen = t.info & 0xFFFF
+        members = (libbpf.BtfMember * vlen).from_address(
+            ctypes.addressof(t) + ctypes.sizeof(libbpf.BtfType))
+        return t.size, {lib.btf__name_by_offset(btf, m.name_off).decode(): m.offset // 8
+                        for m in members}
+    finally:
+        lib.btf__free(btf)
+
+
+@pytest.mark.parametrize(("c_name", "py_type"), [
+    ("tna_iface", abi.TnaIface), ("tna_counter", abi.TnaCounter),
+    ("tna_features", abi.TnaFeatures),
+])
+def test_struct_layouts_match_btf(c_name: str, py_type: type[ctypes.Structure]) -> None:
+    size, members = btf_struct_layout(c_name)
+    assert ctypes.sizeof(py_type) == size
+    assert {name: getattr(py_type, name).offset for name, _ in py_type._fields_} == members
+
+
+def test_codes_are_dense_unique_and_fit() -> None:
+    codes = abi.codes()
+    assert sorted(codes) == list(range(len(codes)))
+    assert len(set(codes.values())) == len(codes)
+    assert len(codes) <= abi.nr_codes()
+    assert (codes[abi.FORWARDED], codes[abi.TRANSMITTED]) == ("forwarded", "transmitted")
+
+
+def test_every_code_is_described() -> None:
+    assert set(abi.descriptions()) == set(abi.codes().values())
+    assert all(abi.descriptions().values())
