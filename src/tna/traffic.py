@@ -104,7 +104,7 @@ def _finish(server: subprocess.Popen[str], timeout: float) -> int:
 
 def udp(src_ns: str, dst_ns: str, dst: str, count: int = 100, size: int = 64,
         port: int = 5201) -> int:
-    """Send ``count`` datagrams from ``src_ns`` to ``dst`` in ``dst_ns``; return how many arrived."""
+    """Send ``count`` datagrams from ``src_ns`` to ``dst``; return how many arrived."""
     server = _start_server(dst_ns, "udp-server", dst, "--port", str(port), "--count", str(count))
     try:
         subprocess.run(_in_ns(src_ns, "udp-client", dst, "--port", str(port), "--count",

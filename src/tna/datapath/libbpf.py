@@ -271,7 +271,7 @@ class Map:
         check(ret, "bpf_map_delete_elem")
         return True
 
-    def keys(self) -> list[bytes]:
+    def all_keys(self) -> list[bytes]:
         out, key = [], None
         nxt = ctypes.create_string_buffer(self.key_size)
         while lib().bpf_map_get_next_key(self.fd, key, nxt) == 0:

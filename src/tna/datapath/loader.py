@@ -20,6 +20,7 @@ import errno
 import os
 import shutil
 import struct
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -92,7 +93,7 @@ def pin_dir() -> str:
 def _ensure_bpffs() -> None:
     if not os.path.ismount(BPFFS):
         os.makedirs(BPFFS, exist_ok=True)
-        if os.system(f"mount -t bpf bpf {BPFFS}") != 0:  # noqa: S605 - fixed command
+        if subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=False).returncode:
             raise DatapathError(f"cannot mount bpffs on {BPFFS}")
 
 
@@ -187,7 +188,7 @@ def open_map(name: str) -> libbpf.Map:
 
 def read_ifaces(ifaces: libbpf.Map) -> dict[int, abi.TnaIface]:
     out = {}
-    for key in ifaces.keys():
+    for key in ifaces.all_keys():
         raw = ifaces.lookup(key)
         if raw is not None:
             out[struct.unpack("=I", key)[0]] = abi.TnaIface.from_buffer_copy(raw)
