@@ -31,11 +31,11 @@ int tna_xdp(struct xdp_md *ctx)
 
 	switch (eth->h_proto) {
 	case bpf_htons(ETH_P_IP):
-		if (tna_features.ipv4_router)
+		if (tna_features.ipv4_router && !(in->flags & TNA_IF_NO_IPV4))
 			return ipv4_forward(ctx, in);
 		return punt(ctx, in->slot, TNA_PUNT_FAMILY_OFF);
 	case bpf_htons(ETH_P_IPV6):
-		if (tna_features.ipv6_router)
+		if (tna_features.ipv6_router && !(in->flags & TNA_IF_NO_IPV6))
 			return ipv6_forward(ctx, in);
 		return punt(ctx, in->slot, TNA_PUNT_FAMILY_OFF);
 	default:

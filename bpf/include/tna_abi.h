@@ -62,6 +62,12 @@ struct tna_iface {
 };
 
 #define TNA_IF_EGRESS (1U << 0)	/* frames may be redirected out of this interface */
+/*
+ * Ingress restrictions, written before a program swap so that traffic which must go back to
+ * Linux does so at once, not when the slower program replacement is done.
+ */
+#define TNA_IF_NO_IPV4 (1U << 1)
+#define TNA_IF_NO_IPV6 (1U << 2)
 
 /* Load-time features of one program; lives in .rodata so the verifier prunes what is off. */
 struct tna_features {

@@ -19,6 +19,8 @@ HEADER = BPF_DIR / "tna_abi.h"
 XDP_OBJECT = BPF_DIR / "tna_xdp.bpf.o"
 
 TNA_IF_EGRESS = 1 << 0
+TNA_IF_NO_IPV4 = 1 << 1
+TNA_IF_NO_IPV6 = 1 << 2
 
 
 class BuildMissing(RuntimeError):

@@ -127,16 +127,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     plan = make_plan(_snapshot(args))
-    attached = loader.apply(plan.ports())
+    changes = loader.apply(plan.ports())
     print(format_plan(plan))
-    names = [i.ifname for i in plan.interfaces if i.ifindex in attached]
+    names = [i.ifname for i in plan.interfaces if i.features is not None]
     print(f"\napplied: fast path on {len(names)} interface(s)"
-          + (f": {', '.join(names)}" if names else ""))
+          + (f": {', '.join(names)}" if names else "") + f" ({format_changes(changes)})")
     return 0
 
 
+def format_changes(changes: loader.Changes) -> str:
+    parts = [f"{what} {', '.join(_ifname(i) for i in ifs)}"
+             for what, ifs in vars(changes).items() if ifs]
+    return "; ".join(parts) or "no change"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    rows = status_rows(_snapshot(args))
+    rows = status_rows()
     if args.json:
         _print_json({"interfaces": rows})
         return 0
@@ -150,15 +156,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def status_rows(snap: Snapshot) -> list[dict[str, Any]]:
-    rows = []
-    for a in loader.attached():
-        link = snap.link(a.ifindex)
-        rows.append({"ifname": link.ifname if link else str(a.ifindex), "ifindex": a.ifindex,
-                     "prog_id": a.prog_id, "xlated_insns": a.xlated_insns,
-                     "mode": link.xdp.mode if link and link.xdp else "detached",
-                     "features": a.features.names()})
-    return rows
+def status_rows() -> list[dict[str, Any]]:
+    return [{"ifname": _ifname(a.ifindex), "ifindex": a.ifindex, "prog_id": a.prog_id,
+             "xlated_insns": a.xlated_insns, "mode": a.mode, "features": a.features.names()}
+            for a in loader.attached()]
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

@@ -129,7 +129,7 @@ def _link(ip: Any, msg: Any, present: set[int], qdiscs: list[Any],
         up=bool(msg["flags"] & IFF_UP),
         master=msg.get_attr("IFLA_MASTER") or None,
         peer_ifindex=_veth_peer(msg, kind, present),
-        xdp=_xdp(msg.get_attr("IFLA_XDP"), our_prog_ids),
+        xdp=xdp_attachment(msg.get_attr("IFLA_XDP"), our_prog_ids),
         qdisc=root,
         tc_ingress=tcx_in > 0 or any(_kind(q) in ("ingress", "clsact") for q in qdiscs),
         tc_egress=tcx_out > 0 or _egress_filters(ip, ifindex, qdiscs, root),
@@ -149,7 +149,7 @@ def _veth_peer(msg: Any, kind: str, present: set[int]) -> int | None:
     return int(peer) if peer and peer in present else None
 
 
-def _xdp(attr: Any, our_prog_ids: frozenset[int]) -> XdpAttachment | None:
+def xdp_attachment(attr: Any, our_prog_ids: frozenset[int]) -> XdpAttachment | None:
     if attr is None:
         return None
     mode = XDP_MODES.get(attr.get_attr("IFLA_XDP_ATTACHED"))

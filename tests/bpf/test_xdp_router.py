@@ -393,3 +393,16 @@ def test_unverified_l4_checksum_is_punted(router: Router, case: str) -> None:
     with program(router, Features(True, True, verify_l4_csum=True)), netns.entered(router.ns):
         verdict, out, moved = run(router, frame)
     assert (verdict, out, moved) == (XDP_PASS, frame, {"l4_csum": 1})
+
+
+def test_map_flags_withdraw_a_family_without_reload(router: Router) -> None:
+    """What a reconciliation writes first when a family must go back to Linux at once."""
+    fwd = bytes(Ether(bytes(v4() / UDP())))
+    with program(router, Features(True, True)), netns.entered(router.ns):
+        assert run(router, fwd)[0] == XDP_REDIRECT  # control
+        loader.sync_ports_for_test([Port(router.ifindex["r1"], "r1", R1_MAC, True,
+                                         Features(ipv6_router=True))])
+        verdict, out, moved = run(router, fwd)
+        v6_verdict = run(router, bytes(Ether(bytes(v6() / UDP()))))[0]
+    assert (verdict, out, moved) == (XDP_PASS, fwd, {"family_off": 1})
+    assert v6_verdict == XDP_REDIRECT

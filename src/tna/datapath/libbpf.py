@@ -86,6 +86,19 @@ class ProgInfo(ctypes.Structure):
     ]
 
 
+class MapInfo(ctypes.Structure):
+    # The head of struct bpf_map_info.
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    ]
+
+
 class LinkInfo(ctypes.Structure):
     # struct bpf_link_info with only the xdp member of its union.
     _fields_ = [
@@ -147,6 +160,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_link_update": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, c_void_p]),
     "bpf_link_detach": (ctypes.c_int, [ctypes.c_int]),
     "bpf_prog_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
+    "bpf_map_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
     "bpf_prog_test_run_opts": (ctypes.c_int, [ctypes.c_int, ctypes.POINTER(TestRunOpts)]),
     "libbpf_num_possible_cpus": (ctypes.c_int, []),
     "libbpf_set_print": (c_void_p, [_PRINT_FN]),
@@ -210,6 +224,28 @@ def prog_info(fd: int) -> ProgInfo:
     check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
           "bpf_obj_get_info_by_fd(prog)")
     return info
+
+
+def prog_map_ids(fd: int, most: int = 32) -> list[int]:
+    """Ids of the maps a loaded program uses."""
+    ids = (ctypes.c_uint32 * most)()
+    info = ProgInfo(nr_map_ids=most, map_ids=ctypes.addressof(ids))
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
+          "bpf_obj_get_info_by_fd(prog maps)")
+    return list(ids[:min(info.nr_map_ids, most)])
+
+
+def map_info(fd: int) -> MapInfo:
+    info = MapInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
+          "bpf_obj_get_info_by_fd(map)")
+    return info
+
+
+def map_get_fd_by_id(map_id: int) -> int:
+    return check(lib().bpf_map_get_fd_by_id(map_id), f"bpf_map_get_fd_by_id({map_id})")
 
 
 def link_info(fd: int) -> LinkInfo:

@@ -1,16 +1,23 @@
 """Loading, attaching, pinning and detaching TNA's XDP programs in the current namespace.
 
-Role in the flow: ``apply`` takes the per-interface port settings a plan produced and makes the
-kernel match them: it loads one specialised program per accelerated interface (features in
-read-only data), fills the shared maps, attaches through BPF links (atomically replacing a
-program we attached before) and pins links and maps under ``/sys/fs/bpf/tna/ns<cookie>/`` so
-the fast path outlives the command.  ``detach_all`` removes exactly what TNA pinned.
+Role in the flow: :class:`Datapath` takes the per-interface port settings a plan produced and
+makes the kernel match them: one specialised program per accelerated interface (features in
+read-only data), shared maps for everything that is data, one BPF link per interface.
 
-Pin layout (one directory per namespace, keyed by its never-reused cookie)::
+Every change goes in three phases, so that traffic which must return to Linux does so first
+and never waits for the slower program loads:
 
-    tna_ifaces  tna_tx  tna_stats         shared maps
-    if<ifindex>/link                      the XDP link of that interface
-    if<ifindex>/features                  the program's read-only feature block
+1. *restrict*: each interface's map entry is narrowed to what both the old and the new plan
+   allow (an egress withdrawn, a family handed back to Linux) — map writes only;
+2. *programs*: new programs are loaded, then swapped in atomically with ``bpf_link_update``
+   (never detach-then-attach), attached to new interfaces, detached from dropped ones;
+3. *relax*: entries get exactly what the new plan allows.
+
+Links are either pinned (``tna apply``: the fast path outlives the command) or owned by the
+process (``tna run``: if the daemon dies, the kernel detaches them and Linux carries on alone).
+
+Pins, per namespace (keyed by its never-reused cookie): ``/sys/fs/bpf/tna/ns<cookie>/`` holds
+the shared maps ``tna_ifaces``, ``tna_tx``, ``tna_stats`` and pinned links ``link<ifindex>``.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import os
 import shutil
 import struct
 import subprocess
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from tna import abi, netns
 from tna.datapath import libbpf
@@ -31,6 +39,7 @@ from tna.datapath.libbpf import LibbpfError
 BPFFS = "/sys/fs/bpf"
 SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats")
 FEATURES_MAP = ".rodata.features"
+FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
 PROG_NAME = b"tna_xdp"
 
 
@@ -72,6 +81,27 @@ class Port:
     egress: bool  # may be redirected to
     features: Features | None  # None: no TNA program on this interface
 
+    @property
+    def flags(self) -> int:
+        f = self.features
+        return ((abi.TNA_IF_EGRESS if self.egress else 0)
+                | (0 if f and f.ipv4_router else abi.TNA_IF_NO_IPV4)
+                | (0 if f and f.ipv6_router else abi.TNA_IF_NO_IPV6))
+
+
+@dataclass
+class Changes:
+    """What one reconciliation did, by ifindex."""
+
+    restricted: list[int] = field(default_factory=list)
+    swapped: list[int] = field(default_factory=list)
+    attached: list[int] = field(default_factory=list)
+    detached: list[int] = field(default_factory=list)
+    relaxed: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return any((self.restricted, self.swapped, self.attached, self.detached, self.relaxed))
+
 
 @dataclass(frozen=True)
 class Attached:
@@ -90,15 +120,15 @@ def pin_dir() -> str:
     return os.path.join(BPFFS, "tna", f"ns{netns.cookie()}")
 
 
+def _link_pin(ifindex: int) -> str:
+    return os.path.join(pin_dir(), f"link{ifindex}")
+
+
 def _ensure_bpffs() -> None:
     if not os.path.ismount(BPFFS):
         os.makedirs(BPFFS, exist_ok=True)
         if subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=False).returncode:
             raise DatapathError(f"cannot mount bpffs on {BPFFS}")
-
-
-def _if_dir(ifindex: int) -> str:
-    return os.path.join(pin_dir(), f"if{ifindex}")
 
 
 # ---- loading ---------------------------------------------------------------------------------
@@ -114,8 +144,7 @@ class Program:
                                     "open BPF object")
         try:
             cfg = bytes(features.to_c())
-            rodata = libbpf.check_ptr(lib.bpf_object__find_map_by_name(
-                self.obj, FEATURES_MAP.encode()), "find feature map")
+            rodata = self._map(FEATURES_MAP)
             libbpf.check(lib.bpf_map__set_initial_value(rodata, cfg, len(cfg)),
                          "set features")
             reused = self._reuse_pinned_maps() if pin_maps else []
@@ -125,7 +154,6 @@ class Program:
             prog = libbpf.check_ptr(lib.bpf_object__find_program_by_name(self.obj, PROG_NAME),
                                     "find program")
             self.fd = libbpf.check(lib.bpf_program__fd(prog), "program fd")
-            self.features_fd = libbpf.check(lib.bpf_map__fd(rodata), "feature map fd")
             self.features = features
         except Exception:
             self.close()
@@ -161,9 +189,7 @@ class Program:
                 libbpf.obj_pin(fd, os.path.join(pin_dir(), name))
 
     def map_fd(self, name: str) -> int:
-        lib = libbpf.lib()
-        m = libbpf.check_ptr(lib.bpf_object__find_map_by_name(self.obj, name.encode()), name)
-        return libbpf.check(lib.bpf_map__fd(m), f"{name} fd")
+        return libbpf.check(libbpf.lib().bpf_map__fd(self._map(name)), f"{name} fd")
 
     def close(self) -> None:
         if self.obj:
@@ -199,69 +225,61 @@ def _mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", "")) if mac else b"\0" * 6
 
 
-def _sync_ports(ports: Sequence[Port]) -> None:
-    """Make tna_ifaces/tna_tx hold exactly ``ports``; keep slots of known interfaces.
+# Permissions as flags: EGRESS grants, NO_IPV4/NO_IPV6 withhold.
+_GRANTS = abi.TNA_IF_EGRESS
+_WITHHOLDS = abi.TNA_IF_NO_IPV4 | abi.TNA_IF_NO_IPV6
+_NOTHING = _WITHHOLDS  # no egress, no family: the most restrictive entry
 
-    Order matters for packets in flight: an egress is withdrawn from tna_ifaces before tna_tx
-    (the program checks the flag first) and granted in tna_tx before tna_ifaces.
-    """
-    ifaces, tx, stats = (open_map(n) for n in SHARED_MAPS)
-    try:
-        current = read_ifaces(ifaces)
-        wanted = {p.ifindex: p for p in ports}
-        for ifindex in set(current) - set(wanted):
-            ifaces.delete(_u32(ifindex))
-            tx.delete(_u32(ifindex))
-        used = {c.slot for i, c in current.items() if i in wanted}
-        free = (s for s in range(1, abi.max_ifaces()) if s not in used)
-        for p in ports:
-            old = current.get(p.ifindex)
-            slot = old.slot if old else next(free)
-            if not old:
-                _zero_slot(stats, slot)
-            entry = abi.TnaIface((ctypes.c_uint8 * 6)(*_mac_bytes(p.mac)),
-                                 abi.TNA_IF_EGRESS if p.egress else 0, slot)
-            if p.egress:
-                tx.update(_u32(p.ifindex), _u32(p.ifindex))
-                ifaces.update(_u32(p.ifindex), bytes(entry))
-            else:
-                ifaces.update(_u32(p.ifindex), bytes(entry))
-                tx.delete(_u32(p.ifindex))
-    finally:
-        for m in (ifaces, tx, stats):
+
+def _intersect(a: int, b: int) -> int:
+    """Flags allowing only what both ``a`` and ``b`` allow."""
+    return (a & b & _GRANTS) | ((a | b) & _WITHHOLDS)
+
+
+class _Maps:
+    """The namespace's shared maps, open for one reconciliation."""
+
+    def __init__(self) -> None:
+        self.ifaces, self.tx, self.stats = (open_map(n) for n in SHARED_MAPS)
+        self.entries = read_ifaces(self.ifaces)
+
+    def write(self, ifindex: int, mac: str, flags: int) -> None:
+        """Set an entry; the device map follows so that an egress exists in both or neither.
+
+        An egress is granted in tna_tx before tna_ifaces and withdrawn in the opposite order:
+        the program checks the flag first, then redirects through tna_tx.
+        """
+        entry = self.entries.get(ifindex)
+        slot = entry.slot if entry else self._new_slot()
+        new = abi.TnaIface((ctypes.c_uint8 * 6)(*_mac_bytes(mac)), flags, slot)
+        if flags & abi.TNA_IF_EGRESS:
+            self.tx.update(_u32(ifindex), _u32(ifindex))
+        self.ifaces.update(_u32(ifindex), bytes(new))
+        if not flags & abi.TNA_IF_EGRESS:
+            self.tx.delete(_u32(ifindex))
+        self.entries[ifindex] = new
+
+    def remove(self, ifindex: int) -> None:
+        self.ifaces.delete(_u32(ifindex))
+        self.tx.delete(_u32(ifindex))
+        self.entries.pop(ifindex, None)
+
+    def _new_slot(self) -> int:
+        used = {e.slot for e in self.entries.values()}
+        slot = next((s for s in range(1, abi.max_ifaces()) if s not in used), None)
+        if slot is None:
+            raise DatapathError(f"more than {abi.max_ifaces() - 1} interfaces")
+        zero = bytes(ctypes.sizeof(abi.TnaCounter))
+        for code in range(abi.nr_codes()):
+            self.stats.update(_u32(slot * abi.nr_codes() + code), zero)
+        return slot
+
+    def close(self) -> None:
+        for m in (self.ifaces, self.tx, self.stats):
             m.close()
 
 
-def _zero_slot(stats: libbpf.Map, slot: int) -> None:
-    zero = bytes(ctypes.sizeof(abi.TnaCounter))
-    for code in range(abi.nr_codes()):
-        stats.update(_u32(slot * abi.nr_codes() + code), zero)
-
-
 # ---- links -----------------------------------------------------------------------------------
-
-def _attach(ifindex: int, prog: Program) -> None:
-    """Attach or atomically replace the program on ``ifindex``; pin link and features."""
-    d = _if_dir(ifindex)
-    link_pin = os.path.join(d, "link")
-    if os.path.exists(link_pin):
-        link_fd = libbpf.obj_get(link_pin)
-        try:
-            libbpf.link_update(link_fd, prog.fd)
-        finally:
-            os.close(link_fd)
-    else:
-        os.makedirs(d, exist_ok=True)
-        link_fd = _create_link(ifindex, prog.fd)
-        try:
-            libbpf.obj_pin(link_fd, link_pin)
-        finally:
-            os.close(link_fd)
-    feat_pin = os.path.join(d, "features")
-    if os.path.exists(feat_pin):
-        os.unlink(feat_pin)
-    libbpf.obj_pin(prog.features_fd, feat_pin)
-
 
 def _create_link(ifindex: int, prog_fd: int) -> int:
     """Native XDP where the driver has it; generic only when native is impossible."""
@@ -275,100 +293,264 @@ def _create_link(ifindex: int, prog_fd: int) -> int:
     return libbpf.xdp_link_create(prog_fd, ifindex, libbpf.XDP_FLAGS_SKB_MODE)
 
 
-def _detach(ifindex: int) -> None:
-    d = _if_dir(ifindex)
-    link_pin = os.path.join(d, "link")
-    if os.path.exists(link_pin):
-        link_fd = libbpf.obj_get(link_pin)
-        try:
-            libbpf.link_detach(link_fd)
-        except LibbpfError as e:
-            if e.errno not in (errno.ENOLINK, errno.EINVAL):  # device already gone
-                raise
-        finally:
-            os.close(link_fd)
-    shutil.rmtree(d, ignore_errors=True)
+def _detach_link(link_fd: int) -> None:
+    try:
+        libbpf.link_detach(link_fd)
+    except LibbpfError as e:
+        if e.errno not in (errno.ENOLINK, errno.EINVAL, errno.ENODEV):  # device already gone
+            raise
 
 
-def attached_ifindexes() -> list[int]:
+def pinned_links() -> list[int]:
     try:
         names = os.listdir(pin_dir())
     except FileNotFoundError:
         return []
-    return sorted(int(n[2:]) for n in names if n.startswith("if") and n[2:].isdigit())
+    return sorted(int(n[4:]) for n in names if n.startswith("link") and n[4:].isdigit())
 
 
-# ---- public operations -----------------------------------------------------------------------
+def _program_features(prog_fd: int) -> Features | None:
+    """The feature block of a loaded TNA program, read from its own read-only map."""
+    for map_id in libbpf.prog_map_ids(prog_fd):
+        fd = libbpf.map_get_fd_by_id(map_id)
+        m = libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaFeatures))
+        try:
+            if libbpf.map_info(fd).name.decode() == FEATURES_MAP_KERNEL_NAME:
+                raw = m.lookup(_u32(0))
+                return Features.from_c(raw[:ctypes.sizeof(abi.TnaFeatures)]) if raw else None
+        finally:
+            m.close()
+    return None
 
-def apply(ports: Sequence[Port], obj_path: str | None = None) -> list[int]:
-    """Make the namespace's fast path match ``ports``; return the ifindexes with programs.
 
-    ``obj_path`` loads another build of the object (tests use a deliberately broken one).
-    """
-    _ensure_bpffs()
-    os.makedirs(pin_dir(), exist_ok=True)
-    wanted = [p for p in ports if p.features is not None]
-    programs: dict[int, Program] = {}
+def _link_program(link_fd: int) -> tuple[int, Features | None]:
+    prog_id = libbpf.link_info(link_fd).prog_id
+    prog_fd = libbpf.prog_get_fd_by_id(prog_id)
     try:
-        for p in wanted:
-            assert p.features is not None
-            programs[p.ifindex] = Program(p.features, obj_path=obj_path)
-        if not programs:  # the shared maps must exist even with nothing to attach
-            Program(Features(), obj_path=obj_path).close()
-        _sync_ports(ports)
-        for p in wanted:
-            _attach(p.ifindex, programs[p.ifindex])
+        return prog_id, _program_features(prog_fd)
     finally:
-        for prog in programs.values():
-            prog.close()
-    for ifindex in set(attached_ifindexes()) - {p.ifindex for p in wanted}:
-        _detach(ifindex)
-    return [p.ifindex for p in wanted]
+        os.close(prog_fd)
+
+
+class Datapath:
+    """TNA's fast path in the current namespace.
+
+    ``owned=False`` (``tna apply``): links are pinned and outlive the process.
+    ``owned=True`` (``tna run``): links are held in this process's descriptors.
+    """
+
+    def __init__(self, owned: bool = False, obj_path: str | None = None) -> None:
+        self.owned = owned
+        self.obj_path = obj_path
+        self.links: dict[int, int] = {}  # owned mode: ifindex -> link fd
+
+    # -- link handles, whichever mode --
+    @contextmanager
+    def _link(self, ifindex: int) -> Iterator[int | None]:
+        if self.owned:
+            yield self.links.get(ifindex)
+            return
+        path = _link_pin(ifindex)
+        if not os.path.exists(path):
+            yield None
+            return
+        fd = libbpf.obj_get(path)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def ifindexes(self) -> list[int]:
+        return sorted(self.links) if self.owned else pinned_links()
+
+    def programs(self) -> dict[int, Features | None]:
+        """ifindex -> the features of the program running there now."""
+        out = {}
+        for ifindex in self.ifindexes():
+            with self._link(ifindex) as fd:
+                if fd is not None:
+                    out[ifindex] = _link_program(fd)[1]
+        return out
+
+    def adopt(self) -> list[int]:
+        """Take over pinned links (left by ``tna apply`` or ``tna run --keep``), unpinning them.
+
+        Only owned mode adopts; the programs keep running throughout.
+        """
+        assert self.owned
+        taken = []
+        for ifindex in pinned_links():
+            path = _link_pin(ifindex)
+            self.links[ifindex] = libbpf.obj_get(path)
+            os.unlink(path)
+            taken.append(ifindex)
+        return taken
+
+    # -- reconciliation --
+    def reconcile(self, ports: Sequence[Port]) -> Changes:
+        """Make the fast path match ``ports`` in three phases (see the module docstring)."""
+        _ensure_bpffs()
+        os.makedirs(pin_dir(), exist_ok=True)
+        self._ensure_maps()
+        wanted = {p.ifindex: p for p in ports}
+        changes = Changes()
+        maps = _Maps()
+        try:
+            self._restrict(maps, wanted, changes)
+            self._swap_programs(wanted, changes)
+            self._relax(maps, wanted, changes)
+        finally:
+            maps.close()
+        return changes
+
+    def _ensure_maps(self) -> None:
+        if not all(os.path.exists(os.path.join(pin_dir(), n)) for n in SHARED_MAPS):
+            Program(Features(), obj_path=self.obj_path).close()  # creates and pins them
+
+    def _restrict(self, maps: _Maps, wanted: dict[int, Port], changes: Changes) -> None:
+        for ifindex, entry in list(maps.entries.items()):
+            port = wanted.get(ifindex)
+            flags = _intersect(entry.flags, port.flags if port else _NOTHING)
+            if flags != entry.flags:
+                maps.write(ifindex, port.mac if port else "", flags)
+                changes.restricted.append(ifindex)
+        for ifindex, port in wanted.items():
+            if ifindex not in maps.entries:  # new: known to the program, allowed nothing yet
+                maps.write(ifindex, port.mac, _NOTHING)
+
+    def _swap_programs(self, wanted: dict[int, Port], changes: Changes) -> None:
+        running = self.programs()
+        todo = {i: p.features for i, p in wanted.items()
+                if p.features is not None and running.get(i) != p.features}
+        loaded = {i: Program(f, obj_path=self.obj_path) for i, f in todo.items() if f}
+        try:
+            for ifindex, prog in loaded.items():
+                if ifindex in running:
+                    with self._link(ifindex) as fd:
+                        assert fd is not None
+                        libbpf.link_update(fd, prog.fd)
+                    changes.swapped.append(ifindex)
+                else:
+                    self._attach(ifindex, prog.fd)
+                    changes.attached.append(ifindex)
+        finally:
+            for prog in loaded.values():
+                prog.close()
+        for ifindex in running:
+            port = wanted.get(ifindex)
+            if port is None or port.features is None:
+                self._detach(ifindex)
+                changes.detached.append(ifindex)
+
+    def _relax(self, maps: _Maps, wanted: dict[int, Port], changes: Changes) -> None:
+        for ifindex in list(maps.entries):
+            if ifindex not in wanted:
+                maps.remove(ifindex)
+        for ifindex, port in wanted.items():
+            entry = maps.entries[ifindex]
+            if (entry.flags, bytes(entry.mac)) != (port.flags, _mac_bytes(port.mac)):
+                maps.write(ifindex, port.mac, port.flags)
+                changes.relaxed.append(ifindex)
+
+    def _attach(self, ifindex: int, prog_fd: int) -> None:
+        link_fd = _create_link(ifindex, prog_fd)
+        if self.owned:
+            self.links[ifindex] = link_fd
+            return
+        try:
+            libbpf.obj_pin(link_fd, _link_pin(ifindex))
+        finally:
+            os.close(link_fd)
+
+    def _detach(self, ifindex: int) -> None:
+        if self.owned:
+            fd = self.links.pop(ifindex)
+            try:
+                _detach_link(fd)
+            finally:
+                os.close(fd)
+            return
+        with self._link(ifindex) as fd:
+            if fd is not None:
+                _detach_link(fd)
+        os.unlink(_link_pin(ifindex))
+
+    def release(self, keep: bool) -> None:
+        """Daemon exit: ``keep`` pins the links for a successor; otherwise detach everything."""
+        if keep and self.owned:
+            for ifindex, fd in self.links.items():
+                libbpf.obj_pin(fd, _link_pin(ifindex))
+                os.close(fd)
+            self.links.clear()
+            return
+        for ifindex in self.ifindexes():
+            self._detach(ifindex)
+        shutil.rmtree(pin_dir(), ignore_errors=True)
+
+
+# ---- module-level operations for the CLI -----------------------------------------------------
+
+def apply(ports: Sequence[Port], obj_path: str | None = None) -> Changes:
+    """``tna apply``: reconcile with pinned links, so the fast path persists."""
+    return Datapath(owned=False, obj_path=obj_path).reconcile(ports)
 
 
 def detach_all() -> int:
-    """Remove every program, link and map TNA pinned in this namespace; return links removed."""
+    """Remove every pinned link and map TNA has in this namespace; return links removed."""
     if not os.path.isdir(pin_dir()):
         return 0
-    links = attached_ifindexes()
-    for ifindex in links:
-        _detach(ifindex)
-    shutil.rmtree(pin_dir(), ignore_errors=True)
+    links = pinned_links()
+    Datapath(owned=False).release(keep=False)
     return len(links)
 
 
-def attached() -> list[Attached]:
-    """What TNA has attached in this namespace, read back from the kernel."""
-    out = []
-    for ifindex in attached_ifindexes():
-        d = _if_dir(ifindex)
-        try:
-            link_fd = libbpf.obj_get(os.path.join(d, "link"))
-        except LibbpfError:
-            continue
-        try:
-            info = libbpf.link_info(link_fd)
-        finally:
-            os.close(link_fd)
-        prog_fd = libbpf.prog_get_fd_by_id(info.prog_id)
-        try:
-            pinfo = libbpf.prog_info(prog_fd)
-        finally:
-            os.close(prog_fd)
-        out.append(Attached(ifindex=ifindex, prog_id=info.prog_id,
-                            xlated_insns=pinfo.xlated_prog_len // 8,
-                            features=_read_features(d), mode=""))
+def _our_ifaces_map_id() -> int | None:
+    path = os.path.join(pin_dir(), "tna_ifaces")
+    if not os.path.exists(path):
+        return None
+    fd = libbpf.obj_get(path)
+    try:
+        return libbpf.map_info(fd).id
+    finally:
+        os.close(fd)
+
+
+def xdp_programs() -> dict[int, tuple[int, str]]:
+    """ifindex -> (prog id, mode) of every XDP program attached in this namespace."""
+    from pyroute2 import IPRoute
+
+    from tna.introspect import xdp_attachment  # late: introspect imports this module's users
+
+    out = {}
+    with IPRoute() as ip:
+        for msg in ip.get_links():
+            xdp = xdp_attachment(msg.get_attr("IFLA_XDP"), frozenset())
+            if xdp and xdp.prog_id:
+                out[msg["index"]] = (xdp.prog_id, xdp.mode)
     return out
 
 
-def _read_features(d: str) -> Features:
-    fd = libbpf.obj_get(os.path.join(d, "features"))
-    m = libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaFeatures))
-    try:
-        raw = m.lookup(_u32(0))
-    finally:
-        m.close()
-    return Features.from_c(raw or bytes(ctypes.sizeof(abi.TnaFeatures)))
+def attached() -> list[Attached]:
+    """Every TNA program attached in this namespace (pinned or owned by a daemon), read back
+    from the kernel: a program is ours when it uses this namespace's pinned ``tna_ifaces``."""
+    ours = _our_ifaces_map_id()
+    if ours is None:
+        return []
+    out = []
+    for ifindex, (prog_id, mode) in sorted(xdp_programs().items()):
+        try:
+            prog_fd = libbpf.prog_get_fd_by_id(prog_id)
+        except LibbpfError:
+            continue  # replaced or gone since the dump
+        try:
+            if ours not in libbpf.prog_map_ids(prog_fd):
+                continue
+            info = libbpf.prog_info(prog_fd)
+            features = _program_features(prog_fd) or Features()
+        finally:
+            os.close(prog_fd)
+        out.append(Attached(ifindex, prog_id, info.xlated_prog_len // 8, features, mode))
+    return out
 
 
 def our_prog_ids() -> frozenset[int]:
@@ -411,4 +593,10 @@ def load_for_test(features: Features, obj_path: str | None = None) -> Program:
 
 
 def sync_ports_for_test(ports: Iterable[Port]) -> None:
-    _sync_ports(list(ports))
+    """Write map entries for ``ports`` without touching programs (BPF tests run unattached)."""
+    maps = _Maps()
+    try:
+        for p in ports:
+            maps.write(p.ifindex, p.mac, p.flags)
+    finally:
+        maps.close()

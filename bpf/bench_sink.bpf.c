@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Benchmark sink (tna bench): drops every frame on the receiving host's veth and counts it in
+ * a per-CPU counter that userspace reads before and after a timed window. Its presence also
+ * enables NAPI on that veth, which is what makes XDP redirects into its peer legal.
+ *
+ * bench_nop is the empty program: its BPF_PROG_TEST_RUN time is the test harness's own cost,
+ * subtracted from the program-only measurements.
+ */
+#include "lib/common.h"
+
+struct bench_count {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bench_count);
+} bench_count SEC(".maps");
+
+SEC("xdp")
+int bench_sink(struct xdp_md *ctx)
+{
+	__u32 key = 0;
+	struct bench_count *c = bpf_map_lookup_elem(&bench_count, &key);
+
+	if (c) {
+		c->packets++;
+		c->bytes += frame_end(ctx) - frame_start(ctx);
+	}
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int bench_nop(struct xdp_md *ctx)
+{
+	return XDP_DROP;
+}
+
+char _license[] SEC("license") = "GPL";
