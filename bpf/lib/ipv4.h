@@ -141,7 +141,8 @@ static __always_inline int ipv4_forward(struct xdp_md *ctx, const struct tna_ifa
 		if (!l4_verifiable(iph->protocol) && iph->protocol != IPPROTO_ICMP)
 			return punt(ctx, in->slot, TNA_PUNT_L4_CSUM);
 		if (l4_verifiable(iph->protocol) &&
-		    !l4_csum_complete(iph + 1, end, l4_len, pseudo_v4(iph, l4_len)))
+		    !l4_csum_complete(ctx, sizeof(struct ethhdr) + sizeof(*iph), l4_len,
+				      pseudo_v4(iph, l4_len)))
 			return punt(ctx, in->slot, TNA_PUNT_L4_CSUM);
 	}
 

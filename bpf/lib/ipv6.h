@@ -101,7 +101,8 @@ static __always_inline int ipv6_forward(struct xdp_md *ctx, const struct tna_ifa
 		if (!l4_verifiable(ip6h->nexthdr) && ip6h->nexthdr != IPPROTO_ICMPV6)
 			return punt(ctx, in->slot, TNA_PUNT_L4_CSUM);
 		if (l4_verifiable(ip6h->nexthdr) &&
-		    !l4_csum_complete(ip6h + 1, end, l4_len, pseudo_v6(ip6h, l4_len)))
+		    !l4_csum_complete(ctx, sizeof(struct ethhdr) + sizeof(*ip6h), l4_len,
+				      pseudo_v6(ip6h, l4_len)))
 			return punt(ctx, in->slot, TNA_PUNT_L4_CSUM);
 	}
 

@@ -15,8 +15,8 @@
 
 #include "common.h"
 
-#define CSUM_CHUNK 512		/* the most bpf_csum_diff() sums in one call */
-#define CSUM_MAX_CHUNKS 8	/* 4 KiB: beyond any frame a non-frags XDP program sees */
+#define CSUM_MAX_LEN 4096	/* beyond any frame a non-frags XDP program sees */
+#define CSUM_BLOCK 256		/* bpf_csum_diff() takes at most 512 bytes and multiples of 4 */
 
 static __always_inline __u16 csum_fold64(__u64 sum)
 {
@@ -26,36 +26,43 @@ static __always_inline __u16 csum_fold64(__u64 sum)
 	return (__u16)((sum & 0xffff) + (sum >> 16));
 }
 
-/* One constant-size step of the sum; the constant size is what the verifier needs. */
-#define CSUM_STEP(size)                                                                  \
-	if (left >= (size)) {                                                            \
-		if ((void *)(p + (size)) > end)                                          \
-			return -1;                                                       \
-		sum += (__u32)bpf_csum_diff(NULL, 0, (__be32 *)p, (size), 0);            \
-		p += (size);                                                             \
-		left -= (size);                                                          \
-	}
-
-/* Ones'-complement sum of [l4, l4 + len) in memory byte order, or -1 if out of bounds. */
-static __always_inline __s64 l4_sum(void *l4, void *end, __u32 len)
+/*
+ * Ones'-complement sum (folded to 16 bits) of the len bytes at offset off of the frame, or -1.
+ *
+ * A global function on purpose: the verifier checks it once, on its own, with unknown
+ * arguments, instead of once per call site and path of the caller. Inside, each step reads a
+ * constant size at an offset computed from what is left (an unknown), so every way out of a
+ * loop reaches the next in the same abstract state.
+ */
+__attribute__((noinline)) int tna_l4_sum(struct xdp_md *ctx, __u32 off, __u32 len)
 {
-	__u8 *p = l4;
-	__u32 left = len;
+	void *data = frame_start(ctx), *end = frame_end(ctx);
+	__u32 left = len, pos;
 	__u64 sum = 0;
+	__u8 *p;
 
-#pragma unroll
-	for (int i = 0; i < CSUM_MAX_CHUNKS; i++) {
-		CSUM_STEP(CSUM_CHUNK)
-	}
-	if (left >= CSUM_CHUNK)
+	if (len > CSUM_MAX_LEN || off > CSUM_MAX_LEN)
 		return -1;
-	CSUM_STEP(256)
-	CSUM_STEP(128)
-	CSUM_STEP(64)
-	CSUM_STEP(32)
-	CSUM_STEP(16)
-	CSUM_STEP(8)
-	CSUM_STEP(4)
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < CSUM_MAX_LEN / CSUM_BLOCK && left >= CSUM_BLOCK; i++) {
+		pos = (off + len - left) & (2 * CSUM_MAX_LEN - 1);
+		p = data + pos;
+		if ((void *)(p + CSUM_BLOCK) > end)
+			return -1;
+		sum += (__u32)bpf_csum_diff(NULL, 0, (__be32 *)p, CSUM_BLOCK, 0);
+		left -= CSUM_BLOCK;
+	}
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < CSUM_BLOCK / 4 && left >= 4; i++) {
+		pos = (off + len - left) & (2 * CSUM_MAX_LEN - 1);
+		p = data + pos;
+		if ((void *)(p + 4) > end)
+			return -1;
+		sum += *(__u32 *)p;
+		left -= 4;
+	}
+	pos = (off + len - left) & (2 * CSUM_MAX_LEN - 1);
+	p = data + pos;
 	if (left >= 2) {
 		if ((void *)(p + 2) > end)
 			return -1;
@@ -68,15 +75,16 @@ static __always_inline __s64 l4_sum(void *l4, void *end, __u32 len)
 			return -1;
 		sum += *p;	/* the odd byte is the high-order byte of a zero-padded word */
 	}
-	return sum;
+	return csum_fold64(sum);
 }
 
-/* The pseudo-header plus payload must sum to 0xffff. */
-static __always_inline int l4_csum_complete(void *l4, void *end, __u32 len, __u64 pseudo)
+/* The pseudo-header plus the L4 bytes at off..off+len must sum to 0xffff. */
+static __always_inline int l4_csum_complete(struct xdp_md *ctx, __u32 off, __u32 len,
+					    __u64 pseudo)
 {
-	__s64 sum = l4_sum(l4, end, len);
+	int sum = tna_l4_sum(ctx, off, len);
 
-	return sum >= 0 && csum_fold64(pseudo + (__u64)sum) == 0xffff;
+	return sum >= 0 && csum_fold64(pseudo + (__u32)sum) == 0xffff;
 }
 
 /* Only protocols whose checksum we can verify may leave a veth by the fast path. */

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tna import abi, introspect, netns
+from tna import abi, introspect, netns, sync
 from tna.datapath import loader
 from tna.datapath.libbpf import LibbpfError
 from tna.model import Snapshot
@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         if has_json:
             sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = sub.add_parser("run", help="apply, then keep the fast path in sync with the "
+                        "configuration (daemon)", description="Apply, then follow every "
+                        "configuration change. Logs one JSON line per change. SIGTERM detaches, "
+                        "SIGHUP re-reads everything.")
+    sp.add_argument("--keep", action="store_true",
+                    help="on SIGTERM leave the fast path attached for a successor to adopt")
+    sp.add_argument("--resync", type=float, default=1.0, metavar="SECONDS",
+                    help="full resync period, for changes without notifications (default 1)")
+    sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("bench", help="measure packet rates: Linux vs TNA vs the XDP limit",
                         add_help=False)
     sp.add_argument("bench_args", nargs=argparse.REMAINDER)
@@ -125,7 +134,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_if_daemon(action: str) -> None:
+    state = sync.read_state()
+    if state:
+        raise UsageError(f"tna run (pid {state['pid']}) manages this namespace; stop it "
+                         f"before '{action}'")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.resync <= 0:
+        raise UsageError("--resync must be positive")
+    try:
+        return sync.Daemon(args.netns, keep=args.keep, resync_s=args.resync).run()
+    except sync.AlreadyRunning as e:
+        raise UsageError(str(e)) from None
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
+    _refuse_if_daemon("apply")
     plan = make_plan(_snapshot(args))
     changes = loader.apply(plan.ports())
     print(format_plan(plan))
@@ -143,9 +169,15 @@ def format_changes(changes: loader.Changes) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     rows = status_rows()
+    daemon = sync.read_state()
     if args.json:
-        _print_json({"interfaces": rows})
+        _print_json({"interfaces": rows, "daemon": daemon})
         return 0
+    if daemon:
+        last = daemon.get("last") or {}
+        print(f"daemon: tna run, pid {daemon['pid']}, {daemon['cycles']} reconciliations, "
+              f"{daemon['errors']} errors; last: {', '.join(last.get('why', [])) or '-'} "
+              f"in {last.get('duration_ms', '-')} ms")
     if not rows:
         print("TNA is not attached in this namespace")
         return 0
@@ -216,6 +248,7 @@ def _ifname(ifindex: int) -> str:
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
+    _refuse_if_daemon("detach")
     n = loader.detach_all()
     print(f"detached TNA from {n} interface(s); the kernel forwards alone")
     return 0

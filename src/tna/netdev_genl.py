@@ -31,6 +31,9 @@ GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3
 CTRL_ATTR_FAMILY_ID = 1
 CTRL_ATTR_FAMILY_NAME = 2
+CTRL_ATTR_MCAST_GROUPS = 7
+CTRL_ATTR_MCAST_GRP_NAME = 1
+CTRL_ATTR_MCAST_GRP_ID = 2
 
 NETDEV_CMD_DEV_GET = 1
 NETDEV_A_DEV_IFINDEX = 1
@@ -113,6 +116,24 @@ def family_id(name: str) -> int:
         if CTRL_ATTR_FAMILY_ID in attrs:
             return int(struct.unpack("=H", attrs[CTRL_ATTR_FAMILY_ID][:2])[0])
     raise NetlinkError(0, f"generic netlink family {name!r} has no id")
+
+
+def mcast_group_id(family: str, group: str) -> int:
+    """The id of a generic-netlink family's multicast group (e.g. netdev "mgmt")."""
+    request = _GENLMSGHDR.pack(CTRL_CMD_GETFAMILY, 1, 0)
+    request += attr(CTRL_ATTR_FAMILY_NAME, family.encode() + b"\0")
+    for _, body in dump(NETLINK_GENERIC, GENL_ID_CTRL, request, flags=0):
+        groups = parse_attrs(body[_GENLMSGHDR.size:]).get(CTRL_ATTR_MCAST_GROUPS, b"")
+        pos = 0
+        while pos + 4 <= len(groups):  # a nested array: one nest per group
+            length = struct.unpack_from("=H", groups, pos)[0]
+            if length < 4:
+                break
+            g = parse_attrs(groups[pos + 4:pos + length])
+            if g.get(CTRL_ATTR_MCAST_GRP_NAME, b"").rstrip(b"\0").decode() == group:
+                return int(struct.unpack("=I", g[CTRL_ATTR_MCAST_GRP_ID][:4])[0])
+            pos += (length + 3) & ~3
+    raise NetlinkError(0, f"generic netlink family {family!r} has no group {group!r}")
 
 
 def xdp_features() -> dict[int, int]:

@@ -52,7 +52,8 @@ def test_commands_in_an_empty_namespace(bed: Testbed) -> None:
     stats = json.loads(run("--netns", ns, "stats", "--json").stdout)
     assert stats == {"forwarded_packets": 0, "forwarded_bytes": 0, "punted_packets": 0,
                      "punt_reasons": {}, "interfaces": {}}
-    assert json.loads(run("--netns", ns, "status", "--json").stdout) == {"interfaces": []}
+    assert json.loads(run("--netns", ns, "status", "--json").stdout) == {"interfaces": [],
+                                                                         "daemon": None}
     assert "0 interface(s)" in run("--netns", ns, "detach").stdout
     text = run("--netns", ns, "show")
     assert text.returncode == 0 and "lo" in text.stdout

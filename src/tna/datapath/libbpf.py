@@ -337,3 +337,30 @@ def test_run(prog_fd: int, packet: bytes, *, ingress_ifindex: int = 0, repeat: i
     opts.repeat, opts.flags, opts.batch_size = repeat, flags, batch_size
     check(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "bpf_prog_test_run")
     return opts.retval, data_out.raw[:opts.data_size_out], opts.duration
+
+
+# ---- run-time statistics (added for tna bench) -------------------------------------------------
+
+BPF_STATS_RUN_TIME = 0  # enum bpf_stats_type
+
+
+class ProgRunInfo(ctypes.Structure):
+    # struct bpf_prog_info up to run_cnt: the fields before it are fixed ABI (192 bytes).
+    _fields_ = [("_head", ctypes.c_uint8 * 192), ("run_time_ns", ctypes.c_uint64),
+                ("run_cnt", ctypes.c_uint64)]
+
+
+def enable_run_time_stats() -> int:
+    """BPF_ENABLE_STATS: programs count runs and run time while the returned fd is open."""
+    fn = lib().bpf_enable_stats
+    fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int]
+    return check(fn(BPF_STATS_RUN_TIME), "bpf_enable_stats")
+
+
+def prog_run_stats(fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a program, as counted while run-time stats were enabled."""
+    info = ProgRunInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
+          "bpf_obj_get_info_by_fd(prog run stats)")
+    return info.run_time_ns, info.run_cnt

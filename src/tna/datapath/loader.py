@@ -372,6 +372,15 @@ class Datapath:
                     out[ifindex] = _link_program(fd)[1]
         return out
 
+    def prog_ids(self) -> frozenset[int]:
+        """Ids of the programs on this datapath's links."""
+        out = set()
+        for ifindex in self.ifindexes():
+            with self._link(ifindex) as fd:
+                if fd is not None:
+                    out.add(libbpf.link_info(fd).prog_id)
+        return frozenset(out)
+
     def adopt(self) -> list[int]:
         """Take over pinned links (left by ``tna apply`` or ``tna run --keep``), unpinning them.
 
@@ -422,16 +431,19 @@ class Datapath:
         running = self.programs()
         todo = {i: p.features for i, p in wanted.items()
                 if p.features is not None and running.get(i) != p.features}
-        loaded = {i: Program(f, obj_path=self.obj_path) for i, f in todo.items() if f}
+        # one program per distinct feature set: it reads its interface from the context
+        loaded = {f: Program(f, obj_path=self.obj_path) for f in set(todo.values()) if f}
         try:
-            for ifindex, prog in loaded.items():
+            for ifindex, features in todo.items():
+                assert features is not None
+                prog_fd = loaded[features].fd
                 if ifindex in running:
                     with self._link(ifindex) as fd:
                         assert fd is not None
-                        libbpf.link_update(fd, prog.fd)
+                        libbpf.link_update(fd, prog_fd)
                     changes.swapped.append(ifindex)
                 else:
-                    self._attach(ifindex, prog.fd)
+                    self._attach(ifindex, prog_fd)
                     changes.attached.append(ifindex)
         finally:
             for prog in loaded.values():

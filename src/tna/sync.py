@@ -1,0 +1,331 @@
+"""``tna run``: keep the fast path equal to the configuration as it changes.
+
+Role in the flow: the daemon drives introspect → plan → ``Datapath.reconcile`` in a loop.  It
+subscribes to every kernel notification that can change the plan *before* its first snapshot
+(so nothing is missed), coalesces bursts, and reconciles.  The data path's three phases put
+traffic that became unsafe back on Linux first (map writes), then swap programs.
+
+What needs no work at all: routes and neighbours.  ``bpf_fib_lookup`` reads the kernel's FIB
+and neighbour tables for every packet, so a route or neighbour change is followed by the very
+next packet.  Only routes that change the plan (multipath, nexthop objects) trigger a cycle.
+
+Fail to Linux: the daemon owns its links (file descriptors, not pins).  If it dies for any
+reason, even SIGKILL, the kernel releases them and Linux forwards alone.  ``--keep`` pins them
+on SIGTERM instead, so a successor adopts a running fast path without a gap.  Netlink overruns
+(ENOBUFS) are expected under bursts and answered with a full resync.  A periodic resync
+catches what has no notification (tcx attachments, iptables-legacy, some sysctls).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from tna import introspect, netdev_genl, netns
+from tna.datapath import loader
+from tna.plan import Plan, make_plan
+
+NETLINK_ROUTE, NETLINK_XFRM, NETLINK_NETFILTER, NETLINK_GENERIC = 0, 6, 12, 16
+SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
+SO_RCVBUFFORCE = 33
+NLMSG_HDR = struct.Struct("=IHHII")
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+
+# rtnetlink groups (RTNLGRP_*) and what their messages mean for TNA
+RTNL_GROUPS = {1: "link", 3: "neigh", 4: "tc", 5: "addr", 7: "route", 8: "rule", 9: "addr",
+               11: "route", 19: "rule", 24: "netconf", 25: "netconf", 32: "nexthop"}
+RTM_KINDS = {(16, 18): "link", (20, 22): "addr", (24, 26): "route", (28, 30): "neigh",
+             (32, 34): "rule", (36, 38): "tc", (40, 42): "tc", (44, 46): "tc",
+             (80, 82): "netconf", (100, 103): "tc", (104, 107): "nexthop"}
+NFNLGRP_NFTABLES = 7
+XFRMNLGRP_POLICY = 4
+RTA_MULTIPATH, RTA_NH_ID = 9, 30
+AF_BRIDGE = 7
+
+# Event kinds that may change the plan; the others need no work (see the module docstring).
+REPLAN_KINDS = frozenset({"link", "rule", "tc", "netconf", "nexthop", "netfilter", "xfrm",
+                          "netdev"})
+
+QUIET_S = 0.002  # a burst is over when nothing arrived for this long...
+BURST_MAX_S = 0.020  # ...or when it has lasted this long
+STATE_DIR = "/run/tna"
+
+
+@dataclass
+class Batch:
+    """Notifications collected in one burst."""
+
+    kinds: set[str] = field(default_factory=set)
+    count: int = 0
+    overrun: bool = False
+    multipath_route: bool = False
+    first_at: float = 0.0  # time.monotonic() of the first message
+
+    def add(self, kind: str) -> None:
+        if not self.count:
+            self.first_at = time.monotonic()
+        self.count += 1
+        self.kinds.add(kind)
+
+
+class EventSource:
+    """Netlink sockets for every notification that can change the plan."""
+
+    def __init__(self) -> None:
+        self.socks: dict[int, tuple[socket.socket, Callable[[int, bytes, Batch], None]]] = {}
+        self._open(NETLINK_ROUTE, list(RTNL_GROUPS), self._rtnl)
+        self._open(NETLINK_NETFILTER, [NFNLGRP_NFTABLES], self._tagged("netfilter"))
+        self._open(NETLINK_XFRM, [XFRMNLGRP_POLICY], self._tagged("xfrm"))
+        try:  # device (and xdp_features) changes: a veth peer losing GRO, for one
+            group = netdev_genl.mcast_group_id("netdev", "mgmt")
+            self._open(NETLINK_GENERIC, [group], self._tagged("netdev"))
+        except OSError:
+            pass  # kernels before 6.3: the periodic resync covers it
+
+    def _open(self, proto: int, groups: list[int],
+              handler: Callable[[int, bytes, Batch], None]) -> None:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, proto)
+        try:  # a deep queue makes overruns rarer; they stay handled
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+        except OSError:
+            pass
+        sock.bind((0, 0))
+        for g in groups:
+            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g)
+        self.socks[sock.fileno()] = (sock, handler)
+
+    @staticmethod
+    def _tagged(kind: str) -> Callable[[int, bytes, Batch], None]:
+        def handler(msg_type: int, body: bytes, batch: Batch) -> None:
+            batch.add(kind)
+        return handler
+
+    @staticmethod
+    def _rtnl(msg_type: int, body: bytes, batch: Batch) -> None:
+        kind = next((k for (lo, hi), k in RTM_KINDS.items() if lo <= msg_type < hi), "other")
+        if kind == "route" and _route_is_multipath(body):
+            batch.multipath_route = True
+        batch.add(kind)
+
+    def fds(self) -> list[int]:
+        return list(self.socks)
+
+    def drain(self, fd: int, batch: Batch) -> None:
+        sock, handler = self.socks[fd]
+        while True:
+            try:
+                data = sock.recv(1 << 20)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:  # the kernel dropped notifications: resync
+                    batch.overrun = True
+                    batch.add("overrun")
+                    continue
+                raise
+            for msg_type, body in _messages(data):
+                handler(msg_type, body, batch)
+
+    def close(self) -> None:
+        for sock, _ in self.socks.values():
+            sock.close()
+
+
+def _messages(data: bytes) -> list[tuple[int, bytes]]:
+    out, pos = [], 0
+    while pos + NLMSG_HDR.size <= len(data):
+        length, kind, _, _, _ = NLMSG_HDR.unpack_from(data, pos)
+        if length < NLMSG_HDR.size:
+            break
+        if kind not in (NLMSG_ERROR, NLMSG_DONE):
+            out.append((kind, data[pos + NLMSG_HDR.size:pos + length]))
+        pos += (length + 3) & ~3
+    return out
+
+
+def _route_is_multipath(body: bytes) -> bool:
+    attrs = netdev_genl.parse_attrs(body[12:])  # struct rtmsg is 12 bytes
+    return RTA_MULTIPATH in attrs or RTA_NH_ID in attrs
+
+
+# ---- the daemon ------------------------------------------------------------------------------
+
+class AlreadyRunning(Exception):
+    """Another ``tna run`` manages this namespace."""
+
+
+def state_path() -> str:
+    return os.path.join(STATE_DIR, f"ns{netns.cookie()}.json")
+
+
+def read_state() -> dict[str, Any] | None:
+    """The running daemon's state for this namespace, or None if no daemon is alive."""
+    try:
+        with open(state_path()) as f:
+            state: dict[str, Any] = json.load(f)
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        return None
+    return state
+
+
+class Daemon:
+    def __init__(self, netns_name: str, keep: bool = False, resync_s: float = 1.0,
+                 log: TextIO = sys.stdout) -> None:
+        self.netns_name, self.keep, self.resync_s, self.log = netns_name, keep, resync_s, log
+        self.datapath = loader.Datapath(owned=True)
+        self.plan: Plan | None = None
+        self.state: dict[str, Any] = {"pid": os.getpid(), "netns": netns_name,
+                                      "started": time.time(), "cycles": 0, "errors": 0,
+                                      "last": None}
+        self._stop = False
+        self._resync = False
+
+    # -- lifecycle --
+    def run(self) -> int:
+        other = read_state()
+        if other and other["pid"] != os.getpid():
+            raise AlreadyRunning(f"tna run already manages this namespace (pid {other['pid']})")
+        events = EventSource()  # subscribe before the first snapshot: nothing can slip by
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
+        signal.set_wakeup_fd(wake_w)
+        for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
+                             (signal.SIGHUP, self._on_hup)):
+            signal.signal(sig, handler)
+        try:
+            adopted = self.datapath.adopt()
+            self._emit("start", adopted=[_name(i) for i in adopted], keep=self.keep)
+            self.cycle(Batch(kinds={"start"}, first_at=time.monotonic()))
+            self._loop(events, wake_r)
+        finally:
+            events.close()
+            self.datapath.release(keep=self.keep)
+            self._emit("stop", kept=self.keep)
+            _remove(state_path())
+        return 0
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        self._stop = True
+
+    def _on_hup(self, signum: int, frame: object) -> None:
+        self._resync = True
+
+    def _loop(self, events: EventSource, wake_r: int) -> None:
+        next_resync = time.monotonic() + self.resync_s
+        while not self._stop:
+            batch = self._collect(events, wake_r, max(0.0, next_resync - time.monotonic()))
+            if self._stop:
+                return
+            if self._resync or time.monotonic() >= next_resync:
+                batch.kinds.add("sighup" if self._resync else "periodic")
+                self._resync = False
+                next_resync = time.monotonic() + self.resync_s
+                self.cycle(batch, quiet=batch.count == 0)
+            elif self._needs_cycle(batch):
+                self.cycle(batch)
+
+    def _collect(self, events: EventSource, wake_r: int, timeout: float) -> Batch:
+        """Wait for notifications, then keep reading until the burst is over."""
+        batch = Batch()
+        fds = [*events.fds(), wake_r]
+        ready, _, _ = select.select(fds, [], [], timeout)
+        deadline = time.monotonic() + BURST_MAX_S
+        while ready:
+            for fd in ready:
+                if fd == wake_r:
+                    _drain_pipe(wake_r)
+                else:
+                    events.drain(fd, batch)
+            if self._stop or time.monotonic() >= deadline:
+                break
+            ready, _, _ = select.select(fds, [], [], QUIET_S)
+        return batch
+
+    def _needs_cycle(self, batch: Batch) -> bool:
+        if batch.overrun or batch.kinds & REPLAN_KINDS or batch.multipath_route:
+            return True
+        # a route burst may have removed the multipath route that holds a family on Linux
+        return "route" in batch.kinds and self.plan is not None and any(
+            s.reason == "multipath_route" for s in self.plan.slow_path)
+
+    # -- one reconciliation --
+    def cycle(self, batch: Batch, quiet: bool = False) -> None:
+        started = time.monotonic()
+        try:
+            snap = introspect.snapshot(self.netns_name,
+                                       our_prog_ids=self.datapath.prog_ids())
+            plan = make_plan(snap)
+            changes = self.datapath.reconcile(plan.ports())
+        except Exception as e:  # noqa: BLE001 - the daemon must outlive one bad cycle
+            self.state["errors"] += 1
+            self._emit("error", why=sorted(batch.kinds), error=f"{type(e).__name__}: {e}")
+            self._save()
+            return
+        done = time.monotonic()
+        self.plan = plan
+        self.state["cycles"] += 1
+        self.state["last"] = {"at": time.time(), "why": sorted(batch.kinds),
+                              "events": batch.count, "duration_ms": _ms(done - started),
+                              "first_event_mono": batch.first_at, "done_mono": done,
+                              "changes": _named(changes)}
+        self._save()
+        if changes or not quiet:
+            self._emit("reconcile", why=sorted(batch.kinds), events=batch.count,
+                       changes=_named(changes), ms=_ms(done - started),
+                       latency_ms=_ms(done - batch.first_at) if batch.first_at else None,
+                       first_event_mono=batch.first_at, done_mono=done)
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        line = {"ts": round(time.time(), 6), "event": event, **fields}
+        self.log.write(json.dumps(line) + "\n")
+        self.log.flush()
+
+    def _save(self) -> None:
+        os.makedirs(STATE_DIR, exist_ok=True)
+        tmp = state_path() + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.state, f)
+        os.replace(tmp, state_path())
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _name(ifindex: int) -> str:
+    try:
+        return socket.if_indextoname(ifindex)
+    except OSError:
+        return f"ifindex{ifindex}"
+
+
+def _named(changes: loader.Changes) -> dict[str, list[str]]:
+    return {k: [_name(i) for i in v] for k, v in vars(changes).items() if v}
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
