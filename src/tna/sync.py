@@ -95,8 +95,9 @@ class EventSource:
     def _open(self, proto: int, groups: list[int],
               handler: Callable[[int, bytes, Batch], None]) -> None:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, proto)
-        try:  # a deep queue makes overruns rarer; they stay handled
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+        try:  # a deep queue makes overruns rarer; they stay handled (tests shrink it)
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE,
+                            int(os.environ.get("TNA_NETLINK_RCVBUF", 8 << 20)))
         except OSError:
             pass
         sock.bind((0, 0))
@@ -229,10 +230,13 @@ class Daemon:
             batch = self._collect(events, wake_r, max(0.0, next_resync - time.monotonic()))
             if self._stop:
                 return
-            if self._resync or time.monotonic() >= next_resync:
-                batch.kinds.add("sighup" if self._resync else "periodic")
+            if self._resync:  # SIGHUP: re-read everything, and say so
                 self._resync = False
+                batch.kinds.add("sighup")
+                self.cycle(batch)
+            elif time.monotonic() >= next_resync:  # catches what has no notification
                 next_resync = time.monotonic() + self.resync_s
+                batch.kinds.add("periodic")
                 self.cycle(batch, quiet=batch.count == 0)
             elif self._needs_cycle(batch):
                 self.cycle(batch)
