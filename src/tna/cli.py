@@ -163,7 +163,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def format_changes(changes: loader.Changes) -> str:
     parts = [f"{what} {', '.join(_ifname(i) for i in ifs)}"
-             for what, ifs in vars(changes).items() if ifs]
+             for what, ifs in changes.by_kind().items()]
     return "; ".join(parts) or "no change"
 
 

@@ -37,6 +37,7 @@ from tna.model import (
     InterfaceSysctls,
     Link,
     Neighbour,
+    NetfilterChain,
     Qdisc,
     Route,
     Rule,
@@ -75,10 +76,15 @@ XDP_MODES: dict[Any, str] = {
 }
 
 
-def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset()) -> Snapshot:
+def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
+             netfilter_chains: tuple[NetfilterChain, ...] | None = None,
+             xfrm: tuple[XfrmPolicy, ...] | None = None) -> Snapshot:
     """Everything the planner needs, read from the current thread's network namespace.
 
     ``our_prog_ids`` are the ids of the XDP programs TNA attached, to tell them from others'.
+    ``netfilter_chains`` and ``xfrm``, when given, are used instead of reading them again: the
+    daemon re-reads them only when their own notifications say they changed (they cost a
+    subprocess each).
     Raises :class:`tna.netfilter.NetfilterError` when the ruleset cannot be read: a snapshot
     that silently lacked netfilter would let the planner bypass it.
     """
@@ -104,8 +110,8 @@ def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset()) -> Sna
         rules=rules(),
         neighbours=neighbours,
         sysctls=sysctls(lk.ifname for lk in links),
-        netfilter=netfilter.chains(),
-        xfrm_policies=xfrm_policies(),
+        netfilter=netfilter.chains() if netfilter_chains is None else netfilter_chains,
+        xfrm_policies=xfrm_policies() if xfrm is None else xfrm,
     )
 
 

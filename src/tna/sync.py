@@ -18,6 +18,7 @@ catches what has no notification (tcx attachments, iptables-legacy, some sysctls
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -31,8 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from tna import introspect, netdev_genl, netns
+from tna import introspect, netdev_genl, netfilter, netns
 from tna.datapath import loader
+from tna.model import NetfilterChain, XfrmPolicy
 from tna.plan import Plan, make_plan
 
 NETLINK_ROUTE, NETLINK_XFRM, NETLINK_NETFILTER, NETLINK_GENERIC = 0, 6, 12, 16
@@ -55,6 +57,9 @@ AF_BRIDGE = 7
 # Event kinds that may change the plan; the others need no work (see the module docstring).
 REPLAN_KINDS = frozenset({"link", "rule", "tc", "netconf", "nexthop", "netfilter", "xfrm",
                           "netdev"})
+
+# What makes a cycle re-read everything, including what has no notification of its own.
+FULL_READ_KINDS = frozenset({"start", "periodic", "sighup", "overrun"})
 
 QUIET_S = 0.002  # a burst is over when nothing arrived for this long...
 BURST_MAX_S = 0.020  # ...or when it has lasted this long
@@ -95,11 +100,9 @@ class EventSource:
     def _open(self, proto: int, groups: list[int],
               handler: Callable[[int, bytes, Batch], None]) -> None:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, proto)
-        try:  # a deep queue makes overruns rarer; they stay handled (tests shrink it)
+        with contextlib.suppress(OSError):  # a deep queue makes overruns rarer, not impossible
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE,
                             int(os.environ.get("TNA_NETLINK_RCVBUF", 8 << 20)))
-        except OSError:
-            pass
         sock.bind((0, 0))
         for g in groups:
             sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g)
@@ -194,6 +197,9 @@ class Daemon:
                                       "last": None}
         self._stop = False
         self._resync = False
+        # netfilter and xfrm cost a subprocess each: re-read only when they may have changed
+        self._netfilter: tuple[NetfilterChain, ...] | None = None
+        self._xfrm: tuple[XfrmPolicy, ...] | None = None
 
     # -- lifecycle --
     def run(self) -> int:
@@ -268,12 +274,17 @@ class Daemon:
     # -- one reconciliation --
     def cycle(self, batch: Batch, quiet: bool = False) -> None:
         started = time.monotonic()
+        full = bool(batch.kinds & FULL_READ_KINDS)
         try:
-            snap = introspect.snapshot(self.netns_name,
-                                       our_prog_ids=self.datapath.prog_ids())
+            if full or "netfilter" in batch.kinds or self._netfilter is None:
+                self._netfilter = netfilter.chains()
+            if full or "xfrm" in batch.kinds or self._xfrm is None:
+                self._xfrm = introspect.xfrm_policies()
+            snap = introspect.snapshot(self.netns_name, our_prog_ids=self.datapath.prog_ids(),
+                                       netfilter_chains=self._netfilter, xfrm=self._xfrm)
             plan = make_plan(snap)
             changes = self.datapath.reconcile(plan.ports())
-        except Exception as e:  # noqa: BLE001 - the daemon must outlive one bad cycle
+        except Exception as e:  # the daemon must outlive one bad cycle
             self.state["errors"] += 1
             self._emit("error", why=sorted(batch.kinds), error=f"{type(e).__name__}: {e}")
             self._save()
@@ -284,13 +295,14 @@ class Daemon:
         self.state["last"] = {"at": time.time(), "why": sorted(batch.kinds),
                               "events": batch.count, "duration_ms": _ms(done - started),
                               "first_event_mono": batch.first_at, "done_mono": done,
-                              "changes": _named(changes)}
+                              "safe_mono": changes.safe_at, "changes": _named(changes)}
         self._save()
         if changes or not quiet:
             self._emit("reconcile", why=sorted(batch.kinds), events=batch.count,
                        changes=_named(changes), ms=_ms(done - started),
                        latency_ms=_ms(done - batch.first_at) if batch.first_at else None,
-                       first_event_mono=batch.first_at, done_mono=done)
+                       first_event_mono=batch.first_at, safe_mono=changes.safe_at,
+                       done_mono=done)
 
     def _emit(self, event: str, **fields: Any) -> None:
         line = {"ts": round(time.time(), 6), "event": event, **fields}
@@ -317,7 +329,7 @@ def _name(ifindex: int) -> str:
 
 
 def _named(changes: loader.Changes) -> dict[str, list[str]]:
-    return {k: [_name(i) for i in v] for k, v in vars(changes).items() if v}
+    return {k: [_name(i) for i in v] for k, v in changes.by_kind().items()}
 
 
 def _drain_pipe(fd: int) -> None:
@@ -329,7 +341,5 @@ def _drain_pipe(fd: int) -> None:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -28,6 +28,7 @@ import os
 import shutil
 import struct
 import subprocess
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -98,9 +99,13 @@ class Changes:
     attached: list[int] = field(default_factory=list)
     detached: list[int] = field(default_factory=list)
     relaxed: list[int] = field(default_factory=list)
+    safe_at: float = 0.0  # time.monotonic() when the restrict phase was done
+
+    def by_kind(self) -> dict[str, list[int]]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, list) and v}
 
     def __bool__(self) -> bool:
-        return any((self.restricted, self.swapped, self.attached, self.detached, self.relaxed))
+        return bool(self.by_kind())
 
 
 @dataclass(frozen=True)
@@ -406,6 +411,7 @@ class Datapath:
         maps = _Maps()
         try:
             self._restrict(maps, wanted, changes)
+            changes.safe_at = time.monotonic()
             self._swap_programs(wanted, changes)
             self._relax(maps, wanted, changes)
         finally:
@@ -476,11 +482,11 @@ class Datapath:
 
     def _detach(self, ifindex: int) -> None:
         if self.owned:
-            fd = self.links.pop(ifindex)
+            owned_fd = self.links.pop(ifindex)
             try:
-                _detach_link(fd)
+                _detach_link(owned_fd)
             finally:
-                os.close(fd)
+                os.close(owned_fd)
             return
         with self._link(ifindex) as fd:
             if fd is not None:
