@@ -9,7 +9,7 @@ BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRCS))
 BPF_DEPS := $(wildcard bpf/include/*.h bpf/lib/*.h)
 
-.PHONY: all bootstrap build demo test test-unit lint bench bench-smoke clean
+.PHONY: all bootstrap build demo test test-unit lint bench bench-smoke bench-reconfig clean
 
 all: build
 
@@ -57,6 +57,9 @@ bench: bootstrap
 
 bench-smoke: bootstrap
 	tna bench --smoke
+
+bench-reconfig: bootstrap
+	$(PYTHON) -m tna.bench.reconfig
 
 clean:
 	rm -rf build $(OBJDIR)/*.bpf.o $(OBJDIR)/tna_abi.h $(OBJDIR)/testing
