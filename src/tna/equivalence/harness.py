@@ -1,0 +1,290 @@
+"""Run a scenario with TNA off and with TNA on, and compare what every host received.
+
+Role in the equivalence suite: the property itself.  For one scenario and one corpus:
+
+1. build the scenario from scratch (fresh namespaces: no state from an earlier run);
+2. TNA off: nothing attached.  TNA on: in every namespace under test, snapshot, plan and
+   ``loader.apply`` (optionally a different BPF object: the deliberately broken builds);
+3. open AF_PACKET captures on every host interface, wait until the network is quiet and
+   forget anything captured so far (announcements of the setup itself);
+4. send the corpus in order from a thread pinned to one CPU; after each sender's burst, send
+   its marker, wait for the marker's echo, then for ``FENCE_QUIET`` without traffic (the
+   fence: everything sent before it has been processed before the next sender starts);
+5. wait until no host received anything for ``QUIET`` seconds (consequences driven by timers:
+   address resolution of an unreachable next hop ends 60 ms after it starts), check that no
+   capture socket dropped a frame, read the fast-path counters;
+6. normalise (only :mod:`tna.equivalence.normalise`), remove the markers, and compare the
+   two runs as multisets per receiving interface: every frame, byte for byte, with its count.
+   Frames the sender's own veth refused (ENOBUFS: its peer dropped them) are compared too.
+
+Why a fence *and* a quiet period: the fence alone misses what timers send later; a quiet
+period alone would have to be longer than the worst processing delay on a loaded machine.
+The fence makes the quiet period only cover the known, short timers.
+
+Why multisets and not sequences: with TNA on, XDP-redirected frames are flushed at the end of
+a NAPI poll while punted frames go through the stack at once, and the veth picks its receive
+queue by flow hash, so the interleaving of *different* flows legitimately changes.  Linux
+promises nothing about it either.  (The order of frames *within* one flow is therefore not
+checked either; the corpus has no multi-frame flows whose fate depends on it.)
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from tna import introspect
+from tna.datapath import loader
+from tna.equivalence import normalise as norm
+from tna.equivalence.capture import Capture, CaptureError, Frame, Injector, pinned_to_one_cpu
+from tna.equivalence.corpus import TAG_PREFIX, CorpusFrame
+from tna.equivalence.report import format_report
+from tna.equivalence.scenarios import MARK, Network, Scenario
+from tna.netns import entered
+from tna.plan import make_plan
+from tna.testbed import Testbed
+
+QUIET = 0.15  # s without a frame: over twice the longest timer chain (ARP/ND: 3 x 20 ms)
+# After a fence: NAPI may still hold frames of the burst in another receive queue of the same
+# port (the veth picks queues by flow hash), or the receiving host's NAPI may not have run yet.
+FENCE_QUIET = 0.02
+QUIET_TIMEOUT = 10.0
+FENCE_TIMEOUT = 5.0
+PREFIX = "tnaeq"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How the namespaces under test run: plain Linux, or with TNA (and which object)."""
+
+    label: str
+    tna: bool
+    obj_path: str | None = None
+
+
+OFF = Mode("TNA off", False)
+ON = Mode("TNA on", True)
+
+
+@dataclass
+class Run:
+    """What one run of a scenario produced."""
+
+    mode: Mode
+    frames: list[Frame]  # normalised, markers removed
+    raw: list[Frame] = field(default_factory=list)  # as captured, markers removed
+    counters: dict[str, int] = field(default_factory=dict)  # fast-path counter -> packets
+    slow_path: dict[str, list[str]] = field(default_factory=dict)  # ns role -> plan reasons
+    normalised: Counter[str] = field(default_factory=Counter)  # normalisation -> frames
+    context: norm.Context = field(default_factory=lambda: norm.context([]))
+    refused: dict[str, str] = field(default_factory=dict)  # corpus frame -> send error
+    seconds: float = 0.0
+
+    @property
+    def forwarded(self) -> int:
+        return self.counters.get("forwarded", 0)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Frames of one kind that one run received more often than the other."""
+
+    host: str
+    ifname: str
+    data: bytes
+    count_a: int
+    count_b: int
+
+
+@dataclass
+class Comparison:
+    scenario: str
+    a: Run
+    b: Run
+    corpus: Sequence[CorpusFrame]
+    differences: list[Difference]
+    seed: int | None = None
+
+    @property
+    def refused_differently(self) -> bool:
+        return self.a.refused != self.b.refused
+
+    @property
+    def equal(self) -> bool:
+        return not self.differences and not self.refused_differently
+
+    def report(self) -> str:
+        return format_report(self)
+
+
+class EquivalenceError(AssertionError):
+    """TNA changed what Linux does; the message is the readable diff."""
+
+
+# ---- one run -----------------------------------------------------------------------------------
+
+def _local_routes(bed: Testbed, ns: str) -> list[str]:
+    """Destinations of the ``local`` routes: every address the stack may send from."""
+    out = []
+    for family in ("-4", "-6"):
+        out += json.loads(bed.run(ns, "ip", "-j", family, "route", "show", "table", "local",
+                                  "type", "local").stdout or "[]")
+    return [r["dst"] for r in out]
+
+
+def _apply(ns: str, mode: Mode) -> list[str]:
+    """Attach TNA in ``ns`` as ``tna apply`` would; return the plan's slow-path reasons."""
+    with entered(ns):
+        snap = introspect.snapshot(ns, our_prog_ids=loader.our_prog_ids())
+        plan = make_plan(snap)
+        loader.apply(plan.ports(), obj_path=mode.obj_path)
+    reasons = [f"{s.traffic}: {s.reason}" for s in plan.slow_path]
+    reasons += [f"{s.traffic}: {s.reason}" for i in plan.interfaces for s in i.slow_path]
+    return reasons
+
+
+def _counters(ns: str) -> dict[str, int]:
+    with entered(ns):
+        rows = loader.read_counters()
+    total: Counter[str] = Counter()
+    for row in rows.values():
+        for name, c in row.items():
+            total[name] += c.packets
+    return dict(total)
+
+
+def _send(frames: Sequence[CorpusFrame], net: Network, cap: Capture, inj: Injector
+          ) -> dict[str, str]:
+    """The corpus in order; each sender's burst is fenced by its marker.
+
+    Returns the frames the sender's own interface refused to transmit, with the error: a
+    veth reports a frame its peer dropped (too big for the peer's MTU, a full ring) as
+    ENOBUFS.  That is observable behaviour too, so it is compared like a received frame.
+    """
+    refused: dict[str, str] = {}
+    with pinned_to_one_cpu():
+        for seq, (host, burst) in enumerate(itertools.groupby(frames, key=lambda f: f.host)):
+            for f in burst:
+                try:
+                    inj.send(host, f.data)
+                except OSError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise CaptureError(f"cannot send {f.name} ({len(f.data)} bytes): "
+                                           f"{e}") from e
+                    refused[f.name] = errno.errorcode[e.errno]
+            marker = net.marker(host, seq)
+            inj.send(host, marker.frame)
+            cap.wait_until(lambda got, m=marker: any(  # type: ignore[misc]
+                m.token in f.data and f.host == m.echo_host for f in got),
+                FENCE_TIMEOUT, f"the fence of {host} (burst {seq})")
+            cap.wait_quiet(FENCE_QUIET, QUIET_TIMEOUT)
+    return refused
+
+
+def run(scenario: Scenario, frames: Sequence[CorpusFrame], mode: Mode) -> Run:
+    """Build ``scenario`` from scratch, send ``frames``, return what the hosts received."""
+    start = time.monotonic()
+    result = Run(mode, [])
+    with Testbed(prefix=PREFIX) as bed:
+        net = scenario.build(bed)
+        local = [a for ns in net.tna_namespaces.values() for a in _local_routes(bed, ns)]
+        if mode.tna:
+            for role, ns in net.tna_namespaces.items():
+                result.slow_path[role] = _apply(ns, mode)
+        with Capture(net.taps) as cap, Injector(net.taps) as inj:
+            cap.wait_quiet(QUIET, QUIET_TIMEOUT)
+            cap.discard()
+            result.refused = _send(frames, net, cap, inj)
+            cap.wait_quiet(QUIET, QUIET_TIMEOUT)
+            cap.check_drops()
+            captured = cap.frames()
+        if mode.tna:
+            for ns in net.tna_namespaces.values():
+                for name, packets in _counters(ns).items():
+                    result.counters[name] = result.counters.get(name, 0) + packets
+    ctx = result.context = norm.context(local)
+    for frame in captured:
+        if MARK in frame.data:
+            continue
+        result.raw.append(frame)
+        frame, applied = norm.normalise(frame, ctx)
+        result.normalised.update(applied)
+        result.frames.append(frame)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+# ---- comparing ---------------------------------------------------------------------------------
+
+def _key(f: Frame) -> tuple[str, str, int, bytes]:
+    return (f.host, f.ifname, f.pkttype, f.data)
+
+
+def differences(a: Iterable[Frame], b: Iterable[Frame]) -> list[Difference]:
+    ca, cb = Counter(map(_key, a)), Counter(map(_key, b))
+    out = [Difference(k[0], k[1], k[3], ca[k], cb[k]) for k in ca.keys() | cb.keys()
+           if ca[k] != cb[k]]
+    return sorted(out, key=lambda d: (d.host, d.ifname, d.data))
+
+
+def compare(scenario: Scenario, frames: Sequence[CorpusFrame], a: Mode = OFF, b: Mode = ON,
+            seed: int | None = None) -> Comparison:
+    run_a = run(scenario, frames, a)
+    run_b = run(scenario, frames, b)
+    return Comparison(scenario.name, run_a, run_b, frames,
+                      differences(run_a.frames, run_b.frames), seed)
+
+
+def _ipv4_flow(data: bytes) -> bytes | None:
+    """Source, destination and ID of an IPv4 frame: what its fragments have in common."""
+    if len(data) < 34 or data[12:14] != b"\x08\x00":
+        return None
+    return data[26:34] + data[18:20]
+
+
+def origins(data: bytes, frames: Sequence[CorpusFrame]) -> list[str]:
+    """The corpus frames that caused ``data``: by tag (ICMP errors quote their cause), else
+    by IPv4 source, destination and ID (a fragment after the first carries no tag)."""
+    if TAG_PREFIX in data:
+        return [f.name for f in frames if f.tag in data]
+    flow = _ipv4_flow(data)
+    if flow is None:
+        return []
+    return [f"{f.name} (by IPv4 ID)" for f in frames if _ipv4_flow(f.data) == flow]
+
+
+def fast_frames(frames: Sequence[CorpusFrame]) -> int:
+    return sum(f.fast for f in frames)
+
+
+def check(scenario: Scenario, frames: Sequence[CorpusFrame] | None = None,
+          seed: int | None = None) -> Comparison:
+    """The equivalence property for one scenario; raises :class:`EquivalenceError`.
+
+    Besides "no difference", both runs must satisfy the scenario's own expectation (e.g. the
+    nft rule took effect), and the TNA-on run must prove it used the fast path (or, where the
+    plan leaves everything to Linux, that it did not).
+    """
+    frames = list(frames if frames is not None else scenario.corpus())
+    cmp = compare(scenario, frames, seed=seed)
+    if not cmp.equal:
+        raise EquivalenceError(cmp.report())
+    if scenario.check is not None:
+        for r in (cmp.a, cmp.b):
+            scenario.check(r.frames)
+    expected = fast_frames(frames)
+    if scenario.fast_path and cmp.b.forwarded < max(1, expected):
+        raise EquivalenceError(
+            f"{scenario.name}: positive control failed: the fast path forwarded "
+            f"{cmp.b.forwarded} frames, the corpus has {expected} it should forward "
+            f"(counters {cmp.b.counters}); a comparison where Linux did all the work proves "
+            "nothing")
+    if scenario.fast_path is False and cmp.b.forwarded:
+        raise EquivalenceError(f"{scenario.name}: the fast path forwarded {cmp.b.forwarded} "
+                               "frames where the plan should leave everything to Linux")
+    return cmp

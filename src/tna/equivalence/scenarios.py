@@ -1,0 +1,557 @@
+"""Scenarios: a topology and configuration in namespaces, and the corpus its hosts send.
+
+Role in the equivalence suite: the harness builds a scenario twice (TNA off, TNA on) from
+scratch, so the kernel state a run leaves behind (neighbour entries, PMTU exceptions, ICMP
+rate-limit tokens, inet_peer redirect state, reassembly queues, learned bridge FDB entries)
+can never leak into the other run.
+
+Hosts are pure endpoints: IPv6 disabled and no IPv4 address, so they never answer, never
+solicit and never announce.  Everything they capture is therefore caused by the corpus (or by
+the router or bridge on its own), and the only stack under test is the one TNA accelerates.
+What a host *would* answer is a function of what it received, which is compared anyway.
+
+Everything that would make a run depend on timing is configured away, on purpose and the same
+in both runs:
+
+* ICMP rate limits off (``net.ipv4.icmp_ratemask=0``, ``net.ipv6.icmp.ratemask=`` empty):
+  otherwise the number of ICMP errors depends on how fast the corpus was sent.  One limit
+  cannot be turned off from inside a namespace: ``ip_error()`` (ICMP for unreachable,
+  prohibit and unrouted destinations) allows a burst of 5 per source address, then one a
+  second (``net.ipv4.route.error_burst``/``error_cost`` are global).  So no sender causes
+  more than 5 of those in one run;
+* static permanent neighbours for every address the router sends to (no ARP/ND timing),
+  except for the deliberate "no neighbour" routes, whose resolution is made short
+  (3 probes, 20 ms apart) so it ends well inside the harness' quiet window;
+* no sender gets a destination that leaves the router by the sender's own link, except one
+  deliberate frame per family (ICMP redirects are rate-limited per source with a time-based
+  back-off), see ``ROUTE_LINK``;
+* fixed MAC addresses everywhere, IGMP/MLD unsolicited reports 10 ms apart so the
+  announcements of the router's own groups are over before capturing starts, no DAD, no
+  router solicitations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from tna.equivalence import corpus, l2corpus
+from tna.equivalence.capture import Frame, Tap
+from tna.equivalence.corpus import CorpusFrame, Side
+from tna.testbed import Testbed
+
+MARK = b"TNA-MARK:"
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A frame a sender sends after its corpus, and where its echo shows the corpus was seen.
+
+    The router handles a sender's frames in order (one queue per flow, a pinned sender), so
+    when the echo of the marker arrives, every frame sent before it has been processed and
+    its synchronous consequences (forwarding, ICMP errors) transmitted.
+    """
+
+    host: str
+    frame: bytes
+    echo_host: str
+    token: bytes
+
+
+@dataclass
+class Network:
+    """A built scenario: where to capture, where TNA runs, how to fence each sender."""
+
+    taps: list[Tap]
+    tna_namespaces: dict[str, str]  # role -> namespace where TNA is applied ("r", "sw")
+    marker: Callable[[str, int], Marker]  # (sending host, burst number) -> its fence
+    namespaces: dict[str, str] = field(default_factory=dict)  # role -> namespace
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    build: Callable[[Testbed], Network]
+    corpus: Callable[[], list[CorpusFrame]]
+    # The positive control: True, TNA on must forward (through XDP) at least the corpus'
+    # ordinary frames; False, the plan leaves everything to Linux and nothing may be
+    # forwarded; None, no claim (the bridge scenarios, until the bridge fast path lands).
+    fast_path: bool | None
+    check: Callable[[list[Frame]], None] | None = None  # holds in both runs
+
+
+# ---- building blocks -----------------------------------------------------------------------
+
+def mac(link: int, host: int) -> str:
+    return f"02:00:00:00:{link:02x}:{host:02x}"
+
+
+def ip_batch(bed: Testbed, ns: str, lines: Sequence[str]) -> None:
+    """Many ``ip`` commands in one process (``ip -batch``); lines starting with ``-6`` go to
+    an ``ip -6 -batch`` (a batch line cannot carry options)."""
+    for opts, batch in (((), [x for x in lines if not x.startswith("-6 ")]),
+                        (("-6",), [x[3:] for x in lines if x.startswith("-6 ")])):
+        if batch:
+            bed.run(ns, "ip", *opts, "-batch", "-", input="\n".join(batch) + "\n")
+
+
+def sysctls(bed: Testbed, ns: str, values: Mapping[str, object]) -> None:
+    if values:
+        bed.run(ns, "sysctl", "-qw", *(f"{k}={v}" for k, v in values.items()))
+
+
+def veth(bed: Testbed, a: tuple[str, str, str], b: tuple[str, str, str],
+         mtu_a: int = 1500, mtu_b: int = 1500) -> None:
+    """A veth pair created directly in its two namespaces (never in the caller's)."""
+    (ns_a, if_a, mac_a), (ns_b, if_b, mac_b) = a, b
+    bed.run(ns_a, "ip", "link", "add", if_a, "address", mac_a, "mtu", str(mtu_a), "type", "veth",
+            "peer", "name", if_b, "netns", ns_b, "address", mac_b, "mtu", str(mtu_b))
+    bed.run(ns_a, "ip", "link", "set", if_a, "up")
+    bed.run(ns_b, "ip", "link", "set", if_b, "up")
+
+
+def host_ns(bed: Testbed, role: str) -> str:
+    """A mute endpoint namespace (see the module docstring)."""
+    ns = bed.ns(role)
+    sysctls(bed, ns, {"net.ipv6.conf.all.disable_ipv6": 1,
+                      "net.ipv6.conf.default.disable_ipv6": 1})
+    return ns
+
+
+def host_up(bed: Testbed, ns: str, ifname: str = "eth0") -> None:
+    # GRO gives the host's veth NAPI, without which the router may not redirect into it
+    # (the plan would keep that egress on Linux and the fast path would go untested).
+    bed.gro(ns, ifname)
+
+
+# Unsolicited IGMP/MLD reports (for the groups a router or a snooping bridge joins when set
+# up) are repeated after a random delay of up to 1 s by default; 10 ms ends them before the
+# capture starts.  Must be set before the interfaces exist (they copy conf/default).
+QUICK_ANNOUNCEMENTS: dict[str, object] = {
+    "net.ipv4.conf.default.igmpv2_unsolicited_report_interval": 10,
+    "net.ipv4.conf.default.igmpv3_unsolicited_report_interval": 10,
+    "net.ipv6.conf.default.mldv1_unsolicited_report_interval": 10,
+    "net.ipv6.conf.default.mldv2_unsolicited_report_interval": 10,
+}
+
+ROUTER_SYSCTLS: dict[str, object] = {
+    "net.ipv4.ip_forward": 1,
+    "net.ipv6.conf.all.forwarding": 1,  # also sets conf/default: new ports inherit it
+    # No ICMP type is rate-limited, per destination (icmp_ratelimit) or globally
+    # (icmp_msgs_per_sec): both apply only to the types in the mask.  Setting the limits to
+    # 0 instead is not enough: a zero per-peer limit still zeroes the inet_peer token count
+    # that ip_error() shares (see RANDOM_ERRORS_PER_SOURCE in randomised.py).
+    "net.ipv4.icmp_ratemask": 0,
+    "net.ipv6.icmp.ratemask": "",
+    "net.ipv6.conf.default.router_solicitations": 0,
+    **QUICK_ANNOUNCEMENTS,
+}
+
+
+def neigh_tuning(ifnames: Sequence[str]) -> dict[str, object]:
+    """Short, bounded address resolution on the router's ports (no ``neigh/default`` exists
+    inside a namespace, so per port)."""
+    out: dict[str, object] = {}
+    for ifname in ifnames:
+        for fam in ("ipv4", "ipv6"):
+            out[f"net.{fam}.neigh.{ifname}.retrans_time_ms"] = 20
+            out[f"net.{fam}.neigh.{ifname}.mcast_solicit"] = 3
+    return out
+
+
+def echo_marker(host: str, src_mac: str, dst_mac: str, src: str, dst: str, seq: int = 0
+                ) -> Marker:
+    token = MARK + f"{host}:{seq};".encode()
+    frame = bytes(Ether(src=src_mac, dst=dst_mac) / IP(src=src, dst=dst, id=0x7A7A)
+                  / ICMP(type=8, id=0x7A7A, seq=seq) / Raw(token))
+    return Marker(host, frame, host, token)
+
+
+def l2_marker(host: str, src_mac: str, echo_host: str, seq: int = 0) -> Marker:
+    token = MARK + f"{host}:{seq};".encode()
+    frame = bytes(Ether(src=src_mac, dst="ff:ff:ff:ff:ff:ff", type=0x88B5)
+                  / Raw(token + b"\0" * 40))
+    return Marker(host, frame, echo_host, token)
+
+
+# ---- the three-legged router ---------------------------------------------------------------
+# h1 (10.1.0.2, MTU 1600 on its side) -- r1 [1500]   r   r2 [1400] -- h2 (10.2.0.2)
+#                                                       r3 [1600, IPv6 MTU 1280] -- h3 (10.3.0.2)
+
+LINK_MTU = {1: 1500, 2: 1400, 3: 1600}
+HOST_MTU = {1: 1600, 2: 1400, 3: 1600}
+MTU6 = {3: 1280}  # net.ipv6.conf.r3.mtu: IPv6 has its own, smaller MTU on link 3
+
+
+def _v4(link: int, host: int) -> str:
+    return f"10.{link}.0.{host}"
+
+
+def _v6(link: int, host: int) -> str:
+    return f"fd00:{link}::{host:x}"
+
+
+ROUTES = (
+    "route add blackhole 10.9.1.0/24",
+    "route add unreachable 10.9.2.0/24",
+    "route add prohibit 10.9.3.0/24",
+    "route add 10.9.4.0/24 via 10.2.0.99",  # no neighbour: resolution fails
+    "route add 10.9.5.0/24 via 10.2.0.2 mtu 1300",
+    "route add 10.9.6.0/24 via 10.2.0.2 mtu lock 1300",
+    "route add 10.9.7.0/24 via 10.3.0.2",
+    "route add 10.9.10.0/24 via 10.3.0.3",  # a second gateway on link 3 (secure_redirects)
+    "route add throw 10.9.8.0/24",
+    "route add 10.0.0.0/8 via 10.3.0.2",  # the rest of the lab's space is behind h3
+    "-6 route add fd00::/16 via fd00:3::2",
+    "-6 route add blackhole fd00:91::/64",
+    "-6 route add unreachable fd00:92::/64",
+    "-6 route add prohibit fd00:93::/64",
+    "-6 route add fd00:94::/64 via fd00:2::99",
+    "-6 route add fd00:95::/64 via fd00:2::2 mtu 1300",
+    "-6 route add fd00:96::/64 via fd00:2::2 mtu lock 1300",
+    "-6 route add fd00:97::/64 via fd00:3::2",
+    "-6 route add throw fd00:98::/64",
+)
+
+SPECIAL_DST = {
+    "blackhole4": "10.9.1.1", "unreachable4": "10.9.2.1", "prohibit4": "10.9.3.1",
+    "routemtu4": "10.9.5.1", "routemtulock4": "10.9.6.1",
+    "throw4": "10.9.8.1", "noroute4": "192.0.2.1", "spoof_unrouted4": "192.0.2.7",
+    "blackhole6": "fd00:91::1", "unreachable6": "fd00:92::1", "prohibit6": "fd00:93::1",
+    "routemtu6": "fd00:95::1", "routemtulock6": "fd00:96::1",
+    "throw6": "fd00:98::1", "noroute6": "2001:db8::1",
+    "limited_bcast4": "255.255.255.255", "all_hosts4": "224.0.0.1",
+    "rule_prohibit4": "10.9.9.1", "rule_prohibit6": "fd00:99::1", "anyip4": "10.66.0.5",
+    # what the ICMP errors sent *to* the router (groups icmp_in*) are about: for h3 (the
+    # gateway to 10.9.7.0/24) and h2 to report; then for h1 to send to (group after_icmp)
+    "in_redirect_dst4": "10.9.7.9", "in_redirect_gw4": "10.3.0.3", "in_pmtu_dst4": "10.9.7.20",
+    "in_pmtu_dst6": "fd00:2::3",
+    "redirect_dst4": "10.9.7.9", "pmtu_dst4": "10.9.7.20", "pmtu_dst6": "fd00:2::3",
+}
+# The link by which each gateway-routed destination leaves the router.  A sender never gets
+# destinations that leave by its own link: Linux would forward them back with an ICMP
+# redirect, and redirects are rate-limited per source with a time-based back-off, so which
+# frame earned one would depend on timing.  Each sender has one deliberate same-link frame
+# per family (group routes, last).
+ROUTE_LINK = {"routemtu4": 2, "routemtulock4": 2, "routemtu6": 2, "routemtulock6": 2,
+              "noneigh4": 2, "noneigh6": 2, "gwroute4": 3, "gwroute6": 3, "redirect_dst4": 3,
+              "pmtu_dst4": 3, "pmtu_dst6": 2, "mtu6_peer6": 3, "big_peer4": 3, "big_peer6": 3}
+
+
+def off_link(dst: Mapping[str, str], link: int, route_link: Mapping[str, int] = ROUTE_LINK
+             ) -> dict[str, str]:
+    """``dst`` without the destinations that leave the router by ``link``."""
+    return {k: v for k, v in dst.items() if route_link.get(k) != link}
+# Unresolvable next hops, in exactly one sender's view: address resolution is shared state,
+# and two senders' frames would meet in one resolution or not depending on timing.
+NO_NEIGHBOUR = {"noneigh4": "10.9.4.1", "noneigh6": "fd00:94::1"}
+
+
+def router_side(link: int, peer: int, far: int) -> Side:
+    """Host ``h<link>``'s view: ``peer`` and ``far`` are the links of two other hosts."""
+    dst = {
+        "peer4": _v4(peer, 2), "peer6": _v6(peer, 2), "far4": _v4(far, 2), "far6": _v6(far, 2),
+        "router4": _v4(link, 1), "router6": _v6(link, 1),
+        "router_other4": _v4(peer, 1), "router_other6": _v6(peer, 1),
+        "router_other_mac": mac(peer, 1),
+        "bcast4": f"10.{link}.0.255", "bcast_other4": f"10.{peer}.0.255",
+        "net_other4": f"10.{peer}.0.0", "anycast6": f"fd00:{peer}::",
+        "samelink4": _v4(link, 3), "samelink6": _v6(link, 3),
+        # spoofed sources with permanent neighbours: an ICMP error back to them is sent at
+        # once, without an address resolution whose timing could differ between runs
+        "spoof_other4": _v4(peer, 3), "spoof_other6": _v6(peer, 3),
+        **SPECIAL_DST,
+    }
+    # link 3: larger IPv4 MTU, small IPv6 MTU
+    dst.update({"big_peer4": _v4(3, 2), "big_peer6": _v6(3, 2), "mtu6_peer6": _v6(3, 2),
+                "gwroute4": "10.9.7.5", "gwroute6": "fd00:97::5"})
+    if link == 1:
+        dst.update(NO_NEIGHBOUR)
+    return Side(host=f"h{link}", mac=mac(link, 2), router_mac=mac(link, 1), v4=_v4(link, 2),
+                v6=_v6(link, 2), neighbour_mac=mac(link, 3), dst=off_link(dst, link),
+                peer_mtu=min(LINK_MTU[peer], HOST_MTU[peer]), max_frame=HOST_MTU[link] + 14)
+
+
+SIDES = {1: router_side(1, peer=2, far=3), 2: router_side(2, peer=1, far=3),
+         3: router_side(3, peer=1, far=2)}
+ALL_ROUTER_GROUPS = tuple(g for g in corpus.GROUPS
+                          if g not in ("nft", "policy", "icmp_in4", "icmp_in6"))
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """What differs between the router scenarios; the topology is always the same."""
+
+    sysctls: Mapping[str, object] = field(default_factory=dict)
+    ip: Sequence[str] = ()  # extra ``ip -batch`` lines
+    nft: str = ""  # ruleset loaded with ``nft -f -``
+    link_mtu: Mapping[int, int] = field(default_factory=dict)  # link -> MTU of both ends
+
+
+def build_router(bed: Testbed, config: RouterConfig = RouterConfig()) -> Network:
+    r = bed.ns("r")
+    sysctls(bed, r, ROUTER_SYSCTLS)
+    hosts = {i: host_ns(bed, f"h{i}") for i in (1, 2, 3)}
+    lines: list[str] = []
+    for i, ns in hosts.items():
+        veth(bed, (r, f"r{i}", mac(i, 1)), (ns, "eth0", mac(i, 2)),
+             config.link_mtu.get(i, LINK_MTU[i]), config.link_mtu.get(i, HOST_MTU[i]))
+        host_up(bed, ns)
+        lines += [f"addr add {_v4(i, 1)}/24 dev r{i}", f"addr add {_v6(i, 1)}/64 dev r{i}"]
+        for h, hmac in ((2, mac(i, 2)), (3, mac(i, 3))):
+            lines += [f"neigh add {_v4(i, h)} lladdr {hmac} dev r{i} nud permanent",
+                      f"neigh add {_v6(i, h)} lladdr {hmac} dev r{i} nud permanent"]
+    lines += ROUTES
+    lines += config.ip
+    values = dict(neigh_tuning([f"r{i}" for i in hosts]))
+    values.update({f"net.ipv6.conf.r{i}.mtu": m for i, m in MTU6.items()})
+    values.update(config.sysctls)
+    sysctls(bed, r, values)
+    ip_batch(bed, r, lines)
+    if config.nft:
+        bed.run(r, "nft", "-f", "-", input=config.nft)
+    taps = [Tap(f"h{i}", ns, "eth0") for i, ns in hosts.items()]
+
+    def marker(host: str, seq: int) -> Marker:
+        i = int(host[1:])
+        return echo_marker(host, mac(i, 2), mac(i, 1), _v4(i, 2), _v4(i, 1), seq)
+
+    return Network(taps, {"r": r}, marker, {"r": r, **{f"h{i}": ns for i, ns in hosts.items()}})
+
+
+Schedule = Sequence[tuple[int, Sequence[str]]]  # (link of the sending host, groups), in order
+
+
+def router_corpus(schedule: Schedule) -> Callable[[], list[CorpusFrame]]:
+    def make() -> list[CorpusFrame]:
+        return corpus.build((SIDES[link], groups) for link, groups in schedule)
+    return make
+
+
+REVERSE_GROUPS = ("ordinary", "ttl", "mtu", "csum", "routes")
+# ICMP errors to the router first (h3 is the gateway to 10.9.7.0/24 and redirects; h2 reports
+# a smaller path MTU), then h1's corpus, which probes what they changed (group after_icmp).
+FULL_ROUTER: Schedule = ((3, ("icmp_in4",)), (2, ("icmp_in6",)), (1, ALL_ROUTER_GROUPS),
+                         (2, REVERSE_GROUPS), (3, ("ordinary", "ttl")))
+
+
+# Where random destinations must not fall in the router scenarios: the connected subnets
+# (unknown hosts there need address resolution) and the route to an unresolvable next hop.
+RANDOM_AVOID = ("10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24", "10.9.4.0/24",
+                "fd00:1::/64", "fd00:2::/64", "fd00:3::/64", "fd00:94::/64")
+
+
+def random_router_corpus(seed: int, count: int) -> list[CorpusFrame]:
+    """``count`` random frames for the router scenario: two thirds from h1, a third from h2."""
+    from tna.equivalence import randomised  # late: only the random test needs it
+
+    return randomised.corpus(seed, ((SIDES[1], count - count // 3), (SIDES[2], count // 3)),
+                             RANDOM_AVOID)
+
+
+# ---- scenario-specific expectations ----------------------------------------------------------
+
+def tagged(frames: list[Frame], name: str, host: str | None = None) -> list[Frame]:
+    t = corpus.tag(name)
+    return [f for f in frames if t in f.data and (host is None or f.host == host)]
+
+
+def expect_nft_forward_drop(frames: list[Frame]) -> None:
+    """udp dport 9 is dropped in the forward chain, dport 10 is not (both runs)."""
+    for fam in ("v4", "v6"):
+        dropped = tagged(frames, f"h1:nft_{fam}_udp_dport_9", "h2")
+        passed = tagged(frames, f"h1:nft_{fam}_udp_dport_10", "h2")
+        assert not dropped, f"nft forward rule did not take effect ({fam}): {dropped}"
+        assert passed, f"nft control frame ({fam}) was not forwarded"
+
+
+def expect_nft_input_drop(frames: list[Frame]) -> None:
+    """The input rules drop what is addressed to the router, not what it forwards."""
+    for name in ("h1:v4_echo_router_other_if", "h1:v4_udp_router_closed"):
+        assert not tagged(frames, name, "h1"), f"nft input rule did not take effect: {name}"
+    assert tagged(frames, "h1:v4_echo_router", "h1"), "echo reply of the router missing"
+    for name in ("h1:v4_icmp_echo", "h1:v4_udp"):
+        assert tagged(frames, name, "h2"), f"forwarded {name} missing"
+
+
+# ---- bridges ---------------------------------------------------------------------------------
+
+def build_bridge(bed: Testbed) -> Network:
+    """h1, h2, h3 on one Linux bridge in namespace ``sw`` (no IP on the bridge)."""
+    sw = bed.ns("sw")
+    sysctls(bed, sw, {"net.ipv6.conf.all.disable_ipv6": 1,
+                      "net.ipv6.conf.default.disable_ipv6": 1, **QUICK_ANNOUNCEMENTS})
+    ip_batch(bed, sw, [f"link add br0 address {l2corpus.BRIDGE_MAC} type bridge",
+                       "link set br0 up"])
+    hosts = {i: host_ns(bed, f"h{i}") for i in (1, 2, 3)}
+    for i, ns in hosts.items():
+        veth(bed, (sw, f"p{i}", mac(9, i)), (ns, "eth0", l2corpus.HOST_MAC[i]))
+        host_up(bed, ns)
+        bed.run(sw, "ip", "link", "set", f"p{i}", "master", "br0")
+    taps = [Tap(f"h{i}", ns, "eth0") for i, ns in hosts.items()]
+
+    def marker(host: str, seq: int) -> Marker:
+        i = int(host[1:])
+        return l2_marker(host, l2corpus.HOST_MAC[i], f"h{1 + i % 3}", seq)
+
+    return Network(taps, {"sw": sw}, marker, {"sw": sw, **{f"h{i}": ns
+                                                        for i, ns in hosts.items()}})
+
+
+def build_bridge_router(bed: Testbed) -> Network:
+    """h1 and h2 on bridge br0 of the router (10.1.0.1); h3 on a routed port r3."""
+    r = bed.ns("r")
+    sysctls(bed, r, ROUTER_SYSCTLS)
+    hosts = {i: host_ns(bed, f"h{i}") for i in (1, 2, 3)}
+    lines = [f"link add br0 address {mac(1, 1)} type bridge", "link set br0 up",
+             "addr add 10.1.0.1/24 dev br0", "addr add fd00:1::1/64 dev br0"]
+    for i in (1, 2):
+        veth(bed, (r, f"p{i}", mac(9, i)), (hosts[i], "eth0", BRIDGED_MAC[i]))
+        lines.append(f"link set p{i} master br0")
+    veth(bed, (r, "r3", mac(3, 1)), (hosts[3], "eth0", mac(3, 2)), 1600, 1600)
+    for ns in hosts.values():
+        host_up(bed, ns)
+    lines += ["addr add 10.3.0.1/24 dev r3", "addr add fd00:3::1/64 dev r3"]
+    for addr6, addr4, m, dev in ((_v6(1, 2), _v4(1, 2), BRIDGED_MAC[1], "br0"),
+                                 (_v6(1, 4), _v4(1, 4), BRIDGED_MAC[2], "br0"),
+                                 (_v6(1, 3), _v4(1, 3), mac(1, 3), "br0"),
+                                 (_v6(3, 2), _v4(3, 2), mac(3, 2), "r3"),
+                                 (_v6(3, 3), _v4(3, 3), mac(3, 3), "r3")):
+        lines += [f"neigh add {addr4} lladdr {m} dev {dev} nud permanent",
+                  f"neigh add {addr6} lladdr {m} dev {dev} nud permanent"]
+    # the router's routes, with every gateway on link 3 (there is no link 2 here)
+    lines += [x.replace("10.2.0.", "10.3.0.").replace("fd00:2::", "fd00:3::") for x in ROUTES]
+    ip_batch(bed, r, lines)
+    sysctls(bed, r, neigh_tuning(["br0", "r3"]))
+    taps = [Tap(f"h{i}", ns, "eth0") for i, ns in hosts.items()]
+
+    def marker(host: str, seq: int) -> Marker:
+        src_mac, gw_mac, src, gw = {
+            "h1": (BRIDGED_MAC[1], mac(1, 1), _v4(1, 2), _v4(1, 1)),
+            "h2": (BRIDGED_MAC[2], mac(1, 1), _v4(1, 4), _v4(1, 1)),
+            "h3": (mac(3, 2), mac(3, 1), _v4(3, 2), _v4(3, 1))}[host]
+        return echo_marker(host, src_mac, gw_mac, src, gw, seq)
+
+    return Network(taps, {"r": r}, marker, {"r": r, **{f"h{i}": ns for i, ns in hosts.items()}})
+
+
+BRIDGED_MAC = {1: mac(1, 2), 2: mac(1, 4)}
+
+
+def bridge_router_sides() -> dict[int, Side]:
+    routed = off_link(SPECIAL_DST, 3, dict.fromkeys(ROUTE_LINK, 3))  # all via link 3
+    common = {"router4": "10.1.0.1", "router6": "fd00:1::1", "router_other4": "10.3.0.1",
+              "router_other6": "fd00:3::1", "router_other_mac": mac(3, 1),
+              "bcast4": "10.1.0.255", "bcast_other4": "10.3.0.255",
+              "samelink4": "10.1.0.3", "samelink6": "fd00:1::3",
+              "spoof_other4": "10.3.0.3", "spoof_other6": "fd00:3::3", **routed}
+    h1 = Side("h1", BRIDGED_MAC[1], mac(1, 1), "10.1.0.2", "fd00:1::2", mac(1, 3),
+              {**common, **NO_NEIGHBOUR, "peer4": "10.3.0.2", "peer6": "fd00:3::2",
+               "gwroute4": "10.9.7.5", "gwroute6": "fd00:97::5", "big_peer4": "10.3.0.2",
+               "routemtu4": "10.9.5.1", "routemtulock4": "10.9.6.1",
+               "routemtu6": "fd00:95::1", "routemtulock6": "fd00:96::1",
+               "l2_peer_mac": BRIDGED_MAC[2], "l2_other_mac": mac(1, 3),
+               "l2_bridge_mac": mac(1, 1)},
+              peer_mtu=1600, max_frame=1514)
+    h2 = Side("h2", BRIDGED_MAC[2], mac(1, 1), "10.1.0.4", "fd00:1::4", mac(1, 3),
+              {**common, "peer4": "10.3.0.2", "peer6": "fd00:3::2",
+               "l2_peer_mac": BRIDGED_MAC[1], "l2_other_mac": mac(1, 3),
+               "l2_bridge_mac": mac(1, 1)},
+              peer_mtu=1600, max_frame=1514)
+    h3 = Side("h3", mac(3, 2), mac(3, 1), "10.3.0.2", "fd00:3::2", mac(3, 3),
+              {"peer4": "10.1.0.2", "peer6": "fd00:1::2", "far4": "10.1.0.4",
+               "far6": "fd00:1::4", "router4": "10.3.0.1", "router6": "fd00:3::1",
+               "router_other4": "10.1.0.1", "router_other6": "fd00:1::1",
+               "samelink4": "10.3.0.3", "samelink6": "fd00:3::3", **routed},
+              peer_mtu=1500, max_frame=1614)
+    return {1: h1, 2: h2, 3: h3}
+
+
+def bridge_router_corpus() -> list[CorpusFrame]:
+    s = bridge_router_sides()
+    return corpus.build([(s[1], ALL_ROUTER_GROUPS), (s[2], ("ordinary", "ttl")),
+                         (s[3], REVERSE_GROUPS)]) + l2corpus.build_bridged(s[1], s[2])
+
+
+# ---- the catalogue -----------------------------------------------------------------------
+
+NFT_FORWARD = """
+table inet filter {
+    chain forward {
+        type filter hook forward priority 0; policy accept;
+        udp dport 9 drop
+    }
+}
+"""
+NFT_INPUT = """
+table inet filter {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        ip saddr 10.1.0.2 ip daddr 10.2.0.1 icmp type echo-request drop
+        udp dport 7000 drop
+    }
+}
+"""
+
+POLICY = RouterConfig(ip=(
+    "rule add pref 100 ipproto udp dport 7100 lookup 100",
+    "route add 10.2.0.0/24 via 10.3.0.2 dev r3 table 100",
+    "-6 rule add pref 100 ipproto udp dport 7100 lookup 100",
+    "-6 route add fd00:2::/64 via fd00:3::2 dev r3 table 100",
+    "rule add pref 110 from 10.1.0.128/25 lookup 101",
+    "route add default via 10.3.0.2 dev r3 table 101",
+    "rule add pref 120 to 10.9.9.0/24 prohibit",
+    "-6 rule add pref 120 to fd00:99::/64 prohibit",
+    "rule add pref 130 tos 0x10 lookup 102",
+    "route add blackhole 10.2.0.0/24 table 102",
+    "route add local 10.66.0.0/24 dev lo",  # AnyIP: a custom local route
+))
+
+
+def _router(name: str, summary: str, config: RouterConfig = RouterConfig(),
+            schedule: Schedule = FULL_ROUTER, fast_path: bool = True,
+            check: Callable[[list[Frame]], None] | None = None) -> Scenario:
+    return Scenario(name, summary, lambda bed: build_router(bed, config),
+                    router_corpus(schedule), fast_path, check)
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    _router("router", "IPv4+IPv6 router, three ports (MTU 1500/1400/1600, IPv6 MTU 1280), "
+            "blackhole/unreachable/prohibit/throw routes, route MTUs, an unresolvable "
+            "next hop"),
+    _router("router_rp_strict", "the router with rp_filter=1 (conf/all)",
+            RouterConfig(sysctls={"net.ipv4.conf.all.rp_filter": 1}),
+            ((1, ("ordinary", "spoof", "ttl")), (2, ("ordinary", "spoof")))),
+    _router("router_rp_loose", "the router with rp_filter=2 (conf/r1 and conf/r2 only)",
+            RouterConfig(sysctls={"net.ipv4.conf.all.rp_filter": 0,
+                                  "net.ipv4.conf.r1.rp_filter": 2,
+                                  "net.ipv4.conf.r2.rp_filter": 2}),
+            ((1, ("ordinary", "spoof", "ttl")), (2, ("ordinary", "spoof")))),
+    _router("router_accept_redirects", "the router with net.ipv4.conf.all.accept_redirects=1: "
+            "it follows an ICMP redirect from its gateway",
+            RouterConfig(sysctls={"net.ipv4.conf.all.accept_redirects": 1}),
+            ((3, ("icmp_in4",)), (2, ("icmp_in6",)), (1, ("ordinary", "after_icmp")))),
+    _router("router_jumbo", "the router with a 9000-byte MTU on link 3",
+            RouterConfig(link_mtu={3: 9000}),
+            ((1, ("ordinary", "mtu", "ttl")), (3, ("ordinary", "ttl")))),
+    _router("router_policy", "the router with policy rules (ipproto/dport, from, to, TOS) "
+            "and a custom local route", POLICY,
+            ((1, ("ordinary", "policy", "spoof", "routes")), (2, ("ordinary", "spoof")))),
+    _router("router_nft_forward", "the router with an nftables forward rule (udp dport 9 "
+            "drop): the plan leaves forwarding to Linux", RouterConfig(nft=NFT_FORWARD),
+            ((1, ("ordinary", "nft", "ttl", "local")), (2, ("ordinary", "nft"))),
+            fast_path=False, check=expect_nft_forward_drop),
+    _router("router_nft_input", "the router with nftables input rules (echo requests to "
+            "10.2.0.1, udp dport 7000): forwarding stays fast", RouterConfig(nft=NFT_INPUT),
+            ((1, ("ordinary", "local", "ttl")), (2, ("ordinary",))),
+            check=expect_nft_input_drop),
+    Scenario("bridge", "three hosts on a Linux bridge", build_bridge, l2corpus.bridge_corpus,
+             fast_path=None),
+    Scenario("bridge_router", "h1, h2 on the router's bridge br0, h3 on a routed port",
+             build_bridge_router, bridge_router_corpus, fast_path=None),
+)}
