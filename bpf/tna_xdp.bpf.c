@@ -9,6 +9,7 @@
 #include "lib/stats.h"
 #include "lib/ipv4.h"
 #include "lib/ipv6.h"
+#include "lib/bridge.h"
 
 const volatile struct tna_features tna_features SEC(".rodata.features") = {};
 
@@ -24,6 +25,8 @@ int tna_xdp(struct xdp_md *ctx)
 		return punt(ctx, 0, TNA_PUNT_NO_PORT);
 	if ((void *)(eth + 1) > end)
 		return punt(ctx, in->slot, TNA_PUNT_MALFORMED);
+	if (tna_features.bridge_port)
+		return bridge_rx(ctx, in);
 	if (eth->h_dest[0] & 1)
 		return punt(ctx, in->slot, TNA_PUNT_L2_MULTICAST);
 	if (!mac_equal(eth->h_dest, in->mac))
@@ -32,11 +35,11 @@ int tna_xdp(struct xdp_md *ctx)
 	switch (eth->h_proto) {
 	case bpf_htons(ETH_P_IP):
 		if (tna_features.ipv4_router && !(in->flags & TNA_IF_NO_IPV4))
-			return ipv4_forward(ctx, in);
+			return ipv4_forward(ctx, in, ingress);
 		return punt(ctx, in->slot, TNA_PUNT_FAMILY_OFF);
 	case bpf_htons(ETH_P_IPV6):
 		if (tna_features.ipv6_router && !(in->flags & TNA_IF_NO_IPV6))
-			return ipv6_forward(ctx, in);
+			return ipv6_forward(ctx, in, ingress);
 		return punt(ctx, in->slot, TNA_PUNT_FAMILY_OFF);
 	default:
 		return punt(ctx, in->slot, TNA_PUNT_NOT_IP);

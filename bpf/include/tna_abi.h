@@ -13,7 +13,8 @@
 #include <linux/types.h>
 
 #define TNA_MAX_IFACES 256	/* slots per namespace; slot 0 counts unknown ingress ports */
-#define TNA_NR_CODES 32		/* counters per slot */
+#define TNA_NR_CODES 64		/* counters per slot (raised from 32 for the bridge codes) */
+#define TNA_FDB_MAX 65536	/* FDB mirror entries per namespace; more are simply not accelerated */
 
 /* What happened to a frame. Every code but the first two is a reason for XDP_PASS. */
 enum tna_code {
@@ -45,7 +46,17 @@ enum tna_code {
 	TNA_PUNT_RP_FILTER = 25,	/* reverse-path check not proven to pass */
 	TNA_PUNT_NO_PORT = 26,		/* ingress interface has no TNA configuration */
 	TNA_PUNT_L4_CSUM = 27,		/* veth ingress: L4 checksum not proven complete */
-	TNA_NR_CODES_USED = 28,
+	TNA_BRIDGED = 28,		/* fast path bridged it (counted on the ingress slot) */
+	TNA_PUNT_UNKNOWN_UNICAST = 29,	/* bridge: destination not in the FDB: the kernel floods */
+	TNA_PUNT_BROADCAST = 30,	/* bridge: broadcast destination: the kernel floods */
+	TNA_PUNT_LINK_LOCAL_GROUP = 31,	/* bridge: 01:80:c2:00:00:0x (STP, LACP, 802.1X, LLDP) */
+	TNA_PUNT_LEARN = 32,		/* bridge: source MAC unknown, moved or local: the kernel learns */
+	TNA_PUNT_BRIDGE_LOCAL = 33,	/* bridge: for the bridge's or a port's own MAC, not routed here */
+	TNA_PUNT_PORT_STATE = 34,	/* bridge: ingress or egress port not forwarding (STP) or unknown */
+	TNA_PUNT_PORT_FLAGS = 35,	/* bridge: port flags change the kernel's decision */
+	TNA_PUNT_TAGGED = 36,		/* bridge: 802.1Q / 802.1ad tagged frame */
+	TNA_PUNT_TOO_BIG = 37,		/* bridge: frame larger than the egress port's MTU */
+	TNA_NR_CODES_USED = 38,
 };
 
 /* One row of the tna_stats per-CPU array: index = slot * TNA_NR_CODES + code. */
@@ -62,12 +73,52 @@ struct tna_iface {
 };
 
 #define TNA_IF_EGRESS (1U << 0)	/* frames may be redirected out of this interface */
+
+/* tna_fdb key: one bridge's forwarding database entry, as the kernel keys it (MAC, VLAN). */
+struct tna_fdb_key {
+	__u32 bridge;		/* ifindex of the bridge */
+	__u16 vlan;		/* 802.1Q VID; 0 on bridges without VLAN filtering */
+	__u8 mac[6];
+};
+
+/* tna_fdb value: where the kernel's FDB says the address is. */
+struct tna_fdb_entry {
+	__u32 port;		/* ifindex of the port behind which the address is (or the bridge's) */
+	__u16 flags;		/* TNA_FDB_* */
+	__u16 pad;
+	__u64 seen_ns;		/* written by the fast path (coarse ktime): last frame forwarded from
+				 * this source (at most 1 s old), or with TNA_FDB_MOVED when the
+				 * source was seen on another port */
+};
+
+#define TNA_FDB_LOCAL (1U << 0)	/* "permanent": frames to it go up to the bridge device */
+#define TNA_FDB_STATIC (1U << 1)	/* not aged by the kernel (static, local, extern_learn) */
+#define TNA_FDB_STICKY (1U << 2)	/* never roams to another port */
+#define TNA_FDB_MOVED (1U << 3)	/* fast path saw the source on another port: treated as absent
+				 * until the kernel's entry is read again */
+
+/* tna_brports: ifindex of a bridge port -> its bridge and what the fast path may do with it. */
+struct tna_brport {
+	__u32 bridge;		/* ifindex of the bridge */
+	__u16 flags;		/* TNA_BRPORT_* */
+	__u16 pad;
+};
+
+#define TNA_BRPORT_FORWARDING (1U << 0)	/* STP state forwarding */
+#define TNA_BRPORT_PUNT (1U << 1)	/* port or bridge flags change the kernel's decision */
 /*
  * Ingress restrictions, written before a program swap so that traffic which must go back to
  * Linux does so at once, not when the slower program replacement is done.
  */
 #define TNA_IF_NO_IPV4 (1U << 1)
 #define TNA_IF_NO_IPV6 (1U << 2)
+#define TNA_IF_NO_BRIDGE_IPV4 (1U << 4)	/* the same for bridged (switched) IPv4 */
+#define TNA_IF_NO_BRIDGE_IPV6 (1U << 5)
+/*
+ * A bridge device: never a redirect target itself (it has no ndo_xdp_xmit); a frame routed
+ * into it leaves through the port its FDB names. With TNA_IF_EGRESS, routing into it is allowed.
+ */
+#define TNA_IF_BRIDGE (1U << 3)
 
 /* Load-time features of one program; lives in .rodata so the verifier prunes what is off. */
 struct tna_features {
@@ -75,6 +126,11 @@ struct tna_features {
 	__u8 ipv6_router;
 	__u8 ipv4_rp_filter;	/* 0 off, 1 strict, 2 loose: as net.ipv4.conf.*.rp_filter */
 	__u8 verify_l4_csum;	/* ingress may carry offloaded (partial) checksums: veth */
+	__u8 bridge_port;	/* a bridge port: frames take the bridge's path (tna_fdb) */
+	__u8 bridge_ipv4;	/* bridged IPv4: 0 left to Linux, 1 bridged, 2 bridged after the
+				 * header checks br_netfilter makes (bridge-nf-call-iptables) */
+	__u8 bridge_ipv6;	/* the same for IPv6 (bridge-nf-call-ip6tables) */
+	__u8 bridge_egress;	/* the FIB may name a bridge: resolve its port through tna_fdb */
 };
 
 #endif /* TNA_ABI_H */

@@ -6,7 +6,9 @@
 #ifndef TNA_LIB_FIB_H
 #define TNA_LIB_FIB_H
 
-#include "stats.h"
+#include "fdb.h"
+
+extern const volatile struct tna_features tna_features;
 
 /* Every result but SUCCESS is Linux's business; the comment says what Linux does with it. */
 static __always_inline enum tna_code fib_punt_reason(int rc)
@@ -32,9 +34,13 @@ static __always_inline enum tna_code fib_punt_reason(int rc)
 	}
 }
 
-/* The egress interface, if the plan lets us redirect into it (else *why says why not). */
+/*
+ * The egress interface, if the plan lets us redirect into it (else *why says why not), and in
+ * *tx the device to redirect to: the FIB's egress, or when that is a bridge, the port its FDB
+ * names for the next hop's MAC (what br_dev_xmit() would pick).
+ */
 static __always_inline const struct tna_iface *
-egress_port(const struct bpf_fib_lookup *fib, __u32 ingress, enum tna_code *why)
+egress_port(const struct bpf_fib_lookup *fib, __u32 ingress, __u32 *tx, enum tna_code *why)
 {
 	__u32 ifindex = fib->ifindex;
 	const struct tna_iface *out;
@@ -44,10 +50,15 @@ egress_port(const struct bpf_fib_lookup *fib, __u32 ingress, enum tna_code *why)
 		return NULL;
 	}
 	out = bpf_map_lookup_elem(&tna_ifaces, &ifindex);
-	if (!out || !(out->flags & TNA_IF_EGRESS)) {
+	if (tna_features.bridge_egress && out &&
+	    (out->flags & (TNA_IF_EGRESS | TNA_IF_BRIDGE)) == (TNA_IF_EGRESS | TNA_IF_BRIDGE))
+		return bridge_resolve(ifindex, fib->dmac, tx, why);
+	/* a bridge device itself never takes XDP frames */
+	if (!out || (out->flags & (TNA_IF_EGRESS | TNA_IF_BRIDGE)) != TNA_IF_EGRESS) {
 		*why = TNA_PUNT_EGRESS;
 		return NULL;
 	}
+	*tx = ifindex;
 	return out;
 }
 

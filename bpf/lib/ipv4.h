@@ -99,11 +99,13 @@ static __always_inline void ipv4_decrease_ttl(struct iphdr *iph)
 	iph->ttl--;
 }
 
-static __always_inline int ipv4_forward(struct xdp_md *ctx, const struct tna_iface *in)
+/* ``ingress``: the L3 input device: the receiving interface, or the bridge of a bridge port. */
+static __always_inline int ipv4_forward(struct xdp_md *ctx, const struct tna_iface *in,
+					__u32 ingress)
 {
 	void *data = frame_start(ctx), *end = frame_end(ctx);
 	struct iphdr *iph = data + sizeof(struct ethhdr);
-	__u32 ingress = ctx->ingress_ifindex, wire_len;
+	__u32 tx = 0, wire_len;
 	struct bpf_fib_lookup fib = {};
 	const struct tna_iface *out;
 	struct l2_saved saved;
@@ -131,7 +133,7 @@ static __always_inline int ipv4_forward(struct xdp_md *ctx, const struct tna_ifa
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return punt(ctx, in->slot, fib_punt_reason(rc));
-	out = egress_port(&fib, ingress, &why);
+	out = egress_port(&fib, ingress, &tx, &why);
 	if (!out)
 		return punt(ctx, in->slot, why);
 	wire_len = sizeof(struct ethhdr) + bpf_ntohs(iph->tot_len);
@@ -153,12 +155,15 @@ static __always_inline int ipv4_forward(struct xdp_md *ctx, const struct tna_ifa
 	iph = data + sizeof(struct ethhdr);
 	if ((void *)(iph + 1) > end)
 		return punt(ctx, in->slot, TNA_PUNT_MALFORMED);
+	/* routed into a bridge: the port's MTU may be below the bridge's (is_skb_forwardable) */
+	if (tna_features.bridge_egress && tx != fib.ifindex && !fits_mtu(ctx, tx))
+		return punt(ctx, in->slot, TNA_PUNT_TOO_BIG);
 
 	old_ttl = iph->ttl;
 	old_check = iph->check;
 	ipv4_decrease_ttl(iph);
 	rewrite_macs(data, &fib, &saved);
-	if (send(fib.ifindex, in->slot, out->slot, wire_len) == XDP_REDIRECT)
+	if (send(tx, in->slot, out->slot, wire_len) == XDP_REDIRECT)
 		return XDP_REDIRECT;
 	restore_macs(data, &saved);
 	iph->ttl = old_ttl;

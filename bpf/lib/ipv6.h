@@ -63,11 +63,13 @@ static __always_inline enum tna_code ipv6_check(const struct ipv6hdr *ip6h, __u3
 	return 0;
 }
 
-static __always_inline int ipv6_forward(struct xdp_md *ctx, const struct tna_iface *in)
+/* ``ingress``: the L3 input device: the receiving interface, or the bridge of a bridge port. */
+static __always_inline int ipv6_forward(struct xdp_md *ctx, const struct tna_iface *in,
+					__u32 ingress)
 {
 	void *data = frame_start(ctx), *end = frame_end(ctx);
 	struct ipv6hdr *ip6h = data + sizeof(struct ethhdr);
-	__u32 ingress = ctx->ingress_ifindex, wire_len;
+	__u32 tx = 0, wire_len;
 	struct bpf_fib_lookup fib = {};
 	const struct tna_iface *out;
 	struct l2_saved saved;
@@ -92,7 +94,7 @@ static __always_inline int ipv6_forward(struct xdp_md *ctx, const struct tna_ifa
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return punt(ctx, in->slot, fib_punt_reason(rc));
-	out = egress_port(&fib, ingress, &why);
+	out = egress_port(&fib, ingress, &tx, &why);
 	if (!out)
 		return punt(ctx, in->slot, why);
 	if (tna_features.verify_l4_csum) {
@@ -114,10 +116,13 @@ static __always_inline int ipv6_forward(struct xdp_md *ctx, const struct tna_ifa
 	ip6h = data + sizeof(struct ethhdr);
 	if ((void *)(ip6h + 1) > end)
 		return punt(ctx, in->slot, TNA_PUNT_MALFORMED);
+	/* routed into a bridge: the port's MTU may be below the bridge's (is_skb_forwardable) */
+	if (tna_features.bridge_egress && tx != fib.ifindex && !fits_mtu(ctx, tx))
+		return punt(ctx, in->slot, TNA_PUNT_TOO_BIG);
 
 	ip6h->hop_limit--;
 	rewrite_macs(data, &fib, &saved);
-	if (send(fib.ifindex, in->slot, out->slot, wire_len) == XDP_REDIRECT)
+	if (send(tx, in->slot, out->slot, wire_len) == XDP_REDIRECT)
 		return XDP_REDIRECT;
 	restore_macs(data, &saved);
 	ip6h->hop_limit++;

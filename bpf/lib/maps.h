@@ -31,4 +31,24 @@ struct {
 	__type(value, struct tna_counter);
 } tna_stats SEC(".maps");
 
+/*
+ * The FDB mirror: the kernel bridges' forwarding databases, fed from netlink (AF_BRIDGE
+ * neighbours) by tna.datapath.fdb. Allocated on demand: most namespaces have few entries.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TNA_FDB_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tna_fdb_key);
+	__type(value, struct tna_fdb_entry);
+} tna_fdb SEC(".maps");
+
+/* Bridge ports: their bridge, STP state and whether their flags leave frames to the kernel. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TNA_MAX_IFACES);
+	__type(key, __u32);			/* ifindex of the port */
+	__type(value, struct tna_brport);
+} tna_brports SEC(".maps");
+
 #endif

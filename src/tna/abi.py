@@ -21,6 +21,17 @@ XDP_OBJECT = BPF_DIR / "tna_xdp.bpf.o"
 TNA_IF_EGRESS = 1 << 0
 TNA_IF_NO_IPV4 = 1 << 1
 TNA_IF_NO_IPV6 = 1 << 2
+TNA_IF_BRIDGE = 1 << 3
+TNA_IF_NO_BRIDGE_IPV4 = 1 << 4
+TNA_IF_NO_BRIDGE_IPV6 = 1 << 5
+
+TNA_FDB_LOCAL = 1 << 0
+TNA_FDB_STATIC = 1 << 1
+TNA_FDB_STICKY = 1 << 2
+TNA_FDB_MOVED = 1 << 3
+
+TNA_BRPORT_FORWARDING = 1 << 0
+TNA_BRPORT_PUNT = 1 << 1
 
 
 class BuildMissing(RuntimeError):
@@ -38,7 +49,23 @@ class TnaCounter(ctypes.Structure):
 
 class TnaFeatures(ctypes.Structure):
     _fields_ = [("ipv4_router", ctypes.c_uint8), ("ipv6_router", ctypes.c_uint8),
-                ("ipv4_rp_filter", ctypes.c_uint8), ("verify_l4_csum", ctypes.c_uint8)]
+                ("ipv4_rp_filter", ctypes.c_uint8), ("verify_l4_csum", ctypes.c_uint8),
+                ("bridge_port", ctypes.c_uint8), ("bridge_ipv4", ctypes.c_uint8),
+                ("bridge_ipv6", ctypes.c_uint8), ("bridge_egress", ctypes.c_uint8)]
+
+
+class TnaFdbKey(ctypes.Structure):
+    _fields_ = [("bridge", ctypes.c_uint32), ("vlan", ctypes.c_uint16),
+                ("mac", ctypes.c_uint8 * 6)]
+
+
+class TnaFdbEntry(ctypes.Structure):
+    _fields_ = [("port", ctypes.c_uint32), ("flags", ctypes.c_uint16), ("pad", ctypes.c_uint16),
+                ("seen_ns", ctypes.c_uint64)]
+
+
+class TnaBrport(ctypes.Structure):
+    _fields_ = [("bridge", ctypes.c_uint32), ("flags", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
 
 
 def _header_text() -> str:
@@ -81,11 +108,12 @@ def code(name: str) -> int:
     return next(c for c, n in codes().items() if n == name)
 
 
-FORWARDED, TRANSMITTED = 0, 1
+FORWARDED, TRANSMITTED, BRIDGED = 0, 1, 28
+VERDICTS = (FORWARDED, TRANSMITTED, BRIDGED)  # codes that count work done, not punts
 
 
 def punt_reasons() -> dict[int, str]:
-    return {c: n for c, n in codes().items() if c not in (FORWARDED, TRANSMITTED)}
+    return {c: n for c, n in codes().items() if c not in VERDICTS}
 
 
 def max_ifaces() -> int:

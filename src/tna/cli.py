@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tna import abi, introspect, netns, sync
-from tna.datapath import loader
+from tna.datapath import fdb, loader
 from tna.datapath.libbpf import LibbpfError
 from tna.model import Snapshot
 from tna.netfilter import NetfilterError
@@ -81,8 +81,18 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--resync", type=float, default=1.0, metavar="SECONDS",
                     help="full resync period, for changes without notifications (default 1)")
     sp.set_defaults(func=cmd_run)
+    sp = sub.add_parser("fdb-refresh", help="keep the bridge FDB mirror current (started by "
+                        "'apply' in the background)", description="Follow the kernel's bridge "
+                        "FDB and port states into the fast path's maps, and refresh the kernel's "
+                        "entries for sources the fast path forwarded (NTF_USE). Exits when TNA "
+                        "is detached.")
+    sp.add_argument("--interval", type=float, default=None, metavar="SECONDS",
+                    help="resync and refresh period (default: a tenth of the ageing time)")
+    sp.add_argument("--once", action="store_true", help="one resync and refresh, then exit")
+    sp.set_defaults(func=cmd_fdb_refresh)
+    # the benchmark parses its own options: '+' keeps this parser from taking '--smoke'
     sp = sub.add_parser("bench", help="measure packet rates: Linux vs TNA vs the XDP limit",
-                        add_help=False)
+                        add_help=False, prefix_chars="+")
     sp.add_argument("bench_args", nargs=argparse.REMAINDER)
     sp.set_defaults(func=cmd_bench)
     return p
@@ -154,11 +164,21 @@ def cmd_apply(args: argparse.Namespace) -> int:
     _refuse_if_daemon("apply")
     plan = make_plan(_snapshot(args))
     changes = loader.apply(plan.ports())
+    fdb.sync(plan)
     print(format_plan(plan))
     names = [i.ifname for i in plan.interfaces if i.features is not None]
     print(f"\napplied: fast path on {len(names)} interface(s)"
           + (f": {', '.join(names)}" if names else "") + f" ({format_changes(changes)})")
+    if plan.bridge_ports():
+        print(f"bridge FDB mirror: kept current by tna fdb-refresh (pid "
+              f"{fdb.ensure_refresher(args.netns)}) until 'tna detach'")
     return 0
+
+
+def cmd_fdb_refresh(args: argparse.Namespace) -> int:
+    if args.interval is not None and args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    return fdb.Refresher(args.netns, args.interval).run(once=args.once)
 
 
 def format_changes(changes: loader.Changes) -> str:
@@ -199,15 +219,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(stats)
         return 0
-    print(f"forwarded {stats['forwarded_packets']} packets ({stats['forwarded_bytes']} bytes), "
-          f"punted {stats['punted_packets']} to Linux")
+    print(f"forwarded (routed) {stats['forwarded_packets']} packets "
+          f"({stats['forwarded_bytes']} bytes), bridged {stats['bridged_packets']} packets "
+          f"({stats['bridged_bytes']} bytes), punted {stats['punted_packets']} to Linux")
     for ifname, s in stats["interfaces"].items():
         if s["ifindex"] == 0 and not s["punted_packets"]:
             continue
         reasons = ", ".join(f"{k}={v}" for k, v in s["punt_reasons"].items() if v)
-        print(f"  {ifname:<12} forwarded {s['forwarded_packets']:>10}  transmitted "
-              f"{s['transmitted_packets']:>10}  punted {s['punted_packets']:>8}"
-              + (f"  ({reasons})" if reasons else ""))
+        print(f"  {ifname:<12} forwarded {s['forwarded_packets']:>10}  bridged "
+              f"{s['bridged_packets']:>10}  transmitted {s['transmitted_packets']:>10}  "
+              f"punted {s['punted_packets']:>8}" + (f"  ({reasons})" if reasons else ""))
     return 0
 
 
@@ -216,11 +237,13 @@ def collect_stats() -> dict[str, Any]:
     interfaces: dict[str, Any] = {}
     for ifindex, counters in sorted(loader.read_counters().items()):
         reasons = {n: c.packets for n, c in counters.items()
-                   if n not in ("forwarded", "transmitted")}
+                   if n not in ("forwarded", "transmitted", "bridged")}
         interfaces[_ifname(ifindex)] = {
             "ifindex": ifindex,
-            "forwarded_packets": counters["forwarded"].packets,
+            "forwarded_packets": counters["forwarded"].packets,  # routed
             "forwarded_bytes": counters["forwarded"].bytes,
+            "bridged_packets": counters["bridged"].packets,  # switched by a bridge port
+            "bridged_bytes": counters["bridged"].bytes,
             "transmitted_packets": counters["transmitted"].packets,
             "punted_packets": sum(reasons.values()),
             "punt_reasons": reasons,
@@ -232,6 +255,8 @@ def collect_stats() -> dict[str, Any]:
     return {
         "forwarded_packets": sum(s["forwarded_packets"] for s in interfaces.values()),
         "forwarded_bytes": sum(s["forwarded_bytes"] for s in interfaces.values()),
+        "bridged_packets": sum(s["bridged_packets"] for s in interfaces.values()),
+        "bridged_bytes": sum(s["bridged_bytes"] for s in interfaces.values()),
         "punted_packets": sum(totals.values()),
         "punt_reasons": totals,
         "interfaces": interfaces,

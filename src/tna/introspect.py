@@ -19,6 +19,7 @@ So ``default`` is "major number of the root handle is 0".
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import os
 import socket
@@ -33,7 +34,11 @@ from tna import netdev_genl, netfilter
 from tna.model import (
     AF_INET,
     AF_INET6,
+    BR_STATES,
     Address,
+    BridgeInfo,
+    BridgePort,
+    FdbEntry,
     InterfaceSysctls,
     Link,
     Neighbour,
@@ -78,13 +83,15 @@ XDP_MODES: dict[Any, str] = {
 
 def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
              netfilter_chains: tuple[NetfilterChain, ...] | None = None,
-             xfrm: tuple[XfrmPolicy, ...] | None = None) -> Snapshot:
+             xfrm: tuple[XfrmPolicy, ...] | None = None, plan_only: bool = False) -> Snapshot:
     """Everything the planner needs, read from the current thread's network namespace.
 
     ``our_prog_ids`` are the ids of the XDP programs TNA attached, to tell them from others'.
     ``netfilter_chains`` and ``xfrm``, when given, are used instead of reading them again: the
     daemon re-reads them only when their own notifications say they changed (they cost a
-    subprocess each).
+    subprocess each). ``plan_only`` leaves out what the planner does not read (addresses but
+    bridges', neighbours, the FDB: the fast path asks the kernel for those per packet, the FDB
+    mirror follows its own notifications).
     Raises :class:`tna.netfilter.NetfilterError` when the ruleset cannot be read: a snapshot
     that silently lacked netfilter would let the planner bypass it.
     """
@@ -97,10 +104,16 @@ def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
             _link(ip, msg, present, qdiscs.get(msg["index"], []), features, our_prog_ids)
             for msg in raw_links
         )
-        addresses = tuple(_address(msg) for fam in (AF_INET, AF_INET6)
-                          for msg in ip.get_addr(family=fam))
-        neighbours = tuple(_neighbour(msg) for fam in (AF_INET, AF_INET6)
-                           for msg in ip.get_neighbours(family=fam))
+        # the planner reads only bridges' addresses (routing from a bridge needs one)
+        bridges = {lk.ifindex for lk in links if lk.kind == "bridge"}
+        addresses = () if plan_only and not bridges else tuple(
+            a for a in (_address(msg) for fam in (AF_INET, AF_INET6)
+                        for msg in ip.get_addr(family=fam))
+            if not plan_only or a.ifindex in bridges)
+        neighbours = () if plan_only else tuple(
+            _neighbour(msg) for fam in (AF_INET, AF_INET6)
+            for msg in ip.get_neighbours(family=fam))
+    links = with_bridge_details(links)
     return Snapshot(
         netns=netns,
         kernel=os.uname().release,
@@ -112,6 +125,7 @@ def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
         sysctls=sysctls(lk.ifname for lk in links),
         netfilter=netfilter.chains() if netfilter_chains is None else netfilter_chains,
         xfrm_policies=xfrm_policies() if xfrm is None else xfrm,
+        fdb=fdb() if not plan_only and any(lk.bridge for lk in links) else (),
     )
 
 
@@ -442,7 +456,16 @@ def _interface_sysctls(ifname: str) -> InterfaceSysctls:
         src_valid_mark=either("src_valid_mark"),
         proxy_arp=either("proxy_arp"),
         send_redirects=either("send_redirects"),
+        accept_redirects=_accepts_redirects(v4),
     )
+
+
+def _accepts_redirects(v4: str) -> bool:
+    """IN_DEV_RX_REDIRECTS: with forwarding on, conf/all AND conf/<if>; otherwise either."""
+    every, this = _read_int("ipv4/conf/all/accept_redirects"), _read_int(f"{v4}/accept_redirects")
+    if _read_int(f"{v4}/forwarding"):
+        return bool(every and this)
+    return bool(every or this)
 
 
 def sysctls(ifnames: Iterable[str]) -> Sysctls:
@@ -453,6 +476,10 @@ def sysctls(ifnames: Iterable[str]) -> Sysctls:
         fib_multipath_hash_policy=_read_int("ipv4/fib_multipath_hash_policy"),
         fib6_multipath_hash_policy=_read_int("ipv6/fib_multipath_hash_policy"),
         interfaces={name: _interface_sysctls(name) for name in ifnames},
+        # /proc/sys/net/bridge exists only with br_netfilter; without it nothing is called
+        bridge_nf_call_iptables=bool(_read_int("bridge/bridge-nf-call-iptables")),
+        bridge_nf_call_ip6tables=bool(_read_int("bridge/bridge-nf-call-ip6tables")),
+        bridge_nf_call_arptables=bool(_read_int("bridge/bridge-nf-call-arptables")),
     )
 
 
@@ -487,4 +514,147 @@ def parse_xfrm_policies(text: str) -> tuple[XfrmPolicy, ...]:
         src = sel_words[sel_words.index("src") + 1] if "src" in sel_words[:-1] else ""
         family = AF_INET6 if ":" in src else AF_INET
         out.append(XfrmPolicy(family=family, direction=direction, selector=selector))
+    return tuple(out)
+
+
+# --- bridges -------------------------------------------------------------------------------
+# Read with raw netlink: pyroute2 0.9 does not decode the newer bridge attributes
+# (IFLA_BR_MULTI_BOOLOPT, IFLA_BR_FDB_MAX_LEARNED), and an attribute we cannot see must not
+# look like "off".  The same parsers serve the FDB mirror's incremental updates.
+
+RTM_GETLINK, RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 18, 28, 29, 30
+AF_BRIDGE = 7
+IFF_PROMISC = 0x100
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+IFLA_MASTER, IFLA_LINKINFO = 10, 18
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
+(IFLA_BR_FORWARD_DELAY, IFLA_BR_AGEING_TIME, IFLA_BR_STP_STATE, IFLA_BR_VLAN_FILTERING,
+ IFLA_BR_GROUP_FWD_MASK, IFLA_BR_NF_CALL_IPTABLES, IFLA_BR_NF_CALL_IP6TABLES,
+ IFLA_BR_NF_CALL_ARPTABLES, IFLA_BR_MULTI_BOOLOPT, IFLA_BR_FDB_MAX_LEARNED) = (
+    1, 4, 5, 7, 9, 36, 37, 38, 46, 49)
+BR_BOOLOPT_NO_LL_LEARN, BR_BOOLOPT_MST_ENABLE = 0, 2
+# IFLA_BRPORT_* flag attributes (u8) -> BridgePort field
+BRPORT_FLAGS = {4: "hairpin", 8: "learning", 9: "unicast_flood", 10: "proxyarp",
+                12: "proxyarp_wifi", 27: "mcast_flood", 29: "vlan_tunnel", 30: "bcast_flood",
+                32: "neigh_suppress", 33: "isolated", 35: "mrp_ring_open", 39: "locked",
+                40: "mab", 43: "neigh_vlan_suppress"}
+IFLA_BRPORT_STATE, IFLA_BRPORT_GROUP_FWD_MASK, IFLA_BRPORT_BACKUP_PORT = 1, 31, 34
+
+_NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
+NDA_LLADDR, NDA_CACHEINFO, NDA_VLAN, NDA_MASTER, NDA_FLAGS_EXT = 2, 3, 5, 9, 15
+NUD_NOARP, NUD_PERMANENT, NUD_STALE = 0x40, 0x80, 0x04
+NTF_SELF, NTF_EXT_LEARNED, NTF_OFFLOADED, NTF_STICKY = 0x02, 0x10, 0x20, 0x40
+NTF_EXT_LOCKED = 0x02
+
+
+def parse_bridge_info(data: bytes, ifi_flags: int = 0) -> BridgeInfo:
+    """IFLA_INFO_DATA of a bridge."""
+    a = netdev_genl.parse_attrs(data)
+    boolopt = _u(a[IFLA_BR_MULTI_BOOLOPT]) if IFLA_BR_MULTI_BOOLOPT in a else 0
+    return BridgeInfo(
+        ageing_time=_u(a[IFLA_BR_AGEING_TIME]) if IFLA_BR_AGEING_TIME in a else 30000,
+        forward_delay=_u(a[IFLA_BR_FORWARD_DELAY]) if IFLA_BR_FORWARD_DELAY in a else 1500,
+        stp_state=_u(a[IFLA_BR_STP_STATE]) if IFLA_BR_STP_STATE in a else 0,
+        vlan_filtering=bool(a.get(IFLA_BR_VLAN_FILTERING, b"\0")[0]),
+        mst_enabled=bool(boolopt & 1 << BR_BOOLOPT_MST_ENABLE),
+        no_linklocal_learn=bool(boolopt & 1 << BR_BOOLOPT_NO_LL_LEARN),
+        group_fwd_mask=_u(a[IFLA_BR_GROUP_FWD_MASK], "=H") if IFLA_BR_GROUP_FWD_MASK in a else 0,
+        fdb_max_learned=_u(a[IFLA_BR_FDB_MAX_LEARNED]) if IFLA_BR_FDB_MAX_LEARNED in a else 0,
+        nf_call_iptables=bool(a.get(IFLA_BR_NF_CALL_IPTABLES, b"\0")[0]),
+        nf_call_ip6tables=bool(a.get(IFLA_BR_NF_CALL_IP6TABLES, b"\0")[0]),
+        nf_call_arptables=bool(a.get(IFLA_BR_NF_CALL_ARPTABLES, b"\0")[0]),
+        promisc=bool(ifi_flags & IFF_PROMISC),
+    )
+
+
+def parse_bridge_port(data: bytes) -> BridgePort:
+    """IFLA_INFO_SLAVE_DATA of a bridge port."""
+    a = netdev_genl.parse_attrs(data)
+    state = a[IFLA_BRPORT_STATE][0] if IFLA_BRPORT_STATE in a else 0
+    flags = {name: bool(a[kind][0]) for kind, name in BRPORT_FLAGS.items() if kind in a}
+    return BridgePort(
+        state=BR_STATES[state] if state < len(BR_STATES) else f"state{state}",
+        backup_port=_u(a[IFLA_BRPORT_BACKUP_PORT]) if IFLA_BRPORT_BACKUP_PORT in a else None,
+        group_fwd_mask=(_u(a[IFLA_BRPORT_GROUP_FWD_MASK], "=H")
+                        if IFLA_BRPORT_GROUP_FWD_MASK in a else 0),
+        **flags,
+    )
+
+
+def parse_link_bridging(body: bytes) -> tuple[int, int | None, BridgeInfo | None,
+                                              BridgePort | None]:
+    """One RTM_NEWLINK payload -> (ifindex, master, bridge attributes, bridge-port state)."""
+    _, _, ifindex, ifi_flags, _ = _IFINFOMSG.unpack_from(body)
+    a = netdev_genl.parse_attrs(body[_IFINFOMSG.size:])
+    master = _u(a[IFLA_MASTER]) if IFLA_MASTER in a else None
+    info = netdev_genl.parse_attrs(a.get(IFLA_LINKINFO, b""))
+    bridge = port = None
+    if _name(info.get(IFLA_INFO_KIND, b"")) == "bridge":
+        bridge = parse_bridge_info(info.get(IFLA_INFO_DATA, b""), ifi_flags)
+    if _name(info.get(IFLA_INFO_SLAVE_KIND, b"")) == "bridge":
+        port = parse_bridge_port(info.get(IFLA_INFO_SLAVE_DATA, b""))
+    return ifindex, master or None, bridge, port
+
+
+def bridge_details() -> dict[int, tuple[int | None, BridgeInfo | None, BridgePort | None]]:
+    """ifindex -> (master, bridge attributes, bridge-port state) for every link."""
+    out = {}
+    request = _IFINFOMSG.pack(0, 0, 0, 0, 0)
+    for _, body in netdev_genl.dump(netdev_genl.NETLINK_ROUTE, RTM_GETLINK, request):
+        ifindex, master, bridge, port = parse_link_bridging(body)
+        out[ifindex] = (master, bridge, port)
+    return out
+
+
+def with_bridge_details(links: tuple[Link, ...]) -> tuple[Link, ...]:
+    if not any(lk.kind == "bridge" for lk in links):
+        return links
+    details = bridge_details()
+    out = []
+    for lk in links:
+        master, bridge, port = details.get(lk.ifindex, (None, None, None))
+        # a port's state is only meaningful while it still has that master
+        if port is not None and master != lk.master:
+            port = None
+        out.append(dataclasses.replace(lk, bridge=bridge, bridge_port=port)
+                   if bridge or port else lk)
+    return tuple(out)
+
+
+def parse_fdb(body: bytes) -> FdbEntry | None:
+    """One AF_BRIDGE RTM_NEWNEIGH/RTM_DELNEIGH payload -> FdbEntry; None unless it is an entry
+    of a bridge's forwarding database (a device's own "self" entries are not)."""
+    family, ifindex, state, flags, _ = _NDMSG.unpack_from(body)
+    a = netdev_genl.parse_attrs(body[_NDMSG.size:])
+    if family != AF_BRIDGE or NDA_MASTER not in a or NDA_LLADDR not in a or flags & NTF_SELF:
+        return None
+    mac = a[NDA_LLADDR]
+    if len(mac) != 6:
+        return None
+    if state & NUD_PERMANENT:
+        name = "permanent"
+    elif state & NUD_NOARP:
+        name = "static"
+    else:
+        name = "stale" if state & NUD_STALE else "reachable"
+    ext = _u(a[NDA_FLAGS_EXT]) if NDA_FLAGS_EXT in a else 0
+    tags = tuple(t for bit, t in ((NTF_EXT_LEARNED, "extern_learn"), (NTF_STICKY, "sticky"),
+                                  (NTF_OFFLOADED, "offloaded")) if flags & bit)
+    if ext & NTF_EXT_LOCKED:
+        tags += ("locked",)
+    used = updated = 0
+    if NDA_CACHEINFO in a and len(a[NDA_CACHEINFO]) >= 16:
+        _, used, updated, _ = struct.unpack_from("=IIII", a[NDA_CACHEINFO])
+    return FdbEntry(bridge=_u(a[NDA_MASTER]), ifindex=ifindex, mac=mac.hex(":"),
+                    vlan=_u(a[NDA_VLAN], "=H") if NDA_VLAN in a else 0, state=name,
+                    flags=tags, updated_cs=updated, used_cs=used)
+
+
+def fdb() -> tuple[FdbEntry, ...]:
+    """Every bridge's forwarding database in this namespace."""
+    request = _NDMSG.pack(AF_BRIDGE, 0, 0, 0, 0)
+    out = []
+    for msg_type, body in netdev_genl.dump(netdev_genl.NETLINK_ROUTE, RTM_GETNEIGH, request):
+        if msg_type == RTM_NEWNEIGH and (entry := parse_fdb(body)) is not None:
+            out.append(entry)
     return tuple(out)

@@ -39,6 +39,74 @@ class Qdisc:
     default: bool
 
 
+# STP port states (BR_STATE_*, include/uapi/linux/if_bridge.h)
+BR_STATES = ("disabled", "listening", "learning", "forwarding", "blocking")
+
+
+@dataclass(frozen=True)
+class BridgeInfo:
+    """Attributes of a bridge device (IFLA_INFO_DATA of kind "bridge")."""
+
+    ageing_time: int = 30000  # centiseconds; 0: the bridge never learns
+    forward_delay: int = 1500  # centiseconds; also the ageing time during a topology change
+    stp_state: int = 0  # 0 off, 1 kernel STP, 2 user-space STP
+    vlan_filtering: bool = False
+    mst_enabled: bool = False
+    no_linklocal_learn: bool = False
+    group_fwd_mask: int = 0
+    fdb_max_learned: int = 0  # 0: no limit
+    nf_call_iptables: bool = False  # per-bridge br_netfilter switches (ORed with the sysctls)
+    nf_call_ip6tables: bool = False
+    nf_call_arptables: bool = False
+    promisc: bool = False  # IFF_PROMISC (a packet capture): known unicast is also passed up
+
+
+@dataclass(frozen=True)
+class BridgePort:
+    """A bridge port's state and flags (IFLA_INFO_SLAVE_DATA of slave kind "bridge")."""
+
+    state: str = "forwarding"  # one of BR_STATES
+    learning: bool = True
+    unicast_flood: bool = True
+    mcast_flood: bool = True
+    bcast_flood: bool = True
+    hairpin: bool = False
+    isolated: bool = False
+    locked: bool = False
+    mab: bool = False
+    neigh_suppress: bool = False
+    neigh_vlan_suppress: bool = False
+    proxyarp: bool = False
+    proxyarp_wifi: bool = False
+    vlan_tunnel: bool = False
+    mrp_ring_open: bool = False
+    backup_port: int | None = None  # ifindex of the backup port
+    group_fwd_mask: int = 0
+
+
+@dataclass(frozen=True)
+class FdbEntry:
+    """One entry of a bridge's forwarding database (AF_BRIDGE neighbour with NDA_MASTER)."""
+
+    bridge: int  # ifindex of the bridge (NDA_MASTER)
+    ifindex: int  # the port the address is behind; the bridge's own for its local entries
+    mac: str
+    vlan: int = 0
+    state: str = "reachable"  # "permanent" (local), "static", "reachable", "stale"
+    flags: tuple[str, ...] = ()  # "extern_learn", "sticky", "offloaded", "locked"
+    updated_cs: int = 0  # centiseconds since the kernel last refreshed it (NDA_CACHEINFO)
+    used_cs: int = 0  # centiseconds since the kernel last forwarded to it
+
+    @property
+    def local(self) -> bool:
+        return self.state == "permanent"
+
+    @property
+    def ageing(self) -> bool:
+        """The kernel ages it out (dynamic, not learnt by a switch driver)."""
+        return self.state in ("reachable", "stale") and "extern_learn" not in self.flags
+
+
 @dataclass(frozen=True)
 class Link:
     ifindex: int
@@ -56,6 +124,8 @@ class Link:
     tc_egress: bool = False  # clsact egress filters or tcx egress programs present
     # NETDEV_XDP_ACT_* bits from the netdev genetlink family; None when unknown.
     xdp_features: int | None = None
+    bridge: BridgeInfo | None = None  # kind "bridge": its attributes
+    bridge_port: BridgePort | None = None  # enslaved to a bridge: the port's state and flags
 
 
 @dataclass(frozen=True)
@@ -123,6 +193,7 @@ class InterfaceSysctls:
     src_valid_mark: bool = False
     proxy_arp: bool = False
     send_redirects: bool = True
+    accept_redirects: bool = False  # effective (IN_DEV_RX_REDIRECTS)
 
 
 @dataclass(frozen=True)
@@ -133,6 +204,10 @@ class Sysctls:
     fib_multipath_hash_policy: int = 0
     fib6_multipath_hash_policy: int = 0
     interfaces: dict[str, InterfaceSysctls] = field(default_factory=dict)
+    # net.bridge.bridge-nf-call-*: bridged traffic passes ip/ip6/arp tables (br_netfilter)
+    bridge_nf_call_iptables: bool = False
+    bridge_nf_call_ip6tables: bool = False
+    bridge_nf_call_arptables: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,6 +255,7 @@ class Snapshot:
     sysctls: Sysctls = field(default_factory=lambda: Sysctls(False, False))
     netfilter: tuple[NetfilterChain, ...] = ()
     xfrm_policies: tuple[XfrmPolicy, ...] = ()
+    fdb: tuple[FdbEntry, ...] = ()  # every bridge's forwarding database
 
     def link(self, ifindex: int) -> Link | None:
         return next((lk for lk in self.links if lk.ifindex == ifindex), None)

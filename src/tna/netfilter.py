@@ -11,7 +11,9 @@ The parsers are pure functions so unit tests can feed them recorded output.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -56,16 +58,64 @@ def _run(argv: list[str]) -> str:
 
 def chains() -> tuple[NetfilterChain, ...]:
     """Every chain of nftables and of iptables-legacy; raises :class:`NetfilterError`."""
-    # -s (stateless) leaves counter values out, so rule texts do not change with traffic.
-    text = _run(["nft", "-j", "-s", "list", "ruleset"])
+    # stateless: counter values left out, so rule texts do not change with traffic
+    text = _nft("list ruleset", json_output=True)
     found = parse_nft_json(text)
     if any(_needs_devices(c) for c in found) or '"flags"' in text:
         # nft 1.0.6 omits "dev" from listed chains and prints the table's name instead of
         # its flags in JSON; the plain-text listing has both right.
-        devices, dormant = parse_nft_text(_run(["nft", "list", "ruleset"]))
+        devices, dormant = parse_nft_text(_nft("list ruleset", json_output=False))
         found = tuple(_with_devices(c, devices) for c in found
                       if (c.family, c.table) not in dormant)
     return found + legacy_chains()
+
+
+# libnftables output flags (nftables/libnftables.h)
+NFT_CTX_OUTPUT_STATELESS = 1 << 2
+NFT_CTX_OUTPUT_JSON = 1 << 4
+
+
+def _nft(command: str, json_output: bool) -> str:
+    """Run an nft command: in-process through libnftables (0.1 ms instead of a 2 ms
+    subprocess, which matters to the daemon's reaction time), else through the nft binary."""
+    lib = _libnftables()
+    if lib is None:
+        return _run(["nft", *(["-j", "-s"] if json_output else []), *command.split()])
+    ctx = lib.nft_ctx_new(0)  # a fresh context: its socket opens in the caller's namespace
+    if not ctx:
+        raise NetfilterError("libnftables: cannot create a context")
+    try:
+        lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_STATELESS
+                                     | (NFT_CTX_OUTPUT_JSON if json_output else 0))
+        lib.nft_ctx_buffer_output(ctx)
+        lib.nft_ctx_buffer_error(ctx)
+        if lib.nft_run_cmd_from_buffer(ctx, command.encode()) != 0:
+            err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace").strip()
+            raise NetfilterError(f"nft {command}: {err or 'failed'}")
+        return (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
+    finally:
+        lib.nft_ctx_free(ctx)
+
+
+@functools.cache
+def _libnftables() -> Any:
+    try:
+        lib = ctypes.CDLL("libnftables.so.1")
+    except OSError:
+        return None
+    vp = ctypes.c_void_p
+    for name, restype, argtypes in (
+            ("nft_ctx_new", vp, [ctypes.c_uint32]),
+            ("nft_ctx_free", None, [vp]),
+            ("nft_ctx_output_set_flags", None, [vp, ctypes.c_uint]),
+            ("nft_ctx_buffer_output", ctypes.c_int, [vp]),
+            ("nft_ctx_buffer_error", ctypes.c_int, [vp]),
+            ("nft_run_cmd_from_buffer", ctypes.c_int, [vp, ctypes.c_char_p]),
+            ("nft_ctx_get_output_buffer", ctypes.c_char_p, [vp]),
+            ("nft_ctx_get_error_buffer", ctypes.c_char_p, [vp])):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+    return lib
 
 
 def _needs_devices(chain: NetfilterChain) -> bool:

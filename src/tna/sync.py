@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from tna import introspect, netdev_genl, netfilter, netns
-from tna.datapath import loader
+from tna.datapath import fdb, loader
 from tna.model import NetfilterChain, XfrmPolicy
 from tna.plan import Plan, make_plan
 
@@ -61,7 +61,7 @@ REPLAN_KINDS = frozenset({"link", "rule", "tc", "netconf", "nexthop", "netfilter
 # What makes a cycle re-read everything, including what has no notification of its own.
 FULL_READ_KINDS = frozenset({"start", "periodic", "sighup", "overrun"})
 
-QUIET_S = 0.002  # a burst is over when nothing arrived for this long...
+QUIET_S = 0.001  # a burst is over when nothing arrived for this long...
 BURST_MAX_S = 0.020  # ...or when it has lasted this long
 STATE_DIR = "/run/tna"
 
@@ -75,6 +75,13 @@ class Batch:
     overrun: bool = False
     multipath_route: bool = False
     first_at: float = 0.0  # time.monotonic() of the first message
+    # what the burst may have made unsafe: every interface, or these ifindexes
+    unsafe_all: bool = False
+    unsafe: set[int] = field(default_factory=set)
+    restricted: set[int] = field(default_factory=set)  # done already, during the burst
+    restricted_all: bool = False
+    fdb: list[tuple[int, bytes]] = field(default_factory=list)  # AF_BRIDGE neighbour messages
+    safe_at: float = 0.0  # time.monotonic() when the pre-emptive restriction was written
 
     def add(self, kind: str) -> None:
         if not self.count:
@@ -89,11 +96,11 @@ class EventSource:
     def __init__(self) -> None:
         self.socks: dict[int, tuple[socket.socket, Callable[[int, bytes, Batch], None]]] = {}
         self._open(NETLINK_ROUTE, list(RTNL_GROUPS), self._rtnl)
-        self._open(NETLINK_NETFILTER, [NFNLGRP_NFTABLES], self._tagged("netfilter"))
-        self._open(NETLINK_XFRM, [XFRMNLGRP_POLICY], self._tagged("xfrm"))
+        self._open(NETLINK_NETFILTER, [NFNLGRP_NFTABLES], self._everything("netfilter"))
+        self._open(NETLINK_XFRM, [XFRMNLGRP_POLICY], self._everything("xfrm"))
         try:  # device (and xdp_features) changes: a veth peer losing GRO, for one
             group = netdev_genl.mcast_group_id("netdev", "mgmt")
-            self._open(NETLINK_GENERIC, [group], self._tagged("netdev"))
+            self._open(NETLINK_GENERIC, [group], self._netdev)
         except OSError:
             pass  # kernels before 6.3: the periodic resync covers it
 
@@ -109,16 +116,37 @@ class EventSource:
         self.socks[sock.fileno()] = (sock, handler)
 
     @staticmethod
-    def _tagged(kind: str) -> Callable[[int, bytes, Batch], None]:
+    def _everything(kind: str) -> Callable[[int, bytes, Batch], None]:
+        """A change that may concern any interface (a firewall rule, an xfrm policy)."""
         def handler(msg_type: int, body: bytes, batch: Batch) -> None:
+            batch.unsafe_all = True
             batch.add(kind)
         return handler
 
     @staticmethod
+    def _netdev(msg_type: int, body: bytes, batch: Batch) -> None:
+        attrs = netdev_genl.parse_attrs(body[4:])  # after struct genlmsghdr
+        ifindex = attrs.get(netdev_genl.NETDEV_A_DEV_IFINDEX)
+        if ifindex is None:
+            batch.unsafe_all = True
+        else:
+            batch.unsafe.add(struct.unpack("=I", ifindex[:4])[0])
+        batch.add("netdev")
+
+    @staticmethod
     def _rtnl(msg_type: int, body: bytes, batch: Batch) -> None:
         kind = next((k for (lo, hi), k in RTM_KINDS.items() if lo <= msg_type < hi), "other")
-        if kind == "route" and _route_is_multipath(body):
-            batch.multipath_route = True
+        if kind == "neigh" and body[:1] == bytes([AF_BRIDGE]):  # FDB: the mirror follows it
+            batch.fdb.append((msg_type, body))
+            kind = "fdb"
+        elif kind == "route" and _route_is_multipath(body):
+            batch.multipath_route = batch.unsafe_all = True
+        elif kind in ("link", "tc") and len(body) >= 8:  # ifinfomsg, tcmsg: ifindex at 4
+            batch.unsafe.add(struct.unpack_from("=i", body, 4)[0])
+        elif kind == "netconf":
+            batch.unsafe_all |= _netconf_scope(body, batch.unsafe)
+        elif kind in ("rule", "nexthop"):
+            batch.unsafe_all = True
         batch.add(kind)
 
     def fds(self) -> list[int]:
@@ -133,7 +161,7 @@ class EventSource:
                 return
             except OSError as e:
                 if e.errno == errno.ENOBUFS:  # the kernel dropped notifications: resync
-                    batch.overrun = True
+                    batch.overrun = batch.unsafe_all = True
                     batch.add("overrun")
                     continue
                 raise
@@ -155,6 +183,22 @@ def _messages(data: bytes) -> list[tuple[int, bytes]]:
             out.append((kind, data[pos + NLMSG_HDR.size:pos + length]))
         pos += (length + 3) & ~3
     return out
+
+
+NETCONFA_IFINDEX = 1
+NETCONFA_IFINDEX_ALL, NETCONFA_IFINDEX_DEFAULT = -1, -2
+
+
+def _netconf_scope(body: bytes, unsafe: set[int]) -> bool:
+    """Add the interface a netconf message is about; True when it is about all of them."""
+    raw = netdev_genl.parse_attrs(body[4:]).get(NETCONFA_IFINDEX)  # struct netconfmsg: 4
+    if raw is None:
+        return True
+    ifindex = struct.unpack("=i", raw[:4])[0]
+    if ifindex in (NETCONFA_IFINDEX_ALL, NETCONFA_IFINDEX_DEFAULT):
+        return True
+    unsafe.add(ifindex)
+    return False
 
 
 def _route_is_multipath(body: bytes) -> bool:
@@ -200,6 +244,10 @@ class Daemon:
         # netfilter and xfrm cost a subprocess each: re-read only when they may have changed
         self._netfilter: tuple[NetfilterChain, ...] | None = None
         self._xfrm: tuple[XfrmPolicy, ...] | None = None
+        # the bridge FDB mirror: fed by notifications, refreshed (ageing) on a timer
+        self.mirror = fdb.FdbMirror()
+        self.bridges: set[int] = set()
+        self._next_fdb_refresh = float("inf")
 
     # -- lifecycle --
     def run(self) -> int:
@@ -213,6 +261,7 @@ class Daemon:
                              (signal.SIGHUP, self._on_hup)):
             signal.signal(sig, handler)
         try:
+            fdb.stop_refresher()  # one left by 'tna apply': the daemon drives the mirror now
             adopted = self.datapath.adopt()
             self._emit("start", adopted=[_name(i) for i in adopted], keep=self.keep)
             self.cycle(Batch(kinds={"start"}, first_at=time.monotonic()))
@@ -233,9 +282,11 @@ class Daemon:
     def _loop(self, events: EventSource, wake_r: int) -> None:
         next_resync = time.monotonic() + self.resync_s
         while not self._stop:
-            batch = self._collect(events, wake_r, max(0.0, next_resync - time.monotonic()))
+            wake_at = min(next_resync, self._next_fdb_refresh)
+            batch = self._collect(events, wake_r, max(0.0, wake_at - time.monotonic()))
             if self._stop:
                 return
+            self._follow_fdb(batch)
             if self._resync:  # SIGHUP: re-read everything, and say so
                 self._resync = False
                 batch.kinds.add("sighup")
@@ -259,13 +310,44 @@ class Daemon:
                     _drain_pipe(wake_r)
                 else:
                     events.drain(fd, batch)
+            self._preempt(batch)
             if self._stop or time.monotonic() >= deadline:
                 break
             ready, _, _ = select.select(fds, [], [], QUIET_S)
         return batch
 
+    def _preempt(self, batch: Batch) -> None:
+        """Safety first: whatever the notifications may have made unsafe goes back to Linux
+        now, before the burst is over and long before the snapshot and plan are done."""
+        if batch.restricted_all:
+            return
+        if batch.unsafe_all:
+            self.datapath.restrict(None)
+            batch.restricted_all = True
+        elif batch.unsafe - batch.restricted:
+            self.datapath.restrict(batch.unsafe - batch.restricted)
+            batch.restricted |= batch.unsafe
+        else:
+            return
+        batch.safe_at = batch.safe_at or time.monotonic()
+
+    def _follow_fdb(self, batch: Batch) -> None:
+        """FDB notifications are map updates, no cycle; a timer refreshes kernel ageing."""
+        try:
+            for msg_type, body in batch.fdb:
+                self.mirror.handle_netlink(msg_type, body, self.bridges)
+            if self.bridges and time.monotonic() >= self._next_fdb_refresh:
+                entries = [e for e in introspect.fdb() if e.bridge in self.bridges]
+                self.mirror.full_sync(entries, self.bridges)
+                self.mirror.refresh(entries)
+                self._next_fdb_refresh = time.monotonic() + fdb.refresh_interval(self.bridges)
+        except Exception as e:  # a cycle (periodic at the latest) resyncs the mirror
+            self.state["errors"] += 1
+            self._emit("error", why=["fdb"], error=f"{type(e).__name__}: {e}")
+
     def _needs_cycle(self, batch: Batch) -> bool:
-        if batch.overrun or batch.kinds & REPLAN_KINDS or batch.multipath_route:
+        if (batch.overrun or batch.kinds & REPLAN_KINDS or batch.restricted
+                or batch.restricted_all):
             return True
         # a route burst may have removed the multipath route that holds a family on Linux
         return "route" in batch.kinds and self.plan is not None and any(
@@ -281,9 +363,15 @@ class Daemon:
             if full or "xfrm" in batch.kinds or self._xfrm is None:
                 self._xfrm = introspect.xfrm_policies()
             snap = introspect.snapshot(self.netns_name, our_prog_ids=self.datapath.prog_ids(),
-                                       netfilter_chains=self._netfilter, xfrm=self._xfrm)
+                                       netfilter_chains=self._netfilter, xfrm=self._xfrm,
+                                       plan_only=True)
+            read = time.monotonic()
             plan = make_plan(snap)
             changes = self.datapath.reconcile(plan.ports())
+            self.bridges = fdb.plan_bridges(plan)
+            fdb.sync(plan)  # also empties the mirror of bridges that are gone
+            self._next_fdb_refresh = (time.monotonic() + fdb.refresh_interval(self.bridges)
+                                      if self.bridges else float("inf"))
         except Exception as e:  # the daemon must outlive one bad cycle
             self.state["errors"] += 1
             self._emit("error", why=sorted(batch.kinds), error=f"{type(e).__name__}: {e}")
@@ -295,13 +383,17 @@ class Daemon:
         self.state["last"] = {"at": time.time(), "why": sorted(batch.kinds),
                               "events": batch.count, "duration_ms": _ms(done - started),
                               "first_event_mono": batch.first_at, "done_mono": done,
-                              "safe_mono": changes.safe_at, "changes": _named(changes)}
+                              "safe_mono": batch.safe_at or changes.safe_at,
+                              "changes": _named(changes)}
         self._save()
+        preempted = (["*"] if batch.restricted_all else sorted(_name(i) for i in batch.restricted))
         if changes or not quiet:
             self._emit("reconcile", why=sorted(batch.kinds), events=batch.count,
-                       changes=_named(changes), ms=_ms(done - started),
+                       preempted=preempted, changes=_named(changes), ms=_ms(done - started),
+                       read_ms=_ms(read - started),
                        latency_ms=_ms(done - batch.first_at) if batch.first_at else None,
-                       first_event_mono=batch.first_at, safe_mono=changes.safe_at,
+                       first_event_mono=batch.first_at,
+                       safe_mono=batch.safe_at or changes.safe_at,
                        done_mono=done)
 
     def _emit(self, event: str, **fields: Any) -> None:

@@ -8,13 +8,18 @@ pinned BPF object outlives its namespace.  It never touches the caller's namespa
 from __future__ import annotations
 
 import functools
+import json
 import os
 import secrets
 import shlex
+import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class CommandError(Exception):
@@ -98,6 +103,9 @@ class Testbed:
                 try:
                     with entered(name):
                         loader.detach_all()
+                        from tna.datapath import fdb
+
+                        fdb.stop_refresher()
                 except Exception:  # teardown must go on whatever detach says
                     pass
                 sh(["ip", "netns", "del", name], check=False)
@@ -168,3 +176,139 @@ class RouterTopology:
 
     def _answers(self, dst: str) -> bool:
         return self.ping(self.h1, dst).returncode == 0
+
+
+class DaemonProcess:
+    """``tna --netns NS run`` in the background, its JSON log lines collected as they come."""
+
+    def __init__(self, ns: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "tna", "--netns", ns, "run", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        self.lines: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait(lambda e: e["event"] == "reconcile" and "start" in e["why"], what="start")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10,
+             what: str = "log line") -> dict[str, Any]:
+        """The first log line matching ``pred``, waiting for it to appear."""
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            found[:] = [e for e in list(self.lines) if pred(e)]
+            return bool(found)
+        if self.proc.poll() is not None and not seen():
+            raise RuntimeError(f"tna run exited {self.proc.returncode}: "
+                               f"{self.proc.stderr.read() if self.proc.stderr else ''}")
+        wait_for(seen, timeout=timeout, what=f"daemon {what}; log: {self.lines[-5:]}")
+        return found[0]
+
+    def reconciled_after(self, t0: float, what: str = "reconciliation") -> dict[str, Any]:
+        """The first reconciliation that finished after ``t0`` (time.monotonic())."""
+        return self.wait(lambda e: e["event"] == "reconcile" and e["done_mono"] > t0,
+                         what=what)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=10)
+        self._reader.join(timeout=5)
+        return rc
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [e for e in self.lines if e["event"] == "error"]
+
+
+@dataclass
+class BridgeTopology:
+    """Hosts on Linux bridges in one switch namespace ``sw``; optionally routed between them.
+
+    ``bridges`` maps a bridge name to its number of hosts: ``{"br0": 3}`` is h1, h2, h3 on br0
+    through ports p1, p2, p3.  Bridge *i* (in order) has 10.(10+i).0.0/24 and fd00:(10+i)::/64;
+    host *k* of it is .k / ::k, the bridge's own address (``svi=True``) .254 / ::fe, and hosts
+    route through it.  Host MACs are fixed (02:00:0a:<i>:00:<k>), so frames can be written by
+    hand.  Hosts have GRO on (so their ports take XDP frames) and software checksums, like the
+    router topology.
+    """
+
+    bed: Testbed
+    sw: str = ""
+    hosts: dict[str, str] = field(default_factory=dict)  # host -> namespace
+    port: dict[str, str] = field(default_factory=dict)  # host -> its port in sw
+    bridge: dict[str, str] = field(default_factory=dict)  # host -> its bridge
+    v4: dict[str, str] = field(default_factory=dict)
+    v6: dict[str, str] = field(default_factory=dict)
+    mac: dict[str, str] = field(default_factory=dict)
+    svi_v4: dict[str, str] = field(default_factory=dict)  # bridge -> its address
+    svi_v6: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, bed: Testbed, bridges: dict[str, int] | None = None, *, svi: bool = False,
+              ageing_cs: int | None = None, stp: bool = False) -> BridgeTopology:
+        t = cls(bed)
+        t.sw = bed.ns("sw")
+        n = 0
+        for i, (br, count) in enumerate((bridges or {"br0": 3}).items()):
+            args = ["ip", "link", "add", br, "type", "bridge"]
+            if ageing_cs is not None:
+                args += ["ageing_time", str(ageing_cs)]
+            if stp:
+                args += ["stp_state", "1", "forward_delay", "200"]
+            bed.run(t.sw, *args)
+            bed.run(t.sw, "ip", "link", "set", br, "address", f"02:00:0a:{i:02x}:00:fe")
+            bed.run(t.sw, "ip", "link", "set", br, "up")
+            if svi:
+                t.svi_v4[br], t.svi_v6[br] = f"10.{10 + i}.0.254", f"fd00:{10 + i}::fe"
+                bed.run(t.sw, "ip", "addr", "add", f"{t.svi_v4[br]}/24", "dev", br)
+                bed.run(t.sw, "ip", "addr", "add", f"{t.svi_v6[br]}/64", "dev", br)
+            for k in range(1, count + 1):
+                n += 1
+                host, port = f"h{n}", f"p{n}"
+                t.hosts[host], t.port[host], t.bridge[host] = bed.ns(host), port, br
+                t.v4[host], t.v6[host] = f"10.{10 + i}.0.{k}", f"fd00:{10 + i}::{k}"
+                t.mac[host] = f"02:00:0a:{i:02x}:00:{k:02x}"
+                bed.veth(t.hosts[host], "eth0", t.sw, port)
+                bed.run(t.hosts[host], "ip", "link", "set", "eth0", "address", t.mac[host])
+                bed.gro(t.hosts[host], "eth0")
+                bed.tx_csum_offload(t.hosts[host], "eth0", False)
+                bed.run(t.sw, "ip", "link", "set", port, "master", br)
+                bed.run(t.hosts[host], "ip", "addr", "add", f"{t.v4[host]}/24", "dev", "eth0")
+                bed.run(t.hosts[host], "ip", "addr", "add", f"{t.v6[host]}/64", "dev", "eth0")
+                if svi:
+                    bed.run(t.hosts[host], "ip", "route", "add", "default", "via", t.svi_v4[br])
+                    bed.run(t.hosts[host], "ip", "-6", "route", "add", "default", "via",
+                            t.svi_v6[br])
+        if svi:
+            bed.sysctl(t.sw, "net.ipv4.ip_forward", "1")
+            bed.sysctl(t.sw, "net.ipv6.conf.all.forwarding", "1")
+        return t
+
+    def ping(self, src: str, dst: str, *extra: str, count: int = 1
+             ) -> subprocess.CompletedProcess[str]:
+        """Ping from host ``src`` to ``dst`` (a host name or an address)."""
+        addr = self.v4.get(dst, dst)
+        return self.bed.run(self.hosts[src], "ping", "-n", "-c", str(count), "-W", "1",
+                            *extra, addr, check=False)
+
+    def reaches(self, src: str, dst: str) -> bool:
+        return self.ping(src, dst).returncode == 0
+
+    def prime(self, *pairs: tuple[str, str]) -> None:
+        """A ping each way between the pairs, so the bridges have learnt every host."""
+        for a, b in pairs:
+            wait_for(functools.partial(self.reaches, a, b), timeout=10,
+                     what=f"{a} reaching {b}")
+
+    def fdb_port(self, host: str) -> str | None:
+        """The port the kernel's FDB has ``host`` behind, if any."""
+        out = self.bed.run(self.sw, "bridge", "fdb", "show", "br", self.bridge[host]).stdout
+        for line in out.splitlines():
+            words = line.split()
+            if words and words[0] == self.mac[host] and "permanent" not in words:
+                return words[words.index("dev") + 1]
+        return None

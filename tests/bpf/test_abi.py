@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import re
 
 import pytest
 
@@ -31,7 +32,8 @@ def btf_struct_layout(name: str) -> tuple[int, dict[str, int]]:
 
 @pytest.mark.parametrize(("c_name", "py_type"), [
     ("tna_iface", abi.TnaIface), ("tna_counter", abi.TnaCounter),
-    ("tna_features", abi.TnaFeatures),
+    ("tna_features", abi.TnaFeatures), ("tna_fdb_key", abi.TnaFdbKey),
+    ("tna_fdb_entry", abi.TnaFdbEntry), ("tna_brport", abi.TnaBrport),
 ])
 def test_struct_layouts_match_btf(c_name: str, py_type: type[ctypes.Structure]) -> None:
     size, members = btf_struct_layout(c_name)
@@ -58,3 +60,14 @@ def test_every_code_is_documented() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
     missing = [n for n in abi.punt_reasons().values() if f"`{n}`" not in doc]
     assert missing == []
+
+
+def test_bridged_code_and_flags() -> None:
+    assert abi.codes()[abi.BRIDGED] == "bridged"
+    assert abi.BRIDGED not in abi.punt_reasons()
+    text = abi.HEADER.read_text()
+    for name in ("TNA_IF_BRIDGE", "TNA_IF_NO_BRIDGE_IPV4", "TNA_IF_NO_BRIDGE_IPV6",
+                 "TNA_FDB_LOCAL", "TNA_FDB_STATIC", "TNA_FDB_STICKY", "TNA_FDB_MOVED",
+                 "TNA_BRPORT_FORWARDING", "TNA_BRPORT_PUNT"):
+        shift = int(re.search(rf"#define {name} \(1U << (\d+)\)", text)[1])  # type: ignore[index]
+        assert getattr(abi, name) == 1 << shift, name

@@ -319,7 +319,9 @@ def test_every_punt_reason_is_exercised() -> None:
     untestable = {"fib_other"}  # needs a lightweight-tunnel route; see docs/datapath.md
     covered = {r for _, r in PUNT_CASES.values()} | {
         "family_off", "no_port", "rp_filter", "fwd_disabled", "same_iface", "l4_csum"}
-    assert set(abi.punt_reasons().values()) - covered == untestable
+    # the bridge path's reasons are exercised (and checked complete) in test_xdp_bridge.py
+    bridge_only = {n for c, n in abi.punt_reasons().items() if c > abi.code("l4_csum")}
+    assert set(abi.punt_reasons().values()) - covered - bridge_only == untestable
 
 
 def test_counter_rows_are_per_interface_and_cpu(router: Router) -> None:

@@ -6,58 +6,14 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
 from tna import traffic
+from tna.testbed import DaemonProcess as DaemonProc
 from tna.testbed import RouterTopology, Testbed, wait_for
-
-
-class DaemonProc:
-    """``tna --netns NS run`` in the background, its JSON log lines collected as they come."""
-
-    def __init__(self, ns: str, *args: str, env: dict[str, str] | None = None) -> None:
-        import os
-
-        self.proc = subprocess.Popen([sys.executable, "-m", "tna", "--netns", ns, "run", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
-        self.lines: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.wait(lambda e: e["event"] == "reconcile" and "start" in e["why"], what="start")
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(json.loads(line))
-
-    def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10,
-             what: str = "log line") -> dict[str, Any]:
-        found: list[dict[str, Any]] = []
-
-        def seen() -> bool:
-            found[:] = [e for e in self.lines if pred(e)]
-            return bool(found)
-        wait_for(seen, timeout=timeout, what=f"daemon {what}; log: {self.lines[-5:]}")
-        return found[0]
-
-    def reconciled_after(self, t0: float, what: str = "reconciliation") -> dict[str, Any]:
-        return self.wait(lambda e: e["event"] == "reconcile" and e["done_mono"] > t0,
-                         what=what)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
-        return rc
-
-    def errors(self) -> list[dict[str, Any]]:
-        return [e for e in self.lines if e["event"] == "error"]
 
 
 def tna(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -183,7 +139,8 @@ def test_nft_rule_takes_effect_and_removal_restores_fast_path(topo: RouterTopolo
         "table inet tnasync {\n chain forward_filter {\n  type filter hook forward priority 0;\n"
         "  udp dport 9999 drop\n }\n}\n"))
     entry = daemon.reconciled_after(t0, "netfilter rule")
-    assert "netfilter" in entry["why"] and entry["changes"].get("restricted")
+    assert "netfilter" in entry["why"] and entry["preempted"] == ["*"]  # safety first
+    assert entry["safe_mono"] - t0 < 0.1 and entry["changes"].get("detached")
     assert traffic.udp(topo.h1, topo.h2, topo.h2_v4, count=20, port=9999) == 0
     assert traffic.udp(topo.h1, topo.h2, topo.h2_v4, count=20, port=5300) == 20  # by Linux
     t1 = time.monotonic()
@@ -260,7 +217,9 @@ def test_sighup_resyncs(topo: RouterTopology, daemon: DaemonProc) -> None:
 
 
 def test_route_burst_with_overruns_ends_equal_to_the_kernel(topo: RouterTopology) -> None:
-    """10,000 route changes into a tiny socket buffer: ENOBUFS, then a full resync."""
+    """10,000 route changes into a tiny socket buffer: ENOBUFS, then a full resync.
+
+    The daemon is stopped during the burst, so the overrun is certain, not a race."""
     d = DaemonProc(topo.r, env={"TNA_NETLINK_RCVBUF": "4096"})
     try:
         lines = [f"route add 10.{100 + i // 250}.{i % 250}.0/24 via {topo.h2_v4}"
@@ -269,12 +228,17 @@ def test_route_burst_with_overruns_ends_equal_to_the_kernel(topo: RouterTopology
         lines.append(f"route add 10.99.0.0/24 nexthop via {topo.h2_v4} nexthop via "
                      f"{topo.h2_v4}")
         t0 = time.monotonic()
-        topo.bed.run(topo.r, "ip", "-batch", "-", input="\n".join(lines) + "\n", timeout=120)
+        d.proc.send_signal(signal.SIGSTOP)
+        try:
+            topo.bed.run(topo.r, "ip", "-batch", "-", input="\n".join(lines) + "\n",
+                         timeout=120)
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
         d.wait(lambda e: e["event"] == "reconcile" and e["done_mono"] > t0
                and "overrun" in e["why"], timeout=30, what="overrun resync")
-        entry = d.wait(lambda e: e["event"] == "reconcile" and e["done_mono"] > t0
-                       and e["changes"].get("restricted"), timeout=30, what="multipath guard")
-        assert {"r1", "r2"} <= set(entry["changes"]["restricted"])
+        d.wait(lambda e: e["event"] == "reconcile" and e["done_mono"] > t0
+                       and {"r1", "r2"} <= set(e["changes"].get("swapped", [])), timeout=30,
+                       what="multipath guard: IPv4 out of the programs")
         plan = json.loads(tna(topo.r, "plan", "--json").stdout)
         assert "multipath_route" in {s["reason"] for s in plan["slow_path"]}
         status = json.loads(tna(topo.r, "status", "--json").stdout)

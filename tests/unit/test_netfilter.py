@@ -135,6 +135,7 @@ def test_bad_json_raises() -> None:
 
 
 def test_chains_fills_devices_and_drops_dormant(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netfilter, "_libnftables", lambda: None)  # the nft binary path
     outputs = {"-j": read("nft_ruleset.json"), "list": read("nft_ruleset.txt")}
     monkeypatch.setattr(netfilter, "_run", lambda argv: outputs[argv[1]])
     monkeypatch.setattr(netfilter, "legacy_chains", lambda: ())
@@ -145,12 +146,14 @@ def test_chains_fills_devices_and_drops_dormant(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_missing_nft_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netfilter, "_libnftables", lambda: None)  # the nft binary path
     monkeypatch.setattr(netfilter.shutil, "which", lambda name: None)
     with pytest.raises(NetfilterError, match="nft not found"):
         netfilter.chains()
 
 
 def test_failing_nft_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netfilter, "_libnftables", lambda: None)  # the nft binary path
     monkeypatch.setattr(netfilter.shutil, "which", lambda name: "/usr/sbin/nft")
     monkeypatch.setattr(netfilter.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
         a[0], 1, "", "netlink: Error: cache initialization failed: Operation not permitted"))

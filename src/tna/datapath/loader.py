@@ -38,7 +38,7 @@ from tna.datapath import libbpf
 from tna.datapath.libbpf import LibbpfError
 
 BPFFS = "/sys/fs/bpf"
-SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats")
+SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports")
 FEATURES_MAP = ".rodata.features"
 FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
 PROG_NAME = b"tna_xdp"
@@ -52,16 +52,24 @@ class Features:
     ipv6_router: bool = False
     ipv4_rp_filter: int = 0  # 0 off, 1 strict, 2 loose
     verify_l4_csum: bool = False  # veth ingress: local senders may offload L4 checksums
+    bridge_port: bool = False  # a bridge port: frames take the bridge's path (tna_fdb)
+    bridge_ipv4: int = 0  # bridged IPv4: 0 Linux, 1 fast, 2 fast after br_netfilter's checks
+    bridge_ipv6: int = 0  # the same for IPv6
+    bridge_egress: bool = False  # the FIB may name a bridge: its FDB resolves the port
 
     def to_c(self) -> abi.TnaFeatures:
         return abi.TnaFeatures(int(self.ipv4_router), int(self.ipv6_router),
-                               self.ipv4_rp_filter, int(self.verify_l4_csum))
+                               self.ipv4_rp_filter, int(self.verify_l4_csum),
+                               int(self.bridge_port), self.bridge_ipv4, self.bridge_ipv6,
+                               int(self.bridge_egress))
 
     @classmethod
     def from_c(cls, raw: bytes) -> Features:
-        c = abi.TnaFeatures.from_buffer_copy(raw)
+        # a program loaded by an older TNA has a shorter block: the missing features are off
+        c = abi.TnaFeatures.from_buffer_copy(raw.ljust(ctypes.sizeof(abi.TnaFeatures), b"\0"))
         return cls(bool(c.ipv4_router), bool(c.ipv6_router), c.ipv4_rp_filter,
-                   bool(c.verify_l4_csum))
+                   bool(c.verify_l4_csum), bool(c.bridge_port), c.bridge_ipv4, c.bridge_ipv6,
+                   bool(c.bridge_egress))
 
     def names(self) -> list[str]:
         out = [n for n in ("ipv4_router", "ipv6_router") if getattr(self, n)]
@@ -69,6 +77,13 @@ class Features:
             out.append(f"ipv4_rp_filter_{'strict' if self.ipv4_rp_filter == 1 else 'loose'}")
         if self.verify_l4_csum:
             out.append("verify_l4_csum")
+        if self.bridge_port:
+            out.append("bridge_port")
+        for fam, mode in (("ipv4", self.bridge_ipv4), ("ipv6", self.bridge_ipv6)):
+            if mode:
+                out.append(f"bridge_{fam}" + ("_br_netfilter" if mode == 2 else ""))
+        if self.bridge_egress:
+            out.append("bridge_egress")
         return out
 
 
@@ -79,15 +94,19 @@ class Port:
     ifindex: int
     ifname: str
     mac: str
-    egress: bool  # may be redirected to
+    egress: bool  # may be redirected to (a bridge: routed into)
     features: Features | None  # None: no TNA program on this interface
+    bridge: bool = False  # a bridge device: never a redirect target itself
 
     @property
     def flags(self) -> int:
         f = self.features
         return ((abi.TNA_IF_EGRESS if self.egress else 0)
                 | (0 if f and f.ipv4_router else abi.TNA_IF_NO_IPV4)
-                | (0 if f and f.ipv6_router else abi.TNA_IF_NO_IPV6))
+                | (0 if f and f.ipv6_router else abi.TNA_IF_NO_IPV6)
+                | (0 if f and f.bridge_ipv4 else abi.TNA_IF_NO_BRIDGE_IPV4)
+                | (0 if f and f.bridge_ipv6 else abi.TNA_IF_NO_BRIDGE_IPV6)
+                | (abi.TNA_IF_BRIDGE if self.bridge else 0))
 
 
 @dataclass
@@ -181,6 +200,7 @@ class Program:
                 continue
             fd = libbpf.obj_get(path)
             try:
+                _check_compatible(name, fd)
                 libbpf.check(libbpf.lib().bpf_map__reuse_fd(self._map(name), fd), f"reuse {name}")
             finally:
                 os.close(fd)  # libbpf holds its own duplicate
@@ -204,6 +224,14 @@ class Program:
 
 # ---- shared maps -----------------------------------------------------------------------------
 
+def _check_compatible(name: str, fd: int) -> None:
+    """A pinned map of an older layout (counters per slot changed) cannot be shared."""
+    if name == "tna_stats" and (libbpf.map_info(fd).max_entries
+                                != abi.max_ifaces() * abi.nr_codes()):
+        raise DatapathError("the pinned maps are from another TNA version (counter layout "
+                            "changed): run 'tna detach' first")
+
+
 def _u32(v: int) -> bytes:
     return struct.pack("=I", v)
 
@@ -214,6 +242,10 @@ def open_map(name: str) -> libbpf.Map:
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaCounter), percpu=True)
     if name == "tna_ifaces":
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaIface))
+    if name == "tna_fdb":
+        return libbpf.Map(fd, ctypes.sizeof(abi.TnaFdbKey), ctypes.sizeof(abi.TnaFdbEntry))
+    if name == "tna_brports":
+        return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaBrport))
     return libbpf.Map(fd, 4, 4)
 
 
@@ -226,13 +258,18 @@ def read_ifaces(ifaces: libbpf.Map) -> dict[int, abi.TnaIface]:
     return out
 
 
+def _mac_str(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
 def _mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", "")) if mac else b"\0" * 6
 
 
-# Permissions as flags: EGRESS grants, NO_IPV4/NO_IPV6 withhold.
+# Permissions as flags: EGRESS grants, NO_* withhold; BRIDGE ("not a redirect target") withholds.
 _GRANTS = abi.TNA_IF_EGRESS
-_WITHHOLDS = abi.TNA_IF_NO_IPV4 | abi.TNA_IF_NO_IPV6
+_WITHHOLDS = (abi.TNA_IF_NO_IPV4 | abi.TNA_IF_NO_IPV6 | abi.TNA_IF_NO_BRIDGE_IPV4
+              | abi.TNA_IF_NO_BRIDGE_IPV6 | abi.TNA_IF_BRIDGE)
 _NOTHING = _WITHHOLDS  # no egress, no family: the most restrictive entry
 
 
@@ -245,7 +282,7 @@ class _Maps:
     """The namespace's shared maps, open for one reconciliation."""
 
     def __init__(self) -> None:
-        self.ifaces, self.tx, self.stats = (open_map(n) for n in SHARED_MAPS)
+        self.ifaces, self.tx, self.stats = (open_map(n) for n in SHARED_MAPS[:3])
         self.entries = read_ifaces(self.ifaces)
 
     def write(self, ifindex: int, mac: str, flags: int) -> None:
@@ -257,10 +294,11 @@ class _Maps:
         entry = self.entries.get(ifindex)
         slot = entry.slot if entry else self._new_slot()
         new = abi.TnaIface((ctypes.c_uint8 * 6)(*_mac_bytes(mac)), flags, slot)
-        if flags & abi.TNA_IF_EGRESS:
+        target = flags & abi.TNA_IF_EGRESS and not flags & abi.TNA_IF_BRIDGE
+        if target:
             self.tx.update(_u32(ifindex), _u32(ifindex))
         self.ifaces.update(_u32(ifindex), bytes(new))
-        if not flags & abi.TNA_IF_EGRESS:
+        if not target:
             self.tx.delete(_u32(ifindex))
         self.entries[ifindex] = new
 
@@ -401,6 +439,26 @@ class Datapath:
         return taken
 
     # -- reconciliation --
+    def restrict(self, ifindexes: Iterable[int] | None = None) -> list[int]:
+        """Hand all traffic of ``ifindexes`` (None: every interface) back to Linux at once:
+        no egress, no family. Map writes only; the next reconciliation relaxes what the new
+        plan allows. Returns the interfaces whose entries changed."""
+        if not os.path.exists(os.path.join(pin_dir(), SHARED_MAPS[0])):
+            return []
+        maps = _Maps()
+        changed = []
+        try:
+            scope = maps.entries if ifindexes is None else set(ifindexes) & set(maps.entries)
+            for ifindex in scope:
+                entry = maps.entries[ifindex]
+                flags = _intersect(entry.flags, _NOTHING)
+                if flags != entry.flags:
+                    maps.write(ifindex, _mac_str(bytes(entry.mac)), flags)
+                    changed.append(ifindex)
+        finally:
+            maps.close()
+        return changed
+
     def reconcile(self, ports: Sequence[Port]) -> Changes:
         """Make the fast path match ``ports`` in three phases (see the module docstring)."""
         _ensure_bpffs()

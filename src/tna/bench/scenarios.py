@@ -1,0 +1,450 @@
+"""Benchmark scenarios: topologies in namespaces and the modes each one is measured in.
+
+Role in the flow: every scenario builds sender -- device under test (DUT) -- receiver out of
+veth pairs (``tna.testbed``), keeps a counting XDP sink on the receiver's veth for its whole
+life (which also makes XDP redirects into the receiver legal) and switches the DUT between:
+
+``null``           the sink sits on the DUT's ingress: generator and veth cost alone
+``linux``          no XDP on the DUT; GRO on its ingress veth so it accepts XDP-sent frames
+``linux-no-brnf``  bridges only: as ``linux`` with br_netfilter's bridge-nf-call-* off
+``tna``            the real fast path: introspect -> plan -> loader.apply in the DUT
+``fib``            routers only: a bare XDP router (bpf_fib_lookup, rewrite, redirect; no
+                   checks, maps or counters), the most any lookup-based fast path can do
+``sol``            "speed of light": a fixed program that rewrites and redirects, no lookup
+
+Addresses and MACs are fixed; every neighbour the DUT needs is permanent, so no ARP/ND happens
+while measuring.  Nothing here runs in, or changes, the caller's namespace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tna import introspect, netns
+from tna.bench import frames
+from tna.bench.bpfobj import BpfObject, Link, Sink, SolCfg, attach, ifindex_of
+from tna.bench.frames import FrameSpec, Variation
+from tna.datapath import libbpf, loader
+from tna.datapath.loader import Features
+from tna.plan import Plan, make_plan
+from tna.testbed import Testbed
+
+NULL, LINUX, LINUX_NO_BRNF, TNA, FIB, SOL = \
+    "null", "linux", "linux-no-brnf", "tna", "fib", "sol"
+ALL_MODES = (NULL, LINUX, LINUX_NO_BRNF, TNA, FIB, SOL)
+REFERENCE_PROGRAMS = {SOL: "bench_sol", FIB: "bench_fib"}  # in bench_sol.bpf.o
+BRNF_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables")
+FAST_PATH_MIN = 0.95  # below this share of fast-path forwards a TNA number is not a TNA number
+
+H1_MAC, H2_MAC, H3_MAC = "02:00:00:00:01:02", "02:00:00:00:02:02", "02:00:00:00:03:02"
+P1_MAC, P2_MAC, P3_MAC = "02:00:00:00:01:01", "02:00:00:00:02:01", "02:00:00:00:03:01"
+BR_MAC = "02:00:00:00:00:01"
+FLOW_MAC_BASE = "02:00:10:00:00:00"  # many-FDB destinations count up from here
+FLOW_IP_BASE = "10.2.16.0"  # many-flows destinations count up from here, inside 10.2.0.0/16
+
+
+@dataclass(frozen=True)
+class Options:
+    """Knobs of the scenarios (command-line flags)."""
+
+    flows: int = 10_000
+    fw_rules: int = 50
+    variants: tuple[tuple[str, str], ...] = ()  # other builds of the TNA object: (name, path)
+    without: tuple[str, ...] = ()  # profiling: TNA with these features forced off
+
+    def tna_modes(self) -> list[str]:
+        """The extra TNA modes these options ask for (beside ``tna`` itself)."""
+        return ([f"{TNA}:{n}" for n, _ in self.variants]
+                + [f"{TNA}:-{f}" for f in self.without])
+
+    def tna_variant(self, mode: str) -> tuple[str | None, tuple[str, ...]]:
+        """(object path or None for the production build, features forced off) of a mode."""
+        name = mode.removeprefix(TNA).removeprefix(":")
+        if not name:
+            return None, ()
+        if name.startswith("-"):
+            return None, (name[1:],)
+        return next(p for n, p in self.variants if n == name), ()
+
+
+@dataclass
+class FastPath:
+    """TNA's counters on the DUT's ingress over one window."""
+
+    forwarded: int
+    punted: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        total = self.forwarded + self.punted
+        return self.forwarded / total if total else 0.0
+
+
+class Scenario:
+    """A built topology; subclasses fill in the names and addresses in ``_build``."""
+
+    name = ""
+    title = ""
+    family = 4
+    sizes: tuple[int, ...] = (64,)
+    modes: tuple[str, ...] = (NULL, LINUX, SOL)
+    tna_na = ""  # why TNA is not measured here ("" when it is)
+    sol_l2 = sol_l3 = True  # what the speed-of-light program rewrites
+
+    def __init__(self, bed: Testbed, opts: Options) -> None:
+        self.bed, self.opts = bed, opts
+        self.sender = self.dut = self.receiver = ""
+        self.sender_if, self.ingress_if, self.egress_if, self.receiver_if = \
+            "eth0", "", "", "eth0"
+        self.src_mac, self.dst_mac = H1_MAC, ""
+        self.sol_dmac, self.sol_smac = H2_MAC, ""
+        self.src_ip = self.dst_ip = ""
+        self.variation: Variation | None = None
+        self.plan: Plan | None = None
+        self.tna_expected_last: tuple[bool, str] = (False, "TNA never applied")
+        self._mode_links: list[Link] = []
+        self._mode_objs: list[BpfObject] = []
+        self._null_sink: Sink | None = None
+        self.sink: Sink | None = None
+
+    # ---- building --------------------------------------------------------------------------
+
+    def build(self) -> Scenario:
+        self._build()
+        self.bed.gro(self.dut, self.ingress_if)  # Linux mode: accept the generator's XDP frames
+        self.sink = Sink(self.receiver, self.receiver_if)
+        return self
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _set_mac(self, ns: str, ifname: str, mac: str) -> None:
+        self.bed.run(ns, "ip", "link", "set", "dev", ifname, "address", mac)
+
+    def _batch(self, ns: str, tool: str, lines: list[str]) -> None:
+        """Many ``ip``/``bridge`` commands in one process (``-batch -``)."""
+        if lines:
+            self.bed.run(ns, tool, "-batch", "-", input="\n".join(lines) + "\n", timeout=300)
+
+    def frame(self, size: int) -> FrameSpec:
+        return FrameSpec(self.src_mac, self.dst_mac, self.src_ip, self.dst_ip, size=size)
+
+    def frame_bytes(self, size: int) -> bytes:
+        return frames.build(self.frame(size))
+
+    def describe(self) -> str:
+        return self.title
+
+    # ---- modes -----------------------------------------------------------------------------
+
+    def enter(self, mode: str) -> None:
+        if mode == NULL:
+            self._null_sink = Sink(self.dut, self.ingress_if)
+        elif mode in REFERENCE_PROGRAMS:
+            self._attach_reference(REFERENCE_PROGRAMS[mode])
+        elif mode.startswith(TNA):
+            self._apply_tna(*self.opts.tna_variant(mode))
+        elif mode == LINUX_NO_BRNF:
+            self._brnf(False)
+
+    def leave(self, mode: str) -> None:
+        if mode == NULL and self._null_sink:
+            self._null_sink.close()
+            self._null_sink = None
+        elif mode in REFERENCE_PROGRAMS:
+            for link in self._mode_links:
+                link.close()
+            for obj in self._mode_objs:
+                obj.close()
+            self._mode_links.clear()
+            self._mode_objs.clear()
+        elif mode.startswith(TNA):
+            with netns.entered(self.dut):
+                loader.detach_all()
+            self.plan = None
+        elif mode == LINUX_NO_BRNF:
+            self._brnf(True)
+
+    def counter(self, mode: str) -> Callable[[], int]:
+        """Reads the packets delivered so far in ``mode``."""
+        sink = self._null_sink if mode == NULL else self.sink
+        assert sink is not None
+        return sink.packets
+
+    def sol_config(self) -> SolCfg:
+        """The speed-of-light program's settings: this scenario's egress and rewrite."""
+        cfg = SolCfg()
+        with netns.entered(self.dut):
+            cfg.ifindex = ifindex_of(self.egress_if)
+        cfg.dmac[:] = list(frames.mac_bytes(self.sol_dmac))
+        cfg.smac[:] = list(frames.mac_bytes(self.sol_smac or self.sol_dmac))
+        cfg.rewrite_l2, cfg.rewrite_l3 = int(self.sol_l2), int(self.sol_l3)
+        return cfg
+
+    def ingress_prog_fd(self, mode: str) -> int | None:
+        """A new fd of the program on the DUT's ingress in ``mode`` (None: no program)."""
+        if mode == NULL and self._null_sink:
+            return os.dup(self._null_sink.obj.prog_fd("bench_sink"))
+        if mode in REFERENCE_PROGRAMS and self._mode_objs:
+            return os.dup(self._mode_objs[-1].prog_fd(REFERENCE_PROGRAMS[mode]))
+        if mode.startswith(TNA):
+            with netns.entered(self.dut):
+                ingress = ifindex_of(self.ingress_if)
+                ids = [a.prog_id for a in loader.attached() if a.ifindex == ingress]
+            return libbpf.prog_get_fd_by_id(ids[0]) if ids else None
+        return None
+
+    def _attach_reference(self, prog: str) -> None:
+        obj = BpfObject("bench_sol", self.sol_config())
+        self._mode_objs.append(obj)
+        self._mode_links.append(attach(self.dut, self.ingress_if, obj.prog_fd(prog)))
+
+    def _brnf(self, on: bool) -> None:
+        for key in BRNF_SYSCTLS:
+            self.bed.sysctl(self.dut, f"net.bridge.{key}", "1" if on else "0")
+
+    # ---- TNA -------------------------------------------------------------------------------
+
+    def _apply_tna(self, obj_path: str | None = None, off: tuple[str, ...] = ()) -> None:
+        """introspect -> plan -> apply, as ``tna apply`` does; ``off`` is for profiling only."""
+        with netns.entered(self.dut):
+            snap = introspect.snapshot(self.dut, our_prog_ids=loader.our_prog_ids())
+            self.plan = make_plan(snap)
+            ports = [dataclasses.replace(p, features=without(p.features, off))
+                     for p in self.plan.ports()]
+            loader.apply(ports, obj_path=obj_path)
+        self.tna_expected_last = self.tna_expected()
+
+    def tna_expected(self) -> tuple[bool, str]:
+        """Whether the plan puts this traffic on the fast path; if not, the plan's reasons."""
+        assert self.plan is not None
+        fam = "ipv4" if self.family == 4 else "ipv6"
+        ingress = self.plan.interface(self.ingress_if)
+        egress = self.plan.interface(self.egress_if)
+        feats = ingress.features
+        fam_on = feats is not None and (feats.ipv4_router if self.family == 4
+                                        else feats.ipv6_router)
+        if fam_on and egress.egress:
+            return True, ""
+        out_of = f"routed out of {self.egress_if}"
+        reasons = [s for s in self.plan.slow_path if s.traffic.startswith(fam)]
+        reasons += [s for s in ingress.slow_path if "routed out of" not in s.traffic]
+        reasons += [s for s in egress.slow_path if out_of in s.traffic]
+        why = "; ".join(f"{s.reason}: {s.detail}" for s in reasons) or "not planned"
+        return False, f"plan leaves {fam} forwarding to Linux ({why})"
+
+    def fast_path(self) -> FastPath:
+        """Cumulative TNA counters of the ingress interface (read in the DUT namespace)."""
+        with netns.entered(self.dut):
+            ifindex = ifindex_of(self.ingress_if)
+            row = loader.read_counters().get(ifindex, {})
+        reasons = {n: c.packets for n, c in row.items()
+                   if n not in ("forwarded", "transmitted") and c.packets}
+        fwd = row["forwarded"].packets if "forwarded" in row else 0
+        return FastPath(fwd, sum(reasons.values()), reasons)
+
+    # ---- teardown --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Detach what the scenario attached; the Testbed deletes the namespaces."""
+        for mode in (NULL, SOL):  # SOL and FIB share the clean-up
+            self.leave(mode)
+        if self.sink:
+            self.sink.close()
+            self.sink = None
+
+
+def without(features: Features | None, off: tuple[str, ...]) -> Features | None:
+    """``features`` with the named ones turned off (profiling what a feature costs)."""
+    if features is None or not off:
+        return features
+    known = {f.name for f in dataclasses.fields(Features)}
+    unknown = set(off) - known
+    if unknown:
+        raise ValueError(f"no such feature(s): {', '.join(sorted(unknown))}")
+    return dataclasses.replace(features, **{name: type(getattr(features, name))(0)
+                                            for name in off})
+
+
+def fast_path_delta(before: FastPath, after: FastPath) -> FastPath:
+    reasons = {k: after.reasons.get(k, 0) - before.reasons.get(k, 0)
+               for k in after.reasons if after.reasons.get(k, 0) - before.reasons.get(k, 0)}
+    return FastPath(after.forwarded - before.forwarded, after.punted - before.punted, reasons)
+
+
+# ---- routers ---------------------------------------------------------------------------------
+
+class Router(Scenario):
+    """h1 -- r -- h2: r routes 10.1.0.0/24 <-> 10.2.0.0/16 and fd00:1::/64 <-> fd00:2::/64."""
+
+    name, title, family = "router-v4", "IPv4 router", 4
+    sizes: tuple[int, ...] = (64, 1514)
+    modes: tuple[str, ...] = (NULL, LINUX, TNA, FIB, SOL)
+    flows = 1
+    fw_rules = 0
+
+    def _build(self) -> None:
+        bed = self.bed
+        self.sender, self.dut, self.receiver = bed.ns("h1"), bed.ns("r"), bed.ns("h2")
+        self.ingress_if, self.egress_if = "r1", "r2"
+        self.dst_mac, self.sol_smac = P1_MAC, P2_MAC
+        bed.veth(self.sender, "eth0", self.dut, "r1")
+        bed.veth(self.dut, "r2", self.receiver, "eth0")
+        for ns, ifname, mac in ((self.sender, "eth0", H1_MAC), (self.dut, "r1", P1_MAC),
+                                (self.dut, "r2", P2_MAC), (self.receiver, "eth0", H2_MAC)):
+            self._set_mac(ns, ifname, mac)
+        bed.sysctl(self.dut, "net.ipv4.ip_forward", "1")
+        bed.sysctl(self.dut, "net.ipv6.conf.all.forwarding", "1")
+        for ns, ifname, addrs in (
+                (self.sender, "eth0", ("10.1.0.2/24", "fd00:1::2/64")),
+                (self.dut, "r1", ("10.1.0.1/24", "fd00:1::1/64")),
+                (self.dut, "r2", ("10.2.0.1/16", "fd00:2::1/64")),
+                (self.receiver, "eth0", ("10.2.0.2/16", "fd00:2::2/64"))):
+            for addr in addrs:
+                bed.run(ns, "ip", "addr", "add", addr, "dev", ifname)
+        neigh = [f"neigh add {ip} lladdr {mac} dev {dev} nud permanent" for ip, mac, dev in (
+            ("10.1.0.2", H1_MAC, "r1"), ("fd00:1::2", H1_MAC, "r1"),
+            ("10.2.0.2", H2_MAC, "r2"), ("fd00:2::2", H2_MAC, "r2"))]
+        self.src_ip, self.dst_ip = ("10.1.0.2", "10.2.0.2") if self.family == 4 else \
+            ("fd00:1::2", "fd00:2::2")
+        if self.flows > 1:
+            self.variation = frames.ipv4_destinations(FLOW_IP_BASE, self.flows)
+            self.dst_ip = FLOW_IP_BASE
+            neigh += [f"neigh add {ipaddress.IPv4Address(self.variation.value(i))} lladdr "
+                      f"{H2_MAC} dev r2 nud permanent" for i in range(self.flows)]
+        self._batch(self.dut, "ip", neigh)
+        if self.fw_rules:
+            self.bed.run(self.dut, "nft", "-f", "-", input=firewall_ruleset(self.fw_rules))
+
+
+class RouterV6(Router):
+    name, title, family = "router-v6", "IPv6 router", 6
+
+
+class ManyFlows(Router):
+    name, title, sizes = "many-flows", "IPv4 router, many destinations", (64,)
+
+    def __init__(self, bed: Testbed, opts: Options) -> None:
+        super().__init__(bed, opts)
+        self.flows = opts.flows
+
+    def describe(self) -> str:
+        return f"IPv4 router, {self.flows} destinations (permanent neighbours in one /16)"
+
+
+class Firewall(Router):
+    name, title, sizes = "firewall", "IPv4 router + firewall", (64,)
+    modes = (NULL, LINUX, TNA)
+
+    def __init__(self, bed: Testbed, opts: Options) -> None:
+        super().__init__(bed, opts)
+        self.fw_rules = opts.fw_rules
+
+    def describe(self) -> str:
+        return f"IPv4 router, nft forward chain: {self.fw_rules} non-matching rules, accept"
+
+
+def firewall_ruleset(n: int) -> str:
+    """An ip-family forward chain: ``n`` rules that never match the benchmark flow, accept."""
+    rules = [f"    ip daddr 198.18.{i // 250}.{i % 250 + 1} udp dport {1000 + i} drop"
+             for i in range(n)]
+    return ("table ip tna_bench {\n  chain forward {\n"
+            "    type filter hook forward priority filter; policy accept;\n"
+            + "\n".join(rules) + "\n    accept\n  }\n}\n")
+
+
+# ---- bridges ---------------------------------------------------------------------------------
+
+class Bridge(Scenario):
+    """h1, h2, h3 on the three ports of br0 in b; h1 sends to h2 (static FDB entry)."""
+
+    name, title = "bridge", "Linux bridge, 3 ports"
+    modes = (NULL, LINUX, LINUX_NO_BRNF, SOL)
+    tna_na = "n/a (bridge fast path not implemented)"
+    sol_l2 = sol_l3 = False  # a bridge forwards frames unchanged
+    fdb_entries = 0
+
+    def _build(self) -> None:
+        bed = self.bed
+        self.sender, self.dut, self.receiver = bed.ns("h1"), bed.ns("b"), bed.ns("h2")
+        h3 = bed.ns("h3")
+        self.ingress_if, self.egress_if = "p1", "p2"
+        self.dst_mac = H2_MAC
+        self.src_ip, self.dst_ip = "10.0.0.1", "10.0.0.2"
+        bed.run(self.dut, "ip", "link", "add", "br0", "address", BR_MAC, "type", "bridge")
+        for i, host, mac, pmac in ((1, self.sender, H1_MAC, P1_MAC),
+                                   (2, self.receiver, H2_MAC, P2_MAC), (3, h3, H3_MAC, P3_MAC)):
+            bed.veth(host, "eth0", self.dut, f"p{i}")
+            self._set_mac(host, "eth0", mac)
+            self._set_mac(self.dut, f"p{i}", pmac)
+            bed.run(self.dut, "ip", "link", "set", f"p{i}", "master", "br0")
+            bed.run(host, "ip", "addr", "add", f"10.0.0.{i}/24", "dev", "eth0")
+        bed.run(self.dut, "ip", "link", "set", "br0", "up")
+        fdb = [f"fdb replace {mac} dev {dev} master static"
+               for mac, dev in ((H1_MAC, "p1"), (H2_MAC, "p2"), (H3_MAC, "p3"))]
+        if self.fdb_entries > 1:
+            self.variation = frames.mac_destinations(FLOW_MAC_BASE, self.fdb_entries)
+            self.dst_mac = FLOW_MAC_BASE
+            fdb += [f"fdb replace {_mac(self.variation.value(i))} dev p2 master static"
+                    for i in range(self.fdb_entries)]
+        self._batch(self.dut, "bridge", fdb)
+
+
+def _mac(low32: int, high: bytes = b"\x02\x00") -> str:
+    return ":".join(f"{b:02x}" for b in high + low32.to_bytes(4, "big"))
+
+
+class BridgeFdb(Bridge):
+    name, title = "bridge-fdb", "Linux bridge, many destinations"
+
+    def __init__(self, bed: Testbed, opts: Options) -> None:
+        super().__init__(bed, opts)
+        self.fdb_entries = opts.flows
+
+    def describe(self) -> str:
+        return f"Linux bridge, 3 ports, {self.fdb_entries} static FDB entries"
+
+
+class BridgeRouting(Scenario):
+    """h1 on br1, h2 on br2 (a spare port each), r routes between br1 and br2."""
+
+    name, title = "bridge-routing", "routing between two bridges"
+    modes = (NULL, LINUX, LINUX_NO_BRNF, SOL)
+    tna_na = "n/a (bridge fast path not implemented)"
+
+    def _build(self) -> None:
+        bed = self.bed
+        self.sender, self.dut, self.receiver = bed.ns("h1"), bed.ns("r"), bed.ns("h2")
+        self.ingress_if, self.egress_if = "p1", "p2"
+        self.dst_mac, self.sol_smac = P1_MAC, P2_MAC  # br1's and br2's MACs
+        self.src_ip, self.dst_ip = "10.1.0.2", "10.2.0.2"
+        bed.sysctl(self.dut, "net.ipv4.ip_forward", "1")
+        for i, mac in ((1, P1_MAC), (2, P2_MAC)):
+            bed.run(self.dut, "ip", "link", "add", f"br{i}", "address", mac, "type", "bridge")
+        # ports p1/p3 on br1 (hosts h1 eth0/eth1), p2/p4 on br2 (h2 eth0/eth1)
+        for port, host, hif, br in ((1, self.sender, "eth0", 1), (3, self.sender, "eth1", 1),
+                                    (2, self.receiver, "eth0", 2), (4, self.receiver, "eth1", 2)):
+            bed.veth(host, hif, self.dut, f"p{port}")
+            self._set_mac(self.dut, f"p{port}", f"02:00:00:00:0{port}:0a")
+            bed.run(self.dut, "ip", "link", "set", f"p{port}", "master", f"br{br}")
+        self._set_mac(self.sender, "eth0", H1_MAC)
+        self._set_mac(self.receiver, "eth0", H2_MAC)
+        for i in (1, 2):
+            bed.run(self.dut, "ip", "addr", "add", f"10.{i}.0.1/24", "dev", f"br{i}")
+            bed.run(self.dut, "ip", "link", "set", f"br{i}", "up")
+        bed.run(self.sender, "ip", "addr", "add", "10.1.0.2/24", "dev", "eth0")
+        bed.run(self.receiver, "ip", "addr", "add", "10.2.0.2/24", "dev", "eth0")
+        self._batch(self.dut, "ip", [
+            f"neigh add 10.1.0.2 lladdr {H1_MAC} dev br1 nud permanent",
+            f"neigh add 10.2.0.2 lladdr {H2_MAC} dev br2 nud permanent"])
+        self._batch(self.dut, "bridge", [f"fdb replace {H1_MAC} dev p1 master static",
+                                         f"fdb replace {H2_MAC} dev p2 master static"])
+
+
+SCENARIOS: dict[str, type[Scenario]] = {cls.name: cls for cls in (
+    Router, RouterV6, ManyFlows, Firewall, Bridge, BridgeRouting, BridgeFdb)}
