@@ -120,6 +120,16 @@ struct tna_brport {
  */
 #define TNA_IF_BRIDGE (1U << 3)
 
+/*
+ * tna_config (one entry): namespace-wide settings. A route's MTU metric is honoured by
+ * ip_forward() but not by bpf_fib_lookup() unless locked, so frames longer than the smallest
+ * route MTU of their family go to Linux.
+ */
+struct tna_config {
+	__u32 route_mtu_v4;	/* 0: no IPv4 route has an MTU metric */
+	__u32 route_mtu_v6;
+};
+
 /* Load-time features of one program; lives in .rodata so the verifier prunes what is off. */
 struct tna_features {
 	__u8 ipv4_router;

@@ -62,6 +62,16 @@ egress_port(const struct bpf_fib_lookup *fib, __u32 ingress, __u32 *tx, enum tna
 	return out;
 }
 
+/* Longer than the smallest route MTU metric of its family: ip_forward() might refuse it. */
+static __always_inline int over_route_mtu(__u32 ip_len, int ipv6)
+{
+	__u32 zero = 0;
+	const struct tna_config *cfg = bpf_map_lookup_elem(&tna_config, &zero);
+	__u32 mtu = cfg ? (ipv6 ? cfg->route_mtu_v6 : cfg->route_mtu_v4) : 0;
+
+	return mtu && ip_len > mtu;
+}
+
 /* Shrink the frame to what the IP header claims, as ip_rcv()/ipv6_rcv() trim padding. */
 static __always_inline int trim_to(struct xdp_md *ctx, __u32 wanted)
 {

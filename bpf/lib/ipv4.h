@@ -119,6 +119,8 @@ static __always_inline int ipv4_forward(struct xdp_md *ctx, const struct tna_ifa
 	why = ipv4_check(iph, end - data);
 	if (why)
 		return punt(ctx, in->slot, why);
+	if (bpf_map_lookup_elem(&tna_src_deny, &iph->saddr))
+		return punt(ctx, in->slot, TNA_PUNT_MARTIAN);
 	if (tna_features.ipv4_rp_filter && !ipv4_rp_ok(ctx, iph, ingress))
 		return punt(ctx, in->slot, TNA_PUNT_RP_FILTER);
 
@@ -133,6 +135,8 @@ static __always_inline int ipv4_forward(struct xdp_md *ctx, const struct tna_ifa
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return punt(ctx, in->slot, fib_punt_reason(rc));
+	if (over_route_mtu(bpf_ntohs(iph->tot_len), 0))
+		return punt(ctx, in->slot, TNA_PUNT_FRAG_NEEDED);
 	out = egress_port(&fib, ingress, &tx, &why);
 	if (!out)
 		return punt(ctx, in->slot, why);

@@ -94,6 +94,8 @@ static __always_inline int ipv6_forward(struct xdp_md *ctx, const struct tna_ifa
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return punt(ctx, in->slot, fib_punt_reason(rc));
+	if (over_route_mtu(sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len), 1))
+		return punt(ctx, in->slot, TNA_PUNT_FRAG_NEEDED);
 	out = egress_port(&fib, ingress, &tx, &why);
 	if (!out)
 		return punt(ctx, in->slot, why);

@@ -51,4 +51,23 @@ struct {
 	__type(value, struct tna_brport);
 } tna_brports SEC(".maps");
 
+/*
+ * IPv4 sources the fast path never forwards: this namespace's own addresses (Linux drops them
+ * as martian sources) and its subnets' broadcast addresses (dropped whenever Linux validates
+ * sources against the FIB). Punted, so Linux decides.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __be32);
+	__type(value, __u8);
+} tna_src_deny SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tna_config);
+} tna_config SEC(".maps");
+
 #endif

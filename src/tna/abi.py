@@ -64,6 +64,10 @@ class TnaFdbEntry(ctypes.Structure):
                 ("seen_ns", ctypes.c_uint64)]
 
 
+class TnaConfig(ctypes.Structure):
+    _fields_ = [("route_mtu_v4", ctypes.c_uint32), ("route_mtu_v6", ctypes.c_uint32)]
+
+
 class TnaBrport(ctypes.Structure):
     _fields_ = [("bridge", ctypes.c_uint32), ("flags", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
 

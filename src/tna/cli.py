@@ -163,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     _refuse_if_daemon("apply")
     plan = make_plan(_snapshot(args))
-    changes = loader.apply(plan.ports())
+    changes = loader.apply(plan.ports(), namespace=plan.namespace)
     fdb.sync(plan)
     print(format_plan(plan))
     names = [i.ifname for i in plan.interfaces if i.features is not None]

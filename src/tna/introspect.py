@@ -89,9 +89,9 @@ def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
     ``our_prog_ids`` are the ids of the XDP programs TNA attached, to tell them from others'.
     ``netfilter_chains`` and ``xfrm``, when given, are used instead of reading them again: the
     daemon re-reads them only when their own notifications say they changed (they cost a
-    subprocess each). ``plan_only`` leaves out what the planner does not read (addresses but
-    bridges', neighbours, the FDB: the fast path asks the kernel for those per packet, the FDB
-    mirror follows its own notifications).
+    subprocess each). ``plan_only`` leaves out what the planner does not read
+    (IPv6 addresses but bridges', neighbours, the FDB: the fast path asks the kernel for those
+    per packet, the FDB mirror follows its own notifications).
     Raises :class:`tna.netfilter.NetfilterError` when the ruleset cannot be read: a snapshot
     that silently lacked netfilter would let the planner bypass it.
     """
@@ -104,12 +104,13 @@ def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
             _link(ip, msg, present, qdiscs.get(msg["index"], []), features, our_prog_ids)
             for msg in raw_links
         )
-        # the planner reads only bridges' addresses (routing from a bridge needs one)
+        # the planner reads addresses: bridges' (routing from a bridge needs one) and every
+        # IPv4 address (the fast path must not forward from the namespace's own sources)
         bridges = {lk.ifindex for lk in links if lk.kind == "bridge"}
-        addresses = () if plan_only and not bridges else tuple(
+        addresses = tuple(
             a for a in (_address(msg) for fam in (AF_INET, AF_INET6)
                         for msg in ip.get_addr(family=fam))
-            if not plan_only or a.ifindex in bridges)
+            if not plan_only or a.family == AF_INET or a.ifindex in bridges)
         neighbours = () if plan_only else tuple(
             _neighbour(msg) for fam in (AF_INET, AF_INET6)
             for msg in ip.get_neighbours(family=fam))

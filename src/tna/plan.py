@@ -10,10 +10,11 @@ xfrm policy, an rp_filter drop, or redirect into a device that drops XDP frames)
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import ipaddress
+from dataclasses import dataclass, field
 from typing import Any
 
-from tna.datapath.loader import Features, Port
+from tna.datapath.loader import Features, Namespace, Port
 from tna.model import AF_INET, AF_INET6, BridgeInfo, BridgePort, Link, NetfilterChain, Snapshot
 
 # Hooks that forwarded traffic crosses; a rule on any of them must see every forwarded packet.
@@ -23,6 +24,7 @@ FAMILY_NAME = {AF_INET: "ipv4", AF_INET6: "ipv6"}
 # Kinds whose drivers have native XDP here; anything else is left to Linux for now.
 XDP_KINDS = frozenset({"", "veth"})
 NETDEV_XDP_ACT_NDO_XMIT = 1 << 2
+RTPROT_KERNEL = 2
 # Bridge-family hooks: bridged frames cross prerouting/forward/postrouting; frames for the
 # bridge itself (routed from it) prerouting/input; frames the bridge sends output/postrouting.
 BRIDGE_SWITCH_HOOKS = FORWARD_HOOKS
@@ -71,6 +73,7 @@ class Plan:
     netns: str
     interfaces: tuple[InterfacePlan, ...]
     slow_path: tuple[SlowPath, ...]  # namespace-wide
+    namespace: Namespace = field(default_factory=Namespace)  # namespace-wide fast-path data
 
     def ports(self) -> list[Port]:
         """What the data path must know: interfaces with a program or usable as egress."""
@@ -87,6 +90,7 @@ class Plan:
         out = dataclasses.asdict(self)
         for i, iface in zip(out["interfaces"], self.interfaces, strict=True):
             i["features"] = iface.features.names() if iface.features else None
+        out["namespace"]["denied_sources_v4"] = sorted(self.namespace.denied_sources_v4)
         return out
 
 
@@ -98,7 +102,23 @@ def make_plan(snap: Snapshot) -> Plan:
     bridge_egress = any(b.routable_to for b in bridges.values())
     interfaces = tuple(_plan_interface(snap, link, family_blocks, bridges, bridge_egress)
                        for link in snap.links if link.ifname != "lo")
-    return Plan(snap.netns, interfaces, global_slow)
+    return Plan(snap.netns, interfaces, global_slow, _namespace(snap))
+
+
+def _namespace(snap: Snapshot) -> Namespace:
+    """Sources Linux may refuse and route MTU metrics: data the fast path checks per packet."""
+    denied: set[str] = set()
+    for a in snap.addresses:
+        if a.family != AF_INET:
+            continue
+        denied.add(a.address)  # inet_lookup_ifaddr_rcu(): a local source is martian
+        if a.prefixlen < 31:  # fib_validate_source() full check: broadcast is no unicast
+            net = ipaddress.IPv4Network(f"{a.address}/{a.prefixlen}", strict=False)
+            denied.add(str(net.broadcast_address))
+    mtus = {af: [r.mtu for r in snap.routes if r.family == af and r.mtu]
+            for af in (AF_INET, AF_INET6)}
+    return Namespace(frozenset(denied), min(mtus[AF_INET], default=0),
+                     min(mtus[AF_INET6], default=0))
 
 
 # ---- namespace-wide guards, per address family -----------------------------------------------
@@ -193,11 +213,21 @@ def _features(snap: Snapshot, link: Link, family_blocks: dict[int, list[SlowPath
         slow.append(SlowPath(f"ipv4 forwarding from {link.ifname}", "forwarding_disabled",
                              f"net.ipv4.conf.{link.ifname}.forwarding is off"))
     rp = ifs.rp_filter if ifs else 0
-    if v4 and rp and any(not r.is_default for r in snap.rules if r.family == AF_INET):
+    # Linux validates sources against the FIB (fib_validate_source) under rp_filter, and also
+    # whenever custom rules or local routes exist; we emulate it with a reverse lookup, which
+    # differs from Linux's (iif=lo) only for rules that select on the input interface.
+    custom = [r for r in snap.rules if r.family == AF_INET and not r.is_default]
+    full_check = bool(custom) or any(r.family == AF_INET and r.rtm_type == "local"
+                                     and r.protocol != RTPROT_KERNEL for r in snap.routes)
+    by_iif = [r for r in custom if any(s.startswith(("iif ", "l3mdev")) for s in r.selectors)]
+    if v4 and (rp or full_check) and by_iif:
         v4 = False
         slow.append(SlowPath(f"ipv4 forwarding from {link.ifname}", "rp_filter_with_rules",
-                             f"rp_filter={rp} with policy routing rules cannot be emulated "
-                             "exactly (Linux's reverse lookup uses iif=lo)"))
+                             f"source validation (rp_filter={rp}, custom rules) with rules "
+                             "that select on the input interface cannot be emulated exactly "
+                             "(Linux's reverse lookup uses iif=lo)"))
+    if not rp and full_check:
+        rp = 2  # Linux's full check with rp_filter 0: the source must route as unicast
     v6 = not family_blocks[AF_INET6]
     if not (v4 or v6):
         return None

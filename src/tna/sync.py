@@ -56,7 +56,7 @@ AF_BRIDGE = 7
 
 # Event kinds that may change the plan; the others need no work (see the module docstring).
 REPLAN_KINDS = frozenset({"link", "rule", "tc", "netconf", "nexthop", "netfilter", "xfrm",
-                          "netdev"})
+                          "netdev", "addr4"})
 
 # What makes a cycle re-read everything, including what has no notification of its own.
 FULL_READ_KINDS = frozenset({"start", "periodic", "sighup", "overrun"})
@@ -147,6 +147,10 @@ class EventSource:
             batch.unsafe_all |= _netconf_scope(body, batch.unsafe)
         elif kind in ("rule", "nexthop"):
             batch.unsafe_all = True
+        elif kind == "addr" and body[:1] == bytes([socket.AF_INET]):
+            # a new local IPv4 address is a source the fast path must stop forwarding from
+            batch.unsafe_all = True
+            kind = "addr4"
         batch.add(kind)
 
     def fds(self) -> list[int]:
@@ -367,7 +371,7 @@ class Daemon:
                                        plan_only=True)
             read = time.monotonic()
             plan = make_plan(snap)
-            changes = self.datapath.reconcile(plan.ports())
+            changes = self.datapath.reconcile(plan.ports(), plan.namespace)
             self.bridges = fdb.plan_bridges(plan)
             fdb.sync(plan)  # also empties the mirror of bridges that are gone
             self._next_fdb_refresh = (time.monotonic() + fdb.refresh_interval(self.bridges)

@@ -75,43 +75,6 @@ FAST_ROUTERS = frozenset({"router", "router_rp_strict", "router_rp_loose",
 
 KNOWN: tuple[Divergence, ...] = (
     Divergence(
-        "v4_source_is_router_address",
-        "DIVERGENCE: an IPv4 packet whose source is one of the router's own addresses is "
-        "forwarded by the fast path; Linux drops it as a martian source "
-        "(fib_validate_source(): inet_lookup_ifaddr_rcu() finds the source local, "
-        "rp_filter off).  Repro: router scenario, h1 sends UDP 10.2.0.1 -> 10.2.0.2 "
-        "(TTL 64, to r1's MAC): Linux: nothing; TNA: delivered to h2.",
-        "router", ("h1:v4_src_router", "h1:v4_src_router_own_link"),
-        FAST_ROUTERS - {"router_rp_strict", "router_rp_loose"},  # rp_filter: punted there
-        v4_src_in(*ROUTER_ADDRESSES)),
-    Divergence(
-        "v4_source_broadcast_with_custom_rules",
-        "DIVERGENCE: with policy rules or custom local routes present, Linux validates every "
-        "forwarded IPv4 source against the FIB (fib_validate_source() -> full check: the "
-        "source must resolve to a unicast route) and drops a packet from a subnet broadcast "
-        "address; the fast path forwards it.  Repro: router_policy scenario, h1 sends UDP "
-        "10.2.0.255 -> 10.2.0.2: Linux: nothing; TNA: delivered to h2.",
-        "router_policy", ("h1:v4_src_bcast_other", "h1:v4_src_bcast_own"),
-        frozenset({"router_policy"}),
-        v4_src_in("10.1.0.255/32", "10.2.0.255/32", "10.3.0.255/32")),
-    Divergence(
-        "v4_route_mtu_metric",
-        "DIVERGENCE: a route's (unlocked) MTU metric is ignored by the fast path: "
-        "bpf_fib_lookup() checks ip_mtu_from_fib_result(), which uses fib_mtu only when "
-        "locked, while ip_forward() honours it (ip_dst_mtu_maybe_forward()).  Repro: router "
-        "scenario with 'ip route add 10.9.5.0/24 via 10.2.0.2 mtu 1300', h1 sends a 1350-byte "
-        "UDP datagram to 10.9.5.1: Linux: frag-needed (DF) or two fragments; TNA: forwarded "
-        "whole.",
-        "router", ("h1:v4_route_mtu_df", "h1:v4_route_mtu_nodf"),
-        FAST_ROUTERS, v4_dst_in("10.9.5.0/24")),
-    Divergence(
-        "v6_route_mtu_metric",
-        "DIVERGENCE: an IPv6 route's (unlocked) MTU metric is ignored by the fast path; "
-        "ip6_forward() honours it.  Repro: router scenario with 'ip -6 route add fd00:95::/64 "
-        "via fd00:2::2 mtu 1300', h1 sends a 1350-byte UDP datagram to fd00:95::1: Linux: "
-        "packet too big (MTU 1300) to h1; TNA: forwarded to h2.",
-        "router", ("h1:v6_route_mtu",), FAST_ROUTERS, v6_dst_in("fd00:95::/64")),
-    Divergence(
         "v4_redirect_exception_ignored",
         "DIVERGENCE: with net.ipv4.conf.all.accept_redirects=1 the router follows an ICMP "
         "redirect from its gateway (a next-hop exception, 'ip route show cache' says "
@@ -124,14 +87,7 @@ KNOWN: tuple[Divergence, ...] = (
 
 
 # Scenarios TNA cannot even be applied to: the whole scenario test is a strict xfail.
-APPLY_FAILS: dict[str, str] = {
-    "router_jumbo": (
-        "DIVERGENCE: tna apply fails on a router whose veth peer has an MTU above the "
-        "single-buffer XDP limit (~3.5 KiB): attaching to r3 (peer MTU 9000) raises ERANGE "
-        "after r1/r2 were attached, leaving the namespace half-applied; the plan should keep "
-        "such a port on Linux (or load a frags-aware program).  Repro: router_jumbo scenario "
-        "('ip link set r3 mtu 9000' on both ends), then tna apply."),
-}
+APPLY_FAILS: dict[str, str] = {}
 
 
 def applicable(scenario: str) -> list[Divergence]:

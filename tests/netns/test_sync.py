@@ -246,3 +246,37 @@ def test_route_burst_with_overruns_ends_equal_to_the_kernel(topo: RouterTopology
         assert d.proc.poll() is None and d.errors() == []
     finally:
         d.stop()
+
+
+def test_new_local_address_stops_forwarding_from_it(topo: RouterTopology,
+                                                    daemon: DaemonProc) -> None:
+    """A source the router now owns is martian to Linux; the fast path must follow."""
+    import socket
+
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    from tna import netns
+
+    def spoofed_sends() -> int:
+        before = json.loads(tna(topo.r, "stats", "--json").stdout)["interfaces"]["r1"]
+        r1_mac = topo.bed.run(topo.r, "cat", "/sys/class/net/r1/address").stdout.strip()
+        frame = bytes(Ether(dst=r1_mac) / IP(src="10.2.0.77", dst=topo.h2_v4) / UDP(dport=7))
+        with netns.entered(topo.h1), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind(("eth0", 0))
+            for _ in range(5):
+                s.send(frame)
+        wait_for(lambda: json.loads(tna(topo.r, "stats", "--json").stdout)["interfaces"]["r1"]
+                 ["punted_packets"] + json.loads(tna(topo.r, "stats", "--json").stdout)
+                 ["interfaces"]["r1"]["forwarded_packets"]
+                 >= before["punted_packets"] + before["forwarded_packets"] + 5,
+                 what="spoofed frames counted")
+        after = json.loads(tna(topo.r, "stats", "--json").stdout)["interfaces"]["r1"]
+        return int(after["punt_reasons"]["martian"] - before["punt_reasons"]["martian"])
+
+    assert spoofed_sends() == 0  # control: an ordinary source is forwarded
+    t0 = time.monotonic()
+    topo.bed.run(topo.r, "ip", "addr", "add", "10.2.0.77/32", "dev", "r2")
+    entry = daemon.reconciled_after(t0, "address added")
+    assert "addr4" in entry["why"] and entry["preempted"] == ["*"]
+    assert spoofed_sends() == 5

@@ -176,13 +176,43 @@ def test_rp_filter_is_emulated(snap: Snapshot, mode: int) -> None:
     assert plan.interface("r2").features == BOTH
 
 
-def test_rp_filter_with_policy_rules_is_punted(snap: Snapshot) -> None:
+def test_rp_filter_with_policy_rules_is_emulated(snap: Snapshot) -> None:
     rule = Rule(AF_INET, 100, 200, "to_tbl", ("from 10.1.0.0/24",))
     plan = make_plan(replace(with_if_sysctls(snap, "r1", rp_filter=1),
                              rules=(*snap.rules, rule)))
-    assert plan.interface("r1").features == V6_ONLY
-    assert reasons(plan, "r1") == {"rp_filter_with_rules"}
-    assert plan.interface("r2").features == BOTH  # rp_filter off there: rules are fine
+    assert plan.interface("r1").features == replace(BOTH, ipv4_rp_filter=1)
+    # custom rules make Linux validate every source (full check), rp_filter 0 or not
+    assert plan.interface("r2").features == replace(BOTH, ipv4_rp_filter=2)
+
+
+def test_source_validation_with_iif_rules_is_punted(snap: Snapshot) -> None:
+    rule = Rule(AF_INET, 100, 200, "to_tbl", ("iif r1",))
+    plan = make_plan(replace(snap, rules=(*snap.rules, rule)))
+    for name in ("r1", "r2"):
+        assert plan.interface(name).features == V6_ONLY
+        assert reasons(plan, name) == {"rp_filter_with_rules"}
+
+
+def test_custom_local_route_turns_on_source_validation(snap: Snapshot) -> None:
+    route = Route(AF_INET, 255, "10.9.9.9", 32, "local", oif=2, protocol=3)
+    plan = make_plan(replace(snap, routes=(*snap.routes, route)))
+    assert {i.features for i in plan.interfaces} == {replace(BOTH, ipv4_rp_filter=2)}
+
+
+def test_namespace_data_denies_own_and_broadcast_sources(snap: Snapshot) -> None:
+    ns = make_plan(snap).namespace
+    assert {"10.1.0.1", "10.2.0.1", "10.1.0.255", "10.2.0.255", "127.0.0.1"} <= \
+        ns.denied_sources_v4
+    assert "10.1.0.2" not in ns.denied_sources_v4
+    assert (ns.route_mtu_v4, ns.route_mtu_v6) == (0, 0)
+
+
+def test_namespace_data_takes_the_smallest_route_mtu(snap: Snapshot) -> None:
+    routes = (Route(AF_INET, 254, "10.9.5.0", 24, "unicast", mtu=1300),
+              Route(AF_INET, 100, "10.9.6.0", 24, "unicast", mtu=1400),
+              Route(AF_INET6, 254, "fd00:95::", 64, "unicast", mtu=1280))
+    ns = make_plan(replace(snap, routes=(*snap.routes, *routes))).namespace
+    assert (ns.route_mtu_v4, ns.route_mtu_v6) == (1300, 1280)
 
 
 def test_foreign_xdp_program_is_left_alone(snap: Snapshot) -> None:

@@ -28,7 +28,7 @@ from tna import introspect, netns
 from tna.bench import frames
 from tna.bench.bpfobj import BpfObject, Link, Sink, SolCfg, attach, ifindex_of
 from tna.bench.frames import FrameSpec, Variation
-from tna.datapath import libbpf, loader
+from tna.datapath import fdb, libbpf, loader
 from tna.datapath.loader import Features
 from tna.plan import Plan, make_plan
 from tna.testbed import Testbed
@@ -217,7 +217,8 @@ class Scenario:
             self.plan = make_plan(snap)
             ports = [dataclasses.replace(p, features=without(p.features, off))
                      for p in self.plan.ports()]
-            loader.apply(ports, obj_path=obj_path)
+            loader.apply(ports, obj_path=obj_path, namespace=self.plan.namespace)
+            fdb.sync(self.plan)
         self.tna_expected_last = self.tna_expected()
 
     def tna_expected(self) -> tuple[bool, str]:

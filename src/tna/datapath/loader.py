@@ -26,6 +26,7 @@ import ctypes
 import errno
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import time
@@ -38,7 +39,8 @@ from tna.datapath import libbpf
 from tna.datapath.libbpf import LibbpfError
 
 BPFFS = "/sys/fs/bpf"
-SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports")
+SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "tna_src_deny",
+               "tna_config")
 FEATURES_MAP = ".rodata.features"
 FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
 PROG_NAME = b"tna_xdp"
@@ -107,6 +109,21 @@ class Port:
                 | (0 if f and f.bridge_ipv4 else abi.TNA_IF_NO_BRIDGE_IPV4)
                 | (0 if f and f.bridge_ipv6 else abi.TNA_IF_NO_BRIDGE_IPV6)
                 | (abi.TNA_IF_BRIDGE if self.bridge else 0))
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """Namespace-wide data: IPv4 sources never forwarded (own and broadcast addresses) and
+    the smallest route MTU metric per family (0: none)."""
+
+    denied_sources_v4: frozenset[str] = frozenset()
+    route_mtu_v4: int = 0
+    route_mtu_v6: int = 0
+
+
+def _min_mtu(a: int, b: int) -> int:
+    """The stricter of two route MTU limits, where 0 means no limit."""
+    return min(x for x in (a, b) if x) if (a or b) else 0
 
 
 @dataclass
@@ -246,6 +263,10 @@ def open_map(name: str) -> libbpf.Map:
         return libbpf.Map(fd, ctypes.sizeof(abi.TnaFdbKey), ctypes.sizeof(abi.TnaFdbEntry))
     if name == "tna_brports":
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaBrport))
+    if name == "tna_src_deny":
+        return libbpf.Map(fd, 4, 1)
+    if name == "tna_config":
+        return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaConfig))
     return libbpf.Map(fd, 4, 4)
 
 
@@ -322,6 +343,37 @@ class _Maps:
             m.close()
 
 
+class _NamespaceMaps:
+    """tna_src_deny and tna_config: stricter values first, looser ones after the swaps."""
+
+    def __init__(self) -> None:
+        self.deny, self.config = open_map("tna_src_deny"), open_map("tna_config")
+        self.current = {socket.inet_ntoa(k) for k in self.deny.all_keys()}
+        raw = self.config.lookup(_u32(0))
+        self.cfg = abi.TnaConfig.from_buffer_copy(raw[:ctypes.sizeof(abi.TnaConfig)]) \
+            if raw else abi.TnaConfig()
+
+    def restrict(self, ns: Namespace) -> None:
+        for addr in ns.denied_sources_v4 - self.current:
+            self.deny.update(socket.inet_aton(addr), b"\1")
+        self._write(_min_mtu(self.cfg.route_mtu_v4, ns.route_mtu_v4),
+                    _min_mtu(self.cfg.route_mtu_v6, ns.route_mtu_v6))
+
+    def relax(self, ns: Namespace) -> None:
+        for addr in self.current - ns.denied_sources_v4:
+            self.deny.delete(socket.inet_aton(addr))
+        self._write(ns.route_mtu_v4, ns.route_mtu_v6)
+
+    def _write(self, v4: int, v6: int) -> None:
+        if (self.cfg.route_mtu_v4, self.cfg.route_mtu_v6) != (v4, v6):
+            self.cfg = abi.TnaConfig(v4, v6)
+            self.config.update(_u32(0), bytes(self.cfg))
+
+    def close(self) -> None:
+        self.deny.close()
+        self.config.close()
+
+
 # ---- links -----------------------------------------------------------------------------------
 
 def _create_link(ifindex: int, prog_fd: int) -> int:
@@ -331,7 +383,8 @@ def _create_link(ifindex: int, prog_fd: int) -> int:
     except LibbpfError as e:
         if e.errno == errno.EBUSY:
             raise DatapathError(f"ifindex {ifindex} already has an XDP program") from e
-        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+        # EOPNOTSUPP/EINVAL: no native XDP; ERANGE: MTU beyond what a native program takes
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ERANGE):
             raise
     return libbpf.xdp_link_create(prog_fd, ifindex, libbpf.XDP_FLAGS_SKB_MODE)
 
@@ -459,7 +512,7 @@ class Datapath:
             maps.close()
         return changed
 
-    def reconcile(self, ports: Sequence[Port]) -> Changes:
+    def reconcile(self, ports: Sequence[Port], namespace: Namespace | None = None) -> Changes:
         """Make the fast path match ``ports`` in three phases (see the module docstring)."""
         _ensure_bpffs()
         os.makedirs(pin_dir(), exist_ok=True)
@@ -467,13 +520,17 @@ class Datapath:
         wanted = {p.ifindex: p for p in ports}
         changes = Changes()
         maps = _Maps()
+        ns = _NamespaceMaps()
         try:
             self._restrict(maps, wanted, changes)
+            ns.restrict(namespace or Namespace())
             changes.safe_at = time.monotonic()
             self._swap_programs(wanted, changes)
             self._relax(maps, wanted, changes)
+            ns.relax(namespace or Namespace())
         finally:
             maps.close()
+            ns.close()
         return changes
 
     def _ensure_maps(self) -> None:
@@ -566,9 +623,10 @@ class Datapath:
 
 # ---- module-level operations for the CLI -----------------------------------------------------
 
-def apply(ports: Sequence[Port], obj_path: str | None = None) -> Changes:
+def apply(ports: Sequence[Port], obj_path: str | None = None,
+          namespace: Namespace | None = None) -> Changes:
     """``tna apply``: reconcile with pinned links, so the fast path persists."""
-    return Datapath(owned=False, obj_path=obj_path).reconcile(ports)
+    return Datapath(owned=False, obj_path=obj_path).reconcile(ports, namespace)
 
 
 def detach_all() -> int:

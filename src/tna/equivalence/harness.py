@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tna import introspect
-from tna.datapath import loader
+from tna.datapath import fdb, loader
 from tna.equivalence import normalise as norm
 from tna.equivalence.capture import Capture, CaptureError, Frame, Injector, pinned_to_one_cpu
 from tna.equivalence.corpus import TAG_PREFIX, CorpusFrame
@@ -142,7 +142,8 @@ def _apply(ns: str, mode: Mode) -> list[str]:
     with entered(ns):
         snap = introspect.snapshot(ns, our_prog_ids=loader.our_prog_ids())
         plan = make_plan(snap)
-        loader.apply(plan.ports(), obj_path=mode.obj_path)
+        loader.apply(plan.ports(), obj_path=mode.obj_path, namespace=plan.namespace)
+        fdb.sync(plan)  # the bridge FDB mirror, as 'tna apply' fills it
     reasons = [f"{s.traffic}: {s.reason}" for s in plan.slow_path]
     reasons += [f"{s.traffic}: {s.reason}" for i in plan.interfaces for s in i.slow_path]
     return reasons

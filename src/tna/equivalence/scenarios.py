@@ -514,7 +514,7 @@ POLICY = RouterConfig(ip=(
 
 
 def _router(name: str, summary: str, config: RouterConfig = RouterConfig(),
-            schedule: Schedule = FULL_ROUTER, fast_path: bool = True,
+            schedule: Schedule = FULL_ROUTER, fast_path: bool | None = True,
             check: Callable[[list[Frame]], None] | None = None) -> Scenario:
     return Scenario(name, summary, lambda bed: build_router(bed, config),
                     router_corpus(schedule), fast_path, check)
@@ -536,9 +536,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
             "it follows an ICMP redirect from its gateway",
             RouterConfig(sysctls={"net.ipv4.conf.all.accept_redirects": 1}),
             ((3, ("icmp_in4",)), (2, ("icmp_in6",)), (1, ("ordinary", "after_icmp")))),
+    # Native XDP refuses a veth this large (ERANGE), so TNA runs generic XDP on r3: still
+    # exact, but not every frame the corpus marks as fast is (no positive-control claim).
     _router("router_jumbo", "the router with a 9000-byte MTU on link 3",
             RouterConfig(link_mtu={3: 9000}),
-            ((1, ("ordinary", "mtu", "ttl")), (3, ("ordinary", "ttl")))),
+            ((1, ("ordinary", "mtu", "ttl")), (3, ("ordinary", "ttl"))), fast_path=None),
     _router("router_policy", "the router with policy rules (ipproto/dport, from, to, TOS) "
             "and a custom local route", POLICY,
             ((1, ("ordinary", "policy", "spoof", "routes")), (2, ("ordinary", "spoof")))),
