@@ -25,6 +25,8 @@ int tna_xdp(struct xdp_md *ctx)
 		return punt(ctx, 0, TNA_PUNT_NO_PORT);
 	if ((void *)(eth + 1) > end)
 		return punt(ctx, in->slot, TNA_PUNT_MALFORMED);
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		note_redirect(ctx);
 	if (tna_features.bridge_port)
 		return bridge_rx(ctx, in);
 	if (eth->h_dest[0] & 1)

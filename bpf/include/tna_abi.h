@@ -56,7 +56,8 @@ enum tna_code {
 	TNA_PUNT_PORT_FLAGS = 35,	/* bridge: port flags change the kernel's decision */
 	TNA_PUNT_TAGGED = 36,		/* bridge: 802.1Q / 802.1ad tagged frame */
 	TNA_PUNT_TOO_BIG = 37,		/* bridge: frame larger than the egress port's MTU */
-	TNA_NR_CODES_USED = 38,
+	TNA_PUNT_REDIRECTED = 38,	/* via a gateway whose route an ICMP redirect may change */
+	TNA_NR_CODES_USED = 39,
 };
 
 /* One row of the tna_stats per-CPU array: index = slot * TNA_NR_CODES + code. */
@@ -119,6 +120,13 @@ struct tna_brport {
  * into it leaves through the port its FDB names. With TNA_IF_EGRESS, routing into it is allowed.
  */
 #define TNA_IF_BRIDGE (1U << 3)
+/*
+ * Egress accepts ICMP redirects (IN_DEV_RX_REDIRECTS): the kernel may keep a next-hop exception
+ * that bpf_fib_lookup() does not see. Gateway routes out of it stay fast only while no redirect
+ * is pending (tna_redirects) and only if TNA sees every redirect that arrives (no UNWATCHED).
+ */
+#define TNA_IF_ACCEPT_REDIRECTS (1U << 6)
+#define TNA_IF_REDIRECTS_UNWATCHED (1U << 7)
 
 /*
  * tna_config (one entry): namespace-wide settings. A route's MTU metric is honoured by

@@ -39,8 +39,38 @@ static __always_inline enum tna_code fib_punt_reason(int rc)
  * *tx the device to redirect to: the FIB's egress, or when that is a bridge, the port its FDB
  * names for the next hop's MAC (what br_dev_xmit() would pick).
  */
+/* A redirect arrived that the control plane has not yet found gone from the route cache. */
+static __always_inline int redirect_pending(void)
+{
+	__u32 seen_key = 0, cleared_key = 1;
+	const __u64 *seen = bpf_map_lookup_elem(&tna_redirects, &seen_key);
+	const __u64 *cleared = bpf_map_lookup_elem(&tna_redirects, &cleared_key);
+
+	return !seen || !cleared || *seen != *cleared;
+}
+
+/* Count an ICMP redirect arriving (any IPv4 frame with ICMP type 5), before anything else. */
+static __always_inline void note_redirect(struct xdp_md *ctx)
+{
+	void *data = frame_start(ctx), *end = frame_end(ctx);
+	struct iphdr *iph = data + sizeof(struct ethhdr);
+	__u8 *icmp_type;
+	__u32 key = 0;
+	__u64 *seen;
+
+	if ((void *)(iph + 1) > end || iph->protocol != IPPROTO_ICMP || iph->ihl < 5)
+		return;
+	icmp_type = (__u8 *)iph + (iph->ihl & 0xf) * 4;
+	if ((void *)(icmp_type + 1) > end || *icmp_type != 5)
+		return;
+	seen = bpf_map_lookup_elem(&tna_redirects, &key);
+	if (seen)
+		__sync_fetch_and_add(seen, 1);
+}
+
 static __always_inline const struct tna_iface *
-egress_port(const struct bpf_fib_lookup *fib, __u32 ingress, __u32 *tx, enum tna_code *why)
+egress_port(const struct bpf_fib_lookup *fib, __u32 ingress, __u32 *tx, enum tna_code *why,
+	    int via_gateway)
 {
 	__u32 ifindex = fib->ifindex;
 	const struct tna_iface *out;
@@ -50,6 +80,11 @@ egress_port(const struct bpf_fib_lookup *fib, __u32 ingress, __u32 *tx, enum tna
 		return NULL;
 	}
 	out = bpf_map_lookup_elem(&tna_ifaces, &ifindex);
+	if (via_gateway && out && (out->flags & TNA_IF_ACCEPT_REDIRECTS) &&
+	    ((out->flags & TNA_IF_REDIRECTS_UNWATCHED) || redirect_pending())) {
+		*why = TNA_PUNT_REDIRECTED;
+		return NULL;
+	}
 	if (tna_features.bridge_egress && out &&
 	    (out->flags & (TNA_IF_EGRESS | TNA_IF_BRIDGE)) == (TNA_IF_EGRESS | TNA_IF_BRIDGE))
 		return bridge_resolve(ifindex, fib->dmac, tx, why);

@@ -137,7 +137,8 @@ static __always_inline int ipv4_forward(struct xdp_md *ctx, const struct tna_ifa
 		return punt(ctx, in->slot, fib_punt_reason(rc));
 	if (over_route_mtu(bpf_ntohs(iph->tot_len), 0))
 		return punt(ctx, in->slot, TNA_PUNT_FRAG_NEEDED);
-	out = egress_port(&fib, ingress, &tx, &why);
+	/* bpf_fib_lookup() put the gateway, if any, in ipv4_dst */
+	out = egress_port(&fib, ingress, &tx, &why, fib.ipv4_dst != iph->daddr);
 	if (!out)
 		return punt(ctx, in->slot, why);
 	wire_len = sizeof(struct ethhdr) + bpf_ntohs(iph->tot_len);

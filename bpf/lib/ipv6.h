@@ -96,7 +96,7 @@ static __always_inline int ipv6_forward(struct xdp_md *ctx, const struct tna_ifa
 		return punt(ctx, in->slot, fib_punt_reason(rc));
 	if (over_route_mtu(sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len), 1))
 		return punt(ctx, in->slot, TNA_PUNT_FRAG_NEEDED);
-	out = egress_port(&fib, ingress, &tx, &why);
+	out = egress_port(&fib, ingress, &tx, &why, 0);  /* IPv6 routers ignore redirects */
 	if (!out)
 		return punt(ctx, in->slot, why);
 	if (tna_features.verify_l4_csum) {

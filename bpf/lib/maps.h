@@ -70,4 +70,16 @@ struct {
 	__type(value, struct tna_config);
 } tna_config SEC(".maps");
 
+/*
+ * ICMP redirects: [0] counts those the fast path saw arrive (it sees them before the kernel
+ * does), [1] is the count the control plane last found no redirect exception for. While they
+ * differ, gateway routes out of interfaces that accept redirects go to Linux.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} tna_redirects SEC(".maps");
+
 #endif

@@ -61,11 +61,14 @@ class InterfacePlan:
     slow_path: tuple[SlowPath, ...] = ()
     bridge: bool = False  # a bridge device: no program, never a redirect target itself
     bridge_port: BridgePortPlan | None = None  # a port of an accelerated bridge
+    accept_redirects: bool = False  # see _with_redirects()
+    redirects_unwatched: bool = False
 
     @property
     def port(self) -> Port:
         return Port(self.ifindex, self.ifname, self.mac, self.egress, self.features,
-                    bridge=self.bridge)
+                    bridge=self.bridge, accept_redirects=self.accept_redirects,
+                    redirects_unwatched=self.redirects_unwatched)
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,30 @@ def make_plan(snap: Snapshot) -> Plan:
     bridge_egress = any(b.routable_to for b in bridges.values())
     interfaces = tuple(_plan_interface(snap, link, family_blocks, bridges, bridge_egress)
                        for link in snap.links if link.ifname != "lo")
-    return Plan(snap.netns, interfaces, global_slow, _namespace(snap))
+    return Plan(snap.netns, _with_redirects(snap, interfaces), global_slow, _namespace(snap))
+
+
+def _with_redirects(snap: Snapshot, interfaces: tuple[InterfacePlan, ...]
+                    ) -> tuple[InterfacePlan, ...]:
+    """Egresses that accept ICMP redirects: bpf_fib_lookup() ignores the exceptions they
+    create, so gateway routes out of them are fast only while the data path has seen no
+    redirect the kernel may still hold, and only if a TNA program sees where they arrive."""
+    out = []
+    for i in interfaces:
+        ifs = snap.sysctls.interfaces.get(i.ifname)
+        if not (ifs and ifs.accept_redirects and i.egress):
+            out.append(i)
+            continue
+        ports = [p for p in interfaces if (lk := snap.link(p.ifindex)) and lk.master == i.ifindex]
+        watched = (all(p.features is not None for p in ports) and bool(ports) if i.bridge
+                   else i.features is not None)
+        slow = i.slow_path if watched else (*i.slow_path, SlowPath(
+            f"ipv4 routed via a gateway out of {i.ifname}", "redirects_unwatched",
+            "accept_redirects is on and ICMP redirects arriving here bypass every TNA program "
+            "(net.ipv4.conf.*.accept_redirects=0 lifts this)"))
+        out.append(dataclasses.replace(i, accept_redirects=True, redirects_unwatched=not watched,
+                                       slow_path=slow))
+    return tuple(out)
 
 
 def _namespace(snap: Snapshot) -> Namespace:

@@ -65,6 +65,7 @@ def router() -> Iterator[Router]:
             bed.run(r, "ip", "route", "add", kind, net)
         bed.run(r, "ip", "route", "add", "10.9.4.0/24", "via", "10.2.0.99")  # no neighbour
         bed.run(r, "ip", "route", "add", "10.3.9.0/24", "via", "10.3.0.2")
+        bed.run(r, "ip", "route", "add", "10.9.8.0/24", "via", "10.2.0.2")  # a gateway route
         bed.run(r, "ip", "-6", "route", "add", "blackhole", "fd00:91::/64")
         yield Router(bed, r, {f"r{i}": _ifindex(bed, r, f"r{i}") for i in (1, 2, 3)})
 
@@ -318,9 +319,11 @@ def test_every_punt_reason_is_exercised() -> None:
     """The table above covers each reason the program can give, except the ones named here."""
     untestable = {"fib_other"}  # needs a lightweight-tunnel route; see docs/datapath.md
     covered = {r for _, r in PUNT_CASES.values()} | {
-        "family_off", "no_port", "rp_filter", "fwd_disabled", "same_iface", "l4_csum"}
+        "family_off", "no_port", "rp_filter", "fwd_disabled", "same_iface", "l4_csum",
+        "redirected"}
     # the bridge path's reasons are exercised (and checked complete) in test_xdp_bridge.py
-    bridge_only = {n for c, n in abi.punt_reasons().items() if c > abi.code("l4_csum")}
+    bridge_only = {n for c, n in abi.punt_reasons().items()
+                   if abi.code("l4_csum") < c < abi.code("redirected")}
     assert set(abi.punt_reasons().values()) - covered - bridge_only == untestable
 
 
@@ -408,3 +411,30 @@ def test_map_flags_withdraw_a_family_without_reload(router: Router) -> None:
         v6_verdict = run(router, bytes(Ether(bytes(v6() / UDP()))))[0]
     assert (verdict, out, moved) == (XDP_PASS, fwd, {"family_off": 1})
     assert v6_verdict == XDP_REDIRECT
+
+
+def test_gateway_routes_after_a_redirect_go_to_linux(router: Router) -> None:
+    """bpf_fib_lookup() ignores redirect exceptions: once a redirect arrived, gateway routes
+    out of an interface that accepts redirects are Linux's until none is left."""
+    via_gw = Ether(bytes(v4(dst="10.9.8.1") / UDP()))
+    connected = Ether(bytes(v4() / UDP()))
+    redirect = bytes(Ether(src=H2_MAC, dst=R1_MAC) / IP(src="10.1.0.9", dst="10.1.0.1")
+                     / ICMP(type=5, code=1, gw="10.1.0.7") / IP(src="10.1.0.1", dst="10.9.8.1")
+                     / UDP())
+    with program(router, Features(True, True)), netns.entered(router.ns):
+        loader.sync_ports_for_test([Port(router.ifindex["r2"], "r2", R2_MAC, True, None,
+                                         accept_redirects=True)])
+        redirects = loader.open_map("tna_redirects")
+        try:
+            for key in (0, 1):  # nothing seen, nothing pending
+                redirects.update(struct.pack("=I", key), bytes(8))
+            assert run(router, bytes(via_gw)) == (XDP_REDIRECT, forwarded_v4(via_gw),
+                                                   {"forwarded": 1})  # control
+            assert run(router, redirect)[0] == XDP_PASS  # to the router: Linux's, counted
+            verdict, out, moved = run(router, bytes(via_gw))
+            assert (verdict, out, moved) == (XDP_PASS, bytes(via_gw), {"redirected": 1})
+            assert run(router, bytes(connected))[0] == XDP_REDIRECT  # no gateway: unaffected
+            redirects.update(struct.pack("=I", 1), redirects.lookup(struct.pack("=I", 0)) or b"")
+            assert run(router, bytes(via_gw))[0] == XDP_REDIRECT  # cleared: fast again
+        finally:
+            redirects.close()

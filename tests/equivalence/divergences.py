@@ -74,15 +74,6 @@ FAST_ROUTERS = frozenset({"router", "router_rp_strict", "router_rp_loose",
                           "router_nft_input"})
 
 KNOWN: tuple[Divergence, ...] = (
-    Divergence(
-        "v4_redirect_exception_ignored",
-        "DIVERGENCE: with net.ipv4.conf.all.accept_redirects=1 the router follows an ICMP "
-        "redirect from its gateway (a next-hop exception, 'ip route show cache' says "
-        "<redirected>); the fast path uses the FIB's gateway.  Repro: "
-        "router_accept_redirects scenario, h3 (gateway of 10.9.7.0/24) redirects 10.9.7.9 to "
-        "10.3.0.3, then h1 sends UDP to 10.9.7.9: Linux: to 10.3.0.3's MAC; TNA: to h3's.",
-        "router_accept_redirects", ("h3:icmp_redirect_to_router", "h1:v4_after_redirect"),
-        frozenset({"router_accept_redirects"}), v4_dst_in("10.9.7.9/32")),
 )
 
 

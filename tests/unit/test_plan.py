@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tna import abi
 from tna.datapath.loader import Features
 from tna.model import (
     AF_INET,
@@ -295,3 +296,18 @@ def test_ipv4_forwarding_per_interface_even_with_global_off(snap: Snapshot) -> N
 
 def test_interface_sysctls_defaults() -> None:
     assert InterfaceSysctls(True, True, 0).send_redirects
+
+
+def test_egress_accepting_redirects_is_marked(snap: Snapshot) -> None:
+    plan = make_plan(with_if_sysctls(snap, "r2", accept_redirects=True))
+    r2 = plan.interface("r2")
+    assert (r2.accept_redirects, r2.redirects_unwatched, r2.slow_path) == (True, False, ())
+    assert r2.port.flags & abi.TNA_IF_ACCEPT_REDIRECTS
+    assert not plan.interface("r1").accept_redirects
+
+
+def test_redirects_arriving_where_no_program_sees_them(snap: Snapshot) -> None:
+    snap = with_link(with_if_sysctls(snap, "r2", accept_redirects=True), "r2", tc_ingress=True)
+    r2 = make_plan(snap).interface("r2")
+    assert (r2.features, r2.egress, r2.redirects_unwatched) == (None, True, True)
+    assert reasons(make_plan(snap), "r2") == {"tc_ingress", "redirects_unwatched"}

@@ -34,13 +34,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from tna import abi, netns
+from tna import abi, netns, routecache
 from tna.datapath import libbpf
 from tna.datapath.libbpf import LibbpfError
 
 BPFFS = "/sys/fs/bpf"
 SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "tna_src_deny",
-               "tna_config")
+               "tna_config", "tna_redirects")
 FEATURES_MAP = ".rodata.features"
 FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
 PROG_NAME = b"tna_xdp"
@@ -99,11 +99,15 @@ class Port:
     egress: bool  # may be redirected to (a bridge: routed into)
     features: Features | None  # None: no TNA program on this interface
     bridge: bool = False  # a bridge device: never a redirect target itself
+    accept_redirects: bool = False  # the kernel may hold redirect exceptions for routes out of it
+    redirects_unwatched: bool = False  # redirects may arrive where no TNA program sees them
 
     @property
     def flags(self) -> int:
         f = self.features
         return ((abi.TNA_IF_EGRESS if self.egress else 0)
+                | (abi.TNA_IF_ACCEPT_REDIRECTS if self.accept_redirects else 0)
+                | (abi.TNA_IF_REDIRECTS_UNWATCHED if self.redirects_unwatched else 0)
                 | (0 if f and f.ipv4_router else abi.TNA_IF_NO_IPV4)
                 | (0 if f and f.ipv6_router else abi.TNA_IF_NO_IPV6)
                 | (0 if f and f.bridge_ipv4 else abi.TNA_IF_NO_BRIDGE_IPV4)
@@ -267,6 +271,8 @@ def open_map(name: str) -> libbpf.Map:
         return libbpf.Map(fd, 4, 1)
     if name == "tna_config":
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaConfig))
+    if name == "tna_redirects":
+        return libbpf.Map(fd, 4, 8)
     return libbpf.Map(fd, 4, 4)
 
 
@@ -290,7 +296,8 @@ def _mac_bytes(mac: str) -> bytes:
 # Permissions as flags: EGRESS grants, NO_* withhold; BRIDGE ("not a redirect target") withholds.
 _GRANTS = abi.TNA_IF_EGRESS
 _WITHHOLDS = (abi.TNA_IF_NO_IPV4 | abi.TNA_IF_NO_IPV6 | abi.TNA_IF_NO_BRIDGE_IPV4
-              | abi.TNA_IF_NO_BRIDGE_IPV6 | abi.TNA_IF_BRIDGE)
+              | abi.TNA_IF_NO_BRIDGE_IPV6 | abi.TNA_IF_BRIDGE | abi.TNA_IF_ACCEPT_REDIRECTS
+              | abi.TNA_IF_REDIRECTS_UNWATCHED)
 _NOTHING = _WITHHOLDS  # no egress, no family: the most restrictive entry
 
 
@@ -341,6 +348,27 @@ class _Maps:
     def close(self) -> None:
         for m in (self.ifaces, self.tx, self.stats):
             m.close()
+
+
+def _sync_redirects(clear: bool) -> None:
+    """Keep tna_redirects honest about redirect exceptions in the kernel's route cache.
+
+    With exceptions present the pair is made to differ (gateway routes go to Linux); with none,
+    and no redirect seen meanwhile, it is made equal again. Only [1] is written here: [0]
+    belongs to the data path, which counts redirects as they arrive.
+    """
+    m = open_map("tna_redirects")
+    try:
+        def read(key: int) -> int:
+            return int(struct.unpack("=Q", (m.lookup(_u32(key)) or bytes(8))[:8])[0])
+        seen = read(0)
+        exceptions = routecache.redirect_exceptions()
+        if exceptions and read(1) == seen:
+            m.update(_u32(1), struct.pack("=Q", (seen - 1) % (1 << 64)))
+        elif not exceptions and clear and read(0) == seen and read(1) != seen:
+            m.update(_u32(1), struct.pack("=Q", seen))
+    finally:
+        m.close()
 
 
 class _NamespaceMaps:
@@ -521,13 +549,18 @@ class Datapath:
         changes = Changes()
         maps = _Maps()
         ns = _NamespaceMaps()
+        redirects = any(p.accept_redirects for p in ports)
         try:
             self._restrict(maps, wanted, changes)
             ns.restrict(namespace or Namespace())
+            if redirects:
+                _sync_redirects(clear=False)
             changes.safe_at = time.monotonic()
             self._swap_programs(wanted, changes)
             self._relax(maps, wanted, changes)
             ns.relax(namespace or Namespace())
+            if redirects:
+                _sync_redirects(clear=True)
         finally:
             maps.close()
             ns.close()
