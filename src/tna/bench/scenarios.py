@@ -228,8 +228,10 @@ class Scenario:
         ingress = self.plan.interface(self.ingress_if)
         egress = self.plan.interface(self.egress_if)
         feats = ingress.features
-        fam_on = feats is not None and (feats.ipv4_router if self.family == 4
-                                        else feats.ipv6_router)
+        fam_on = feats is not None and (
+            (feats.ipv4_router or (feats.bridge_port and bool(feats.bridge_ipv4)))
+            if self.family == 4 else
+            (feats.ipv6_router or (feats.bridge_port and bool(feats.bridge_ipv6))))
         if fam_on and egress.egress:
             return True, ""
         out_of = f"routed out of {self.egress_if}"
@@ -245,8 +247,8 @@ class Scenario:
             ifindex = ifindex_of(self.ingress_if)
             row = loader.read_counters().get(ifindex, {})
         reasons = {n: c.packets for n, c in row.items()
-                   if n not in ("forwarded", "transmitted") and c.packets}
-        fwd = row["forwarded"].packets if "forwarded" in row else 0
+                   if n not in ("forwarded", "bridged", "transmitted") and c.packets}
+        fwd = sum(row[n].packets for n in ("forwarded", "bridged") if n in row)
         return FastPath(fwd, sum(reasons.values()), reasons)
 
     # ---- teardown --------------------------------------------------------------------------
@@ -365,8 +367,7 @@ class Bridge(Scenario):
     """h1, h2, h3 on the three ports of br0 in b; h1 sends to h2 (static FDB entry)."""
 
     name, title = "bridge", "Linux bridge, 3 ports"
-    modes = (NULL, LINUX, LINUX_NO_BRNF, SOL)
-    tna_na = "n/a (bridge fast path not implemented)"
+    modes = (NULL, LINUX, LINUX_NO_BRNF, TNA, SOL)
     sol_l2 = sol_l3 = False  # a bridge forwards frames unchanged
     fdb_entries = 0
 
@@ -415,8 +416,7 @@ class BridgeRouting(Scenario):
     """h1 on br1, h2 on br2 (a spare port each), r routes between br1 and br2."""
 
     name, title = "bridge-routing", "routing between two bridges"
-    modes = (NULL, LINUX, LINUX_NO_BRNF, SOL)
-    tna_na = "n/a (bridge fast path not implemented)"
+    modes = (NULL, LINUX, LINUX_NO_BRNF, TNA, SOL)
 
     def _build(self) -> None:
         bed = self.bed
