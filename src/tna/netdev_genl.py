@@ -25,7 +25,8 @@ NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
-NLA_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
+NLA_TYPE_MASK = 0x3FFF
+SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
 GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3
@@ -75,13 +76,16 @@ def parse_attrs(data: bytes) -> dict[int, bytes]:
     return out
 
 
-def dump(protocol: int, msg_type: int, payload: bytes, flags: int = NLM_F_DUMP
-         ) -> Iterator[tuple[int, bytes]]:
+def dump(protocol: int, msg_type: int, payload: bytes, flags: int = NLM_F_DUMP,
+         strict: bool = False) -> Iterator[tuple[int, bytes]]:
     """Send one request and yield ``(type, payload)`` of every reply until it is done.
 
     The socket is opened here, so it belongs to the calling thread's network namespace.
+    ``strict`` asks for strict checking, under which the kernel honours dump filters.
     """
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol) as sock:
+        if strict:
+            sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         sock.bind((0, 0))
         seq = 1
         sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type,

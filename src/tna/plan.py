@@ -207,8 +207,9 @@ def _plan_interface(snap: Snapshot, link: Link, family_blocks: dict[int, list[Sl
                          egress_block is None, tuple(slow))
 
 
-def _ingress_guard(snap: Snapshot, link: Link) -> SlowPath | None:
-    """Why no TNA program may run on ``link``, or None."""
+def _ingress_guard(snap: Snapshot, link: Link, bridge_port: bool = False) -> SlowPath | None:
+    """Why no TNA program may run on ``link``, or None; ``bridge_port``: a port of a bridge
+    TNA accelerates, where being enslaved is the point, not a reason."""
     everything = f"all traffic received on {link.ifname}"
     if link.xdp and not link.xdp.ours:
         return SlowPath(everything, "foreign_xdp",
@@ -217,7 +218,7 @@ def _ingress_guard(snap: Snapshot, link: Link) -> SlowPath | None:
     if link.kind not in XDP_KINDS:
         return SlowPath(everything, "unsupported_kind",
                         f"{link.kind} devices are not accelerated")
-    if link.master is not None:
+    if link.master is not None and not bridge_port:
         master = snap.link(link.master)
         return SlowPath(everything, "enslaved",
                         f"port of {master.ifname if master else link.master} "
@@ -480,7 +481,7 @@ def _plan_bridge_port(snap: Snapshot, link: Link, br: _Bridge, bridge_egress: bo
     slow: list[SlowPath] = []
     features: Features | None = None
     bp = bridge_port_plan(link, br.link)
-    block = _port_ingress_guard(snap, link)
+    block = _ingress_guard(snap, link, bridge_port=True)
     if block:
         slow.append(block)
     elif br.blocks:
@@ -515,22 +516,3 @@ def _plan_bridge_port(snap: Snapshot, link: Link, br: _Bridge, bridge_egress: bo
         slow.append(egress_block)
     return InterfacePlan(link.ifindex, link.ifname, link.address, features,
                          egress_block is None, tuple(slow), bridge_port=bp)
-
-
-def _port_ingress_guard(snap: Snapshot, link: Link) -> SlowPath | None:
-    """The interface guards of :func:`_ingress_guard` that apply to a bridge port."""
-    everything = f"all traffic received on {link.ifname}"
-    if link.xdp and not link.xdp.ours:
-        return SlowPath(everything, "foreign_xdp",
-                        f"XDP program {link.xdp.prog_id} of another owner is attached; "
-                        "TNA leaves the interface alone")
-    if link.kind not in XDP_KINDS:
-        return SlowPath(everything, "unsupported_kind",
-                        f"{link.kind} devices are not accelerated")
-    if link.tc_ingress:
-        return SlowPath(everything, "tc_ingress", "tc ingress filters run after XDP")
-    chain = _netdev_chain(snap, link, "ingress")
-    if chain:
-        return SlowPath(everything, "netfilter_ingress",
-                        f"netfilter {chain.family} {chain.table} {chain.name} hooks ingress")
-    return None
