@@ -22,6 +22,7 @@ the shared maps ``tna_ifaces``, ``tna_tx``, ``tna_stats`` and pinned links ``lin
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -652,6 +653,8 @@ class Datapath:
         for ifindex in self.ifindexes():
             self._detach(ifindex)
         shutil.rmtree(pin_dir(), ignore_errors=True)
+        with contextlib.suppress(OSError):  # the last namespace gone: leave bpffs as found
+            os.rmdir(os.path.dirname(pin_dir()))
 
 
 # ---- module-level operations for the CLI -----------------------------------------------------
