@@ -278,6 +278,11 @@ def _egress_guard(snap: Snapshot, link: Link) -> SlowPath | None:
                "would be dropped silently" if link.kind == "veth"
                else "driver does not accept XDP frames (no ndo_xdp_xmit)")
         return SlowPath(routed_out, "no_xdp_xmit", why)
+    return _egress_hooks_guard(snap, link, routed_out)
+
+
+def _egress_hooks_guard(snap: Snapshot, link: Link, routed_out: str) -> SlowPath | None:
+    """What an XDP redirect would bypass on the way out: a qdisc, tc or netfilter egress."""
     if link.qdisc and not link.qdisc.default:
         return SlowPath(routed_out, "qdisc",
                         f"root qdisc {link.qdisc.kind} would be bypassed by XDP redirect")
@@ -460,15 +465,9 @@ def _bridge_out_guard(snap: Snapshot, br: Link) -> SlowPath | None:
     routed_out = f"traffic routed out of {br.ifname}"
     if not br.up:
         return SlowPath(routed_out, "link_down", "bridge is down")
-    if br.qdisc and not br.qdisc.default:
-        return SlowPath(routed_out, "qdisc",
-                        f"root qdisc {br.qdisc.kind} would be bypassed by XDP redirect")
-    if br.tc_egress:
-        return SlowPath(routed_out, "tc_egress", "tc egress filters would be bypassed")
-    chain = _netdev_chain(snap, br, "egress")
-    if chain:
-        return SlowPath(routed_out, "netfilter_egress",
-                        f"netfilter {chain.family} {chain.table} {chain.name} hooks egress")
+    block = _egress_hooks_guard(snap, br, routed_out)
+    if block:
+        return block
     for c in _bridge_chains(snap, BRIDGE_OUT_HOOKS):
         return SlowPath(routed_out, "netfilter_bridge",
                         f"{_chain_text(c)} could act on frames the bridge sends")

@@ -312,3 +312,18 @@ class BridgeTopology:
             if words and words[0] == self.mac[host] and "permanent" not in words:
                 return words[words.index("dev") + 1]
         return None
+
+
+def run_tna(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``tna --netns NS ARGS`` as a user would run it; with ``check``, fail on an error."""
+    proc = subprocess.run([sys.executable, "-m", "tna", "--netns", ns, *args],
+                          capture_output=True, text=True, timeout=60, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"tna {' '.join(args)} failed: {proc.stderr}")
+    return proc
+
+
+def tna_stats(ns: str) -> dict[str, Any]:
+    """``tna stats --json`` of namespace ``ns``."""
+    result: dict[str, Any] = json.loads(run_tna(ns, "stats", "--json").stdout)
+    return result

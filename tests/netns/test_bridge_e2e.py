@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,18 +21,8 @@ from tna import abi, introspect, netns, traffic
 from tna.datapath import fdb, loader
 from tna.model import FdbEntry
 from tna.testbed import BridgeTopology, Testbed, wait_for
-
-
-def tna(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "tna", "--netns", ns, *args],
-                          capture_output=True, text=True, timeout=60, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"tna {' '.join(args)} failed: {proc.stderr}")
-    return proc
-
-
-def stats(ns: str) -> dict[str, Any]:
-    return json.loads(tna(ns, "stats", "--json").stdout)
+from tna.testbed import run_tna as tna
+from tna.testbed import tna_stats as stats
 
 
 def port_stats(t: BridgeTopology, port: str) -> dict[str, Any]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,18 +16,8 @@ import pytest
 
 from tna import netns, traffic
 from tna.testbed import RouterTopology, Testbed, wait_for
-
-
-def tna(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "tna", "--netns", ns, *args],
-                          capture_output=True, text=True, timeout=60, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"tna {' '.join(args)} failed: {proc.stderr}")
-    return proc
-
-
-def stats(ns: str) -> dict[str, Any]:
-    return json.loads(tna(ns, "stats", "--json").stdout)
+from tna.testbed import run_tna as tna
+from tna.testbed import tna_stats as stats
 
 
 def iface_stats(ns: str, ifname: str) -> dict[str, Any]:

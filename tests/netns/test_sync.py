@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -13,12 +12,11 @@ import pytest
 
 from tna import traffic
 from tna.testbed import DaemonProcess as DaemonProc
-from tna.testbed import RouterTopology, Testbed, wait_for
+from tna.testbed import RouterTopology, Testbed, run_tna, wait_for
 
 
 def tna(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tna", "--netns", ns, *args],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return run_tna(ns, *args, check=False)
 
 
 def forwarded(ns: str, ifname: str = "r1") -> int:

@@ -235,9 +235,6 @@ class Program:
                 fd = libbpf.check(libbpf.lib().bpf_map__fd(self._map(name)), f"{name} fd")
                 libbpf.obj_pin(fd, os.path.join(pin_dir(), name))
 
-    def map_fd(self, name: str) -> int:
-        return libbpf.check(libbpf.lib().bpf_map__fd(self._map(name)), f"{name} fd")
-
     def close(self) -> None:
         if self.obj:
             libbpf.lib().bpf_object__close(self.obj)
