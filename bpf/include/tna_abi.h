@@ -57,7 +57,11 @@ enum tna_code {
 	TNA_PUNT_TAGGED = 36,		/* bridge: 802.1Q / 802.1ad tagged frame */
 	TNA_PUNT_TOO_BIG = 37,		/* bridge: frame larger than the egress port's MTU */
 	TNA_PUNT_REDIRECTED = 38,	/* via a gateway whose route an ICMP redirect may change */
-	TNA_NR_CODES_USED = 39,
+	TNA_FW_DROPPED = 39,		/* firewall: a forward-hook rule (or policy) dropped it */
+	TNA_PUNT_FIREWALL = 40,		/* firewall: a rule the fast path does not model may match */
+	TNA_PUNT_CT = 41,		/* conntrack: not an established, assured flow it may refresh */
+	TNA_PUNT_CT_PROTO = 42,		/* conntrack: only UDP flows are fast (TCP windows, ICMP) */
+	TNA_NR_CODES_USED = 43,
 };
 
 /* One row of the tna_stats per-CPU array: index = slot * TNA_NR_CODES + code. */
@@ -136,6 +140,8 @@ struct tna_brport {
 struct tna_config {
 	__u32 route_mtu_v4;	/* 0: no IPv4 route has an MTU metric */
 	__u32 route_mtu_v6;
+	__u32 fw_gen;		/* firewall tables in use: generation 0 or 1 (see tna_fw_table) */
+	__u32 pad;
 };
 
 /* Load-time features of one program; lives in .rodata so the verifier prunes what is off. */
@@ -149,6 +155,84 @@ struct tna_features {
 				 * header checks br_netfilter makes (bridge-nf-call-iptables) */
 	__u8 bridge_ipv6;	/* the same for IPv6 (bridge-nf-call-ip6tables) */
 	__u8 bridge_egress;	/* the FIB may name a bridge: resolve its port through tna_fdb */
+	__u8 firewall_ipv4;	/* routed IPv4 passes the forward-hook classifier (tna_fw_*) */
+	__u8 firewall_ipv6;
+};
+
+/*
+ * The forward-hook firewall: a bit-vector classifier (tna.firewall.tables). Its maps exist in
+ * two generations; userspace fills the one not in use and then flips tna_config.fw_gen, so a
+ * packet never sees half a ruleset. Table t = generation * 2 + (0 IPv4, 1 IPv6).
+ */
+#define TNA_FW_WORDS 32			/* 64-rule words: at most 2048 flattened rules */
+#define TNA_FW_MAX_RULES (TNA_FW_WORDS * 64)
+#define TNA_FW_MAX_CLASSES 4096		/* distinct bit vectors per table */
+#define TNA_FW_MAX_STEPS 32		/* matched rules followed before giving up (punt) */
+#define TNA_FW_TABLES 4
+
+/* Fields, in tna.firewall.tables.FIELDS order: bit i of tna_fw_table.used. */
+enum tna_fw_field {
+	TNA_FW_IIF = 0,
+	TNA_FW_OIF = 1,
+	TNA_FW_SADDR = 2,
+	TNA_FW_DADDR = 3,
+	TNA_FW_L4PROTO = 4,
+	TNA_FW_SPORT = 5,
+	TNA_FW_DPORT = 6,
+	TNA_FW_TCPFLAGS = 7,
+	TNA_FW_ICMPTYPE = 8,
+	TNA_FW_NR_FIELDS = 9,
+};
+
+enum tna_fw_verdict {
+	TNA_FW_ACCEPT = 1,	/* passes the forward hook */
+	TNA_FW_DROP = 2,
+	TNA_FW_PUNT = 3,	/* a rule the fast path cannot evaluate could match: Linux decides */
+	TNA_FW_SKIP = 4,	/* not final: continue at rule ``target`` */
+};
+
+/* tna_fw_tables[t]: the header of one table. */
+struct tna_fw_table {
+	__u32 nrules;		/* 0: no classifier for this table: punt */
+	__u32 nwords;
+	__u32 used;		/* fields some rule constrains (1 << enum tna_fw_field) */
+	__u32 stateful;		/* conntrack active: only established UDP flows are fast */
+	__u32 ct_timeout_ms;	/* net.netfilter.nf_conntrack_udp_timeout_stream, in ms */
+	__u32 iif_default;	/* class of an input interface no rule names */
+	__u32 oif_default;
+	__u32 ct_unreplied_ms;	/* net.netfilter.nf_conntrack_udp_timeout: replied, not a stream */
+};
+
+/* tna_fw_ifs key: tag = t * 2 + (0 iif, 1 oif); value: class. */
+struct tna_fw_if_key {
+	__u32 tag;
+	__u32 ifindex;
+};
+
+/* tna_fw_rules[t * TNA_FW_MAX_RULES + i] */
+struct tna_fw_rule {
+	__u8 verdict;		/* enum tna_fw_verdict */
+	__u8 counted;		/* count fast-path packets under tna_fw_counters[same index] */
+	__u16 pad;
+	__u32 target;		/* TNA_FW_SKIP: next rule to consider */
+};
+
+/* tna_fw_classes[t * TNA_FW_MAX_CLASSES + class]: bit i set when rule i accepts the value. */
+struct tna_fw_bits {
+	__u64 w[TNA_FW_WORDS];
+};
+
+/* tna_fw_v4 (LPM): tag = t * 2 + (0 saddr, 1 daddr); prefixlen counts the tag's 32 bits. */
+struct tna_fw_v4_key {
+	__u32 prefixlen;
+	__u32 tag;
+	__u8 addr[4];
+};
+
+struct tna_fw_v6_key {
+	__u32 prefixlen;
+	__u32 tag;
+	__u8 addr[16];
 };
 
 #endif /* TNA_ABI_H */

@@ -5,6 +5,7 @@
 
 #include "fib.h"
 #include "l4csum.h"
+#include "firewall.h"
 
 extern const volatile struct tna_features tna_features;
 
@@ -151,6 +152,15 @@ static __always_inline int ipv4_forward(struct xdp_md *ctx, const struct tna_ifa
 		    !l4_csum_complete(ctx, sizeof(struct ethhdr) + sizeof(*iph), l4_len,
 				      pseudo_v4(iph, l4_len)))
 			return punt(ctx, in->slot, TNA_PUNT_L4_CSUM);
+	}
+	if (tna_features.firewall_ipv4) {
+		why = fw_hook(ctx, 0, ingress, fib.ifindex);
+		if (why == TNA_FW_DROPPED) {
+			count(in->slot, TNA_FW_DROPPED, wire_len);
+			return XDP_DROP;
+		}
+		if (why)
+			return punt(ctx, in->slot, why);
 	}
 
 	if (trim_to(ctx, wire_len))

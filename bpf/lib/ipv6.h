@@ -109,6 +109,15 @@ static __always_inline int ipv6_forward(struct xdp_md *ctx, const struct tna_ifa
 				      pseudo_v6(ip6h, l4_len)))
 			return punt(ctx, in->slot, TNA_PUNT_L4_CSUM);
 	}
+	if (tna_features.firewall_ipv6) {
+		why = fw_hook(ctx, 1, ingress, fib.ifindex);
+		if (why == TNA_FW_DROPPED) {
+			count(in->slot, TNA_FW_DROPPED, wire_len);
+			return XDP_DROP;
+		}
+		if (why)
+			return punt(ctx, in->slot, why);
+	}
 
 	/* fib.tot_len now holds the egress MTU (it shares a union with mtu_result) */
 	if (trim_to(ctx, wire_len))

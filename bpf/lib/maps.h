@@ -82,4 +82,75 @@ struct {
 	__type(value, __u64);
 } tna_redirects SEC(".maps");
 
+/* ---- the forward-hook firewall (lib/firewall.h; layouts in tna_abi.h) ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TNA_FW_TABLES);
+	__type(key, __u32);
+	__type(value, struct tna_fw_table);
+} tna_fw_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TNA_FW_TABLES * TNA_FW_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct tna_fw_rule);
+} tna_fw_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TNA_FW_TABLES * TNA_FW_MAX_CLASSES);
+	__type(key, __u32);
+	__type(value, struct tna_fw_bits);
+} tna_fw_classes SEC(".maps");
+
+/* Interfaces some rule names -> class; the others have the table's iif/oif_default. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TNA_FW_TABLES * 2 * TNA_MAX_IFACES);
+	__type(key, struct tna_fw_if_key);
+	__type(value, __u32);
+} tna_fw_ifs SEC(".maps");
+
+/* [(t * 3 + (0 l4proto, 1 tcpflags, 2 icmptype)) * 256 + value] -> class */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TNA_FW_TABLES * 3 * 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} tna_fw_small SEC(".maps");
+
+/* [(t * 2 + (0 sport, 1 dport)) * 65536 + port] -> class */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TNA_FW_TABLES * 2 * 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} tna_fw_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tna_fw_v4_key);
+	__type(value, __u32);
+} tna_fw_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tna_fw_v6_key);
+	__type(value, __u32);
+} tna_fw_v6 SEC(".maps");
+
+/* Packets and bytes the fast path accepted or dropped per rule: [t * TNA_FW_MAX_RULES + i]. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TNA_FW_TABLES * TNA_FW_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct tna_counter);
+} tna_fw_counters SEC(".maps");
+
 #endif

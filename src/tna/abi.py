@@ -53,7 +53,8 @@ class TnaFeatures(ctypes.Structure):
     _fields_ = [("ipv4_router", ctypes.c_uint8), ("ipv6_router", ctypes.c_uint8),
                 ("ipv4_rp_filter", ctypes.c_uint8), ("verify_l4_csum", ctypes.c_uint8),
                 ("bridge_port", ctypes.c_uint8), ("bridge_ipv4", ctypes.c_uint8),
-                ("bridge_ipv6", ctypes.c_uint8), ("bridge_egress", ctypes.c_uint8)]
+                ("bridge_ipv6", ctypes.c_uint8), ("bridge_egress", ctypes.c_uint8),
+                ("firewall_ipv4", ctypes.c_uint8), ("firewall_ipv6", ctypes.c_uint8)]
 
 
 class TnaFdbKey(ctypes.Structure):
@@ -67,7 +68,20 @@ class TnaFdbEntry(ctypes.Structure):
 
 
 class TnaConfig(ctypes.Structure):
-    _fields_ = [("route_mtu_v4", ctypes.c_uint32), ("route_mtu_v6", ctypes.c_uint32)]
+    _fields_ = [("route_mtu_v4", ctypes.c_uint32), ("route_mtu_v6", ctypes.c_uint32),
+                ("fw_gen", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class TnaFwTable(ctypes.Structure):
+    _fields_ = [("nrules", ctypes.c_uint32), ("nwords", ctypes.c_uint32),
+                ("used", ctypes.c_uint32), ("stateful", ctypes.c_uint32),
+                ("ct_timeout_ms", ctypes.c_uint32), ("iif_default", ctypes.c_uint32),
+                ("oif_default", ctypes.c_uint32), ("ct_unreplied_ms", ctypes.c_uint32)]
+
+
+class TnaFwRule(ctypes.Structure):
+    _fields_ = [("verdict", ctypes.c_uint8), ("counted", ctypes.c_uint8),
+                ("pad", ctypes.c_uint16), ("target", ctypes.c_uint32)]
 
 
 class TnaBrport(ctypes.Structure):
@@ -114,8 +128,8 @@ def code(name: str) -> int:
     return next(c for c, n in codes().items() if n == name)
 
 
-FORWARDED, TRANSMITTED, BRIDGED = 0, 1, 28
-VERDICTS = (FORWARDED, TRANSMITTED, BRIDGED)  # codes that count work done, not punts
+FORWARDED, TRANSMITTED, BRIDGED, FW_DROPPED = 0, 1, 28, 39
+VERDICTS = (FORWARDED, TRANSMITTED, BRIDGED, FW_DROPPED)  # codes that count work done
 
 
 def punt_reasons() -> dict[int, str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tna import abi, introspect, netns, sync
 from tna.datapath import fdb, loader
+from tna.datapath import firewall as fw_datapath
 from tna.datapath.libbpf import LibbpfError
 from tna.model import Snapshot
 from tna.netfilter import NetfilterError
@@ -216,12 +217,14 @@ def status_rows() -> list[dict[str, Any]]:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     stats = collect_stats()
+    stats["firewall_rules"] = firewall_rule_stats(args)
     if args.json:
         _print_json(stats)
         return 0
     print(f"forwarded (routed) {stats['forwarded_packets']} packets "
           f"({stats['forwarded_bytes']} bytes), bridged {stats['bridged_packets']} packets "
-          f"({stats['bridged_bytes']} bytes), punted {stats['punted_packets']} to Linux")
+          f"({stats['bridged_bytes']} bytes), dropped by forward-hook rules "
+          f"{stats['dropped_packets']}, punted {stats['punted_packets']} to Linux")
     for ifname, s in stats["interfaces"].items():
         if s["ifindex"] == 0 and not s["punted_packets"]:
             continue
@@ -229,7 +232,35 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"  {ifname:<12} forwarded {s['forwarded_packets']:>10}  bridged "
               f"{s['bridged_packets']:>10}  transmitted {s['transmitted_packets']:>10}  "
               f"punted {s['punted_packets']:>8}" + (f"  ({reasons})" if reasons else ""))
+    for r in stats["firewall_rules"]:
+        print(f"  rule {r['rule']}: {r['packets']} packets ({r['bytes']} bytes) "
+              f"{r.get('stale', 'accepted or dropped by the fast path')}")
     return 0
+
+
+def firewall_rule_stats(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per netfilter rule: what the fast path accepted or dropped under it.  The loaded tables
+    are compared with a fresh compilation of the live ruleset, so counts are only attributed
+    to rules when the two agree (after a ruleset change without ``tna apply``, they do not)."""
+    try:
+        plan = make_plan(_snapshot(args))
+    except NetfilterError:
+        return []
+    out: list[dict[str, Any]] = []
+    for family, ft in enumerate(plan.namespace.firewall):
+        if ft is None:
+            continue
+        loaded, counts = loader.firewall_state(family)
+        if loaded != [(r.verdict, int(r.counter >= 0), r.target) for r in ft.rules]:
+            out.append({"rule": f"{('ipv4', 'ipv6')[family]} forward hook", "packets": 0,
+                        "bytes": 0, "stale": "loaded tables differ from the ruleset: "
+                        "run tna apply"})
+            continue
+        for ref, (packets, nbytes) in fw_datapath.rule_counters(ft, counts).items():
+            out.append({"rule": str(ref), "family": ref.family, "table": ref.table,
+                        "chain": ref.chain, "handle": ref.handle, "packets": packets,
+                        "bytes": nbytes})
+    return out
 
 
 def collect_stats() -> dict[str, Any]:
@@ -237,7 +268,7 @@ def collect_stats() -> dict[str, Any]:
     interfaces: dict[str, Any] = {}
     for ifindex, counters in sorted(loader.read_counters().items()):
         reasons = {n: c.packets for n, c in counters.items()
-                   if n not in ("forwarded", "transmitted", "bridged")}
+                   if n not in ("forwarded", "transmitted", "bridged", "fw_dropped")}
         interfaces[_ifname(ifindex)] = {
             "ifindex": ifindex,
             "forwarded_packets": counters["forwarded"].packets,  # routed
@@ -245,6 +276,7 @@ def collect_stats() -> dict[str, Any]:
             "bridged_packets": counters["bridged"].packets,  # switched by a bridge port
             "bridged_bytes": counters["bridged"].bytes,
             "transmitted_packets": counters["transmitted"].packets,
+            "dropped_packets": counters["fw_dropped"].packets,  # by forward-hook rules
             "punted_packets": sum(reasons.values()),
             "punt_reasons": reasons,
         }
@@ -257,6 +289,7 @@ def collect_stats() -> dict[str, Any]:
         "forwarded_bytes": sum(s["forwarded_bytes"] for s in interfaces.values()),
         "bridged_packets": sum(s["bridged_packets"] for s in interfaces.values()),
         "bridged_bytes": sum(s["bridged_bytes"] for s in interfaces.values()),
+        "dropped_packets": sum(s["dropped_packets"] for s in interfaces.values()),
         "punted_packets": sum(totals.values()),
         "punt_reasons": totals,
         "interfaces": interfaces,

@@ -43,6 +43,7 @@ from tna.model import (
     Link,
     Neighbour,
     NetfilterChain,
+    NetfilterSet,
     Qdisc,
     Route,
     Rule,
@@ -83,13 +84,14 @@ XDP_MODES: dict[Any, str] = {
 
 def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
              netfilter_chains: tuple[NetfilterChain, ...] | None = None,
+             netfilter_sets: tuple[NetfilterSet, ...] | None = None,
              xfrm: tuple[XfrmPolicy, ...] | None = None, plan_only: bool = False) -> Snapshot:
     """Everything the planner needs, read from the current thread's network namespace.
 
     ``our_prog_ids`` are the ids of the XDP programs TNA attached, to tell them from others'.
-    ``netfilter_chains`` and ``xfrm``, when given, are used instead of reading them again: the
-    daemon re-reads them only when their own notifications say they changed (they cost a
-    subprocess each). ``plan_only`` leaves out what the planner does not read
+    ``netfilter_chains`` (with ``netfilter_sets``) and ``xfrm``, when given, are used instead of
+    reading them again: the daemon re-reads them only when their own notifications say they
+    changed (they cost a subprocess each). ``plan_only`` leaves out what the planner does not read
     (IPv6 addresses but bridges', neighbours, the FDB: the fast path asks the kernel for those
     per packet, the FDB mirror follows its own notifications).
     Raises :class:`tna.netfilter.NetfilterError` when the ruleset cannot be read: a snapshot
@@ -115,6 +117,8 @@ def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
             _neighbour(msg) for fam in (AF_INET, AF_INET6)
             for msg in ip.get_neighbours(family=fam))
     links = with_bridge_details(links)
+    if netfilter_chains is None:
+        netfilter_chains, netfilter_sets = netfilter.ruleset()
     return Snapshot(
         netns=netns,
         kernel=os.uname().release,
@@ -124,7 +128,8 @@ def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
         rules=rules(),
         neighbours=neighbours,
         sysctls=sysctls(lk.ifname for lk in links),
-        netfilter=netfilter.chains() if netfilter_chains is None else netfilter_chains,
+        netfilter=netfilter_chains,
+        netfilter_sets=netfilter_sets or (),
         xfrm_policies=xfrm_policies() if xfrm is None else xfrm,
         fdb=fdb() if not plan_only and any(lk.bridge for lk in links) else (),
     )
@@ -481,6 +486,10 @@ def sysctls(ifnames: Iterable[str]) -> Sysctls:
         bridge_nf_call_iptables=bool(_read_int("bridge/bridge-nf-call-iptables")),
         bridge_nf_call_ip6tables=bool(_read_int("bridge/bridge-nf-call-ip6tables")),
         bridge_nf_call_arptables=bool(_read_int("bridge/bridge-nf-call-arptables")),
+        conntrack_udp_timeout_stream=_read_int("netfilter/nf_conntrack_udp_timeout_stream")
+        or 120,
+        conntrack_udp_timeout=_read_int("netfilter/nf_conntrack_udp_timeout") or 30,
+        conntrack_acct=bool(_read_int("netfilter/nf_conntrack_acct")),
     )
 
 

@@ -208,6 +208,11 @@ class Sysctls:
     bridge_nf_call_iptables: bool = False
     bridge_nf_call_ip6tables: bool = False
     bridge_nf_call_arptables: bool = False
+    # conntrack (net.netfilter.*): the timeout the fast path refreshes established UDP flows
+    # to, and per-flow accounting, whose counters it could not keep
+    conntrack_udp_timeout_stream: int = 120
+    conntrack_udp_timeout: int = 30
+    conntrack_acct: bool = False
 
 
 @dataclass(frozen=True)
@@ -223,6 +228,11 @@ class NetfilterChain:
     policy: str | None = None  # "accept"/"drop" for base chains
     devices: tuple[str, ...] = ()  # netdev-family chains
     rules: tuple[str, ...] = ()  # one text per rule, for explanations
+    type: str | None = None  # base chains: "filter", "nat" or "route"
+    # nftables: per rule, its expressions as compact JSON (``nft -j``) and its handle, in the
+    # order of ``rules``; iptables-legacy rules are their ``-A`` lines in ``rules``.
+    exprs: tuple[str, ...] = ()
+    handles: tuple[int | None, ...] = ()
 
     @property
     def is_base(self) -> bool:
@@ -232,6 +242,19 @@ class NetfilterChain:
     def has_effect(self) -> bool:
         """A base chain with no rule and an accept policy cannot change a packet's fate."""
         return bool(self.rules) or (self.policy or "accept") != "accept"
+
+
+@dataclass(frozen=True)
+class NetfilterSet:
+    """A named nftables set (``set`` object of ``nft -j list ruleset``)."""
+
+    family: str
+    table: str
+    name: str
+    type: str  # key type, e.g. "ipv4_addr"; concatenations joined with " . "
+    flags: tuple[str, ...] = ()  # "interval", "constant", "dynamic", "timeout", ...
+    elements: tuple[str, ...] = ()  # one compact JSON value per element, as nft lists it
+    timeout: bool = False  # a default timeout: elements expire on their own
 
 
 @dataclass(frozen=True)
@@ -254,6 +277,7 @@ class Snapshot:
     neighbours: tuple[Neighbour, ...] = ()
     sysctls: Sysctls = field(default_factory=lambda: Sysctls(False, False))
     netfilter: tuple[NetfilterChain, ...] = ()
+    netfilter_sets: tuple[NetfilterSet, ...] = ()  # nftables named sets, for rules that use them
     xfrm_policies: tuple[XfrmPolicy, ...] = ()
     fdb: tuple[FdbEntry, ...] = ()  # every bridge's forwarding database
 

@@ -1,4 +1,5 @@
-"""The netfilter ruleset of the current namespace, as :class:`NetfilterChain` records.
+"""The netfilter ruleset of the current namespace, as :class:`NetfilterChain` records (and
+nftables' named sets as :class:`NetfilterSet` records, for the firewall compiler).
 
 Role in the flow: part of kernel → ``Snapshot``.  XDP runs before netfilter, so the planner
 must know every chain that could change a forwarded packet's fate.  nftables is read through
@@ -21,7 +22,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from tna.model import NetfilterChain
+from tna.model import NetfilterChain, NetfilterSet
 
 # /proc/net is the *process'* namespace; thread-self follows the thread that entered one.
 PROC_NET = "/proc/thread-self/net"
@@ -58,16 +59,23 @@ def _run(argv: list[str]) -> str:
 
 def chains() -> tuple[NetfilterChain, ...]:
     """Every chain of nftables and of iptables-legacy; raises :class:`NetfilterError`."""
+    return ruleset()[0]
+
+
+def ruleset() -> tuple[tuple[NetfilterChain, ...], tuple[NetfilterSet, ...]]:
+    """Every chain of nftables and of iptables-legacy, and nftables' named sets, read at
+    once (one listing); raises :class:`NetfilterError`."""
     # stateless: counter values left out, so rule texts do not change with traffic
     text = _nft("list ruleset", json_output=True)
-    found = parse_nft_json(text)
+    found, sets = parse_nft_json(text), parse_nft_sets(text)
     if any(_needs_devices(c) for c in found) or '"flags"' in text:
         # nft 1.0.6 omits "dev" from listed chains and prints the table's name instead of
         # its flags in JSON; the plain-text listing has both right.
         devices, dormant = parse_nft_text(_nft("list ruleset", json_output=False))
         found = tuple(_with_devices(c, devices) for c in found
                       if (c.family, c.table) not in dormant)
-    return found + legacy_chains()
+        sets = tuple(s for s in sets if (s.family, s.table) not in dormant)
+    return found + legacy_chains(), sets
 
 
 # libnftables output flags (nftables/libnftables.h)
@@ -162,35 +170,66 @@ def rule_text(rule: dict[str, Any]) -> str:
     return text
 
 
-def parse_nft_json(text: str) -> tuple[NetfilterChain, ...]:
-    """Parse ``nft -j list ruleset``.  Chains of dormant tables are left out: they do nothing.
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
-    Chains keep the order nft lists them in, rules the order they run in.
-    """
+
+def _nft_objects(text: str) -> list[dict[str, Any]]:
+    """The objects of ``nft -j list ruleset`` that are not in a dormant table."""
     try:
         objects = json.loads(text).get("nftables", [])
     except (ValueError, AttributeError) as exc:
         raise NetfilterError(f"unparsable nft JSON: {exc}") from exc
     dormant = {(t["family"], t["name"]) for o in objects if (t := o.get("table"))
                and _is_dormant(t)}
+    return [o for o in objects
+            if not any((v["family"], v.get("table")) in dormant
+                       for k, v in o.items() if k in ("chain", "rule", "set"))]
+
+
+def parse_nft_json(text: str) -> tuple[NetfilterChain, ...]:
+    """Parse ``nft -j list ruleset``.  Chains of dormant tables are left out: they do nothing.
+
+    Chains keep the order nft lists them in, rules the order they run in.
+    """
     chain_objs: dict[tuple[str, str, str], dict[str, Any]] = {}
-    rules: dict[tuple[str, str, str], list[str]] = {}
-    for obj in objects:
-        if (c := obj.get("chain")) and (c["family"], c["table"]) not in dormant:
+    rules: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for obj in _nft_objects(text):
+        if c := obj.get("chain"):
             key = (c["family"], c["table"], c["name"])
             chain_objs[key] = c
             rules.setdefault(key, [])
-        elif (r := obj.get("rule")) and (r["family"], r["table"]) not in dormant:
-            rules.setdefault((r["family"], r["table"], r["chain"]), []).append(rule_text(r))
-    return tuple(
-        NetfilterChain(
-            source="nftables", family=family, table=table, name=name,
-            hook=c.get("hook"), priority=_priority(c.get("prio")) if "hook" in c else None,
-            policy=c.get("policy") if "hook" in c else None,
-            devices=_devices(c.get("dev")), rules=tuple(rules[(family, table, name)]),
-        )
-        for (family, table, name), c in chain_objs.items()
+        elif r := obj.get("rule"):
+            rules.setdefault((r["family"], r["table"], r["chain"]), []).append(r)
+    return tuple(_nft_chain(c, rules[key]) for key, c in chain_objs.items())
+
+
+def _nft_chain(c: dict[str, Any], rules: list[dict[str, Any]]) -> NetfilterChain:
+    base = "hook" in c
+    return NetfilterChain(
+        source="nftables", family=c["family"], table=c["table"], name=c["name"],
+        hook=c.get("hook"), priority=_priority(c.get("prio")) if base else None,
+        policy=c.get("policy") if base else None, devices=_devices(c.get("dev")),
+        rules=tuple(rule_text(r) for r in rules), type=c.get("type") if base else None,
+        exprs=tuple(_compact(r.get("expr", [])) for r in rules),
+        handles=tuple(r.get("handle") for r in rules),
     )
+
+
+def parse_nft_sets(text: str) -> tuple[NetfilterSet, ...]:
+    """The named sets of ``nft -j list ruleset`` (maps are not sets and are left out)."""
+    out = []
+    for obj in _nft_objects(text):
+        if s := obj.get("set"):
+            key_type = s.get("type", "")
+            flags = s.get("flags") or []
+            out.append(NetfilterSet(
+                family=s["family"], table=s["table"], name=s["name"],
+                type=" . ".join(key_type) if isinstance(key_type, list) else str(key_type),
+                flags=tuple([flags] if isinstance(flags, str) else flags),
+                elements=tuple(_compact(e) for e in s.get("elem") or []),
+                timeout="timeout" in s))
+    return tuple(out)
 
 
 _TABLE_RE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*\{")
@@ -279,5 +318,6 @@ def parse_iptables_save(text: str, family: str) -> tuple[NetfilterChain, ...]:
         out.append(NetfilterChain(
             source="iptables-legacy", family=family, table=tbl, name=name, hook=hook,
             priority=_legacy_priority(tbl, hook), policy=policy if hook else None,
-            rules=tuple(rules)))
+            rules=tuple(rules), type=("nat" if tbl == "nat" else "filter") if hook else None,
+            handles=tuple(range(1, len(rules) + 1))))
     return tuple(out)

@@ -10,12 +10,24 @@ xfrm policy, an rp_filter drop, or redirect into a device that drops XDP frames)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
 from tna.datapath.loader import Features, Namespace, Port
-from tna.model import AF_INET, AF_INET6, BridgeInfo, BridgePort, Link, NetfilterChain, Snapshot
+from tna.firewall.compile import FirewallError, compile_family, conntrack_users
+from tna.firewall.tables import FwTables
+from tna.model import (
+    AF_INET,
+    AF_INET6,
+    BridgeInfo,
+    BridgePort,
+    Link,
+    NetfilterChain,
+    NetfilterSet,
+    Snapshot,
+)
 
 # Hooks that forwarded traffic crosses; a rule on any of them must see every forwarded packet.
 FORWARD_HOOKS = frozenset({"prerouting", "forward", "postrouting"})
@@ -98,14 +110,89 @@ class Plan:
 
 
 def make_plan(snap: Snapshot) -> Plan:
-    family_blocks = {af: _family_guards(snap, af) for af in (AF_INET, AF_INET6)}
+    firewalls = {af: _firewall(snap, af) for af in (AF_INET, AF_INET6)}
+    family_blocks = {af: _family_guards(snap, af) + firewalls[af].blocks
+                     for af in (AF_INET, AF_INET6)}
     global_slow = tuple(s for blocks in family_blocks.values() for s in blocks)
+    global_slow += tuple(s for af, fw in firewalls.items() if not family_blocks[af]
+                         for s in fw.partial)
     bridges = {lk.ifindex: _plan_bridge(snap, lk, family_blocks) for lk in snap.links
                if lk.kind == "bridge" and lk.bridge is not None}
     bridge_egress = any(b.routable_to for b in bridges.values())
     interfaces = tuple(_plan_interface(snap, link, family_blocks, bridges, bridge_egress)
                        for link in snap.links if link.ifname != "lo")
-    return Plan(snap.netns, _with_redirects(snap, interfaces), global_slow, _namespace(snap))
+    tables = {af: None if family_blocks[af] else fw.tables for af, fw in firewalls.items()}
+    interfaces = tuple(_with_firewall(i, tables) for i in interfaces)
+    namespace = dataclasses.replace(
+        _namespace(snap), firewall=(tables[AF_INET], tables[AF_INET6]),
+        ct_timeouts_ms=(snap.sysctls.conntrack_udp_timeout_stream * 1000,
+                        snap.sysctls.conntrack_udp_timeout * 1000))
+    return Plan(snap.netns, _with_redirects(snap, interfaces), global_slow, namespace)
+
+
+# ---- the forward hook ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Firewall:
+    """One family's forward hook: its classifier, or why the family stays on Linux."""
+
+    tables: FwTables | None = None  # None: no classifier needed (or possible)
+    blocks: list[SlowPath] = field(default_factory=list)  # the whole family to Linux
+    partial: list[SlowPath] = field(default_factory=list)  # traffic some rules keep on Linux
+
+
+def _handled_by_firewall(chain: NetfilterChain) -> bool:
+    """A forward-hook chain that the classifier evaluates (its unsupported rules included)."""
+    return chain.hook == "forward" and chain.type in ("filter", None)
+
+
+def _firewall(snap: Snapshot, af: int) -> _Firewall:
+    fam = FAMILY_NAME[af]
+    hooked = [c for c in snap.netfilter
+              if _chain_sees_forwarding(c, af) and _handled_by_firewall(c)]
+    tracking = conntrack_users(snap.netfilter, af)
+    if not hooked and not tracking:
+        return _Firewall()
+    traffic = f"{fam} forwarding"
+    if tracking and snap.sysctls.conntrack_acct:
+        return _Firewall(blocks=[SlowPath(traffic, "conntrack_acct",
+                                          "net.netfilter.nf_conntrack_acct is on: the fast path "
+                                          "cannot keep conntrack's per-flow counters")])
+    ifindexes = tuple(sorted((lk.ifname, lk.ifindex) for lk in snap.links))
+    try:
+        tables = _compiled(snap.netfilter, snap.netfilter_sets, af, ifindexes)
+    except FirewallError as e:
+        return _Firewall(blocks=[SlowPath(traffic, "firewall_unsupported", str(e))])
+    partial = [SlowPath(f"{traffic}: {u.traffic}", "firewall_rule", f"{u.rule}: {u.why}")
+               for u in tables.unsupported]
+    if tracking:
+        partial.append(SlowPath(f"{traffic}: every flow but established UDP", "conntrack",
+                                f"conntrack is active ({tracking[0]}"
+                                f"{f' and {len(tracking) - 1} more' if len(tracking) > 1 else ''})"
+                                ": new flows, TCP (window tracking needs every segment) and "
+                                "ICMP go to Linux"))
+    return _Firewall(tables, partial=partial)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(chains: tuple[NetfilterChain, ...], sets: tuple[NetfilterSet, ...], af: int,
+              ifindexes: tuple[tuple[str, int], ...]) -> FwTables:
+    """compile_family, remembered: the daemon re-plans on every route or link change, and a
+    large ruleset takes a good part of a second to compile (errors are not cached)."""
+    return compile_family(chains, sets, af, dict(ifindexes))
+
+
+def _with_firewall(plan: InterfacePlan, tables: dict[int, FwTables | None]) -> InterfacePlan:
+    """Routing features gain the forward hook wherever the family has a classifier."""
+    f = plan.features
+    if f is None:
+        return plan
+    v4 = f.ipv4_router and tables[AF_INET] is not None
+    v6 = f.ipv6_router and tables[AF_INET6] is not None
+    if (v4, v6) == (f.firewall_ipv4, f.firewall_ipv6):
+        return plan
+    return dataclasses.replace(plan, features=dataclasses.replace(
+        f, firewall_ipv4=v4, firewall_ipv6=v6))
 
 
 def _with_redirects(snap: Snapshot, interfaces: tuple[InterfacePlan, ...]
@@ -160,7 +247,7 @@ def _family_guards(snap: Snapshot, af: int) -> list[SlowPath]:
     if not enabled:
         out.append(SlowPath(traffic, "forwarding_disabled", f"{fam} forwarding is off"))
     for chain in snap.netfilter:
-        if _chain_sees_forwarding(chain, af):
+        if _chain_sees_forwarding(chain, af) and not _handled_by_firewall(chain):
             out.append(SlowPath(traffic, "netfilter_hook",
                                 f"{chain.source} {chain.family} {chain.table} {chain.name} "
                                 f"(hook {chain.hook}) could act on forwarded packets"))
@@ -409,10 +496,14 @@ def _plan_bridge(snap: Snapshot, br: Link, family_blocks: dict[int, list[SlowPat
                   if af == AF_INET else
                   snap.sysctls.bridge_nf_call_ip6tables or info.nf_call_ip6tables)
         chains = [c for c in snap.netfilter if _chain_sees_forwarding(c, af)] if called else []
-        modes[af] = 0 if chains else 2 if called else 1
+        tracking = conntrack_users(snap.netfilter, af) if called else []
+        modes[af] = 0 if chains or tracking else 2 if called else 1
         family_slow += [SlowPath(f"{fam} {switched}", "br_netfilter",
                                  f"{BR_NF_SYSCTL[af]} is on and {_chain_text(c)} could act on "
                                  "bridged packets") for c in chains]
+        family_slow += [SlowPath(f"{fam} {switched}", "br_netfilter",
+                                 f"{BR_NF_SYSCTL[af]} is on and conntrack tracks bridged "
+                                 f"packets ({why})") for why in tracking[:1]]
     suppress = [p.ifname for p in ports if p.bridge_port and (
         p.bridge_port.neigh_suppress or p.bridge_port.neigh_vlan_suppress)]
     if suppress and modes[AF_INET6]:

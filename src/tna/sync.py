@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 from tna import introspect, netdev_genl, netfilter, netns
 from tna.datapath import fdb, loader
-from tna.model import NetfilterChain, XfrmPolicy
+from tna.model import NetfilterChain, NetfilterSet, XfrmPolicy
 from tna.plan import Plan, make_plan
 
 NETLINK_ROUTE, NETLINK_XFRM, NETLINK_NETFILTER, NETLINK_GENERIC = 0, 6, 12, 16
@@ -246,7 +246,7 @@ class Daemon:
         self._stop = False
         self._resync = False
         # netfilter and xfrm cost a subprocess each: re-read only when they may have changed
-        self._netfilter: tuple[NetfilterChain, ...] | None = None
+        self._netfilter: tuple[tuple[NetfilterChain, ...], tuple[NetfilterSet, ...]] | None = None
         self._xfrm: tuple[XfrmPolicy, ...] | None = None
         # the bridge FDB mirror: fed by notifications, refreshed (ageing) on a timer
         self.mirror = fdb.FdbMirror()
@@ -363,11 +363,12 @@ class Daemon:
         full = bool(batch.kinds & FULL_READ_KINDS)
         try:
             if full or "netfilter" in batch.kinds or self._netfilter is None:
-                self._netfilter = netfilter.chains()
+                self._netfilter = netfilter.ruleset()
             if full or "xfrm" in batch.kinds or self._xfrm is None:
                 self._xfrm = introspect.xfrm_policies()
             snap = introspect.snapshot(self.netns_name, our_prog_ids=self.datapath.prog_ids(),
-                                       netfilter_chains=self._netfilter, xfrm=self._xfrm,
+                                       netfilter_chains=self._netfilter[0],
+                                       netfilter_sets=self._netfilter[1], xfrm=self._xfrm,
                                        plan_only=True)
             read = time.monotonic()
             plan = make_plan(snap)

@@ -34,6 +34,8 @@ def btf_struct_layout(name: str) -> tuple[int, dict[str, int]]:
     ("tna_iface", abi.TnaIface), ("tna_counter", abi.TnaCounter),
     ("tna_features", abi.TnaFeatures), ("tna_fdb_key", abi.TnaFdbKey),
     ("tna_fdb_entry", abi.TnaFdbEntry), ("tna_brport", abi.TnaBrport),
+    ("tna_config", abi.TnaConfig), ("tna_fw_table", abi.TnaFwTable),
+    ("tna_fw_rule", abi.TnaFwRule),
 ])
 def test_struct_layouts_match_btf(c_name: str, py_type: type[ctypes.Structure]) -> None:
     size, members = btf_struct_layout(c_name)
@@ -71,3 +73,18 @@ def test_bridged_code_and_flags() -> None:
                  "TNA_BRPORT_FORWARDING", "TNA_BRPORT_PUNT"):
         shift = int(re.search(rf"#define {name} \(1U << (\d+)\)", text)[1])  # type: ignore[index]
         assert getattr(abi, name) == 1 << shift, name
+
+
+def test_firewall_limits_agree() -> None:
+    from tna.firewall import tables
+
+    d = abi.defines()
+    limits = (d["TNA_FW_WORDS"] * 64, d["TNA_FW_MAX_CLASSES"], d["TNA_FW_MAX_STEPS"])
+    assert limits == (tables.MAX_RULES, tables.MAX_CLASSES, tables.MAX_STEPS)
+    body = re.search(r"enum tna_fw_field \{(.*?)\};", abi.HEADER.read_text(), re.S)
+    assert body is not None
+    c_fields = re.findall(r"^\s*TNA_FW_(\w+) = \d+,", body[1], re.M)
+    assert [f.upper() for f in tables.FIELDS] == c_fields[:len(tables.FIELDS)]
+    verdicts = (tables.VERDICT_ACCEPT, tables.VERDICT_DROP, tables.VERDICT_PUNT,
+                tables.VERDICT_SKIP)
+    assert verdicts == (1, 2, 3, 4)

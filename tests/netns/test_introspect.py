@@ -463,7 +463,8 @@ table netdev tna_edge {
     idle = chains[("inet", "tna_test", "inbound")]
     assert (idle.hook, idle.priority, idle.rules, idle.has_effect) == ("input", 10, (), False)
     assert chains[("netdev", "tna_edge", "ing")] == NetfilterChain(
-        "nftables", "netdev", "tna_edge", "ing", "ingress", -500, "accept", ("eth0",), ())
+        "nftables", "netdev", "tna_edge", "ing", "ingress", -500, "accept", ("eth0",), (),
+        type="filter")
     ipt = chains[("ip", "filter", "FORWARD")]
     assert (ipt.source, ipt.hook, ipt.policy, len(ipt.rules)) == ("nftables", "forward",
                                                                    "accept", 1)
@@ -523,11 +524,17 @@ def test_iptables_legacy_tables(bed: Testbed) -> None:
     bed.run(a, "ip6tables-legacy", "-P", "FORWARD", "DROP")
     legacy = [c for c in snap(a).netfilter if c.source == "iptables-legacy"]
     assert legacy == [
-        NetfilterChain("iptables-legacy", "ip", "filter", "INPUT", "input", 0, "accept"),
+        NetfilterChain("iptables-legacy", "ip", "filter", "INPUT", "input", 0, "accept",
+                       type="filter"),
         NetfilterChain("iptables-legacy", "ip", "filter", "FORWARD", "forward", 0, "accept",
-                       rules=("-A FORWARD -s 198.51.100.0/24 -j DROP",)),
-        NetfilterChain("iptables-legacy", "ip", "filter", "OUTPUT", "output", 0, "accept"),
-        NetfilterChain("iptables-legacy", "ip6", "filter", "INPUT", "input", 0, "accept"),
-        NetfilterChain("iptables-legacy", "ip6", "filter", "FORWARD", "forward", 0, "drop"),
-        NetfilterChain("iptables-legacy", "ip6", "filter", "OUTPUT", "output", 0, "accept"),
+                       rules=("-A FORWARD -s 198.51.100.0/24 -j DROP",), type="filter",
+                       handles=(1,)),
+        NetfilterChain("iptables-legacy", "ip", "filter", "OUTPUT", "output", 0, "accept",
+                       type="filter"),
+        NetfilterChain("iptables-legacy", "ip6", "filter", "INPUT", "input", 0, "accept",
+                       type="filter"),
+        NetfilterChain("iptables-legacy", "ip6", "filter", "FORWARD", "forward", 0, "drop",
+                       type="filter"),
+        NetfilterChain("iptables-legacy", "ip6", "filter", "OUTPUT", "output", 0, "accept",
+                       type="filter"),
     ]

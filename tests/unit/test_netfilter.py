@@ -10,13 +10,14 @@ plus ``iptables -t nat -A POSTROUTING -o eth1 -j MASQUERADE`` (iptables-nft).
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tna import netfilter
-from tna.model import NetfilterChain
+from tna.model import NetfilterChain, NetfilterSet
 from tna.netfilter import (
     NetfilterError,
     parse_iptables_save,
@@ -31,11 +32,18 @@ def read(name: str) -> str:
     return (DATA / name).read_text()
 
 
+RULE_TEXT = re.compile(r"^handle (\d+): (\[.*\])(?: comment .*)?$")
+
+
 def nft(family: str, table: str, name: str, hook: str | None = None,
         priority: int | None = None, policy: str | None = None,
-        devices: tuple[str, ...] = (), rules: tuple[str, ...] = ()) -> NetfilterChain:
+        devices: tuple[str, ...] = (), rules: tuple[str, ...] = (),
+        type: str = "filter") -> NetfilterChain:
+    parsed = [RULE_TEXT.match(r) for r in rules]
     return NetfilterChain("nftables", family, table, name, hook, priority, policy, devices,
-                          rules)
+                          rules, type if hook else None,
+                          exprs=tuple(m.group(2) for m in parsed if m),
+                          handles=tuple(int(m.group(1)) for m in parsed if m))
 
 
 FORWARD_DROP = ('handle 4: [{"match":{"op":"==","left":{"payload":{"protocol":"ip",'
@@ -58,7 +66,7 @@ EXPECTED_JSON = (
     nft("ip", "parked", "forwarding", "forward", 0, "drop"),
     nft("ip", "filter", "FORWARD", "forward", 0, "accept",
         rules=('handle 2: [{"counter":null},{"drop":null}]',)),
-    nft("ip", "nat", "POSTROUTING", "postrouting", 100, "accept",
+    nft("ip", "nat", "POSTROUTING", "postrouting", 100, "accept", type="nat",
         rules=('handle 2: [{"match":{"op":"==","left":{"meta":{"key":"oifname"}},'
                '"right":"eth1"}},{"counter":null},{"xt":{"type":"target","name":"MASQUERADE"}}]',)),
 )
@@ -164,7 +172,8 @@ def test_failing_nft_raises(monkeypatch: pytest.MonkeyPatch) -> None:
 def legacy(table: str, name: str, hook: str | None, priority: int | None,
            policy: str | None, *rules: str, family: str = "ip") -> NetfilterChain:
     return NetfilterChain("iptables-legacy", family, table, name, hook, priority, policy, (),
-                          rules)
+                          rules, ("nat" if table == "nat" else "filter") if hook else None,
+                          handles=tuple(range(1, len(rules) + 1)))
 
 
 def test_iptables_legacy_save() -> None:
@@ -217,3 +226,37 @@ def test_legacy_read_when_tables_exist(monkeypatch: pytest.MonkeyPatch,
         "ip6tables-legacy-save": "*filter\n:FORWARD DROP [0:0]\nCOMMIT\n"}[argv[0]])
     assert netfilter.legacy_chains() == (legacy("filter", "FORWARD", "forward", 0, "drop",
                                                 family="ip6"),)
+
+
+def test_nft_sets() -> None:
+    text = """{"nftables": [
+      {"table": {"family": "inet", "name": "t", "handle": 1}},
+      {"table": {"family": "ip", "name": "off", "handle": 2, "flags": ["dormant"]}},
+      {"set": {"family": "inet", "name": "a", "table": "t", "type": "ipv4_addr",
+               "handle": 3, "flags": ["interval"],
+               "elem": [{"prefix": {"addr": "10.0.0.0", "len": 8}}, "1.2.3.4"]}},
+      {"set": {"family": "inet", "name": "d", "table": "t", "type": "ipv4_addr",
+               "handle": 4, "flags": "timeout", "timeout": 60}},
+      {"set": {"family": "inet", "name": "c", "table": "t",
+               "type": ["ipv4_addr", "inet_service"], "handle": 5}},
+      {"map": {"family": "inet", "name": "m", "table": "t", "type": "ipv4_addr",
+               "map": "verdict", "handle": 6}},
+      {"set": {"family": "ip", "name": "x", "table": "off", "type": "ipv4_addr", "handle": 1}}
+    ]}"""
+    assert netfilter.parse_nft_sets(text) == (
+        NetfilterSet("inet", "t", "a", "ipv4_addr", ("interval",),
+                     ('{"prefix":{"addr":"10.0.0.0","len":8}}', '"1.2.3.4"')),
+        NetfilterSet("inet", "t", "d", "ipv4_addr", ("timeout",), (), timeout=True),
+        NetfilterSet("inet", "t", "c", "ipv4_addr . inet_service"),
+    )
+
+
+def test_ruleset_reads_chains_and_sets_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netfilter, "_libnftables", lambda: None)  # the nft binary path
+    monkeypatch.setattr(netfilter, "_run",
+                        lambda argv: read("fw_nft_sets.json") if "-j" in argv else "")
+    monkeypatch.setattr(netfilter, "legacy_chains", lambda: ())
+    chains, sets = netfilter.ruleset()
+    assert [s.name for s in sets] == ["s6", "e", "c"]
+    assert [c.name for c in chains] == ["c"] and len(chains[0].exprs) == 13
+    assert chains[0].type == "filter" and chains[0].handles[0] is not None

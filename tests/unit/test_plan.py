@@ -10,6 +10,7 @@ import pytest
 
 from tna import abi
 from tna.datapath.loader import Features
+from tna.firewall.tables import VERDICT_ACCEPT, VERDICT_DROP, VERDICT_PUNT
 from tna.model import (
     AF_INET,
     AF_INET6,
@@ -90,7 +91,6 @@ def test_ipv4_forwarding_off_on_one_interface(snap: Snapshot) -> None:
 
 
 @pytest.mark.parametrize(("family", "hook", "left"), [
-    ("inet", "forward", None), ("ip", "forward", V6_ONLY), ("ip6", "forward", V4_ONLY),
     ("ip", "prerouting", V6_ONLY), ("ip", "postrouting", V6_ONLY),
     ("inet", "prerouting", None),
 ])
@@ -100,6 +100,54 @@ def test_netfilter_rule_on_forwarding_hook(snap: Snapshot, family: str, hook: st
                                 rules=("udp dport 9 drop",)))
     assert "netfilter_hook" in reasons(plan)
     assert {i.features for i in plan.interfaces} == {left}
+
+
+UDP_9_DROP = ('[{"match":{"op":"==","left":{"payload":{"protocol":"udp","field":"dport"}},'
+              '"right":9}},{"drop":null}]')
+WITH_FIREWALL = {
+    "inet": replace(BOTH, firewall_ipv4=True, firewall_ipv6=True),
+    "ip": replace(BOTH, firewall_ipv4=True), "ip6": replace(BOTH, firewall_ipv6=True)}
+
+
+@pytest.mark.parametrize("family", ["inet", "ip", "ip6"])
+def test_forward_hook_rules_get_the_classifier(snap: Snapshot, family: str) -> None:
+    plan = make_plan(with_chain(snap, family=family, hook="forward", priority=0, type="filter",
+                                policy="accept", rules=("udp dport 9 drop",),
+                                exprs=(UDP_9_DROP,), handles=(4,)))
+    assert plan.slow_path == ()
+    assert {i.features for i in plan.interfaces} == {WITH_FIREWALL[family]}
+    v4, v6 = plan.namespace.firewall
+    assert (v4 is not None, v6 is not None) == (family != "ip6", family != "ip")
+    assert [r.verdict for r in (v4 or v6).rules] == [VERDICT_DROP, VERDICT_ACCEPT]  # type: ignore[union-attr]
+
+
+def test_unsupported_forward_rule_is_named_with_its_traffic(snap: Snapshot) -> None:
+    log = ('[{"match":{"op":"==","left":{"payload":{"protocol":"tcp","field":"dport"}},'
+           '"right":22}},{"log":null},{"accept":null}]')
+    plan = make_plan(with_chain(snap, family="ip", hook="forward", priority=0, type="filter",
+                                policy="accept", rules=("tcp dport 22 log accept",),
+                                exprs=(log,), handles=(7,)))
+    [slow] = plan.slow_path
+    assert slow.reason == "firewall_rule"
+    assert "22" in slow.traffic and "log" in slow.detail
+    assert plan.namespace.firewall[0].rules[0].verdict == VERDICT_PUNT  # type: ignore[union-attr]
+
+
+def test_conntrack_rules_anywhere_make_forwarding_stateful(snap: Snapshot) -> None:
+    ct = ('[{"match":{"op":"in","left":{"ct":{"key":"state"}},"right":["established"]}},'
+          '{"accept":null}]')
+    plan = make_plan(with_chain(snap, family="inet", hook="input", priority=0, type="filter",
+                                policy="drop", rules=("ct state established accept",),
+                                exprs=(ct,), handles=(2,)))
+    assert {s.reason for s in plan.slow_path} == {"conntrack"}
+    v4, v6 = plan.namespace.firewall
+    assert v4 is not None and v4.stateful and v6 is not None and v6.stateful
+    acct = replace(snap, sysctls=replace(snap.sysctls, conntrack_acct=True))
+    plan = make_plan(with_chain(acct, family="inet", hook="input", priority=0, type="filter",
+                                policy="drop", rules=("ct state established accept",),
+                                exprs=(ct,), handles=(2,)))
+    assert "conntrack_acct" in reasons(plan)
+    assert {i.features for i in plan.interfaces} == {None}
 
 
 @pytest.mark.parametrize(("hook", "policy", "rules"), [
@@ -117,15 +165,21 @@ def test_netfilter_chains_that_cannot_touch_forwarding(snap: Snapshot, hook: str
 
 def test_empty_forward_chain_with_drop_policy_counts(snap: Snapshot) -> None:
     plan = make_plan(with_chain(snap, family="ip", hook="forward", priority=0, policy="drop"))
-    assert reasons(plan) == {"netfilter_hook"}
+    assert [r.verdict for r in plan.namespace.firewall[0].rules] == [VERDICT_DROP]  # type: ignore[union-attr]
 
 
 def test_iptables_legacy_forward_rule(snap: Snapshot) -> None:
     plan = make_plan(with_chain(snap, source="iptables-legacy", family="ip", table="filter",
                                 name="FORWARD", hook="forward", policy="accept",
-                                rules=("-A FORWARD -p udp -j DROP",)))
-    assert reasons(plan) == {"netfilter_hook"}
-    assert {i.features for i in plan.interfaces} == {V6_ONLY}
+                                rules=("-A FORWARD -p udp -j DROP",), handles=(1,)))
+    assert plan.slow_path == ()
+    assert {i.features for i in plan.interfaces} == {WITH_FIREWALL["ip"]}
+
+
+def test_forward_chain_of_another_type_keeps_the_family_on_linux(snap: Snapshot) -> None:
+    plan = make_plan(with_chain(snap, family="ip", hook="forward", priority=0, type="route",
+                                policy="accept", rules=("udp dport 9 drop",)))
+    assert "netfilter_hook" in reasons(plan)
 
 
 def test_netdev_ingress_chain_leaves_that_interface_alone(snap: Snapshot) -> None:

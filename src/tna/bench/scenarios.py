@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -321,8 +323,6 @@ class Router(Scenario):
             neigh += [f"neigh add {ipaddress.IPv4Address(self.variation.value(i))} lladdr "
                       f"{H2_MAC} dev r2 nud permanent" for i in range(self.flows)]
         self._batch(self.dut, "ip", neigh)
-        if self.fw_rules:
-            self.bed.run(self.dut, "nft", "-f", "-", input=firewall_ruleset(self.fw_rules))
 
 
 class RouterV6(Router):
@@ -341,24 +341,131 @@ class ManyFlows(Router):
 
 
 class Firewall(Router):
-    name, title, sizes = "firewall", "IPv4 router + firewall", (64,)
-    modes = (NULL, LINUX, TNA)
+    """The router plus a forward-hook ruleset of ``rules`` rules the benchmark flow does not
+    match (``ip daddr 198.18.x.y udp dport P drop``), then ``accept``; nft flavour."""
+
+    name, title, sizes = "firewall", "IPv4 router + nft firewall", (64,)
+    modes: tuple[str, ...] = (NULL, LINUX, TNA, SOL)
+    flavour = "nft"  # nft, iptables-nft or iptables-legacy
+    rules: int | None = None  # None: --fw-rules
 
     def __init__(self, bed: Testbed, opts: Options) -> None:
         super().__init__(bed, opts)
-        self.fw_rules = opts.fw_rules
+        self.fw_rules = self.rules if self.rules is not None else opts.fw_rules
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether this machine has the flavour's tool (iptables-legacy may be missing)."""
+        return shutil.which("nft" if cls.flavour == "nft" else f"{cls.flavour}-restore") \
+            is not None
+
+    def _build(self) -> None:
+        super()._build()
+        if self.flavour == "nft":
+            self.bed.run(self.dut, "nft", "-f", "-", input=firewall_ruleset(self.fw_rules),
+                         timeout=300)
+        else:
+            self.bed.run(self.dut, f"{self.flavour}-restore",
+                         input=iptables_ruleset(self.fw_rules), timeout=300)
 
     def describe(self) -> str:
-        return f"IPv4 router, nft forward chain: {self.fw_rules} non-matching rules, accept"
+        how = {"nft": "nft forward chain", "iptables-nft": "iptables-nft FORWARD chain",
+               "iptables-legacy": "iptables-legacy FORWARD chain"}[self.flavour]
+        return f"IPv4 router, {how}: {self.fw_rules} non-matching rules, then accept"
+
+
+class Firewall1000(Firewall):
+    name, title, rules = "firewall-1000", "IPv4 router + nft firewall, 1000 rules", 1000
+
+
+class FirewallIpt(Firewall):
+    name, title, flavour = "firewall-ipt", "IPv4 router + iptables-nft firewall", "iptables-nft"
+
+
+class FirewallIpt1000(FirewallIpt):
+    name, title, rules = ("firewall-ipt-1000", "IPv4 router + iptables-nft firewall, 1000 rules",
+                          1000)
+
+
+class FirewallLegacy(Firewall):
+    name, title, flavour = ("firewall-legacy", "IPv4 router + iptables-legacy firewall",
+                            "iptables-legacy")
+
+
+class FirewallLegacy1000(FirewallLegacy):
+    name, title, rules = ("firewall-legacy-1000",
+                          "IPv4 router + iptables-legacy firewall, 1000 rules", 1000)
+
+
+class StatefulFirewall(Firewall):
+    """A stateful router firewall (policy drop; ``ct state established,related accept``
+    first), and the benchmark flow is an established conntrack flow.
+
+    Nothing but an established packet may pass from h1: before every mode the receiver's side
+    sends one datagram 10.2.0.2:9 -> 10.1.0.2:4321, which the last rule accepts (so conntrack
+    confirms the flow) and the generator's frames are its replies.  A Linux rate of zero would
+    therefore mean the flow was not established.
+    """
+
+    name, title = "firewall-stateful", "IPv4 router + stateful nft firewall (established flow)"
+
+    def _build(self) -> None:
+        Router._build(self)
+        self.bed.run(self.dut, "nft", "-f", "-", input=stateful_ruleset(self.fw_rules),
+                     timeout=300)
+
+    def enter(self, mode: str) -> None:
+        super().enter(mode)
+        self.establish()
+
+    def establish(self) -> None:
+        """The reply direction first (again before every mode: the conntrack entry may have
+        timed out while another mode bypassed Linux)."""
+        spec = frames.FrameSpec(H2_MAC, P2_MAC, self.dst_ip, self.src_ip, size=64,
+                                sport=frames.FrameSpec.dport, dport=frames.FrameSpec.sport)
+        with netns.entered(self.receiver), socket.socket(socket.AF_PACKET,
+                                                         socket.SOCK_RAW) as s:
+            s.bind((self.receiver_if, 0))
+            s.send(frames.build(spec))
+
+    def describe(self) -> str:
+        return (f"IPv4 router, nft forward chain, policy drop: ct state established,related "
+                f"accept, ct state invalid drop, {self.fw_rules} non-matching rules, accept "
+                "the reverse flow; the benchmark flow is established (reply direction)")
 
 
 def firewall_ruleset(n: int) -> str:
     """An ip-family forward chain: ``n`` rules that never match the benchmark flow, accept."""
-    rules = [f"    ip daddr 198.18.{i // 250}.{i % 250 + 1} udp dport {1000 + i} drop"
-             for i in range(n)]
     return ("table ip tna_bench {\n  chain forward {\n"
             "    type filter hook forward priority filter; policy accept;\n"
-            + "\n".join(rules) + "\n    accept\n  }\n}\n")
+            + "".join(f"    {r}\n" for r in _nft_filler(n)) + "    accept\n  }\n}\n")
+
+
+def _filler(i: int) -> tuple[str, int]:
+    return f"198.{18 + i // 64000 % 2}.{i % 64000 // 250}.{i % 250 + 1}", 1000 + i % 60000
+
+
+def _nft_filler(n: int) -> list[str]:
+    return [f"ip daddr {a} udp dport {p} drop" for a, p in map(_filler, range(n))]
+
+
+def iptables_ruleset(n: int) -> str:
+    """The same as ``firewall_ruleset`` for iptables-restore (filter table, FORWARD)."""
+    rules = [f"-A FORWARD -d {a}/32 -p udp -m udp --dport {p} -j DROP"
+             for a, p in map(_filler, range(n))]
+    return "*filter\n:FORWARD ACCEPT [0:0]\n" + "".join(
+        f"{r}\n" for r in rules) + "-A FORWARD -j ACCEPT\nCOMMIT\n"
+
+
+def stateful_ruleset(n: int) -> str:
+    """Policy drop; established first; ``n`` non-matching rules; the reverse flow's opener."""
+    rules = ["ct state established,related accept", "ct state invalid drop",
+             *_nft_filler(n),
+             f'iifname "r2" udp sport {frames.FrameSpec.dport} '
+             f"udp dport {frames.FrameSpec.sport} accept"]
+    return ("table ip tna_bench {\n  chain forward {\n"
+            "    type filter hook forward priority filter; policy drop;\n"
+            + "".join(f"    {r}\n" for r in rules) + "  }\n}\n")
 
 
 # ---- bridges ---------------------------------------------------------------------------------
@@ -447,5 +554,10 @@ class BridgeRouting(Scenario):
                                          f"fdb replace {H2_MAC} dev p2 master static"])
 
 
-SCENARIOS: dict[str, type[Scenario]] = {cls.name: cls for cls in (
-    Router, RouterV6, ManyFlows, Firewall, Bridge, BridgeRouting, BridgeFdb)}
+FIREWALLS: tuple[type[Firewall], ...] = (
+    Firewall, Firewall1000, FirewallIpt, FirewallIpt1000, FirewallLegacy, FirewallLegacy1000,
+    StatefulFirewall)
+_ALL: tuple[type[Scenario], ...] = (Router, RouterV6, ManyFlows,
+                                    *(f for f in FIREWALLS if f.available()), Bridge,
+                                    BridgeRouting, BridgeFdb)
+SCENARIOS: dict[str, type[Scenario]] = {cls.name: cls for cls in _ALL}

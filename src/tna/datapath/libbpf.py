@@ -151,6 +151,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_update_elem": (ctypes.c_int, [ctypes.c_int, c_void_p, c_void_p, ctypes.c_uint64]),
     "bpf_map_lookup_elem": (ctypes.c_int, [ctypes.c_int, c_void_p, c_void_p]),
     "bpf_map_delete_elem": (ctypes.c_int, [ctypes.c_int, c_void_p]),
+    "bpf_map_update_batch": (ctypes.c_int, [ctypes.c_int, c_void_p, c_void_p,
+                                            ctypes.POINTER(ctypes.c_uint32), c_void_p]),
     "bpf_map_get_next_key": (ctypes.c_int, [ctypes.c_int, c_void_p, c_void_p]),
     "bpf_obj_pin": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p]),
     "bpf_obj_get": (ctypes.c_int, [ctypes.c_char_p]),
@@ -286,6 +288,19 @@ class Map:
         buf = value if not self.percpu else b"".join(
             value.ljust(self._slot, b"\0") for _ in range(self._ncpus))
         check(lib().bpf_map_update_elem(self.fd, key, buf, flags), "bpf_map_update_elem")
+
+    def update_batch(self, keys: bytes, values: bytes, count: int) -> None:
+        """Write ``count`` entries in one call (array maps): keys and values concatenated;
+        per-CPU values come with one slot per CPU each, as the kernel lays them out."""
+        done = 0
+        while done < count:
+            n = ctypes.c_uint32(count - done)
+            ks, vs = self.key_size, (self._slot * self._ncpus if self.percpu else self.value_size)
+            check(lib().bpf_map_update_batch(self.fd, keys[done * ks:], values[done * vs:],
+                                             ctypes.byref(n), None), "bpf_map_update_batch")
+            if n.value == 0:
+                raise LibbpfError(errno_mod.EIO, "bpf_map_update_batch made no progress")
+            done += n.value
 
     def lookup(self, key: bytes) -> bytes | None:
         out = ctypes.create_string_buffer(self._slot * self._ncpus)

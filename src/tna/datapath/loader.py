@@ -37,11 +37,14 @@ from dataclasses import dataclass, field
 
 from tna import abi, netns, routecache
 from tna.datapath import libbpf
+from tna.datapath.firewall import MAP_NAMES as FIREWALL_MAPS
+from tna.datapath.firewall import FirewallMaps, Written
 from tna.datapath.libbpf import LibbpfError
+from tna.firewall.tables import FwTables
 
 BPFFS = "/sys/fs/bpf"
 SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "tna_src_deny",
-               "tna_config", "tna_redirects")
+               "tna_config", "tna_redirects", *FIREWALL_MAPS)
 FEATURES_MAP = ".rodata.features"
 FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
 PROG_NAME = b"tna_xdp"
@@ -59,12 +62,15 @@ class Features:
     bridge_ipv4: int = 0  # bridged IPv4: 0 Linux, 1 fast, 2 fast after br_netfilter's checks
     bridge_ipv6: int = 0  # the same for IPv6
     bridge_egress: bool = False  # the FIB may name a bridge: its FDB resolves the port
+    firewall_ipv4: bool = False  # routed IPv4 passes the forward-hook classifier
+    firewall_ipv6: bool = False
 
     def to_c(self) -> abi.TnaFeatures:
         return abi.TnaFeatures(int(self.ipv4_router), int(self.ipv6_router),
                                self.ipv4_rp_filter, int(self.verify_l4_csum),
                                int(self.bridge_port), self.bridge_ipv4, self.bridge_ipv6,
-                               int(self.bridge_egress))
+                               int(self.bridge_egress), int(self.firewall_ipv4),
+                               int(self.firewall_ipv6))
 
     @classmethod
     def from_c(cls, raw: bytes) -> Features:
@@ -72,7 +78,7 @@ class Features:
         c = abi.TnaFeatures.from_buffer_copy(raw.ljust(ctypes.sizeof(abi.TnaFeatures), b"\0"))
         return cls(bool(c.ipv4_router), bool(c.ipv6_router), c.ipv4_rp_filter,
                    bool(c.verify_l4_csum), bool(c.bridge_port), c.bridge_ipv4, c.bridge_ipv6,
-                   bool(c.bridge_egress))
+                   bool(c.bridge_egress), bool(c.firewall_ipv4), bool(c.firewall_ipv6))
 
     def names(self) -> list[str]:
         out = [n for n in ("ipv4_router", "ipv6_router") if getattr(self, n)]
@@ -87,6 +93,7 @@ class Features:
                 out.append(f"bridge_{fam}" + ("_br_netfilter" if mode == 2 else ""))
         if self.bridge_egress:
             out.append("bridge_egress")
+        out += [f"firewall_{fam}" for fam in ("ipv4", "ipv6") if getattr(self, f"firewall_{fam}")]
         return out
 
 
@@ -124,6 +131,10 @@ class Namespace:
     denied_sources_v4: frozenset[str] = frozenset()
     route_mtu_v4: int = 0
     route_mtu_v6: int = 0
+    # forward-hook classifiers (IPv4, IPv6); None: no program classifies that family
+    firewall: tuple[FwTables | None, FwTables | None] = (None, None)
+    # net.netfilter.nf_conntrack_udp_timeout_stream and nf_conntrack_udp_timeout, in ms
+    ct_timeouts_ms: tuple[int, int] = (120_000, 30_000)
 
 
 def _min_mtu(a: int, b: int) -> int:
@@ -245,8 +256,10 @@ class Program:
 
 def _check_compatible(name: str, fd: int) -> None:
     """A pinned map of an older layout (counters per slot changed) cannot be shared."""
-    if name == "tna_stats" and (libbpf.map_info(fd).max_entries
-                                != abi.max_ifaces() * abi.nr_codes()):
+    if ((name == "tna_stats" and libbpf.map_info(fd).max_entries
+         != abi.max_ifaces() * abi.nr_codes())
+            or (name == "tna_config"
+                and libbpf.map_info(fd).value_size != ctypes.sizeof(abi.TnaConfig))):
         raise DatapathError("the pinned maps are from another TNA version (counter layout "
                             "changed): run 'tna detach' first")
 
@@ -297,6 +310,15 @@ _WITHHOLDS = (abi.TNA_IF_NO_IPV4 | abi.TNA_IF_NO_IPV6 | abi.TNA_IF_NO_BRIDGE_IPV
               | abi.TNA_IF_NO_BRIDGE_IPV6 | abi.TNA_IF_BRIDGE | abi.TNA_IF_ACCEPT_REDIRECTS
               | abi.TNA_IF_REDIRECTS_UNWATCHED)
 _NOTHING = _WITHHOLDS  # no egress, no family: the most restrictive entry
+
+
+def _gaining_firewall(running: Features | None, wanted: Features | None) -> int:
+    """Families a program swap adds the forward hook to: until the new program runs, the
+    old one would forward them past the ruleset."""
+    if running is None or wanted is None:
+        return 0
+    return ((abi.TNA_IF_NO_IPV4 if wanted.firewall_ipv4 and not running.firewall_ipv4 else 0)
+            | (abi.TNA_IF_NO_IPV6 if wanted.firewall_ipv6 and not running.firewall_ipv6 else 0))
 
 
 def _intersect(a: int, b: int) -> int:
@@ -392,8 +414,19 @@ class _NamespaceMaps:
 
     def _write(self, v4: int, v6: int) -> None:
         if (self.cfg.route_mtu_v4, self.cfg.route_mtu_v6) != (v4, v6):
-            self.cfg = abi.TnaConfig(v4, v6)
+            self.cfg = abi.TnaConfig(v4, v6, self.cfg.fw_gen)
             self.config.update(_u32(0), bytes(self.cfg))
+
+    def write_firewall(self, ns: Namespace) -> None:
+        """Fill the firewall generation not in use, then switch to it."""
+        gen = 1 - (self.cfg.fw_gen & 1)
+        fw = FirewallMaps()
+        try:
+            fw.write_generation(gen, ns.firewall, ns.ct_timeouts_ms)
+        finally:
+            fw.close()
+        self.cfg = abi.TnaConfig(self.cfg.route_mtu_v4, self.cfg.route_mtu_v6, gen)
+        self.config.update(_u32(0), bytes(self.cfg))
 
     def close(self) -> None:
         self.deny.close()
@@ -465,6 +498,7 @@ class Datapath:
         self.owned = owned
         self.obj_path = obj_path
         self.links: dict[int, int] = {}  # owned mode: ifindex -> link fd
+        self._firewall: Written | None = None  # what the firewall maps hold, if we wrote them
 
     # -- link handles, whichever mode --
     @contextmanager
@@ -548,15 +582,17 @@ class Datapath:
         maps = _Maps()
         ns = _NamespaceMaps()
         redirects = any(p.accept_redirects for p in ports)
+        namespace = namespace or Namespace()
         try:
             self._restrict(maps, wanted, changes)
-            ns.restrict(namespace or Namespace())
+            ns.restrict(namespace)
+            self._write_firewall(ns, namespace)
             if redirects:
                 _sync_redirects(clear=False)
             changes.safe_at = time.monotonic()
             self._swap_programs(wanted, changes)
             self._relax(maps, wanted, changes)
-            ns.relax(namespace or Namespace())
+            ns.relax(namespace)
             if redirects:
                 _sync_redirects(clear=True)
         finally:
@@ -564,14 +600,26 @@ class Datapath:
             ns.close()
         return changes
 
+    def _write_firewall(self, ns: _NamespaceMaps, namespace: Namespace) -> None:
+        """A changed ruleset is a map update (both generations' layout is fixed), done in the
+        restrict phase: a stricter ruleset then holds before any program changes."""
+        wanted = Written(namespace.firewall, namespace.ct_timeouts_ms)
+        if wanted != self._firewall:
+            self._firewall = None  # unknown if the write fails half-way
+            ns.write_firewall(namespace)
+            self._firewall = wanted
+
     def _ensure_maps(self) -> None:
         if not all(os.path.exists(os.path.join(pin_dir(), n)) for n in SHARED_MAPS):
             Program(Features(), obj_path=self.obj_path).close()  # creates and pins them
 
     def _restrict(self, maps: _Maps, wanted: dict[int, Port], changes: Changes) -> None:
+        running = self.programs()
         for ifindex, entry in list(maps.entries.items()):
             port = wanted.get(ifindex)
             flags = _intersect(entry.flags, port.flags if port else _NOTHING)
+            if port is not None:
+                flags |= _gaining_firewall(running.get(ifindex), port.features)
             if flags != entry.flags:
                 maps.write(ifindex, port.mac if port else "", flags)
                 changes.restricted.append(ifindex)
@@ -767,3 +815,33 @@ def sync_ports_for_test(ports: Iterable[Port]) -> None:
             maps.write(p.ifindex, p.mac, p.flags)
     finally:
         maps.close()
+
+
+def sync_firewall_for_test(namespace: Namespace) -> None:
+    """Write the firewall tables of ``namespace`` (a new generation) without touching programs."""
+    ns = _NamespaceMaps()
+    try:
+        ns.write_firewall(namespace)
+    finally:
+        ns.close()
+
+
+def firewall_state(family: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    """The table in use for ``family`` (0 v4, 1 v6): its rules as (verdict, counted, target)
+    and their (packets, bytes); empty when nothing was loaded."""
+    if not os.path.exists(os.path.join(pin_dir(), "tna_fw_tables")):
+        return [], []
+    ns = _NamespaceMaps()
+    fw = FirewallMaps()
+    try:
+        t = (ns.cfg.fw_gen & 1) * 2 + family
+        n = fw.header(t).nrules
+        return fw.read_rules(t, n), fw.read_counters(t, n)
+    finally:
+        fw.close()
+        ns.close()
+
+
+def firewall_counters(family: int) -> list[tuple[int, int]]:
+    """(packets, bytes) per flattened rule of the table in use for ``family``."""
+    return firewall_state(family)[1]

@@ -892,6 +892,199 @@ ENTRIES: tuple[Entry, ...] = (
     _e("policy_v4_anyip_local", "policy", _v4_to("anyip4", _echo4)),
 )
 
+# ---- forward-hook firewalls (scenarios fw_*) -----------------------------------------------
+# Probes of the rulesets in ``scenarios`` (ACL_RULES, STATEFUL_NFT): each frame selects one
+# rule (or the policy).  Addresses are the router topology's hosts (h1 10.1.0.2, h2 10.2.0.2,
+# h3 10.3.0.2); a probe is found again at its destination by IPv4 source, destination and ID,
+# or by IPv6 source, destination and flow label (``fw_ident``): unique per case, kept by
+# forwarding, present even in frames without room for a tag (TCP handshakes).
+
+def fw_ident(data: bytes) -> bytes | None:
+    """What identifies a firewall probe on the wire: (IPv4 src, dst, ID) or (IPv6 src, dst,
+    flow label); None for anything else."""
+    if len(data) >= 34 and data[12:14] == b"\x08\x00":
+        return data[26:34] + data[18:20]
+    if len(data) >= 54 and data[12:14] == b"\x86\xdd":
+        return data[22:54] + bytes([data[15] & 0x0F]) + data[16:18]
+    return None
+
+
+L4 = Callable[[str], Packet]
+
+
+def _fw_udp(dport: int, sport: int | None = None, **udp_: Any) -> L4:
+    def body(name: str) -> Packet:
+        return UDP(sport=sport or 10000 + ip_id(name) % 50000, dport=dport, **udp_) / payload(
+            name)
+    return body
+
+
+def _fw_tcp(dport: int, flags: str = "S", sport: int | None = None, seq: int | None = None,
+            ack: int = 0, data: bool = True) -> L4:
+    """A TCP segment; ``data`` adds the tag as payload (not for handshakes conntrack tracks)."""
+    def body(name: str) -> Packet:
+        seg = TCP(sport=sport or 10000 + ip_id(name) % 50000, dport=dport, flags=flags,
+                  seq=ip_id(name) << 8 if seq is None else seq, ack=ack, window=65535)
+        return seg / payload(name) if data else seg
+    return body
+
+
+def _fw_echo(family: int, type_: int | None = None, ident: int | None = None) -> L4:
+    def body(name: str) -> Packet:
+        i = ip_id(name) if ident is None else ident
+        if family == 4:
+            return ICMP(type=8 if type_ is None else type_, id=i, seq=1) / payload(name)
+        if type_ == 129:
+            return ICMPv6EchoReply(id=i, seq=1) / payload(name)
+        return ICMPv6EchoRequest(id=i, seq=1) / payload(name)
+    return body
+
+
+def _fw_unreach(src: str, dst: str, sport: int, dport: int) -> L4:
+    """ICMP port unreachable quoting a UDP datagram ``src:sport -> dst:dport`` (the quoted
+    payload carries the error's own tag)."""
+    def body(name: str) -> Packet:
+        quoted = IP(src=src, dst=dst, id=0x1111, ttl=63) / UDP(sport=sport, dport=dport) / (
+            payload(name))
+        return ICMP(type=3, code=3) / Raw(wire(quoted))
+    return body
+
+
+def _fw4(dst: str, body: L4, src: str | None = None, **ip: Any) -> Builder:
+    def build(s: Side, name: str) -> Packet:
+        return v4(s, name, dst, **({"src": src} if src else {}), **ip) / body(name)
+    return build
+
+
+def _fw6(dst: str, body: L4, src: str | None = None, **ip: Any) -> Builder:
+    def build(s: Side, name: str) -> Packet:
+        fields: dict[str, Any] = {"fl": ip_id(name)}
+        if src:
+            fields["src"] = src
+        fields.update(ip)
+        return v6(s, dst, **fields) / body(name)
+    return build
+
+
+def _fw_sized(family: int, dst: str, total: int, dport: int, **ip: Any) -> Builder:
+    def build(s: Side, name: str) -> Packet:
+        if family == 4:
+            return v4(s, name, dst, **ip) / _fw_udp(dport)(name) / Raw(b"." * (total - 60))
+        return v6(s, dst, fl=ip_id(name), **ip) / _fw_udp(dport)(name) / Raw(
+            b"." * (total - 80))
+    return build
+
+
+H1_4, H2_4, H3_4 = "10.1.0.2", "10.2.0.2", "10.3.0.2"
+H1_6, H2_6, H3_6 = "fd00:1::2", "fd00:2::2", "fd00:3::2"
+
+FIREWALL_ENTRIES: tuple[Entry, ...] = (
+    # the stateless ACL (scenarios fw_acl_*, fw_ipt_*), from the LAN side (h1)
+    _e("fw4_start_accept", "fw_lan", _fw4(H2_4, _fw_udp(7001))),
+    _e("fw4_start_drop", "fw_lan", _fw4(H2_4, _fw_tcp(7002))),
+    _e("fw6_start_accept", "fw_lan", _fw6(H2_6, _fw_udp(7001))),
+    _e("fw6_start_drop", "fw_lan", _fw6(H2_6, _fw_tcp(7002))),
+    _e("fw4_neg_saddr", "fw_lan", _fw4(H2_4, _fw_udp(7500), src="172.16.5.5")),
+    _e("fw4_range_accept", "fw_lan", _fw4(H3_4, _fw_udp(7150))),
+    _e("fw4_srange_drop", "fw_lan", _fw4(H2_4, _fw_udp(7500), src="10.1.0.110")),
+    _e("fw4_srange_ctl", "fw_lan", _fw4(H2_4, _fw_udp(7500))),
+    _e("fw4_anonset_443", "fw_lan", _fw4(H3_4, _fw_tcp(443))),
+    _e("fw4_anonset_miss", "fw_lan", _fw4(H3_4, _fw_tcp(8443))),
+    _e("fw4_end_drop", "fw_lan", _fw4(H2_4, _fw_tcp(7501))),
+    _e("fw6_end_accept", "fw_lan", _fw6(H2_6, _fw_udp(7500))),
+    _e("fw6_end_drop", "fw_lan", _fw6(H2_6, _fw_tcp(7501))),
+    _e("fw4_reject", "fw_lan", _fw4(H2_4, _fw_udp(7502))),
+    _e("fw6_reject", "fw_lan", _fw6(H2_6, _fw_udp(7502))),
+    _e("fw4_echo", "fw_lan", _fw4(H2_4, _fw_echo(4))),
+    _e("fw6_echo_policy", "fw_lan", _fw6(H2_6, _fw_echo(6))),
+    _e("fw4_oif", "fw_lan", _fw4(H2_4, _fw_tcp(7600))),
+    _e("fw4_oif_miss", "fw_lan", _fw4(H3_4, _fw_tcp(7600))),
+    _e("fw4_policy", "fw_lan", _fw4(H2_4, _fw_udp(7999))),
+    _e("fw6_policy", "fw_lan", _fw6(H2_6, _fw_udp(7999))),
+    # Linux checks TTL and MTU before the forward hook: ICMP errors even for dropped traffic
+    _e("fw4_ttl_1_policy", "fw_lan", _fw4(H2_4, _fw_udp(7999), ttl=1)),
+    _e("fw6_hlim_1_policy", "fw_lan", _fw6(H2_6, _fw_udp(7999), hlim=1)),
+    _e("fw4_df_over_mtu_policy", "fw_lan", _fw_sized(4, H2_4, 1450, 7999, flags="DF")),
+    _e("fw6_over_mtu_policy", "fw_lan", _fw_sized(6, H3_6, 1300, 7999)),
+    # ... from the WAN side (h2)
+    _e("fw4_neg_drop", "fw_wan", _fw4(H1_4, _fw_udp(7011))),
+    _e("fw4_neg_pass", "fw_wan", _fw4(H1_4, _fw_udp(7010))),
+    _e("fw4_named_addr_drop", "fw_wan", _fw4(H3_4, _fw_udp(7205), src="10.2.0.70")),
+    _e("fw4_named_svc", "fw_wan", _fw4(H3_4, _fw_udp(7205))),
+    _e("fw6_named_svc", "fw_wan", _fw6(H3_6, _fw_udp(7201))),
+    _e("fw4_named_svc_miss", "fw_wan", _fw4(H3_4, _fw_udp(7202))),
+    _e("fw4_goto_accept", "fw_wan", _fw4(H3_4, _fw_udp(7350))),
+    _e("fw4_goto_drop", "fw_wan", _fw4(H3_4, _fw_udp(7351))),
+    _e("fw4_goto_end", "fw_wan", _fw4(H3_4, _fw_udp(7360))),
+    _e("fw4_policy_wan", "fw_wan", _fw4(H3_4, _fw_tcp(7999))),
+    # ... from the DMZ (h3): a jump to a user chain with a return
+    _e("fw4_jump_drop", "fw_dmz", _fw4(H2_4, _fw_udp(7400))),
+    _e("fw4_jump_return", "fw_dmz", _fw4(H2_4, _fw_udp(7401))),
+    _e("fw4_jump_accept", "fw_dmz", _fw4(H2_4, _fw_tcp(7402))),
+    _e("fw4_jump_fallthrough", "fw_dmz", _fw4(H2_4, _fw_udp(7403))),
+    _e("fw6_jump_drop", "fw_dmz", _fw6(H2_6, _fw_udp(7400))),
+    _e("fw6_jump_return", "fw_dmz", _fw6(H2_6, _fw_udp(7401))),
+    # The stateful router firewall (scenario fw_stateful): h1 is the LAN, h2 the WAN, h3 a
+    # server.  Flows are opened in one burst and answered in a later one (bursts are fenced);
+    # nothing depends on the order of frames inside a burst.
+    # burst 1, LAN: new flows
+    _e("st4_udp_a_out1", "st_lan", _fw4(H2_4, _fw_udp(7000, sport=40001))),
+    _e("st4_udp_a_out2", "st_lan", _fw4(H2_4, _fw_udp(7000, sport=40001))),
+    _e("st4_udp_b_out", "st_lan", _fw4(H2_4, _fw_udp(7001, sport=40002))),
+    _e("st6_udp_c_out", "st_lan", _fw6(H2_6, _fw_udp(7000, sport=40003))),
+    _e("st4_udp_e_out", "st_lan", _fw4(H3_4, _fw_udp(7000, sport=40005))),
+    _e("st4_tcp_t_syn", "st_lan", _fw4(H2_4, _fw_tcp(80, "S", 41001, 1000, data=False))),
+    _e("st4_echo_out", "st_lan", _fw4(H2_4, _fw_echo(4, ident=0x4242))),
+    _e("st6_echo_out", "st_lan", _fw6(H2_6, _fw_echo(6, ident=0x4343))),
+    _e("st4_tcp_ack_no_handshake_lan", "st_lan", _fw4(H2_4, _fw_tcp(
+        80, "A", 41003, 7000, ack=9000, data=False))),
+    # burst 2, WAN: replies (established, related), out-of-state and invalid packets, services
+    _e("st4_udp_a_reply1", "st_wan", _fw4(H1_4, _fw_udp(40001, sport=7000))),
+    _e("st4_udp_a_reply2", "st_wan", _fw4(H1_4, _fw_udp(40001, sport=7000))),
+    _e("st4_icmp_b_related", "st_wan", _fw4(H1_4, _fw_unreach(H1_4, H2_4, 40002, 7001))),
+    _e("st6_udp_c_reply", "st_wan", _fw6(H1_6, _fw_udp(40003, sport=7000))),
+    _e("st4_tcp_t_synack", "st_wan", _fw4(H1_4, _fw_tcp(41001, "SA", 80, 5000, ack=1001,
+                                                        data=False))),
+    _e("st4_echo_reply", "st_wan", _fw4(H1_4, _fw_echo(4, type_=0, ident=0x4242))),
+    _e("st6_echo_reply", "st_wan", _fw6(H1_6, _fw_echo(6, type_=129, ident=0x4343))),
+    _e("st4_udp_unsolicited", "st_wan", _fw4(H1_4, _fw_udp(40099, sport=7000))),
+    _e("st6_udp_unsolicited", "st_wan", _fw6(H1_6, _fw_udp(40099, sport=7000))),
+    _e("st4_tcp_ack_no_handshake", "st_wan", _fw4(H1_4, _fw_tcp(41099, "A", 80, 7000,
+                                                                ack=9000, data=False))),
+    _e("st4_icmp_unreach_no_flow", "st_wan", _fw4(H1_4, _fw_unreach(H1_4, H2_4, 40098,
+                                                                     7000))),
+    _e("st4_udp_d_dns", "st_wan", _fw4(H3_4, _fw_udp(53, sport=40004))),
+    _e("st6_udp_f_dns", "st_wan", _fw6(H3_6, _fw_udp(53, sport=40006))),
+    _e("st4_udp_dns_bad_csum", "st_wan", _fw4(H3_4, _fw_udp(53, sport=40007, chksum=0x1234))),
+    _e("st4_tcp_u_syn", "st_wan", _fw4(H3_4, _fw_tcp(443, "S", 41002, 3000, data=False))),
+    _e("st4_tcp_server_8080", "st_wan", _fw4(H3_4, _fw_tcp(8080, "S", 41004, 3000,
+                                                          data=False))),
+    _e("st4_tcp_lan_80", "st_wan", _fw4(H1_4, _fw_tcp(80, "S", 41005, 3000, data=False))),
+    _e("st4_tcp_synfin", "st_wan", _fw4(H3_4, _fw_tcp(80, "SF", 41006, 3000, data=False))),
+    _e("st4_echo_wan", "st_wan", _fw4(H1_4, _fw_echo(4))),
+    _e("st4_udp_wan_other", "st_wan", _fw4(H3_4, _fw_udp(7000, sport=40008))),
+    # burst 3, server: replies and an unsolicited datagram
+    _e("st4_tcp_u_synack", "st_srv", _fw4(H2_4, _fw_tcp(41002, "SA", 443, 8000, ack=3001,
+                                                       data=False))),
+    _e("st4_udp_d_reply", "st_srv", _fw4(H2_4, _fw_udp(40004, sport=53))),
+    _e("st6_udp_f_reply", "st_srv", _fw6(H2_6, _fw_udp(40006, sport=53))),
+    _e("st4_udp_e_reply", "st_srv", _fw4(H1_4, _fw_udp(40005, sport=7000))),
+    _e("st4_udp_server_unsolicited", "st_srv", _fw4(H2_4, _fw_udp(40010, sport=7000))),
+    # burst 4, LAN: the flows go on
+    _e("st4_udp_a_out3", "st_lan2", _fw4(H2_4, _fw_udp(7000, sport=40001))),
+    _e("st6_udp_c_out2", "st_lan2", _fw6(H2_6, _fw_udp(7000, sport=40003))),
+    _e("st4_tcp_t_ack", "st_lan2", _fw4(H2_4, _fw_tcp(80, "A", 41001, 1001, ack=5001,
+                                                     data=False))),
+    _e("st4_tcp_t_data", "st_lan2", _fw4(H2_4, _fw_tcp(80, "PA", 41001, 1001, ack=5001))),
+    # burst 5, WAN: established both ways
+    _e("st4_udp_a_reply3", "st_wan2", _fw4(H1_4, _fw_udp(40001, sport=7000))),
+    _e("st4_udp_b_reply", "st_wan2", _fw4(H1_4, _fw_udp(40002, sport=7001))),
+    _e("st6_udp_c_reply2", "st_wan2", _fw6(H1_6, _fw_udp(40003, sport=7000))),
+    _e("st4_tcp_t_data_in", "st_wan2", _fw4(H1_4, _fw_tcp(41001, "PA", 80, 5001,
+                                                         ack=1001 + 32))),
+)
+ENTRIES = ENTRIES + FIREWALL_ENTRIES
+
 GROUPS = tuple(dict.fromkeys(e.group for e in ENTRIES))
 BY_NAME = {e.name: e for e in ENTRIES}
 

@@ -280,7 +280,8 @@ def router_side(link: int, peer: int, far: int) -> Side:
 SIDES = {1: router_side(1, peer=2, far=3), 2: router_side(2, peer=1, far=3),
          3: router_side(3, peer=1, far=2)}
 ALL_ROUTER_GROUPS = tuple(g for g in corpus.GROUPS
-                          if g not in ("nft", "policy", "icmp_in4", "icmp_in6"))
+                          if g not in ("nft", "policy", "icmp_in4", "icmp_in6")
+                          and not g.startswith(("fw_", "st_")))
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,9 @@ class RouterConfig:
     ip: Sequence[str] = ()  # extra ``ip -batch`` lines
     nft: str = ""  # ruleset loaded with ``nft -f -``
     link_mtu: Mapping[int, int] = field(default_factory=dict)  # link -> MTU of both ends
+    # (command, input): rulesets loaded with ``<command>`` reading stdin, e.g.
+    # ("iptables-nft-restore", "*filter ... COMMIT")
+    restore: Sequence[tuple[str, str]] = ()
 
 
 def build_router(bed: Testbed, config: RouterConfig = RouterConfig()) -> Network:
@@ -314,7 +318,9 @@ def build_router(bed: Testbed, config: RouterConfig = RouterConfig()) -> Network
     sysctls(bed, r, values)
     ip_batch(bed, r, lines)
     if config.nft:
-        bed.run(r, "nft", "-f", "-", input=config.nft)
+        bed.run(r, "nft", "-f", "-", input=config.nft, timeout=120)
+    for command, text in config.restore:
+        bed.run(r, command, input=text, timeout=120)
     taps = [Tap(f"h{i}", ns, "eth0") for i, ns in hosts.items()]
 
     def marker(host: str, seq: int) -> Marker:
@@ -478,6 +484,354 @@ def bridge_router_corpus() -> list[CorpusFrame]:
                          (s[3], REVERSE_GROUPS)]) + l2corpus.build_bridged(s[1], s[2])
 
 
+# ---- forward-hook firewalls --------------------------------------------------------------------
+# One stateless ACL, written once (AclRule) and rendered as an nftables inet table or as
+# iptables-restore input (iptables and ip6tables), so that every flavour filters exactly alike
+# and one table of expectations serves them all.  The corpus probes (corpus group fw_lan from
+# h1, fw_wan from h2, fw_dmz from h3) each select one rule near the start, the middle or the
+# end of the list, or the policy; the rest of the list is filler that matches no frame.
+
+@dataclass(frozen=True)
+class AclRule:
+    """One rule.  Addresses and ports may be negated with a leading ``!``; ``dport`` is a
+    port, a range ``a-b``, a set ``a,b,c`` or a named set ``@name``; ``saddr`` may be a range
+    ``a-b``.  ``family`` 0 applies to IPv4 and IPv6 (then no address match)."""
+
+    verdict: str  # accept, drop, reject, return, jump <chain>, goto <chain>
+    family: int = 0
+    iif: str = ""
+    oif: str = ""
+    saddr: str = ""
+    daddr: str = ""
+    saddr_set: str = ""  # a named set of addresses (nft); iptables gets its elements inline
+    proto: str = ""  # udp, tcp, icmp (echo-request), icmpv6 (echo-request)
+    dport: str = ""
+
+
+ACL_SETS = {  # name -> (nft type, flags, elements)
+    "bad4": ("ipv4_addr", "interval", ("10.2.0.64/26",)),
+    "svc": ("inet_service", "", ("7200", "7201", "7205")),
+}
+OPPOSITE = {"accept": "drop", "drop": "accept"}
+
+
+def acl_chains(n: int, policy: str) -> dict[str, list[AclRule]]:
+    """The rich ACL: ``n`` rules in all (filler included), base chain ``forward`` last.
+
+    Rules marked "!policy" have the verdict opposite to the policy: they are reached only if
+    a return from a user chain continues the base chain, never after a goto's chain ends.
+    """
+    opp = OPPOSITE[policy]
+    start = [
+        AclRule("accept", 4, iif="r1", saddr="10.1.0.0/24", daddr="10.2.0.2", proto="udp",
+                dport="7001"),
+        AclRule("drop", 4, saddr="10.1.0.2", proto="tcp", dport="7002"),
+        AclRule("accept", 6, saddr="fd00:1::/64", proto="udp", dport="7001"),
+        AclRule("drop", 6, daddr="fd00:2::2", proto="tcp", dport="7002"),
+        AclRule("drop", 4, iif="r2", daddr="10.1.0.2", proto="udp", dport="!7010"),
+        AclRule("drop", 4, saddr="!10.0.0.0/8"),
+    ]
+    middle = [
+        AclRule("accept", 4, daddr="10.3.0.2", proto="udp", dport="7100-7199"),
+        AclRule("drop", 4, saddr="10.1.0.100-10.1.0.120"),
+        AclRule("accept", 4, daddr="10.3.0.2", proto="tcp", dport="22,80,443"),
+        AclRule("drop", 4, saddr_set="bad4"),
+        AclRule("accept", 0, proto="udp", dport="@svc"),
+        AclRule("jump from_dmz", 4, saddr="10.3.0.0/24"),
+        AclRule("jump from_dmz", 6, saddr="fd00:3::/64"),
+        AclRule("goto wan_udp", 4, saddr="10.2.0.0/24", proto="udp", dport="7300-7399"),
+    ]
+    end = [
+        AclRule("accept", 0, iif="r2", proto="udp", dport="7010"),
+        AclRule("accept", 4, daddr="10.2.0.2", proto="udp", dport="7500"),
+        AclRule("drop", 4, daddr="10.2.0.2", proto="tcp", dport="7501"),
+        AclRule("accept", 6, daddr="fd00:2::2", proto="udp", dport="7500"),
+        AclRule("drop", 6, proto="tcp", dport="7501"),
+        AclRule("reject", 4, daddr="10.2.0.2", proto="udp", dport="7502"),
+        AclRule("reject", 6, daddr="fd00:2::2", proto="udp", dport="7502"),
+        AclRule(opp, 4, saddr="10.2.0.0/24", proto="udp", dport="7360"),
+        AclRule(opp, 0, iif="r3", proto="udp", dport="7401,7403"),
+        AclRule("accept", 4, proto="icmp"),
+        AclRule("accept", 4, oif="r2", proto="tcp", dport="7600"),
+    ]
+    chains = {
+        "from_dmz": [AclRule("drop", 0, proto="udp", dport="7400"),
+                     AclRule("return", 0, proto="udp", dport="7401"),
+                     AclRule("accept", 0, proto="tcp", dport="7402")],
+        "wan_udp": [AclRule("accept", 0, proto="udp", dport="7350"),
+                    AclRule("drop", 0, proto="udp", dport="7351")],
+    }
+    fixed = len(start) + len(middle) + len(end) + sum(map(len, chains.values()))
+    filler = [_filler(i) for i in range(max(0, n - fixed))]
+    half = len(filler) // 2
+    chains["forward"] = start + filler[:half] + middle + filler[half:] + end
+    return chains
+
+
+def _filler(i: int) -> AclRule:
+    """A rule no corpus frame matches (destinations and sources nobody uses)."""
+    verdict = ("accept", "drop")[i % 2]
+    a, b = 18 + i // 64000 % 2, i % 64000
+    net4 = f"198.{a}.{b // 250}.{b % 250 + 1}"
+    kind = i % 4
+    if kind == 0:
+        return AclRule(verdict, 4, daddr=net4, proto="udp", dport=str(1000 + i % 60000))
+    if kind == 1:
+        return AclRule(verdict, 4, saddr=net4, proto="tcp", dport=str(1000 + i % 60000))
+    if kind == 2:
+        return AclRule(verdict, 6, daddr=f"2001:db8:ff::{i:x}", proto="udp",
+                       dport=str(1000 + i % 60000))
+    return AclRule(verdict, 4, iif="r2", daddr=net4, proto="tcp", dport="20000-20010")
+
+
+def _neg(value: str) -> tuple[bool, str]:
+    return value.startswith("!"), value.removeprefix("!")
+
+
+def nft_rule(r: AclRule) -> str:
+    words: list[str] = []
+    if r.iif:
+        words.append(f'iifname "{r.iif}"')
+    if r.oif:
+        words.append(f'oifname "{r.oif}"')
+    ip = {4: "ip", 6: "ip6"}.get(r.family)
+    for key, value in (("saddr", r.saddr), ("daddr", r.daddr)):
+        if value:
+            neg, v = _neg(value)
+            words.append(f"{ip} {key} {'!= ' if neg else ''}{v}")
+    if r.saddr_set:
+        words.append(f"{ip} saddr @{r.saddr_set}")
+    if r.family and not (r.saddr or r.daddr or r.saddr_set or r.proto.startswith("icmp")):
+        words.append(f"meta nfproto {'ipv4' if r.family == 4 else 'ipv6'}")
+    if r.proto in ("icmp", "icmpv6"):
+        words.append(f"{r.proto} type echo-request")
+    elif r.proto and r.dport:
+        neg, v = _neg(r.dport)
+        if "," in v:
+            v = "{ " + ", ".join(v.split(",")) + " }"
+        words.append(f"{r.proto} dport {'!= ' if neg else ''}{v}")
+    elif r.proto:
+        words.append(f"meta l4proto {r.proto}")
+    if r.verdict == "reject":
+        words.append({4: "reject with icmp type admin-prohibited",
+                      6: "reject with icmpv6 type admin-prohibited"}.get(
+            r.family, "reject with icmpx type admin-prohibited"))
+    else:
+        words.append(r.verdict)
+    return " ".join(words)
+
+
+def nft_acl(n: int, policy: str, table: str = "acl") -> str:
+    chains = acl_chains(n, policy)
+    out = [f"table inet {table} {{"]
+    for name, (type_, flags, elements) in ACL_SETS.items():
+        out.append(f"  set {name} {{ type {type_};{f' flags {flags};' if flags else ''} "
+                   f"elements = {{ {', '.join(elements)} }} }}")
+    for name, rules in chains.items():
+        out.append(f"  chain {name} {{")
+        if name == "forward":
+            out.append(f"    type filter hook forward priority filter; policy {policy};")
+        out += [f"    {nft_rule(r)}" for r in rules]
+        out.append("  }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def ipt_rule(chain: str, r: AclRule, family: int) -> str:
+    words = [f"-A {chain.upper() if chain == 'forward' else chain}"]
+    if r.iif:
+        words.append(f"-i {r.iif}")
+    if r.oif:
+        words.append(f"-o {r.oif}")
+    for flag, value in (("-s", r.saddr), ("-d", r.daddr)):
+        if value and "-" in value.split("/")[0] and "." in value:
+            words.append(f"-m iprange --{'src' if flag == '-s' else 'dst'}-range {value}")
+        elif value:
+            neg, v = _neg(value)
+            words.append(f"{'! ' if neg else ''}{flag} {v}")
+    if r.saddr_set:  # no ipset here: the set's elements, one rule per element below
+        words.append("-s {element}")
+    if r.proto == "icmp":
+        words.append("-p icmp --icmp-type echo-request")
+    elif r.proto == "icmpv6":
+        words.append("-p ipv6-icmp --icmpv6-type echo-request")
+    elif r.proto:
+        words.append(f"-p {r.proto}")
+        if r.dport:
+            neg, v = _neg(r.dport)
+            if v.startswith("@"):
+                v = ",".join(ACL_SETS[v[1:]][2])
+            if "," in v:
+                words.append(f"-m multiport {'! ' if neg else ''}--dports {v}")
+            else:
+                words.append(f"-m {r.proto} {'! ' if neg else ''}--dport {v.replace('-', ':')}")
+    verb, _, target = r.verdict.partition(" ")
+    words.append({"accept": "-j ACCEPT", "drop": "-j DROP", "return": "-j RETURN",
+                  "jump": f"-j {target}", "goto": f"-g {target}",
+                  "reject": "-j REJECT --reject-with " + (
+                      "icmp-admin-prohibited" if family == 4 else "adm-prohibited")}[verb])
+    return " ".join(words)
+
+
+def iptables_acl(n: int, policy: str, family: int) -> str:
+    """iptables-restore (``family`` 4) or ip6tables-restore (6) input for the same ACL."""
+    chains = acl_chains(n, policy)
+    out = ["*filter", f":FORWARD {policy.upper()} [0:0]"]
+    out += [f":{name} - [0:0]" for name in chains if name != "forward"]
+    for name, rules in chains.items():
+        for r in rules:
+            if r.family not in (0, family):
+                continue
+            line = ipt_rule(name, r, family)
+            if r.saddr_set:
+                out += [line.format(element=e) for e in ACL_SETS[r.saddr_set][2]]
+            else:
+                out.append(line)
+    out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+# What each probe meets: "accept"/"drop" (delivered or not whatever the policy), "policy",
+# "!policy" (the opposite of the policy), "error" (not delivered, an ICMP error comes back).
+ACL_EXPECTED = {
+    "h1:fw4_start_accept": "accept", "h1:fw4_start_drop": "drop",
+    "h1:fw6_start_accept": "accept", "h1:fw6_start_drop": "drop",
+    "h1:fw4_neg_saddr": "drop", "h1:fw4_range_accept": "accept",
+    "h1:fw4_srange_drop": "drop", "h1:fw4_srange_ctl": "accept",
+    "h1:fw4_anonset_443": "accept", "h1:fw4_anonset_miss": "policy",
+    "h1:fw4_end_drop": "drop", "h1:fw6_end_accept": "accept", "h1:fw6_end_drop": "drop",
+    "h1:fw4_reject": "error", "h1:fw6_reject": "error",
+    "h1:fw4_echo": "accept", "h1:fw6_echo_policy": "policy",
+    "h1:fw4_oif": "accept", "h1:fw4_oif_miss": "policy",
+    "h1:fw4_policy": "policy", "h1:fw6_policy": "policy",
+    "h1:fw4_ttl_1_policy": "error", "h1:fw6_hlim_1_policy": "error",
+    "h1:fw4_df_over_mtu_policy": "error", "h1:fw6_over_mtu_policy": "error",
+    "h2:fw4_neg_drop": "drop", "h2:fw4_neg_pass": "accept",
+    "h2:fw4_named_addr_drop": "drop", "h2:fw4_named_svc": "accept",
+    "h2:fw6_named_svc": "accept", "h2:fw4_named_svc_miss": "policy",
+    "h2:fw4_goto_accept": "accept", "h2:fw4_goto_drop": "drop",
+    "h2:fw4_goto_end": "policy", "h2:fw4_policy_wan": "policy",
+    "h3:fw4_jump_drop": "drop", "h3:fw4_jump_return": "!policy",
+    "h3:fw4_jump_accept": "accept", "h3:fw4_jump_fallthrough": "!policy",
+    "h3:fw6_jump_drop": "drop", "h3:fw6_jump_return": "!policy",
+}
+# The one-rule ACL (ip saddr 10.1.0.0/24 tcp dport 7002 drop, policy accept, an ip table)
+ACL1_NFT = """
+table ip acl {
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        ip saddr 10.1.0.0/24 tcp dport 7002 drop
+    }
+}
+"""
+ACL1_EXPECTED = {"h1:fw4_start_drop": "drop", "h1:fw4_start_accept": "accept",
+                 "h1:fw6_start_drop": "accept", "h1:fw4_end_drop": "accept",
+                 "h1:fw4_policy": "accept", "h1:fw4_reject": "accept",
+                 "h1:fw4_ttl_1_policy": "error", "h2:fw4_neg_drop": "accept"}
+
+STATEFUL_NFT = """
+table inet fw {
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        ct state established,related accept
+        ct state invalid drop
+        iifname "r1" accept
+        oifname "r3" tcp dport { 22, 80, 443 } accept
+        udp dport 53 accept
+        icmp type echo-request accept
+        icmpv6 type echo-request accept
+    }
+}
+"""
+STATEFUL_EXPECTED = {
+    **{f"h1:{e.name}": "accept" for e in corpus.ENTRIES if e.group == "st_lan"},
+    "h2:st4_udp_a_reply1": "accept", "h2:st4_udp_a_reply2": "accept",
+    "h2:st4_icmp_b_related": "accept", "h2:st6_udp_c_reply": "accept",
+    "h2:st4_tcp_t_synack": "accept", "h2:st4_echo_reply": "accept",
+    "h2:st6_echo_reply": "accept",
+    "h2:st4_udp_unsolicited": "drop", "h2:st6_udp_unsolicited": "drop",
+    "h2:st4_tcp_ack_no_handshake": "drop", "h2:st4_icmp_unreach_no_flow": "drop",
+    "h2:st4_udp_d_dns": "accept", "h2:st6_udp_f_dns": "accept",
+    "h2:st4_udp_dns_bad_csum": "drop", "h2:st4_tcp_u_syn": "accept",
+    "h2:st4_tcp_server_8080": "drop", "h2:st4_tcp_lan_80": "drop",
+    "h2:st4_tcp_synfin": "drop", "h2:st4_echo_wan": "accept",
+    "h2:st4_udp_wan_other": "drop",
+    "h3:st4_tcp_u_synack": "accept", "h3:st4_udp_d_reply": "accept",
+    "h3:st6_udp_f_reply": "accept", "h3:st4_udp_e_reply": "accept",
+    "h3:st4_udp_server_unsolicited": "drop",
+    **{f"h1:{e.name}": "accept" for e in corpus.ENTRIES if e.group == "st_lan2"},
+    **{f"h2:{e.name}": "accept" for e in corpus.ENTRIES if e.group == "st_wan2"},
+}
+
+
+def _receiver(data: bytes) -> str:
+    """The host a probe is addressed to (10.<link>.0.x, fd00:<link>::x)."""
+    if data[12:14] == b"\x08\x00":
+        return f"h{data[31]}"
+    return f"h{int.from_bytes(data[40:42], 'big')}"
+
+
+def expect_verdicts(expected: Mapping[str, str], policy: str,
+                    make: Callable[[], list[CorpusFrame]]) -> Callable[[list[Frame]], None]:
+    """A check: each probe was delivered to its destination or not, as ``expected`` says
+    (found by :func:`corpus.fw_ident`), and "error" probes caused an ICMP error back."""
+    def check(frames: list[Frame]) -> None:
+        sent = {f.name: f for f in make()}
+        got = {(f.host, corpus.fw_ident(f.data)) for f in frames}
+        wrong = []
+        for name, fate in expected.items():
+            cf = sent[name]
+            verdict = {"policy": policy, "!policy": OPPOSITE[policy]}.get(fate, fate)
+            delivered = (_receiver(cf.data), corpus.fw_ident(cf.data)) in got
+            if delivered != (verdict == "accept"):
+                wrong.append(f"{name}: {'delivered' if delivered else 'not delivered'}, "
+                             f"the ruleset says {fate} ({verdict})")
+            if fate == "error" and not tagged(frames, name, cf.host):
+                wrong.append(f"{name}: no ICMP error back to {cf.host}")
+        assert not wrong, "firewall verdicts differ from the ruleset:\n  " + "\n  ".join(wrong)
+    return check
+
+
+FW_LAN_GROUPS = ("fw_lan", "ordinary", "ttl")
+ACL_SCHEDULE: Schedule = ((1, FW_LAN_GROUPS), (2, ("fw_wan",)), (3, ("fw_dmz",)))
+STATEFUL_SCHEDULE: Schedule = ((1, ("st_lan", "ordinary")), (2, ("st_wan", "ordinary")),
+                               (3, ("st_srv",)), (1, ("st_lan2",)), (2, ("st_wan2",)))
+
+
+def _fw(name: str, summary: str, config: RouterConfig, schedule: Schedule,
+        expected: Mapping[str, str], policy: str) -> Scenario:
+    """A firewall scenario.  ``fast_path`` None: today the plan leaves forwarding to Linux
+    whenever a forward-hook rule exists; ``test_firewall`` derives the positive control from
+    the plan of the TNA-on run instead."""
+    make = router_corpus(schedule)
+    return Scenario(name, summary, lambda bed: build_router(bed, config), make,
+                    fast_path=None, check=expect_verdicts(expected, policy, make))
+
+
+def _ipt(n: int, policy: str, flavour: str) -> RouterConfig:
+    return RouterConfig(restore=((f"iptables-{flavour}-restore", iptables_acl(n, policy, 4)),
+                                 (f"ip6tables-{flavour}-restore",
+                                  iptables_acl(n, policy, 6))))
+
+
+FIREWALL_SCENARIOS = (
+    _fw("fw_acl_1", "the router with a one-rule nft forward ACL (ip table, policy accept)",
+        RouterConfig(nft=ACL1_NFT), ACL_SCHEDULE, ACL1_EXPECTED, "accept"),
+    _fw("fw_acl_100", "the router with a 100-rule nft forward ACL (inet table: sets, ranges, "
+        "negations, interfaces, jump/return, goto, reject; policy drop)",
+        RouterConfig(nft=nft_acl(100, "drop")), ACL_SCHEDULE, ACL_EXPECTED, "drop"),
+    _fw("fw_acl_1000", "the router with the 1000-rule nft forward ACL, policy accept",
+        RouterConfig(nft=nft_acl(1000, "accept")), ACL_SCHEDULE, ACL_EXPECTED, "accept"),
+    _fw("fw_ipt_nft_acl_100", "the 100-rule ACL (policy drop) through iptables-nft and "
+        "ip6tables-nft", _ipt(100, "drop", "nft"), ACL_SCHEDULE, ACL_EXPECTED, "drop"),
+    _fw("fw_ipt_legacy_acl_100", "the 100-rule ACL (policy drop) through iptables-legacy and "
+        "ip6tables-legacy", _ipt(100, "drop", "legacy"), ACL_SCHEDULE, ACL_EXPECTED, "drop"),
+    _fw("fw_stateful", "a stateful router firewall (ct state established,related accept; "
+        "invalid drop; LAN out; services to a server; policy drop)",
+        RouterConfig(nft=STATEFUL_NFT), STATEFUL_SCHEDULE, STATEFUL_EXPECTED, "drop"),
+)
+
+
 # ---- the catalogue -----------------------------------------------------------------------
 
 NFT_FORWARD = """
@@ -548,9 +902,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
             "and a custom local route", POLICY,
             ((1, ("ordinary", "policy", "spoof", "routes")), (2, ("ordinary", "spoof")))),
     _router("router_nft_forward", "the router with an nftables forward rule (udp dport 9 "
-            "drop): the plan leaves forwarding to Linux", RouterConfig(nft=NFT_FORWARD),
+            "drop): the fast path drops what the rule drops", RouterConfig(nft=NFT_FORWARD),
             ((1, ("ordinary", "nft", "ttl", "local")), (2, ("ordinary", "nft"))),
-            fast_path=False, check=expect_nft_forward_drop),
+            check=expect_nft_forward_drop),
     _router("router_nft_input", "the router with nftables input rules (echo requests to "
             "10.2.0.1, udp dport 7000): forwarding stays fast", RouterConfig(nft=NFT_INPUT),
             ((1, ("ordinary", "local", "ttl")), (2, ("ordinary",))),
@@ -559,4 +913,5 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              fast_path=None),
     Scenario("bridge_router", "h1, h2 on the router's bridge br0, h3 on a routed port",
              build_bridge_router, bridge_router_corpus, fast_path=None),
+    *FIREWALL_SCENARIOS,
 )}

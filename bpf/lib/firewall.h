@@ -1,0 +1,527 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The forward hook: netfilter's filter chains on NF_INET_FORWARD, evaluated by a bit-vector
+ * classifier that tna.firewall compiles from the live ruleset (layouts in tna_abi.h).
+ *
+ * Every field of the packet selects a class; the AND of the classes' bit vectors is the set of
+ * rules the packet matches. Walking it from rule 0, the first final verdict decides; SKIP rules
+ * (an accept ending one base chain, a return, a counter-only rule) move on to a later rule.
+ * The cost depends on the number of 64-rule words, not on what the rules say.
+ *
+ * Conntrack: when the ruleset makes the kernel track connections, a packet is fast only if it
+ * belongs to an established UDP flow that the kernel would treat as udp_packet() does: refresh
+ * the timeout (stream or unreplied, as the flow's age says), nothing else. The refresh happens whether the
+ * verdict is accept or drop, as conntrack runs before the forward hook. Everything else
+ * (new flows, TCP, whose window tracking needs every segment, ICMP) goes to Linux.
+ */
+#ifndef TNA_LIB_FIREWALL_H
+#define TNA_LIB_FIREWALL_H
+
+#include "stats.h"
+#include "l4csum.h"
+#include <linux/udp.h>
+
+extern const volatile struct tna_features tna_features;
+
+/* What the classifier needs of a packet. */
+struct fw_packet {
+	__u32 iif, oif;
+	__u8 saddr[16], daddr[16];	/* IPv4: the first 4 bytes */
+	__u8 l4proto, tcpflags, icmptype, v6;
+	__u16 sport, dport;		/* host order */
+};
+
+/*
+ * The classification runs in bpf_loop() callbacks: the verifier checks each callback once,
+ * where open-coded loops over words and matched rules would be checked once per iteration
+ * and path (beyond its limit for 32 words times 32 steps). Their state lives in the per-CPU
+ * scratch map, not on the stack, which the caller's frames mostly use up.
+ */
+struct fw_loop {
+	__u32 table;
+	__u32 class[TNA_FW_NR_FIELDS];	/* the packet's class per field */
+	__u64 nonzero;			/* words of the match vector with a bit set */
+	__u32 pos;			/* walk: the next rule to consider */
+	__u32 rule;			/* walk: the rule that decided */
+	int verdict;			/* walk: TNA_FW_* of that rule; TNA_FW_PUNT until then */
+	__u32 npassed;
+	__u16 passed[8];		/* counted SKIP rules walked past (an accept ending one
+					 * of several base chains), counted with the decision */
+};
+
+struct fw_scratch {
+	struct tna_fw_bits match;	/* rules the packet matches */
+	struct fw_loop l;
+	struct fw_packet p;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fw_scratch);
+} tna_fw_scratch SEC(".maps");
+
+/* ---- conntrack kfuncs (net/netfilter/nf_conntrack_bpf.c) ---- */
+
+struct nf_ct_udp {
+	unsigned long stream_ts;	/* jiffies after which a replied flow is a stream */
+} __attribute__((preserve_access_index));
+
+union nf_conntrack_proto {
+	struct nf_ct_udp udp;
+} __attribute__((preserve_access_index));
+
+struct nf_conn {
+	unsigned long status;
+	union nf_conntrack_proto proto;
+} __attribute__((preserve_access_index));
+
+struct bpf_ct_opts___local {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u8 reserved[2];
+};
+
+extern struct nf_conn *bpf_xdp_ct_lookup(struct xdp_md *xdp_ctx, struct bpf_sock_tuple *tuple,
+					 __u32 tuple__sz, struct bpf_ct_opts___local *opts,
+					 __u32 opts__sz) __ksym;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym;
+extern int bpf_ct_change_timeout(struct nf_conn *nfct, __u32 timeout) __ksym;
+
+/* enum ip_conntrack_status (uapi nf_conntrack_common.h) */
+#define CT_EXPECTED (1UL << 0)
+#define CT_SEEN_REPLY (1UL << 1)
+#define CT_ASSURED (1UL << 2)
+#define CT_CONFIRMED (1UL << 3)
+#define CT_SRC_NAT (1UL << 4)
+#define CT_DST_NAT (1UL << 5)
+#define CT_SEQ_ADJUST (1UL << 6)
+#define CT_DYING (1UL << 9)
+#define CT_FIXED_TIMEOUT (1UL << 10)
+#define CT_TEMPLATE (1UL << 11)
+#define CT_UNTRACKED (1UL << 12)	/* also IPS_NAT_CLASH */
+#define CT_HELPER (1UL << 13)
+#define CT_OFFLOAD (1UL << 14)
+#define CT_HW_OFFLOAD (1UL << 15)
+/* established: seen both ways, in the table */
+#define CT_NEEDED (CT_SEEN_REPLY | CT_CONFIRMED)
+/* NAT rewrites, helpers inspect, fixed timeouts are not refreshed, related flows: Linux */
+#define CT_REFUSED (CT_EXPECTED | CT_SRC_NAT | CT_DST_NAT | CT_SEQ_ADJUST | CT_DYING | \
+		    CT_FIXED_TIMEOUT | CT_TEMPLATE | CT_UNTRACKED | CT_HELPER | CT_OFFLOAD | \
+		    CT_HW_OFFLOAD)
+#define BPF_F_CURRENT_NETNS (-1)
+
+/* ---- classification ---- */
+
+static __always_inline const struct tna_fw_bits *fw_class(__u32 table, __u32 class)
+{
+	__u32 key = table * TNA_FW_MAX_CLASSES + class;
+
+	if (class >= TNA_FW_MAX_CLASSES)
+		return NULL;	/* an address absent from the LPM: tables being rewritten */
+	return bpf_map_lookup_elem(&tna_fw_classes, &key);
+}
+
+/* Class of a field kept in an array map; class 0 (every rule) when the field is unused. */
+static __always_inline __u32 fw_array_class(void *map, __u32 index)
+{
+	const __u32 *class = bpf_map_lookup_elem(map, &index);
+
+	return class ? *class : 0;
+}
+
+static __always_inline __u32 fw_if_class(const struct tna_fw_table *hdr, __u32 table, int out,
+					 __u32 ifindex)
+{
+	struct tna_fw_if_key key = { .tag = table * 2 + out, .ifindex = ifindex };
+	const __u32 *class = bpf_map_lookup_elem(&tna_fw_ifs, &key);
+
+	if (class)
+		return *class;
+	return out ? hdr->oif_default : hdr->iif_default;
+}
+
+/* LPM class of an address; 0xffffffff when absent (the loader always inserts /0). */
+static __always_inline __u32 fw_addr_class(__u32 table, int dst, const __u8 *addr, int v6)
+{
+	const __u32 *class;
+
+	if (v6) {
+		struct tna_fw_v6_key key = { .prefixlen = 32 + 128, .tag = table * 2 + dst };
+
+		__builtin_memcpy(key.addr, addr, 16);
+		class = bpf_map_lookup_elem(&tna_fw_v6, &key);
+	} else {
+		struct tna_fw_v4_key key = { .prefixlen = 32 + 32, .tag = table * 2 + dst };
+
+		__builtin_memcpy(key.addr, addr, 4);
+		class = bpf_map_lookup_elem(&tna_fw_v4, &key);
+	}
+	return class ? *class : 0xffffffff;
+}
+
+static __always_inline __u32 fw_field_class(const struct tna_fw_table *hdr, __u32 table,
+					    const struct fw_packet *p, enum tna_fw_field f)
+{
+	if (!(hdr->used & (1U << f)))
+		return 0;	/* class 0 has every rule's bit */
+	switch (f) {
+	case TNA_FW_IIF:
+		return fw_if_class(hdr, table, 0, p->iif);
+	case TNA_FW_OIF:
+		return fw_if_class(hdr, table, 1, p->oif);
+	case TNA_FW_SADDR:
+		return fw_addr_class(table, 0, p->saddr, p->v6);
+	case TNA_FW_DADDR:
+		return fw_addr_class(table, 1, p->daddr, p->v6);
+	case TNA_FW_L4PROTO:
+		return fw_array_class(&tna_fw_small, (table * 3 + 0) * 256 + p->l4proto);
+	case TNA_FW_TCPFLAGS:
+		return fw_array_class(&tna_fw_small, (table * 3 + 1) * 256 + p->tcpflags);
+	case TNA_FW_ICMPTYPE:
+		return fw_array_class(&tna_fw_small, (table * 3 + 2) * 256 + p->icmptype);
+	case TNA_FW_SPORT:
+		return fw_array_class(&tna_fw_ports, (table * 2 + 0) * 65536 + p->sport);
+	case TNA_FW_DPORT:
+		return fw_array_class(&tna_fw_ports, (table * 2 + 1) * 65536 + p->dport);
+	default:
+		return 0xffffffff;
+	}
+}
+
+/* Index of the lowest set bit of a non-zero word (de Bruijn: BPF has no ctz). */
+static const __u8 fw_debruijn[64] = {
+	0, 1, 48, 2, 57, 49, 28, 3, 61, 58, 50, 42, 38, 29, 17, 4,
+	62, 55, 59, 36, 53, 51, 43, 22, 45, 39, 33, 30, 24, 18, 12, 5,
+	63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21, 44, 32, 23, 11,
+	46, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9, 13, 8, 7, 6,
+};
+
+static __always_inline __u32 fw_ctz(__u64 x)
+{
+	return fw_debruijn[(((x & -x) * 0x03f79d71b4cb0a89ULL) >> 58) & 63];
+}
+
+/* The first matched rule at or after pos, or TNA_FW_MAX_RULES when there is none. */
+static __always_inline __u32 fw_next(const struct fw_scratch *s, __u64 nonzero, __u32 pos)
+{
+	__u32 w = (pos >> 6) & (TNA_FW_WORDS - 1);
+	__u64 bits;
+
+	if (pos >= TNA_FW_MAX_RULES)
+		return TNA_FW_MAX_RULES;
+	bits = s->match.w[w] & (~0ULL << (pos & 63));
+	if (bits)
+		return w * 64 + fw_ctz(bits);
+	nonzero &= ~0ULL << (w + 1);
+	if (!nonzero)
+		return TNA_FW_MAX_RULES;
+	w = fw_ctz(nonzero) & (TNA_FW_WORDS - 1);
+	return w * 64 + fw_ctz(s->match.w[w]);
+}
+
+static __always_inline void fw_count(__u32 table, __u32 rule, __u64 bytes)
+{
+	__u32 key = table * TNA_FW_MAX_RULES + (rule & (TNA_FW_MAX_RULES - 1));
+	struct tna_counter *c = bpf_map_lookup_elem(&tna_fw_counters, &key);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline struct fw_scratch *fw_scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&tna_fw_scratch, &zero);
+}
+
+/* One word of the match vector: the AND of that word of every field's class. */
+static long fw_match_word(__u32 w, void *unused)
+{
+	struct fw_scratch *s = fw_scratch();
+	struct fw_loop *l;
+	__u64 x = ~0ULL;
+
+	if (!s)
+		return 1;
+	l = &s->l;
+	asm volatile("" : "+r"(w));	/* keep the mask below: the verifier needs to see it */
+	w &= TNA_FW_WORDS - 1;
+#pragma unroll
+	for (int f = 0; f < TNA_FW_NR_FIELDS; f++) {
+		const struct tna_fw_bits *b = fw_class(l->table, l->class[f]);
+
+		if (!b) {
+			l->nonzero = 0;	/* a class is missing: tables being rewritten: punt */
+			return 1;
+		}
+		x &= b->w[w];
+	}
+	s->match.w[w] = x;
+	l->nonzero |= ((x | -x) >> 63) << w;	/* no branch */
+	return 0;
+}
+
+/* One step of the walk: the next matched rule decides, or moves the walk on (SKIP). */
+static long fw_walk_step(__u32 step, void *unused)
+{
+	struct fw_scratch *s = fw_scratch();
+	const struct tna_fw_rule *r;
+	struct fw_loop *l;
+	__u32 i, key;
+
+	if (!s)
+		return 1;
+	l = &s->l;
+	i = fw_next(s, l->nonzero, l->pos);
+	if (i >= TNA_FW_MAX_RULES)
+		return 1;	/* nothing matched: the tables are inconsistent: punt */
+	key = l->table * TNA_FW_MAX_RULES + i;
+	r = bpf_map_lookup_elem(&tna_fw_rules, &key);
+	if (!r)
+		return 1;
+	if (r->verdict != TNA_FW_SKIP) {
+		l->verdict = r->verdict;
+		l->rule = r->counted ? i : TNA_FW_MAX_RULES;
+		return 1;
+	}
+	if (r->target <= i)
+		return 1;
+	if (r->counted && l->npassed < 8)
+		l->passed[l->npassed++ & 7] = i;
+	l->pos = r->target;
+	return 0;
+}
+
+/* TNA_FW_ACCEPT, TNA_FW_DROP or TNA_FW_PUNT for the packet, as the rules of table l->table
+ * decide; l->rule and l->passed say which rules to count if the fast path acts on it. */
+static __always_inline int fw_classify(const struct tna_fw_table *hdr, struct fw_loop *l)
+{
+	__u32 nwords = hdr->nwords;
+
+	if (nwords > TNA_FW_WORDS)
+		return TNA_FW_PUNT;
+	l->verdict = TNA_FW_PUNT;
+	bpf_loop(nwords, fw_match_word, NULL, 0);
+	if (!l->nonzero)
+		return TNA_FW_PUNT;
+	bpf_loop(TNA_FW_MAX_STEPS, fw_walk_step, NULL, 0);
+	if (l->verdict != TNA_FW_ACCEPT && l->verdict != TNA_FW_DROP)
+		return TNA_FW_PUNT;
+	return l->verdict;
+}
+
+static __always_inline void fw_count_decision(const struct fw_loop *l, __u64 bytes)
+{
+	if (l->rule < TNA_FW_MAX_RULES)
+		fw_count(l->table, l->rule, bytes);
+#pragma unroll
+	for (int k = 0; k < 8; k++)
+		if (k < l->npassed)
+			fw_count(l->table, l->passed[k], bytes);
+}
+
+/* ---- conntrack ---- */
+
+/*
+ * The established, assured UDP flow of this packet, referenced (bpf_ct_release() it), or NULL
+ * with *why set. udp_error() must not call the packet invalid: length within the datagram,
+ * and (net.netfilter.nf_conntrack_checksum, verified here always) a checksum that holds.
+ */
+static __always_inline struct nf_conn *fw_ct_flow(struct xdp_md *ctx, const struct fw_packet *p,
+						  const void *l4, __u32 l4_off, __u32 l4_len,
+						  __u64 pseudo, const struct tna_fw_table *hdr,
+						  __u32 *timeout_ms, enum tna_code *why)
+{
+	const void *end = frame_end(ctx);
+	const struct udphdr *udp = l4;
+	struct bpf_ct_opts___local opts = { .netns_id = BPF_F_CURRENT_NETNS,
+					    .l4proto = IPPROTO_UDP };
+	struct bpf_sock_tuple tuple = {};
+	struct nf_conn *ct;
+	__u32 tuple_len;
+
+	*why = TNA_PUNT_CT_PROTO;
+	if (p->l4proto != IPPROTO_UDP)
+		return NULL;
+	*why = TNA_PUNT_CT;
+	if ((const void *)(udp + 1) > end || bpf_ntohs(udp->len) > l4_len ||
+	    bpf_ntohs(udp->len) < sizeof(*udp))
+		return NULL;
+	if (udp->check && !l4_csum_complete(ctx, l4_off, l4_len, pseudo))
+		return NULL;
+	if (p->v6) {
+		__builtin_memcpy(tuple.ipv6.saddr, p->saddr, 16);
+		__builtin_memcpy(tuple.ipv6.daddr, p->daddr, 16);
+		tuple.ipv6.sport = udp->source;
+		tuple.ipv6.dport = udp->dest;
+		tuple_len = sizeof(tuple.ipv6);
+	} else {
+		__builtin_memcpy(&tuple.ipv4.saddr, p->saddr, 4);
+		__builtin_memcpy(&tuple.ipv4.daddr, p->daddr, 4);
+		tuple.ipv4.sport = udp->source;
+		tuple.ipv4.dport = udp->dest;
+		tuple_len = sizeof(tuple.ipv4);
+	}
+	ct = bpf_xdp_ct_lookup(ctx, &tuple, tuple_len, &opts, sizeof(opts));
+	if (!ct)
+		return NULL;
+	if ((ct->status & CT_NEEDED) != CT_NEEDED || (ct->status & CT_REFUSED))
+		goto linux;
+	/*
+	 * udp_packet(): a replied flow gets the stream timeout once it is older than stream_ts
+	 * (and is then made assured, which only the kernel may do: punt that one packet);
+	 * before, the unreplied timeout.
+	 */
+	if (ct->status & CT_ASSURED) {
+		*timeout_ms = hdr->ct_timeout_ms;
+	} else {
+		if ((__s64)(ct->proto.udp.stream_ts - bpf_jiffies64()) < 0)
+			goto linux;
+		*timeout_ms = hdr->ct_unreplied_ms;
+	}
+	return ct;
+linux:
+	bpf_ct_release(ct);
+	return NULL;
+}
+
+/* ---- the hook ---- */
+
+static __always_inline int fw_parse_l4(struct fw_packet *p, const void *l4, const void *end)
+{
+	const __u8 *b = l4;
+
+	switch (p->l4proto) {
+	case IPPROTO_TCP:
+		if ((const void *)(b + 14) > end)
+			return -1;
+		p->tcpflags = b[13];
+		/* fall through */
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE:
+	case IPPROTO_SCTP:
+	case 33:	/* DCCP */
+		if ((const void *)(b + 4) > end)
+			return -1;
+		p->sport = (b[0] << 8) | b[1];
+		p->dport = (b[2] << 8) | b[3];
+		return 0;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		if ((p->l4proto == IPPROTO_ICMPV6) != p->v6)
+			return 0;	/* ICMP inside IPv6 (or v.v.): no type to match */
+		if ((const void *)(b + 1) > end)
+			return -1;
+		p->icmptype = b[0];
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* Classification, conntrack and the rule counters for a parsed packet (see tna_fw_hook). */
+static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch *s,
+					   const void *l4, __u32 l4_off, __u32 l4_len,
+					   __u64 pseudo, __u64 bytes)
+{
+	__u32 zero = 0;
+	const struct tna_config *cfg = bpf_map_lookup_elem(&tna_config, &zero);
+	struct fw_packet *p = &s->p;
+	const struct tna_fw_table *hdr;
+	struct nf_conn *ct;
+	struct fw_loop *l;
+	enum tna_code why;
+	__u32 table, timeout_ms = 0;
+	int verdict;
+
+	if (!cfg)
+		return TNA_PUNT_FIREWALL;
+	table = (cfg->fw_gen & 1) * 2 + p->v6;
+	hdr = bpf_map_lookup_elem(&tna_fw_tables, &table);
+	if (!hdr || !hdr->nrules)
+		return TNA_PUNT_FIREWALL;
+	if (fw_parse_l4(p, l4, frame_end(ctx)))
+		return TNA_PUNT_MALFORMED;
+	l = &s->l;
+	__builtin_memset(l, 0, sizeof(*l));
+	l->table = table;
+#pragma unroll
+	for (int f = 0; f < TNA_FW_NR_FIELDS; f++)
+		l->class[f] = fw_field_class(hdr, table, p, f);
+	verdict = fw_classify(hdr, l);
+	if (verdict == TNA_FW_PUNT)
+		return TNA_PUNT_FIREWALL;
+	if (hdr->stateful) {
+		/* the rules were compiled for ct state "established": make sure it is */
+		ct = fw_ct_flow(ctx, p, l4, l4_off, l4_len, pseudo, hdr, &timeout_ms, &why);
+		if (!ct)
+			return why;
+		/* what udp_packet() does before the forward hook, whatever the hook decides */
+		bpf_ct_change_timeout(ct, timeout_ms);
+		bpf_ct_release(ct);
+	}
+	fw_count_decision(l, bytes);
+	return verdict == TNA_FW_ACCEPT ? 0 : TNA_FW_DROPPED;
+}
+
+/*
+ * The forward hook for a routed packet whose L3 header (no IPv4 options, no IPv6 extension
+ * headers) starts at l3_off: 0 to go on forwarding, TNA_FW_DROPPED to drop it, or the reason to
+ * hand it to Linux. A global function, so the verifier checks it once, on its own.
+ */
+__attribute__((noinline)) int tna_fw_hook(struct xdp_md *ctx, __u32 l3_off, __u32 v6, __u32 iif,
+					  __u32 oif)
+{
+	void *data = frame_start(ctx), *end = frame_end(ctx);
+	struct fw_scratch *s = fw_scratch();
+	struct fw_packet *p;
+	__u32 l4_off, l4_len;
+	__u64 pseudo;
+
+	if (l3_off != sizeof(struct ethhdr) || !s)
+		return TNA_PUNT_MALFORMED;
+	p = &s->p;	/* not on the stack: the callers' frames leave little of it */
+	__builtin_memset(p, 0, sizeof(*p));
+	p->iif = iif;
+	p->oif = oif;
+	p->v6 = !!v6;
+	if (v6) {
+		struct ipv6hdr *ip6h = data + sizeof(struct ethhdr);
+
+		if ((void *)(ip6h + 1) > end)
+			return TNA_PUNT_MALFORMED;
+		l4_len = bpf_ntohs(ip6h->payload_len);
+		__builtin_memcpy(p->saddr, &ip6h->saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6h->daddr, 16);
+		p->l4proto = ip6h->nexthdr;
+		l4_off = sizeof(struct ethhdr) + sizeof(*ip6h);
+		pseudo = pseudo_v6(ip6h, l4_len);
+	} else {
+		struct iphdr *iph = data + sizeof(struct ethhdr);
+
+		if ((void *)(iph + 1) > end || bpf_ntohs(iph->tot_len) < sizeof(*iph))
+			return TNA_PUNT_MALFORMED;
+		l4_len = bpf_ntohs(iph->tot_len) - sizeof(*iph);
+		__builtin_memcpy(p->saddr, &iph->saddr, 4);
+		__builtin_memcpy(p->daddr, &iph->daddr, 4);
+		p->l4proto = iph->protocol;
+		l4_off = sizeof(struct ethhdr) + sizeof(*iph);
+		pseudo = pseudo_v4(iph, l4_len);
+	}
+	return fw_forward_hook(ctx, s, data + l4_off, l4_off, l4_len, pseudo, l4_off + l4_len);
+}
+
+/* The forward hook (above) in the forwarding functions' terms. */
+static __always_inline enum tna_code fw_hook(struct xdp_md *ctx, int v6, __u32 iif, __u32 oif)
+{
+	return tna_fw_hook(ctx, sizeof(struct ethhdr), v6, iif, oif);
+}
+
+#endif

@@ -1,0 +1,61 @@
+"""The firewall benchmark scenarios, briefly: they build, Linux forwards the benchmark flow
+through their rulesets, and the stateful one really measures an established conntrack flow
+(without the reply from the sink's side first, its policy drops every frame)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tna.bench import scenarios
+from tna.bench.runner import Config, run_scenario
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, BPF)")
+
+
+def _namespaces(prefix: str) -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in out.stdout.splitlines()
+            if line.startswith(f"{prefix}-")}
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    name = f"tnabf{secrets.token_hex(2)}"
+    yield name
+    assert not _namespaces(name), "the benchmark left namespaces behind"
+
+
+def _rates(name: str, prefix: str, modes: tuple[str, ...]) -> dict[str, float]:
+    cfg = Config(scenarios=(name,), modes=modes, runs=1, seconds=0.2, warmup=0.1, cpu=0,
+                 micro_iterations=0, profile=False, retries=0, ns_prefix=prefix)
+    report = run_scenario(name, cfg, lambda _msg: None)
+    for r in report.results:
+        assert r.status == "ok", f"{name} {r.mode}: {r.status} {r.note}"
+    return {r.mode: r.samples[0].pps for r in report.results}
+
+
+@pytest.mark.parametrize("name", ["firewall-stateful", "firewall-ipt"])
+def test_firewall_scenario_forwards(name: str, prefix: str) -> None:
+    rates = _rates(name, prefix, (scenarios.LINUX, scenarios.TNA))
+    assert rates[scenarios.LINUX] > 1000 and rates[scenarios.TNA] > 1000, rates
+
+
+def test_stateful_flow_is_established(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scenarios.StatefulFirewall, "establish", lambda self: None)
+    rates = _rates("firewall-stateful", prefix, (scenarios.LINUX,))
+    assert rates[scenarios.LINUX] == 0, "the ruleset lets a flow pass that is not established"
+
+
+def test_rulesets() -> None:
+    nft = scenarios.firewall_ruleset(50)
+    ipt = scenarios.iptables_ruleset(50)
+    assert nft.count(" drop\n") == 50 and ipt.count("-j DROP\n") == 50
+    assert nft.rstrip().endswith("accept\n  }\n}")
+    assert ipt.endswith("-A FORWARD -j ACCEPT\nCOMMIT\n")
+    stateful = scenarios.stateful_ruleset(50).splitlines()
+    assert "policy drop" in stateful[2] and "established" in stateful[3]
