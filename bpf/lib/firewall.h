@@ -32,9 +32,9 @@ struct fw_packet {
 };
 
 /*
- * The classification runs in bpf_loop() callbacks: the verifier checks each callback once,
- * where open-coded loops over words and matched rules would be checked once per iteration
- * and path (beyond its limit for 32 words times 32 steps). Their state lives in the per-CPU
+ * The walk over matched rules runs in a bpf_loop() callback: the verifier checks it once,
+ * where an open-coded loop would be checked once per iteration and path (beyond its limit
+ * for 32 steps of a walk with branches). Their state lives in the per-CPU
  * scratch map, not on the stack, which the caller's frames mostly use up.
  */
 struct fw_loop {
@@ -241,30 +241,38 @@ static __always_inline struct fw_scratch *fw_scratch(void)
 	return bpf_map_lookup_elem(&tna_fw_scratch, &zero);
 }
 
-/* One word of the match vector: the AND of that word of every field's class. */
-static long fw_match_word(__u32 w, void *unused)
+/*
+ * The match vector: word by word, the AND of every field's class vector. The class vectors are
+ * looked up once; a field no rule uses points at class 0, which has every rule. An open-coded
+ * loop without branches inside, so the per-word cost is nine loads; a global function, so the
+ * verifier checks it once, not once per way out of the loop.
+ */
+__attribute__((noinline)) int tna_fw_match(struct fw_scratch *s, __u32 nwords)
 {
-	struct fw_scratch *s = fw_scratch();
+	const struct tna_fw_bits *b[TNA_FW_NR_FIELDS];
+	__u64 nonzero = 0;
 	struct fw_loop *l;
-	__u64 x = ~0ULL;
 
 	if (!s)
-		return 1;
+		return -1;
 	l = &s->l;
-	asm volatile("" : "+r"(w));	/* keep the mask below: the verifier needs to see it */
-	w &= TNA_FW_WORDS - 1;
 #pragma unroll
 	for (int f = 0; f < TNA_FW_NR_FIELDS; f++) {
-		const struct tna_fw_bits *b = fw_class(l->table, l->class[f]);
-
-		if (!b) {
-			l->nonzero = 0;	/* a class is missing: tables being rewritten: punt */
-			return 1;
-		}
-		x &= b->w[w];
+		b[f] = fw_class(l->table, l->class[f]);
+		if (!b[f])
+			return -1;	/* a class is missing: tables being rewritten */
 	}
-	s->match.w[w] = x;
-	l->nonzero |= ((x | -x) >> 63) << w;	/* no branch */
+	for (__u32 w = 0; w < TNA_FW_WORDS; w++) {
+		__u64 x;
+
+		if (w >= nwords)
+			break;
+		x = b[0]->w[w] & b[1]->w[w] & b[2]->w[w] & b[3]->w[w] & b[4]->w[w] &
+		    b[5]->w[w] & b[6]->w[w] & b[7]->w[w] & b[8]->w[w];
+		s->match.w[w] = x;
+		nonzero |= ((x | -x) >> 63) << w;	/* no branch */
+	}
+	l->nonzero = nonzero;
 	return 0;
 }
 
@@ -301,15 +309,15 @@ static long fw_walk_step(__u32 step, void *unused)
 
 /* TNA_FW_ACCEPT, TNA_FW_DROP or TNA_FW_PUNT for the packet, as the rules of table l->table
  * decide; l->rule and l->passed say which rules to count if the fast path acts on it. */
-static __always_inline int fw_classify(const struct tna_fw_table *hdr, struct fw_loop *l)
+static __always_inline int fw_classify(const struct tna_fw_table *hdr, struct fw_scratch *s)
 {
+	struct fw_loop *l = &s->l;
 	__u32 nwords = hdr->nwords;
 
 	if (nwords > TNA_FW_WORDS)
 		return TNA_FW_PUNT;
 	l->verdict = TNA_FW_PUNT;
-	bpf_loop(nwords, fw_match_word, NULL, 0);
-	if (!l->nonzero)
+	if (tna_fw_match(s, nwords) || !l->nonzero)
 		return TNA_FW_PUNT;
 	bpf_loop(TNA_FW_MAX_STEPS, fw_walk_step, NULL, 0);
 	if (l->verdict != TNA_FW_ACCEPT && l->verdict != TNA_FW_DROP)
@@ -455,7 +463,7 @@ static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch
 #pragma unroll
 	for (int f = 0; f < TNA_FW_NR_FIELDS; f++)
 		l->class[f] = fw_field_class(hdr, table, p, f);
-	verdict = fw_classify(hdr, l);
+	verdict = fw_classify(hdr, s);
 	if (verdict == TNA_FW_PUNT)
 		return TNA_PUNT_FIREWALL;
 	if (hdr->stateful) {
