@@ -65,7 +65,7 @@ bridge_egress_port(__u32 bridge, __u32 port, enum tna_code *why)
 		*why = TNA_PUNT_PORT_FLAGS;
 		return NULL;
 	}
-	out = bpf_map_lookup_elem(&tna_ifaces, &port);
+	out = iface_lookup(port);
 	if (!out || !(out->flags & TNA_IF_EGRESS) || (out->flags & TNA_IF_BRIDGE)) {
 		*why = TNA_PUNT_EGRESS;
 		return NULL;

@@ -400,6 +400,35 @@ def test_unverified_l4_checksum_is_punted(router: Router, case: str) -> None:
     assert (verdict, out, moved) == (XDP_PASS, frame, {"l4_csum": 1})
 
 
+def test_large_ifindexes_use_the_hash(router: Router) -> None:
+    """Interfaces beyond the tna_ifidx array are found in the tna_ifaces hash, as ingress and
+    as egress."""
+    r5_mac, h5_mac, big = "02:00:00:00:05:01", "02:00:00:00:05:02", 5000
+    bed, r = router.bed, router.ns
+    bed.run(r, "ip", "link", "add", "r5", "index", str(big), "address", r5_mac, "type", "veth",
+            "peer", "name", "h5")
+    try:
+        for cmd in (("link", "set", "r5", "up"), ("link", "set", "h5", "up"),
+                    ("addr", "add", "10.5.0.1/24", "dev", "r5"),
+                    ("neigh", "add", "10.5.0.2", "lladdr", h5_mac, "dev", "r5", "nud",
+                     "permanent")):
+            bed.run(r, "ip", *cmd)
+        to_big = Ether(bytes(v4(dst="10.5.0.2") / UDP()))
+        from_big = Ether(bytes(Ether(src=h5_mac, dst=r5_mac) / IP(src="10.5.0.2", dst="10.2.0.2",
+                                                                  ttl=64) / UDP()))
+        features = Features(True, True)
+        with program(router, features), netns.entered(r):
+            loader.sync_ports_for_test([Port(big, "r5", r5_mac, True, features)])
+            out = libbpf.test_run(router.prog_fd, bytes(to_big),
+                                  ingress_ifindex=router.ifindex["r1"])
+            assert out[:2] == (XDP_REDIRECT, forwarded_v4(to_big, h5_mac, r5_mac))
+            out = libbpf.test_run(router.prog_fd, bytes(from_big), ingress_ifindex=big)
+            assert out[:2] == (XDP_REDIRECT, forwarded_v4(from_big))
+            assert loader.read_counters()[big]["forwarded"].packets == 1
+    finally:
+        bed.run(r, "ip", "link", "del", "r5")
+
+
 def test_map_flags_withdraw_a_family_without_reload(router: Router) -> None:
     """What a reconciliation writes first when a family must go back to Linux at once."""
     fwd = bytes(Ether(bytes(v4() / UDP())))

@@ -17,7 +17,8 @@ Links are either pinned (``tna apply``: the fast path outlives the command) or o
 process (``tna run``: if the daemon dies, the kernel detaches them and Linux carries on alone).
 
 Pins, per namespace (keyed by its never-reused cookie): ``/sys/fs/bpf/tna/ns<cookie>/`` holds
-the shared maps ``tna_ifaces``, ``tna_tx``, ``tna_stats`` and pinned links ``link<ifindex>``.
+the shared maps ``tna_ifaces`` (and its array copy ``tna_ifidx``), ``tna_tx``, ``tna_stats``, ...
+and pinned links ``link<ifindex>``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from tna.datapath.libbpf import LibbpfError
 
 BPFFS = "/sys/fs/bpf"
 SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "tna_src_deny",
-               "tna_config", "tna_redirects")
+               "tna_config", "tna_redirects", "tna_ifidx")
 FEATURES_MAP = ".rodata.features"
 FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
 PROG_NAME = b"tna_xdp"
@@ -216,7 +217,7 @@ class Program:
         device maps, so libbpf's compatibility check would refuse the pinned tna_tx.
         """
         reused = []
-        for name in SHARED_MAPS:
+        for name in self._shared_maps():
             path = os.path.join(pin_dir(), name)
             if not os.path.exists(path):
                 continue
@@ -229,8 +230,13 @@ class Program:
             reused.append(name)
         return reused
 
+    def _shared_maps(self) -> list[str]:
+        """The shared maps this object has: an older build (a benchmark variant) lacks some."""
+        return [n for n in SHARED_MAPS
+                if libbpf.lib().bpf_object__find_map_by_name(self.obj, n.encode())]
+
     def _pin_new_maps(self, reused: list[str]) -> None:
-        for name in SHARED_MAPS:
+        for name in self._shared_maps():
             if name not in reused:
                 fd = libbpf.check(libbpf.lib().bpf_map__fd(self._map(name)), f"{name} fd")
                 libbpf.obj_pin(fd, os.path.join(pin_dir(), name))
@@ -259,7 +265,7 @@ def open_map(name: str) -> libbpf.Map:
     fd = libbpf.obj_get(os.path.join(pin_dir(), name))
     if name == "tna_stats":
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaCounter), percpu=True)
-    if name == "tna_ifaces":
+    if name in ("tna_ifaces", "tna_ifidx"):
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaIface))
     if name == "tna_fdb":
         return libbpf.Map(fd, ctypes.sizeof(abi.TnaFdbKey), ctypes.sizeof(abi.TnaFdbEntry))
@@ -310,6 +316,8 @@ class _Maps:
     def __init__(self) -> None:
         self.ifaces, self.tx, self.stats = (open_map(n) for n in SHARED_MAPS[:3])
         self.entries = read_ifaces(self.ifaces)
+        self.ifidx, self.ifidx_max = _open_ifidx()
+        self._sync_ifidx()
 
     def write(self, ifindex: int, mac: str, flags: int) -> None:
         """Set an entry; the device map follows so that an egress exists in both or neither.
@@ -324,14 +332,31 @@ class _Maps:
         if target:
             self.tx.update(_u32(ifindex), _u32(ifindex))
         self.ifaces.update(_u32(ifindex), bytes(new))
+        self._write_ifidx(ifindex, bytes(new))
         if not target:
             self.tx.delete(_u32(ifindex))
         self.entries[ifindex] = new
 
     def remove(self, ifindex: int) -> None:
+        # the array first: an empty array entry sends the program to tna_ifaces
+        self._write_ifidx(ifindex, bytes(ctypes.sizeof(abi.TnaIface)))
         self.ifaces.delete(_u32(ifindex))
         self.tx.delete(_u32(ifindex))
         self.entries.pop(ifindex, None)
+
+    def _write_ifidx(self, ifindex: int, value: bytes) -> None:
+        if self.ifidx is not None and ifindex < self.ifidx_max:
+            self.ifidx.update(_u32(ifindex), value)
+
+    def _sync_ifidx(self) -> None:
+        """tna_ifidx follows tna_ifaces, also where a crash or an older TNA left it behind."""
+        if self.ifidx is None:
+            return
+        for ifindex, entry in self.entries.items():
+            value = bytes(entry)
+            if (ifindex < self.ifidx_max
+                    and (self.ifidx.lookup(_u32(ifindex)) or b"")[:len(value)] != value):
+                self.ifidx.update(_u32(ifindex), value)
 
     def _new_slot(self) -> int:
         used = {e.slot for e in self.entries.values()}
@@ -344,8 +369,17 @@ class _Maps:
         return slot
 
     def close(self) -> None:
-        for m in (self.ifaces, self.tx, self.stats):
-            m.close()
+        for m in (self.ifaces, self.tx, self.stats, self.ifidx):
+            if m is not None:
+                m.close()
+
+
+def _open_ifidx() -> tuple[libbpf.Map | None, int]:
+    """tna_ifidx and its size, or None where only an older TNA's maps are pinned so far."""
+    if not os.path.exists(os.path.join(pin_dir(), "tna_ifidx")):
+        return None, 0
+    m = open_map("tna_ifidx")
+    return m, libbpf.map_info(m.fd).max_entries
 
 
 def _sync_redirects(clear: bool) -> None:
