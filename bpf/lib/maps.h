@@ -88,6 +88,41 @@ struct {
 	__type(value, __u8);
 } tna_src_deny SEC(".maps");
 
+/*
+ * A one-hash Bloom filter in front of tna_src_deny: the bit src_bit() picks is set for every
+ * address there, so almost every source is cleared by an inlined array read instead of a ~20 ns
+ * hash lookup. Userspace (tna.datapath.loader) sets bits once their addresses are in the hash
+ * and clears them only when none of the hash's addresses needs them.
+ */
+#define TNA_SRC_BITS_LOG2 12
+
+struct tna_src_bits {
+	__u64 words[(1 << TNA_SRC_BITS_LOG2) / 64];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tna_src_bits);
+} tna_src_bits SEC(".maps");
+
+/* Fibonacci hashing of the address as loaded from the packet (network order in a host word). */
+static __always_inline __u32 src_bit(__be32 addr)
+{
+	return ((__u32)addr * 0x9E3779B1U) >> (32 - TNA_SRC_BITS_LOG2);
+}
+
+static __always_inline int src_denied(__be32 addr)
+{
+	__u32 zero = 0, bit = src_bit(addr);
+	const struct tna_src_bits *bits = bpf_map_lookup_elem(&tna_src_bits, &zero);
+
+	if (bits && !(bits->words[bit / 64] & (1ULL << (bit % 64))))
+		return 0;
+	return bpf_map_lookup_elem(&tna_src_deny, &addr) != NULL;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -400,6 +400,24 @@ def test_unverified_l4_checksum_is_punted(router: Router, case: str) -> None:
     assert (verdict, out, moved) == (XDP_PASS, frame, {"l4_csum": 1})
 
 
+def test_denied_sources_are_punted(router: Router) -> None:
+    """tna_src_deny behind its bit filter: loader and program must hash addresses alike."""
+    denied = {f"10.1.{i // 250}.{i % 250 + 1}" for i in range(0, 600, 3)}
+    allowed = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(1, 600, 3)]
+    with program(router, Features(True, True)), netns.entered(router.ns):
+        loader.sync_namespace_for_test(loader.Namespace(frozenset(denied)))
+        try:
+            for src in sorted(denied):
+                frame = bytes(Ether(bytes(v4(src=src) / UDP())))
+                assert run(router, frame) == (XDP_PASS, frame, {"martian": 1}), src
+            for src in allowed:
+                frame = bytes(Ether(bytes(v4(src=src) / UDP())))
+                assert run(router, frame)[0] == XDP_REDIRECT, src
+        finally:
+            loader.sync_namespace_for_test(loader.Namespace())
+        assert run(router, bytes(Ether(bytes(v4(src=min(denied)) / UDP()))))[0] == XDP_REDIRECT
+
+
 def test_large_ifindexes_use_the_hash(router: Router) -> None:
     """Interfaces beyond the tna_ifidx array are found in the tna_ifaces hash, as ingress and
     as egress."""

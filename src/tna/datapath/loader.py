@@ -42,7 +42,7 @@ from tna.datapath.libbpf import LibbpfError
 
 BPFFS = "/sys/fs/bpf"
 SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "tna_src_deny",
-               "tna_config", "tna_redirects", "tna_ifidx")
+               "tna_config", "tna_redirects", "tna_ifidx", "tna_src_bits")
 FEATURES_MAP = ".rodata.features"
 FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
 PROG_NAME = b"tna_xdp"
@@ -277,6 +277,8 @@ def open_map(name: str) -> libbpf.Map:
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaConfig))
     if name == "tna_redirects":
         return libbpf.Map(fd, 4, 8)
+    if name == "tna_src_bits":
+        return libbpf.Map(fd, 4, libbpf.map_info(fd).value_size)
     return libbpf.Map(fd, 4, 4)
 
 
@@ -403,8 +405,21 @@ def _sync_redirects(clear: bool) -> None:
         m.close()
 
 
+def _src_bits(addrs: Iterable[str], size: int) -> bytes:
+    """The tna_src_bits value (``size`` bytes) for these denied sources: src_bit() in
+    bpf/lib/maps.h, on the address as the program loads it (network order in a host word)."""
+    log2 = (size * 8).bit_length() - 1
+    words = [0] * (size // 8)
+    for addr in addrs:
+        raw = struct.unpack("=I", socket.inet_aton(addr))[0]
+        bit = (raw * 0x9E3779B1 & 0xFFFFFFFF) >> (32 - log2)
+        words[bit // 64] |= 1 << (bit % 64)
+    return struct.pack(f"={len(words)}Q", *words)
+
+
 class _NamespaceMaps:
-    """tna_src_deny and tna_config: stricter values first, looser ones after the swaps."""
+    """tna_src_deny (with its filter tna_src_bits) and tna_config: stricter values first,
+    looser ones after the swaps."""
 
     def __init__(self) -> None:
         self.deny, self.config = open_map("tna_src_deny"), open_map("tna_config")
@@ -412,17 +427,29 @@ class _NamespaceMaps:
         raw = self.config.lookup(_u32(0))
         self.cfg = abi.TnaConfig.from_buffer_copy(raw[:ctypes.sizeof(abi.TnaConfig)]) \
             if raw else abi.TnaConfig()
+        bits = os.path.join(pin_dir(), "tna_src_bits")  # absent: only older maps pinned yet
+        self.bits = open_map("tna_src_bits") if os.path.exists(bits) else None
+        self._write_bits(self.current)  # also where a crash or an older TNA left it behind
 
     def restrict(self, ns: Namespace) -> None:
         for addr in ns.denied_sources_v4 - self.current:
             self.deny.update(socket.inet_aton(addr), b"\1")
+        self._write_bits(self.current | ns.denied_sources_v4)  # bits after the addresses
         self._write(_min_mtu(self.cfg.route_mtu_v4, ns.route_mtu_v4),
                     _min_mtu(self.cfg.route_mtu_v6, ns.route_mtu_v6))
 
     def relax(self, ns: Namespace) -> None:
         for addr in self.current - ns.denied_sources_v4:
             self.deny.delete(socket.inet_aton(addr))
+        self._write_bits(ns.denied_sources_v4)
         self._write(ns.route_mtu_v4, ns.route_mtu_v6)
+
+    def _write_bits(self, addrs: Iterable[str]) -> None:
+        if self.bits is None:
+            return
+        value = _src_bits(addrs, self.bits.value_size)
+        if (self.bits.lookup(_u32(0)) or b"")[:len(value)] != value:
+            self.bits.update(_u32(0), value)
 
     def _write(self, v4: int, v6: int) -> None:
         if (self.cfg.route_mtu_v4, self.cfg.route_mtu_v6) != (v4, v6):
@@ -432,6 +459,8 @@ class _NamespaceMaps:
     def close(self) -> None:
         self.deny.close()
         self.config.close()
+        if self.bits is not None:
+            self.bits.close()
 
 
 # ---- links -----------------------------------------------------------------------------------
@@ -801,3 +830,13 @@ def sync_ports_for_test(ports: Iterable[Port]) -> None:
             maps.write(p.ifindex, p.mac, p.flags)
     finally:
         maps.close()
+
+
+def sync_namespace_for_test(namespace: Namespace) -> None:
+    """Write the namespace-wide maps as a reconciliation would, without touching programs."""
+    ns = _NamespaceMaps()
+    try:
+        ns.restrict(namespace)
+        ns.relax(namespace)
+    finally:
+        ns.close()
