@@ -400,6 +400,22 @@ def test_unverified_l4_checksum_is_punted(router: Router, case: str) -> None:
     assert (verdict, out, moved) == (XDP_PASS, frame, {"l4_csum": 1})
 
 
+def test_l4_checksum_verified_at_every_length(router: Router) -> None:
+    """Every split of the sum into blocks, chunks and tail: complete checksums are forwarded,
+    one byte changed at the start or the end of the payload is punted."""
+    with program(router, Features(True, True, verify_l4_csum=True)), netns.entered(router.ns):
+        for n in [*range(0, 80), *range(250, 300), 1372]:
+            good = bytes(Ether(bytes(v4() / UDP() / Raw((bytes(range(7, 256)) * 6)[:n]))))
+            ingress = router.ifindex["r1"]
+            assert libbpf.test_run(router.prog_fd, good, ingress_ifindex=ingress)[0] \
+                == XDP_REDIRECT, n
+            for at in {42, len(good) - 1} if n else ():
+                bad = bytearray(good)
+                bad[at] ^= 0x5a
+                assert libbpf.test_run(router.prog_fd, bytes(bad), ingress_ifindex=ingress)[0] \
+                    == XDP_PASS, (n, at)
+
+
 def test_denied_sources_are_punted(router: Router) -> None:
     """tna_src_deny behind its bit filter: loader and program must hash addresses alike."""
     denied = {f"10.1.{i // 250}.{i % 250 + 1}" for i in range(0, 600, 3)}
