@@ -437,7 +437,7 @@ def test_denied_sources_are_punted(router: Router) -> None:
 def test_large_ifindexes_use_the_hash(router: Router) -> None:
     """Interfaces beyond the tna_ifidx array are found in the tna_ifaces hash, as ingress and
     as egress."""
-    r5_mac, h5_mac, big = "02:00:00:00:05:01", "02:00:00:00:05:02", 5000
+    r5_mac, h5_mac, big = "02:00:00:00:05:01", "02:00:00:00:05:02", 70000
     bed, r = router.bed, router.ns
     bed.run(r, "ip", "link", "add", "r5", "index", str(big), "address", r5_mac, "type", "veth",
             "peer", "name", "h5")
