@@ -199,7 +199,7 @@ static __always_inline int bridge_rx(struct xdp_md *ctx, const struct tna_iface 
 		return punt(ctx, in->slot, TNA_PUNT_MARTIAN);
 	if (link_local_group(eth->h_dest))
 		return punt(ctx, in->slot, TNA_PUNT_LINK_LOCAL_GROUP);
-	port = bpf_map_lookup_elem(&tna_brports, &ingress);
+	port = brport_lookup(ingress);
 	if (!port || !(port->flags & TNA_BRPORT_FORWARDING))	/* learning state: learn + drop */
 		return punt(ctx, in->slot, TNA_PUNT_PORT_STATE);
 	if (port->flags & TNA_BRPORT_PUNT)

@@ -54,7 +54,7 @@ static __always_inline void fdb_mark_moved(__u32 bridge, const __u8 *mac,
 static __always_inline const struct tna_iface *
 bridge_egress_port(__u32 bridge, __u32 port, enum tna_code *why)
 {
-	const struct tna_brport *bp = bpf_map_lookup_elem(&tna_brports, &port);
+	const struct tna_brport *bp = brport_lookup(port);
 	const struct tna_iface *out;
 
 	if (!bp || bp->bridge != bridge || !(bp->flags & TNA_BRPORT_FORWARDING)) {

@@ -21,8 +21,8 @@ struct {
  * inlines an array lookup, a hash lookup costs ~12 ns per packet. Interfaces keep their ifindex
  * when moved between namespaces and the root namespace numbers them up without reuse, so veths
  * often have thousands (1 MiB covers 65536). Slot 0 marks an empty entry; larger ifindexes are
- * only in tna_ifaces. Userspace writes both maps and empties an entry here (flags already
- * restricted to nothing) before it deletes it there.
+ * only in tna_ifaces. Userspace writes both maps, and empties an entry here (slot 0, the rest
+ * unchanged, so a torn read cannot mix flags) before it deletes it there.
  */
 #define TNA_IFIDX_MAX 65536
 
@@ -77,6 +77,23 @@ struct {
 	__type(key, __u32);			/* ifindex of the port */
 	__type(value, struct tna_brport);
 } tna_brports SEC(".maps");
+
+/* The same by ifindex, as tna_ifidx is for tna_ifaces; bridge 0 marks an empty entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TNA_IFIDX_MAX);
+	__type(key, __u32);			/* ifindex of the port */
+	__type(value, struct tna_brport);
+} tna_brpidx SEC(".maps");
+
+static __always_inline const struct tna_brport *brport_lookup(__u32 ifindex)
+{
+	const struct tna_brport *e = bpf_map_lookup_elem(&tna_brpidx, &ifindex);
+
+	if (e && e->bridge)
+		return e;
+	return bpf_map_lookup_elem(&tna_brports, &ifindex);
+}
 
 /*
  * IPv4 sources the fast path never forwards: this namespace's own addresses (Linux drops them

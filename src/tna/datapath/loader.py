@@ -42,7 +42,7 @@ from tna.datapath.libbpf import LibbpfError
 
 BPFFS = "/sys/fs/bpf"
 SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "tna_src_deny",
-               "tna_config", "tna_redirects", "tna_ifidx", "tna_src_bits")
+               "tna_config", "tna_redirects", "tna_ifidx", "tna_src_bits", "tna_brpidx")
 FEATURES_MAP = ".rodata.features"
 FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
 PROG_NAME = b"tna_xdp"
@@ -269,7 +269,7 @@ def open_map(name: str) -> libbpf.Map:
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaIface))
     if name == "tna_fdb":
         return libbpf.Map(fd, ctypes.sizeof(abi.TnaFdbKey), ctypes.sizeof(abi.TnaFdbEntry))
-    if name == "tna_brports":
+    if name in ("tna_brports", "tna_brpidx"):
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaBrport))
     if name == "tna_src_deny":
         return libbpf.Map(fd, 4, 1)
@@ -340,8 +340,11 @@ class _Maps:
         self.entries[ifindex] = new
 
     def remove(self, ifindex: int) -> None:
-        # the array first: an empty array entry sends the program to tna_ifaces
-        self._write_ifidx(ifindex, bytes(ctypes.sizeof(abi.TnaIface)))
+        # The array first (an empty entry sends the program to tna_ifaces), and only its slot
+        # changes: a program reading the entry while it is rewritten sees the same flags.
+        entry = self.entries.get(ifindex)
+        if entry is not None:
+            self._write_ifidx(ifindex, bytes(abi.TnaIface(entry.mac, entry.flags, 0)))
         self.ifaces.delete(_u32(ifindex))
         self.tx.delete(_u32(ifindex))
         self.entries.pop(ifindex, None)
