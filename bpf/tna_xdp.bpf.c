@@ -18,7 +18,7 @@ int tna_xdp(struct xdp_md *ctx)
 {
 	void *data = frame_start(ctx), *end = frame_end(ctx);
 	__u32 ingress = ctx->ingress_ifindex;
-	const struct tna_iface *in = bpf_map_lookup_elem(&tna_ifaces, &ingress);
+	const struct tna_iface *in = iface_lookup(ingress);
 	struct ethhdr *eth = data;
 
 	if (!in)

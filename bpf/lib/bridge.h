@@ -199,7 +199,7 @@ static __always_inline int bridge_rx(struct xdp_md *ctx, const struct tna_iface 
 		return punt(ctx, in->slot, TNA_PUNT_MARTIAN);
 	if (link_local_group(eth->h_dest))
 		return punt(ctx, in->slot, TNA_PUNT_LINK_LOCAL_GROUP);
-	port = bpf_map_lookup_elem(&tna_brports, &ingress);
+	port = brport_lookup(ingress);
 	if (!port || !(port->flags & TNA_BRPORT_FORWARDING))	/* learning state: learn + drop */
 		return punt(ctx, in->slot, TNA_PUNT_PORT_STATE);
 	if (port->flags & TNA_BRPORT_PUNT)
@@ -227,7 +227,7 @@ static __always_inline int bridge_rx(struct xdp_md *ctx, const struct tna_iface 
 		return punt(ctx, in->slot, TNA_PUNT_UNKNOWN_UNICAST);
 	if (dst->flags & TNA_FDB_LOCAL) {
 		if (tna_features.ipv4_router || tna_features.ipv6_router) {
-			br = bpf_map_lookup_elem(&tna_ifaces, &bridge);
+			br = iface_lookup(bridge);
 			if (br && mac_equal(eth->h_dest, br->mac))
 				return bridge_route(ctx, in, bridge, eth->h_proto, src);
 		}

@@ -54,7 +54,7 @@ static __always_inline void fdb_mark_moved(__u32 bridge, const __u8 *mac,
 static __always_inline const struct tna_iface *
 bridge_egress_port(__u32 bridge, __u32 port, enum tna_code *why)
 {
-	const struct tna_brport *bp = bpf_map_lookup_elem(&tna_brports, &port);
+	const struct tna_brport *bp = brport_lookup(port);
 	const struct tna_iface *out;
 
 	if (!bp || bp->bridge != bridge || !(bp->flags & TNA_BRPORT_FORWARDING)) {
@@ -65,7 +65,7 @@ bridge_egress_port(__u32 bridge, __u32 port, enum tna_code *why)
 		*why = TNA_PUNT_PORT_FLAGS;
 		return NULL;
 	}
-	out = bpf_map_lookup_elem(&tna_ifaces, &port);
+	out = iface_lookup(port);
 	if (!out || !(out->flags & TNA_IF_EGRESS) || (out->flags & TNA_IF_BRIDGE)) {
 		*why = TNA_PUNT_EGRESS;
 		return NULL;

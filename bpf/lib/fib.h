@@ -79,7 +79,7 @@ egress_port(const struct bpf_fib_lookup *fib, __u32 ingress, __u32 *tx, enum tna
 		*why = TNA_PUNT_SAME_IFACE;
 		return NULL;
 	}
-	out = bpf_map_lookup_elem(&tna_ifaces, &ifindex);
+	out = iface_lookup(ifindex);
 	if (via_gateway && out && (out->flags & TNA_IF_ACCEPT_REDIRECTS) &&
 	    ((out->flags & TNA_IF_REDIRECTS_UNWATCHED) || redirect_pending())) {
 		*why = TNA_PUNT_REDIRECTED;

@@ -120,7 +120,7 @@ static __always_inline int ipv4_forward(struct xdp_md *ctx, const struct tna_ifa
 	why = ipv4_check(iph, end - data);
 	if (why)
 		return punt(ctx, in->slot, why);
-	if (bpf_map_lookup_elem(&tna_src_deny, &iph->saddr))
+	if (src_denied(iph->saddr))
 		return punt(ctx, in->slot, TNA_PUNT_MARTIAN);
 	if (tna_features.ipv4_rp_filter && !ipv4_rp_ok(ctx, iph, ingress))
 		return punt(ctx, in->slot, TNA_PUNT_RP_FILTER);

@@ -356,6 +356,69 @@ def test_unverified_l4_checksum_is_punted(router: Router, case: str) -> None:
     assert (verdict, out, moved) == (XDP_PASS, frame, {"l4_csum": 1})
 
 
+def test_l4_checksum_verified_at_every_length(router: Router) -> None:
+    """Every split of the sum into blocks, chunks and tail: complete checksums are forwarded,
+    one byte changed at the start or the end of the payload is punted."""
+    with program(router, Features(True, True, verify_l4_csum=True)), netns.entered(router.ns):
+        for n in [*range(0, 80), *range(250, 300), 1372]:
+            good = bytes(Ether(bytes(v4() / UDP() / Raw((bytes(range(7, 256)) * 6)[:n]))))
+            ingress = router.ifindex["r1"]
+            assert libbpf.test_run(router.prog_fd, good, ingress_ifindex=ingress)[0] \
+                == XDP_REDIRECT, n
+            for at in {42, len(good) - 1} if n else ():
+                bad = bytearray(good)
+                bad[at] ^= 0x5a
+                assert libbpf.test_run(router.prog_fd, bytes(bad), ingress_ifindex=ingress)[0] \
+                    == XDP_PASS, (n, at)
+
+
+def test_denied_sources_are_punted(router: Router) -> None:
+    """tna_src_deny behind its bit filter: loader and program must hash addresses alike."""
+    denied = {f"10.1.{i // 250}.{i % 250 + 1}" for i in range(0, 600, 3)}
+    allowed = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(1, 600, 3)]
+    with program(router, Features(True, True)), netns.entered(router.ns):
+        loader.sync_namespace_for_test(loader.Namespace(frozenset(denied)))
+        try:
+            for src in sorted(denied):
+                frame = bytes(Ether(bytes(v4(src=src) / UDP())))
+                assert run(router, frame) == (XDP_PASS, frame, {"martian": 1}), src
+            for src in allowed:
+                frame = bytes(Ether(bytes(v4(src=src) / UDP())))
+                assert run(router, frame)[0] == XDP_REDIRECT, src
+        finally:
+            loader.sync_namespace_for_test(loader.Namespace())
+        assert run(router, bytes(Ether(bytes(v4(src=min(denied)) / UDP()))))[0] == XDP_REDIRECT
+
+
+def test_large_ifindexes_use_the_hash(router: Router) -> None:
+    """Interfaces beyond the tna_ifidx array are found in the tna_ifaces hash, as ingress and
+    as egress."""
+    r5_mac, h5_mac, big = "02:00:00:00:05:01", "02:00:00:00:05:02", 70000
+    bed, r = router.bed, router.ns
+    bed.run(r, "ip", "link", "add", "r5", "index", str(big), "address", r5_mac, "type", "veth",
+            "peer", "name", "h5")
+    try:
+        for cmd in (("link", "set", "r5", "up"), ("link", "set", "h5", "up"),
+                    ("addr", "add", "10.5.0.1/24", "dev", "r5"),
+                    ("neigh", "add", "10.5.0.2", "lladdr", h5_mac, "dev", "r5", "nud",
+                     "permanent")):
+            bed.run(r, "ip", *cmd)
+        to_big = Ether(bytes(v4(dst="10.5.0.2") / UDP()))
+        from_big = Ether(bytes(Ether(src=h5_mac, dst=r5_mac) / IP(src="10.5.0.2", dst="10.2.0.2",
+                                                                  ttl=64) / UDP()))
+        features = Features(True, True)
+        with program(router, features), netns.entered(r):
+            loader.sync_ports_for_test([Port(big, "r5", r5_mac, True, features)])
+            out = libbpf.test_run(router.prog_fd, bytes(to_big),
+                                  ingress_ifindex=router.ifindex["r1"])
+            assert out[:2] == (XDP_REDIRECT, forwarded_v4(to_big, h5_mac, r5_mac))
+            out = libbpf.test_run(router.prog_fd, bytes(from_big), ingress_ifindex=big)
+            assert out[:2] == (XDP_REDIRECT, forwarded_v4(from_big))
+            assert loader.read_counters()[big]["forwarded"].packets == 1
+    finally:
+        bed.run(r, "ip", "link", "del", "r5")
+
+
 def test_map_flags_withdraw_a_family_without_reload(router: Router) -> None:
     """What a reconciliation writes first when a family must go back to Linux at once."""
     fwd = bytes(Ether(bytes(v4() / UDP())))

@@ -134,9 +134,10 @@ def measure_egress(t: RouterTopology, d: DaemonProcess, n: int) -> tuple[Series,
 
 
 def measure_netfilter(t: RouterTopology, d: DaemonProcess, n: int) -> tuple[Series, ...]:
-    safe = Series("netfilter rule added: traffic back on Linux", 10.0)
-    done = Series("netfilter rule added: cycle done", 100.0)
-    back = Series("netfilter rule removed: fast path back", 100.0)
+    safe = Series("netfilter forward rule added: traffic back on Linux", 10.0)
+    done = Series("netfilter forward rule added: fast path with the classifier", 100.0)
+    update = Series("rule added to a classified ruleset: new generation live", 100.0)
+    back = Series("netfilter rule removed: fast path without the classifier", 100.0)
     with netns.entered(t.r):
         nft = Nft()
         for _ in range(n):
@@ -146,16 +147,19 @@ def measure_netfilter(t: RouterTopology, d: DaemonProcess, n: int) -> tuple[Seri
             t0 = time.monotonic()
             add()
 
-            def restricted(e: dict[str, Any], t0: float = t0) -> bool:
+            def swapped(e: dict[str, Any], t0: float = t0) -> bool:
                 return bool(e["event"] == "reconcile" and e["done_mono"] > t0
-                            and "netfilter" in e["why"] and e["changes"].get("detached"))
-            e = d.wait(restricted, what="netfilter restrict")
+                            and "netfilter" in e["why"] and e["changes"].get("swapped"))
+            e = d.wait(swapped, what="netfilter restrict")
             safe.samples_ms.append((e["safe_mono"] - t0) * 1000)
             done.samples_ms.append((e["done_mono"] - t0) * 1000)
+            update.samples_ms.append(_daemon_latency(
+                d, lambda: nft.run("add rule inet tnabench f udp dport 10 drop"), "done_mono",
+                lambda e: "netfilter" in e["why"]))
             back.samples_ms.append(_daemon_latency(
                 d, lambda: nft.run("delete table inet tnabench"), "done_mono",
-                lambda e: bool(e["changes"].get("attached"))))
-    return safe, done, back
+                lambda e: bool(e["changes"].get("swapped"))))
+    return safe, done, update, back
 
 
 def measure_fdb(n: int) -> Series:

@@ -90,6 +90,31 @@ class SyncResult:
     kept_moved: int = 0
 
 
+class _BrportArray:
+    """tna_brpidx, the program's first place to look: written after tna_brports, emptied
+    (bridge 0, flags unchanged) before an entry is deleted there. Absent while only an older
+    TNA's maps are pinned."""
+
+    def __init__(self) -> None:
+        pinned = os.path.exists(os.path.join(loader.pin_dir(), "tna_brpidx"))
+        self.m = loader.open_map("tna_brpidx") if pinned else None
+        self.size = libbpf.map_info(self.m.fd).max_entries if self.m else 0
+
+    def write(self, key: bytes, value: bytes) -> None:
+        if self.m is not None and struct.unpack("=I", key)[0] < self.size \
+                and (self.m.lookup(key) or b"")[:len(value)] != value:
+            self.m.update(key, value)
+
+    def remove(self, key: bytes, old: bytes | None) -> None:
+        size = ctypes.sizeof(abi.TnaBrport)
+        entry = abi.TnaBrport.from_buffer_copy((old or bytes(size))[:size])
+        self.write(key, bytes(abi.TnaBrport(0, entry.flags, 0)))
+
+    def close(self) -> None:
+        if self.m is not None:
+            self.m.close()
+
+
 class FdbMirror:
     """The pinned ``tna_fdb`` and ``tna_brports`` of the current namespace.
 
@@ -98,11 +123,13 @@ class FdbMirror:
 
     # -- ports --
     def sync_ports(self, ports: Mapping[int, BridgePortPlan]) -> None:
-        """Make ``tna_brports`` hold exactly ``ports``."""
+        """Make ``tna_brports`` (and its array copy ``tna_brpidx``) hold exactly ``ports``."""
         m = loader.open_map("tna_brports")
+        idx = _BrportArray()
         try:
             for key in m.all_keys():
                 if struct.unpack("=I", key)[0] not in ports:
+                    idx.remove(key, m.lookup(key))
                     m.delete(key)
             for ifindex, p in ports.items():
                 flags = ((abi.TNA_BRPORT_FORWARDING if p.forwarding else 0)
@@ -110,8 +137,10 @@ class FdbMirror:
                 new = bytes(abi.TnaBrport(p.bridge, flags, 0))
                 if m.lookup(struct.pack("=I", ifindex)) != new:
                     m.update(struct.pack("=I", ifindex), new)
+                idx.write(struct.pack("=I", ifindex), new)
         finally:
             m.close()
+            idx.close()
 
     # -- the forwarding database --
     def read(self) -> dict[bytes, abi.TnaFdbEntry]:

@@ -17,7 +17,8 @@ Links are either pinned (``tna apply``: the fast path outlives the command) or o
 process (``tna run``: if the daemon dies, the kernel detaches them and Linux carries on alone).
 
 Pins, per namespace (keyed by its never-reused cookie): ``/sys/fs/bpf/tna/ns<cookie>/`` holds
-the shared maps ``tna_ifaces``, ``tna_tx``, ``tna_stats`` and pinned links ``link<ifindex>``.
+the shared maps ``tna_ifaces`` (and its array copy ``tna_ifidx``), ``tna_tx``, ``tna_stats``, ...
+and pinned links ``link<ifindex>``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from tna.firewall.tables import FwTables
 
 BPFFS = "/sys/fs/bpf"
 SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "tna_src_deny",
-               "tna_config", "tna_redirects", *FIREWALL_MAPS)
+               "tna_config", "tna_redirects", "tna_ifidx", "tna_src_bits", "tna_brpidx",
+               *FIREWALL_MAPS)
 FEATURES_MAP = ".rodata.features"
 FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
 PROG_NAME = b"tna_xdp"
@@ -227,7 +229,7 @@ class Program:
         device maps, so libbpf's compatibility check would refuse the pinned tna_tx.
         """
         reused = []
-        for name in SHARED_MAPS:
+        for name in self._shared_maps():
             path = os.path.join(pin_dir(), name)
             if not os.path.exists(path):
                 continue
@@ -240,8 +242,13 @@ class Program:
             reused.append(name)
         return reused
 
+    def _shared_maps(self) -> list[str]:
+        """The shared maps this object has: an older build (a benchmark variant) lacks some."""
+        return [n for n in SHARED_MAPS
+                if libbpf.lib().bpf_object__find_map_by_name(self.obj, n.encode())]
+
     def _pin_new_maps(self, reused: list[str]) -> None:
-        for name in SHARED_MAPS:
+        for name in self._shared_maps():
             if name not in reused:
                 fd = libbpf.check(libbpf.lib().bpf_map__fd(self._map(name)), f"{name} fd")
                 libbpf.obj_pin(fd, os.path.join(pin_dir(), name))
@@ -272,11 +279,11 @@ def open_map(name: str) -> libbpf.Map:
     fd = libbpf.obj_get(os.path.join(pin_dir(), name))
     if name == "tna_stats":
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaCounter), percpu=True)
-    if name == "tna_ifaces":
+    if name in ("tna_ifaces", "tna_ifidx"):
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaIface))
     if name == "tna_fdb":
         return libbpf.Map(fd, ctypes.sizeof(abi.TnaFdbKey), ctypes.sizeof(abi.TnaFdbEntry))
-    if name == "tna_brports":
+    if name in ("tna_brports", "tna_brpidx"):
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaBrport))
     if name == "tna_src_deny":
         return libbpf.Map(fd, 4, 1)
@@ -284,6 +291,8 @@ def open_map(name: str) -> libbpf.Map:
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaConfig))
     if name == "tna_redirects":
         return libbpf.Map(fd, 4, 8)
+    if name == "tna_src_bits":
+        return libbpf.Map(fd, 4, libbpf.map_info(fd).value_size)
     return libbpf.Map(fd, 4, 4)
 
 
@@ -332,6 +341,8 @@ class _Maps:
     def __init__(self) -> None:
         self.ifaces, self.tx, self.stats = (open_map(n) for n in SHARED_MAPS[:3])
         self.entries = read_ifaces(self.ifaces)
+        self.ifidx, self.ifidx_max = _open_ifidx()
+        self._sync_ifidx()
 
     def write(self, ifindex: int, mac: str, flags: int) -> None:
         """Set an entry; the device map follows so that an egress exists in both or neither.
@@ -346,14 +357,34 @@ class _Maps:
         if target:
             self.tx.update(_u32(ifindex), _u32(ifindex))
         self.ifaces.update(_u32(ifindex), bytes(new))
+        self._write_ifidx(ifindex, bytes(new))
         if not target:
             self.tx.delete(_u32(ifindex))
         self.entries[ifindex] = new
 
     def remove(self, ifindex: int) -> None:
+        # The array first (an empty entry sends the program to tna_ifaces), and only its slot
+        # changes: a program reading the entry while it is rewritten sees the same flags.
+        entry = self.entries.get(ifindex)
+        if entry is not None:
+            self._write_ifidx(ifindex, bytes(abi.TnaIface(entry.mac, entry.flags, 0)))
         self.ifaces.delete(_u32(ifindex))
         self.tx.delete(_u32(ifindex))
         self.entries.pop(ifindex, None)
+
+    def _write_ifidx(self, ifindex: int, value: bytes) -> None:
+        if self.ifidx is not None and ifindex < self.ifidx_max:
+            self.ifidx.update(_u32(ifindex), value)
+
+    def _sync_ifidx(self) -> None:
+        """tna_ifidx follows tna_ifaces, also where a crash or an older TNA left it behind."""
+        if self.ifidx is None:
+            return
+        for ifindex, entry in self.entries.items():
+            value = bytes(entry)
+            if (ifindex < self.ifidx_max
+                    and (self.ifidx.lookup(_u32(ifindex)) or b"")[:len(value)] != value):
+                self.ifidx.update(_u32(ifindex), value)
 
     def _new_slot(self) -> int:
         used = {e.slot for e in self.entries.values()}
@@ -366,8 +397,17 @@ class _Maps:
         return slot
 
     def close(self) -> None:
-        for m in (self.ifaces, self.tx, self.stats):
-            m.close()
+        for m in (self.ifaces, self.tx, self.stats, self.ifidx):
+            if m is not None:
+                m.close()
+
+
+def _open_ifidx() -> tuple[libbpf.Map | None, int]:
+    """tna_ifidx and its size, or None where only an older TNA's maps are pinned so far."""
+    if not os.path.exists(os.path.join(pin_dir(), "tna_ifidx")):
+        return None, 0
+    m = open_map("tna_ifidx")
+    return m, libbpf.map_info(m.fd).max_entries
 
 
 def _sync_redirects(clear: bool) -> None:
@@ -391,8 +431,21 @@ def _sync_redirects(clear: bool) -> None:
         m.close()
 
 
+def _src_bits(addrs: Iterable[str], size: int) -> bytes:
+    """The tna_src_bits value (``size`` bytes) for these denied sources: src_bit() in
+    bpf/lib/maps.h, on the address as the program loads it (network order in a host word)."""
+    log2 = (size * 8).bit_length() - 1
+    words = [0] * (size // 8)
+    for addr in addrs:
+        raw = struct.unpack("=I", socket.inet_aton(addr))[0]
+        bit = (raw * 0x9E3779B1 & 0xFFFFFFFF) >> (32 - log2)
+        words[bit // 64] |= 1 << (bit % 64)
+    return struct.pack(f"={len(words)}Q", *words)
+
+
 class _NamespaceMaps:
-    """tna_src_deny and tna_config: stricter values first, looser ones after the swaps."""
+    """tna_src_deny (with its filter tna_src_bits) and tna_config: stricter values first,
+    looser ones after the swaps."""
 
     def __init__(self) -> None:
         self.deny, self.config = open_map("tna_src_deny"), open_map("tna_config")
@@ -400,17 +453,29 @@ class _NamespaceMaps:
         raw = self.config.lookup(_u32(0))
         self.cfg = abi.TnaConfig.from_buffer_copy(raw[:ctypes.sizeof(abi.TnaConfig)]) \
             if raw else abi.TnaConfig()
+        bits = os.path.join(pin_dir(), "tna_src_bits")  # absent: only older maps pinned yet
+        self.bits = open_map("tna_src_bits") if os.path.exists(bits) else None
+        self._write_bits(self.current)  # also where a crash or an older TNA left it behind
 
     def restrict(self, ns: Namespace) -> None:
         for addr in ns.denied_sources_v4 - self.current:
             self.deny.update(socket.inet_aton(addr), b"\1")
+        self._write_bits(self.current | ns.denied_sources_v4)  # bits after the addresses
         self._write(_min_mtu(self.cfg.route_mtu_v4, ns.route_mtu_v4),
                     _min_mtu(self.cfg.route_mtu_v6, ns.route_mtu_v6))
 
     def relax(self, ns: Namespace) -> None:
         for addr in self.current - ns.denied_sources_v4:
             self.deny.delete(socket.inet_aton(addr))
+        self._write_bits(ns.denied_sources_v4)
         self._write(ns.route_mtu_v4, ns.route_mtu_v6)
+
+    def _write_bits(self, addrs: Iterable[str]) -> None:
+        if self.bits is None:
+            return
+        value = _src_bits(addrs, self.bits.value_size)
+        if (self.bits.lookup(_u32(0)) or b"")[:len(value)] != value:
+            self.bits.update(_u32(0), value)
 
     def _write(self, v4: int, v6: int) -> None:
         if (self.cfg.route_mtu_v4, self.cfg.route_mtu_v6) != (v4, v6):
@@ -431,6 +496,8 @@ class _NamespaceMaps:
     def close(self) -> None:
         self.deny.close()
         self.config.close()
+        if self.bits is not None:
+            self.bits.close()
 
 
 # ---- links -----------------------------------------------------------------------------------
@@ -845,3 +912,13 @@ def firewall_state(family: int) -> tuple[list[tuple[int, int, int]], list[tuple[
 def firewall_counters(family: int) -> list[tuple[int, int]]:
     """(packets, bytes) per flattened rule of the table in use for ``family``."""
     return firewall_state(family)[1]
+
+
+def sync_namespace_for_test(namespace: Namespace) -> None:
+    """Write the namespace-wide maps as a reconciliation would, without touching programs."""
+    ns = _NamespaceMaps()
+    try:
+        ns.restrict(namespace)
+        ns.relax(namespace)
+    finally:
+        ns.close()
