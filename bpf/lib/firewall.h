@@ -319,7 +319,9 @@ static __always_inline int fw_classify(const struct tna_fw_table *hdr, struct fw
 	l->verdict = TNA_FW_PUNT;
 	if (tna_fw_match(s, nwords) || !l->nonzero)
 		return TNA_FW_PUNT;
-	bpf_loop(TNA_FW_MAX_STEPS, fw_walk_step, NULL, 0);
+	/* most packets are decided by the first rule they match: no loop set up for those */
+	if (fw_walk_step(0, NULL) == 0)
+		bpf_loop(TNA_FW_MAX_STEPS - 1, fw_walk_step, NULL, 0);
 	if (l->verdict != TNA_FW_ACCEPT && l->verdict != TNA_FW_DROP)
 		return TNA_FW_PUNT;
 	return l->verdict;
