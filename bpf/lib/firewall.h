@@ -528,10 +528,20 @@ __attribute__((noinline)) int tna_fw_hook(struct xdp_md *ctx, __u32 l3_off, __u3
 	return fw_forward_hook(ctx, s, data + l4_off, l4_off, l4_len, pseudo, l4_off + l4_len);
 }
 
-/* The forward hook (above) in the forwarding functions' terms. */
-static __always_inline enum tna_code fw_hook(struct xdp_md *ctx, int v6, __u32 iif, __u32 oif)
+/*
+ * The forward hook (above) in the forwarding functions' terms: XDP_DROP (counted), XDP_PASS
+ * (counted with the reason) or -1 to go on forwarding.
+ */
+static __always_inline int fw_hook(struct xdp_md *ctx, __u32 slot, int v6, __u32 iif, __u32 oif,
+				   __u32 wire_len)
 {
-	return tna_fw_hook(ctx, sizeof(struct ethhdr), v6, iif, oif);
+	int why = tna_fw_hook(ctx, sizeof(struct ethhdr), v6, iif, oif);
+
+	if (why == TNA_FW_DROPPED) {
+		count(slot, TNA_FW_DROPPED, wire_len);
+		return XDP_DROP;
+	}
+	return why ? punt(ctx, slot, why) : -1;
 }
 
 #endif

@@ -154,13 +154,9 @@ static __always_inline int ipv4_forward(struct xdp_md *ctx, const struct tna_ifa
 			return punt(ctx, in->slot, TNA_PUNT_L4_CSUM);
 	}
 	if (tna_features.firewall_ipv4) {
-		why = fw_hook(ctx, 0, ingress, fib.ifindex);
-		if (why == TNA_FW_DROPPED) {
-			count(in->slot, TNA_FW_DROPPED, wire_len);
-			return XDP_DROP;
-		}
-		if (why)
-			return punt(ctx, in->slot, why);
+		rc = fw_hook(ctx, in->slot, 0, ingress, fib.ifindex, wire_len);
+		if (rc >= 0)
+			return rc;
 	}
 
 	if (trim_to(ctx, wire_len))

@@ -110,13 +110,9 @@ static __always_inline int ipv6_forward(struct xdp_md *ctx, const struct tna_ifa
 			return punt(ctx, in->slot, TNA_PUNT_L4_CSUM);
 	}
 	if (tna_features.firewall_ipv6) {
-		why = fw_hook(ctx, 1, ingress, fib.ifindex);
-		if (why == TNA_FW_DROPPED) {
-			count(in->slot, TNA_FW_DROPPED, wire_len);
-			return XDP_DROP;
-		}
-		if (why)
-			return punt(ctx, in->slot, why);
+		rc = fw_hook(ctx, in->slot, 1, ingress, fib.ifindex, wire_len);
+		if (rc >= 0)
+			return rc;
 	}
 
 	/* fib.tot_len now holds the egress MTU (it shares a union with mtu_result) */

@@ -5,9 +5,6 @@ through their rulesets, and the stateful one really measures an established conn
 from __future__ import annotations
 
 import os
-import secrets
-import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,19 +12,6 @@ from tna.bench import scenarios
 from tna.bench.runner import Config, run_scenario
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, BPF)")
-
-
-def _namespaces(prefix: str) -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    return {line.split()[0] for line in out.stdout.splitlines()
-            if line.startswith(f"{prefix}-")}
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    name = f"tnabf{secrets.token_hex(2)}"
-    yield name
-    assert not _namespaces(name), "the benchmark left namespaces behind"
 
 
 def _rates(name: str, prefix: str, modes: tuple[str, ...]) -> dict[str, float]:

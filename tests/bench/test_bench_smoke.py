@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,20 +25,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespace
 
 XDP_TX = 3
 SPEC = FrameSpec("02:00:00:00:01:02", "02:00:00:00:01:01", "10.1.0.2", "10.2.16.0")
-
-
-def _namespaces(prefix: str) -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    return {line.split()[0] for line in out.stdout.splitlines()
-            if line.startswith(f"{prefix}-")}
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A namespace prefix of this test alone (others may run benchmarks meanwhile)."""
-    name = f"tnabt{secrets.token_hex(2)}"
-    yield name
-    assert not _namespaces(name), "tna bench left namespaces behind"
 
 
 def test_smoke(tmp_path: Path, prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
