@@ -32,6 +32,7 @@ from tna import netns
 from tna.datapath import loader
 from tna.datapath.loader import Features, Namespace
 from tna.firewall.tables import (
+    MAX_STEPS,
     VERDICT_ACCEPT,
     VERDICT_DROP,
     VERDICT_PUNT,
@@ -285,3 +286,16 @@ def test_stateful_bad_udp_checksum_goes_to_linux(router: Router) -> None:
     with firewall(router, build([R(VERDICT_ACCEPT)], stateful=True)):
         got, _, moved = run(router, bytes(raw))
     assert (got, moved) == (XDP_PASS, {"ct": 1})
+
+
+def test_a_walk_longer_than_the_step_limit_goes_to_linux(router: Router) -> None:
+    """Each matched SKIP is a step; beyond TNA_FW_MAX_STEPS the packet is punted, not guessed."""
+    def chain(n: int) -> list[R]:
+        return [*(R(VERDICT_SKIP, target=i + 1) for i in range(n)), R(VERDICT_ACCEPT)]
+
+    frame = bytes(v4() / UDP(dport=7))
+    with firewall(router, build(chain(MAX_STEPS - 1))):
+        assert run(router, frame)[0] == XDP_REDIRECT  # positive control: 32 steps decide
+        loader.sync_firewall_for_test(Namespace(firewall=(build(chain(MAX_STEPS)), None)))
+        got, _, moved = run(router, frame)
+    assert (got, moved) == (XDP_PASS, {"firewall": 1})

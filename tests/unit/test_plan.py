@@ -365,3 +365,17 @@ def test_redirects_arriving_where_no_program_sees_them(snap: Snapshot) -> None:
     r2 = make_plan(snap).interface("r2")
     assert (r2.features, r2.egress, r2.redirects_unwatched) == (None, True, True)
     assert reasons(make_plan(snap), "r2") == {"tc_ingress", "redirects_unwatched"}
+
+
+def test_uncompilable_forward_hook_keeps_the_family_on_linux(snap: Snapshot) -> None:
+    """Two base chains at one priority run in an order TNA cannot know."""
+    two = with_chain(with_chain(snap, family="ip", hook="forward", priority=0, type="filter",
+                                policy="accept", rules=("udp dport 9 drop",),
+                                exprs=(UDP_9_DROP,), handles=(4,)),
+                     table="u", family="ip", hook="forward", priority=0, type="filter",
+                     policy="accept", rules=("udp dport 9 drop",), exprs=(UDP_9_DROP,),
+                     handles=(4,))
+    plan = make_plan(two)
+    assert reasons(plan) == {"firewall_unsupported"}
+    assert {i.features for i in plan.interfaces} == {V6_ONLY}
+    assert plan.namespace.firewall == (None, None)
