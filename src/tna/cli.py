@@ -247,6 +247,7 @@ def firewall_rule_stats(args: argparse.Namespace) -> list[dict[str, Any]]:
     except NetfilterError:
         return []
     out: list[dict[str, Any]] = []
+    rules: dict[str, dict[str, Any]] = {}  # an inet rule counts for IPv4 and IPv6: one row
     for family, ft in enumerate(plan.namespace.firewall):
         if ft is None:
             continue
@@ -257,10 +258,12 @@ def firewall_rule_stats(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "run tna apply"})
             continue
         for ref, (packets, nbytes) in fw_datapath.rule_counters(ft, counts).items():
-            out.append({"rule": str(ref), "family": ref.family, "table": ref.table,
-                        "chain": ref.chain, "handle": ref.handle, "packets": packets,
-                        "bytes": nbytes})
-    return out
+            row = rules.setdefault(str(ref), {
+                "rule": str(ref), "family": ref.family, "table": ref.table, "chain": ref.chain,
+                "handle": ref.handle, "packets": 0, "bytes": 0})
+            row["packets"] += packets
+            row["bytes"] += nbytes
+    return out + list(rules.values())
 
 
 def collect_stats() -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``tna demo``: a router in namespaces, first plain Linux, then with TNA, then torn down.
+"""``tna demo``: a router in namespaces, first plain Linux, then with TNA (and a forward-hook
+firewall rule), then torn down.
 
 Role in the flow: a guided tour for a new user.  It runs the real ``tna`` commands against a
 throw-away topology (h1 -- r -- h2) and sends the same ping/UDP/TCP traffic before and after
@@ -71,7 +72,18 @@ def run() -> int:
         print(f"  ping -t 1 h1 -> h2: {line.strip()}")
         _tna(t.r, "stats")
 
-        _banner("6. detach: the kernel carries on alone")
+        _banner("6. an nftables forward rule: the fast path enforces it")
+        rules = ("table inet demo {\n  chain forward {\n    type filter hook forward priority 0;"
+                 "\n    udp dport 9999 counter drop\n  }\n}\n")
+        print("$ nft -f - <<EOF\n" + rules + "EOF")
+        bed.run(t.r, "nft", "-f", "-", input=rules)
+        _tna(t.r, "apply")
+        for port in (9999, 5300):
+            got = traffic.udp(t.h1, t.h2, t.h2_v4, count=100, port=port)
+            print(f"  udp  h1 -> {t.h2_v4}:{port} 100 datagrams: {got} received")
+        _tna(t.r, "stats")
+
+        _banner("7. detach: the kernel carries on alone")
         _tna(t.r, "detach")
         ok = t.ping(t.h1, t.h2_v4).returncode == 0
         print(f"  ping h1 -> h2 after detach: {'answered' if ok else 'LOST'}")
