@@ -242,34 +242,47 @@ static __always_inline struct fw_scratch *fw_scratch(void)
 }
 
 /*
- * The match vector: word by word, the AND of every field's class vector. The class vectors are
- * looked up once; a field no rule uses points at class 0, which has every rule. An open-coded
- * loop without branches inside, so the per-word cost is nine loads; a global function, so the
- * verifier checks it once, not once per way out of the loop.
+ * The match vector: the AND of the class vectors of the fields some rule constrains, a field
+ * at a time over the table's words (a field no rule uses has class 0, every rule, and is
+ * skipped). A global function, so the verifier checks its loops once, not once per way out.
  */
 __attribute__((noinline)) int tna_fw_match(struct fw_scratch *s, __u32 nwords)
 {
-	const struct tna_fw_bits *b[TNA_FW_NR_FIELDS];
+	const struct tna_fw_bits *b;
 	__u64 nonzero = 0;
 	struct fw_loop *l;
+	__u32 w;
 
 	if (!s)
 		return -1;
 	l = &s->l;
+	b = fw_class(l->table, 0);	/* every rule: the start of the AND */
+	if (!b)
+		return -1;
+	for (w = 0; w < TNA_FW_WORDS; w++) {
+		if (w >= nwords)
+			break;
+		s->match.w[w] = b->w[w];
+	}
 #pragma unroll
 	for (int f = 0; f < TNA_FW_NR_FIELDS; f++) {
-		b[f] = fw_class(l->table, l->class[f]);
-		if (!b[f])
+		if (!l->class[f])
+			continue;	/* a field no rule constrains */
+		b = fw_class(l->table, l->class[f]);
+		if (!b)
 			return -1;	/* a class is missing: tables being rewritten */
+		for (w = 0; w < TNA_FW_WORDS; w++) {
+			if (w >= nwords)
+				break;
+			s->match.w[w] &= b->w[w];
+		}
 	}
-	for (__u32 w = 0; w < TNA_FW_WORDS; w++) {
+	for (w = 0; w < TNA_FW_WORDS; w++) {
 		__u64 x;
 
 		if (w >= nwords)
 			break;
-		x = b[0]->w[w] & b[1]->w[w] & b[2]->w[w] & b[3]->w[w] & b[4]->w[w] &
-		    b[5]->w[w] & b[6]->w[w] & b[7]->w[w] & b[8]->w[w];
-		s->match.w[w] = x;
+		x = s->match.w[w];
 		nonzero |= ((x | -x) >> 63) << w;	/* no branch */
 	}
 	l->nonzero = nonzero;
