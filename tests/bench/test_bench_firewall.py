@@ -32,7 +32,9 @@ def test_firewall_scenario_forwards(name: str, prefix: str) -> None:
 def test_stateful_flow_is_established(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scenarios.StatefulFirewall, "establish", lambda self: None)
     rates = _rates("firewall-stateful", prefix, (scenarios.LINUX,))
-    assert rates[scenarios.LINUX] == 0, "the ruleset lets a flow pass that is not established"
+    # a forwarded flow is >100k pps; the sink may still count a stray frame or two of the
+    # namespaces' own (neighbour discovery, MLD) in the window
+    assert rates[scenarios.LINUX] < 1000, "the ruleset lets a flow pass that is not established"
 
 
 def test_rulesets() -> None:
