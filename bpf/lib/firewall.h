@@ -18,8 +18,7 @@
 #define TNA_LIB_FIREWALL_H
 
 #include "stats.h"
-#include "l4csum.h"
-#include <linux/udp.h>
+#include "conntrack.h"
 
 extern const volatile struct tna_features tna_features;
 
@@ -32,10 +31,8 @@ struct fw_packet {
 };
 
 /*
- * The walk over matched rules runs in a bpf_loop() callback: the verifier checks it once,
- * where an open-coded loop would be checked once per iteration and path (beyond its limit
- * for 32 steps of a walk with branches). Their state lives in the per-CPU
- * scratch map, not on the stack, which the caller's frames mostly use up.
+ * The state of one classification. It lives in the per-CPU scratch map, not on the stack,
+ * which the callers' frames mostly use up; the walk's bpf_loop() callback reads it there.
  */
 struct fw_loop {
 	__u32 table;
@@ -61,58 +58,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fw_scratch);
 } tna_fw_scratch SEC(".maps");
-
-/* ---- conntrack kfuncs (net/netfilter/nf_conntrack_bpf.c) ---- */
-
-struct nf_ct_udp {
-	unsigned long stream_ts;	/* jiffies after which a replied flow is a stream */
-} __attribute__((preserve_access_index));
-
-union nf_conntrack_proto {
-	struct nf_ct_udp udp;
-} __attribute__((preserve_access_index));
-
-struct nf_conn {
-	unsigned long status;
-	union nf_conntrack_proto proto;
-} __attribute__((preserve_access_index));
-
-struct bpf_ct_opts___local {
-	__s32 netns_id;
-	__s32 error;
-	__u8 l4proto;
-	__u8 dir;
-	__u8 reserved[2];
-};
-
-extern struct nf_conn *bpf_xdp_ct_lookup(struct xdp_md *xdp_ctx, struct bpf_sock_tuple *tuple,
-					 __u32 tuple__sz, struct bpf_ct_opts___local *opts,
-					 __u32 opts__sz) __ksym;
-extern void bpf_ct_release(struct nf_conn *ct) __ksym;
-extern int bpf_ct_change_timeout(struct nf_conn *nfct, __u32 timeout) __ksym;
-
-/* enum ip_conntrack_status (uapi nf_conntrack_common.h) */
-#define CT_EXPECTED (1UL << 0)
-#define CT_SEEN_REPLY (1UL << 1)
-#define CT_ASSURED (1UL << 2)
-#define CT_CONFIRMED (1UL << 3)
-#define CT_SRC_NAT (1UL << 4)
-#define CT_DST_NAT (1UL << 5)
-#define CT_SEQ_ADJUST (1UL << 6)
-#define CT_DYING (1UL << 9)
-#define CT_FIXED_TIMEOUT (1UL << 10)
-#define CT_TEMPLATE (1UL << 11)
-#define CT_UNTRACKED (1UL << 12)	/* also IPS_NAT_CLASH */
-#define CT_HELPER (1UL << 13)
-#define CT_OFFLOAD (1UL << 14)
-#define CT_HW_OFFLOAD (1UL << 15)
-/* established: seen both ways, in the table */
-#define CT_NEEDED (CT_SEEN_REPLY | CT_CONFIRMED)
-/* NAT rewrites, helpers inspect, fixed timeouts are not refreshed, related flows: Linux */
-#define CT_REFUSED (CT_EXPECTED | CT_SRC_NAT | CT_DST_NAT | CT_SEQ_ADJUST | CT_DYING | \
-		    CT_FIXED_TIMEOUT | CT_TEMPLATE | CT_UNTRACKED | CT_HELPER | CT_OFFLOAD | \
-		    CT_HW_OFFLOAD)
-#define BPF_F_CURRENT_NETNS (-1)
 
 /* ---- classification ---- */
 
@@ -350,71 +295,6 @@ static __always_inline void fw_count_decision(const struct fw_loop *l, __u64 byt
 			fw_count(l->table, l->passed[k], bytes);
 }
 
-/* ---- conntrack ---- */
-
-/*
- * The established, assured UDP flow of this packet, referenced (bpf_ct_release() it), or NULL
- * with *why set. udp_error() must not call the packet invalid: length within the datagram,
- * and (net.netfilter.nf_conntrack_checksum, verified here always) a checksum that holds.
- */
-static __always_inline struct nf_conn *fw_ct_flow(struct xdp_md *ctx, const struct fw_packet *p,
-						  const void *l4, __u32 l4_off, __u32 l4_len,
-						  __u64 pseudo, const struct tna_fw_table *hdr,
-						  __u32 *timeout_ms, enum tna_code *why)
-{
-	const void *end = frame_end(ctx);
-	const struct udphdr *udp = l4;
-	struct bpf_ct_opts___local opts = { .netns_id = BPF_F_CURRENT_NETNS,
-					    .l4proto = IPPROTO_UDP };
-	struct bpf_sock_tuple tuple = {};
-	struct nf_conn *ct;
-	__u32 tuple_len;
-
-	*why = TNA_PUNT_CT_PROTO;
-	if (p->l4proto != IPPROTO_UDP)
-		return NULL;
-	*why = TNA_PUNT_CT;
-	if ((const void *)(udp + 1) > end || bpf_ntohs(udp->len) > l4_len ||
-	    bpf_ntohs(udp->len) < sizeof(*udp))
-		return NULL;
-	if (udp->check && !l4_csum_complete(ctx, l4_off, l4_len, pseudo))
-		return NULL;
-	if (p->v6) {
-		__builtin_memcpy(tuple.ipv6.saddr, p->saddr, 16);
-		__builtin_memcpy(tuple.ipv6.daddr, p->daddr, 16);
-		tuple.ipv6.sport = udp->source;
-		tuple.ipv6.dport = udp->dest;
-		tuple_len = sizeof(tuple.ipv6);
-	} else {
-		__builtin_memcpy(&tuple.ipv4.saddr, p->saddr, 4);
-		__builtin_memcpy(&tuple.ipv4.daddr, p->daddr, 4);
-		tuple.ipv4.sport = udp->source;
-		tuple.ipv4.dport = udp->dest;
-		tuple_len = sizeof(tuple.ipv4);
-	}
-	ct = bpf_xdp_ct_lookup(ctx, &tuple, tuple_len, &opts, sizeof(opts));
-	if (!ct)
-		return NULL;
-	if ((ct->status & CT_NEEDED) != CT_NEEDED || (ct->status & CT_REFUSED))
-		goto linux;
-	/*
-	 * udp_packet(): a replied flow gets the stream timeout once it is older than stream_ts
-	 * (and is then made assured, which only the kernel may do: punt that one packet);
-	 * before, the unreplied timeout.
-	 */
-	if (ct->status & CT_ASSURED) {
-		*timeout_ms = hdr->ct_timeout_ms;
-	} else {
-		if ((__s64)(ct->proto.udp.stream_ts - bpf_jiffies64()) < 0)
-			goto linux;
-		*timeout_ms = hdr->ct_unreplied_ms;
-	}
-	return ct;
-linux:
-	bpf_ct_release(ct);
-	return NULL;
-}
-
 /* ---- the hook ---- */
 
 static __always_inline int fw_parse_l4(struct fw_packet *p, const void *l4, const void *end)
@@ -460,7 +340,6 @@ static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch
 	const struct tna_fw_table *hdr;
 	struct nf_conn *ct;
 	struct fw_loop *l;
-	enum tna_code why;
 	__u32 table, timeout_ms = 0;
 	int verdict;
 
@@ -483,9 +362,14 @@ static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch
 		return TNA_PUNT_FIREWALL;
 	if (hdr->stateful) {
 		/* the rules were compiled for ct state "established": make sure it is */
-		ct = fw_ct_flow(ctx, p, l4, l4_off, l4_len, pseudo, hdr, &timeout_ms, &why);
+		struct ct_udp_timeouts t = { hdr->ct_timeout_ms, hdr->ct_unreplied_ms };
+
+		if (p->l4proto != IPPROTO_UDP)
+			return TNA_PUNT_CT_PROTO;
+		ct = ct_udp_flow(ctx, p->v6, p->saddr, p->daddr, l4, l4_off, l4_len, pseudo, &t,
+				 &timeout_ms);
 		if (!ct)
-			return why;
+			return TNA_PUNT_CT;
 		/* what udp_packet() does before the forward hook, whatever the hook decides */
 		bpf_ct_change_timeout(ct, timeout_ms);
 		bpf_ct_release(ct);
