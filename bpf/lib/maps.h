@@ -200,10 +200,14 @@ struct {
 	__type(value, __u32);
 } tna_fw_small SEC(".maps");
 
-/* [(t * 2 + (0 sport, 1 dport)) * 65536 + port] -> class */
+/*
+ * [(t * 2 + (0 sport, 1 dport)) * 65536 + port] -> class. Memory-mapped by userspace, which
+ * writes a generation's 2 x 65536 entries as memory instead of one syscall step per entry.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, TNA_FW_TABLES * 2 * 65536);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, __u32);
 } tna_fw_ports SEC(".maps");

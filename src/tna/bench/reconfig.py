@@ -9,7 +9,8 @@ The end time is the daemon's own monotonic timestamp (CLOCK_MONOTONIC is machine
   program already forwards to the new route (proving the very next packet follows);
 - ``egress`` (map-only): a veth peer loses/regains GRO, so the egress becomes (in)eligible;
 - ``netfilter``: a forward-hook rule appears (``safe``: traffic is back on Linux; ``done``:
-  programs detached) and disappears (programs attached again);
+  the programs have the classifier), another rule is added (a new generation of the
+  classifier's maps, no program change) and the table disappears (programs without it);
 - ``program swap``: rp_filter toggles, which changes the program's features.
 
     python -m tna.bench.reconfig [--iterations N] [--json]

@@ -12,6 +12,7 @@ rule constrains), so the compiler's class *c* is written as *c + 1*.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import struct
 from collections.abc import Iterable, Sequence
@@ -137,8 +138,8 @@ class FirewallMaps:
                             [c + 1 for c in getattr(ft, name)])
         for i, name in enumerate(PORT_FIELDS):
             if name in ft.used:
-                self._array("tna_fw_ports", (t * 2 + i) * 65536,
-                            [c + 1 for c in getattr(ft, name)])
+                self._mapped_array("tna_fw_ports", (t * 2 + i) * 65536,
+                                   [c + 1 for c in getattr(ft, name)])
         for dst, name in enumerate(("saddr", "daddr")):
             if name in ft.used:
                 self._prefixes(t * 2 + dst, getattr(ft, name))
@@ -146,6 +147,15 @@ class FirewallMaps:
     def _array(self, name: str, base: int, classes: Sequence[int]) -> None:
         self.maps[name].update_batch(_u32s(range(base, base + len(classes))), _u32s(classes),
                                      len(classes))
+
+    def _mapped_array(self, name: str, base: int, classes: Sequence[int]) -> None:
+        """Write a stretch of a BPF_F_MMAPABLE array of u32 through its memory mapping (the
+        kernel lays such arrays out with 8-byte elements)."""
+        m = self.maps[name]
+        info = libbpf.map_info(m.fd)
+        size = (info.max_entries * 8 + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+        with mmap.mmap(m.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mm:
+            mm[base * 8:(base + len(classes)) * 8] = struct.pack(f"={len(classes)}Q", *classes)
 
     def _prefixes(self, tag: int, prefixes: Iterable[tuple[int, int, int]]) -> None:
         v6 = (tag // 2) % 2 == 1  # tag = table * 2 + dst; table = generation * 2 + family

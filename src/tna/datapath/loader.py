@@ -50,6 +50,7 @@ SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "t
 FEATURES_MAP = ".rodata.features"
 FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
 PROG_NAME = b"tna_xdp"
+BPF_F_MMAPABLE = 1 << 10
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,8 @@ def _check_compatible(name: str, fd: int) -> None:
     if ((name == "tna_stats" and libbpf.map_info(fd).max_entries
          != abi.max_ifaces() * abi.nr_codes())
             or (name == "tna_config"
-                and libbpf.map_info(fd).value_size != ctypes.sizeof(abi.TnaConfig))):
+                and libbpf.map_info(fd).value_size != ctypes.sizeof(abi.TnaConfig))
+            or (name == "tna_fw_ports" and not libbpf.map_info(fd).map_flags & BPF_F_MMAPABLE)):
         raise DatapathError("the pinned maps are from another TNA version (counter layout "
                             "changed): run 'tna detach' first")
 
