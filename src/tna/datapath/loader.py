@@ -653,13 +653,14 @@ class Datapath:
         redirects = any(p.accept_redirects for p in ports)
         namespace = namespace or Namespace()
         try:
-            self._restrict(maps, wanted, changes)
+            running = self.programs()
+            self._restrict(maps, wanted, running, changes)
             ns.restrict(namespace)
             self._write_firewall(ns, namespace)
             if redirects:
                 _sync_redirects(clear=False)
             changes.safe_at = time.monotonic()
-            self._swap_programs(wanted, changes)
+            self._swap_programs(wanted, running, changes)
             self._relax(maps, wanted, changes)
             ns.relax(namespace)
             if redirects:
@@ -682,8 +683,8 @@ class Datapath:
         if not all(os.path.exists(os.path.join(pin_dir(), n)) for n in SHARED_MAPS):
             Program(Features(), obj_path=self.obj_path).close()  # creates and pins them
 
-    def _restrict(self, maps: _Maps, wanted: dict[int, Port], changes: Changes) -> None:
-        running = self.programs()
+    def _restrict(self, maps: _Maps, wanted: dict[int, Port], running: dict[int, Features | None],
+                  changes: Changes) -> None:
         for ifindex, entry in list(maps.entries.items()):
             port = wanted.get(ifindex)
             flags = _intersect(entry.flags, port.flags if port else _NOTHING)
@@ -696,8 +697,8 @@ class Datapath:
             if ifindex not in maps.entries:  # new: known to the program, allowed nothing yet
                 maps.write(ifindex, port.mac, _NOTHING)
 
-    def _swap_programs(self, wanted: dict[int, Port], changes: Changes) -> None:
-        running = self.programs()
+    def _swap_programs(self, wanted: dict[int, Port], running: dict[int, Features | None],
+                       changes: Changes) -> None:
         todo = {i: p.features for i, p in wanted.items()
                 if p.features is not None and running.get(i) != p.features}
         # one program per distinct feature set: it reads its interface from the context
