@@ -15,6 +15,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from tna.datapath.firewall import FirewallTooLarge, check_fits
 from tna.datapath.loader import Features, Namespace, Port
 from tna.firewall.compile import FirewallError, compile_family, conntrack_users
 from tna.firewall.tables import FwTables
@@ -161,7 +162,8 @@ def _firewall(snap: Snapshot, af: int) -> _Firewall:
     ifindexes = tuple(sorted((lk.ifname, lk.ifindex) for lk in snap.links))
     try:
         tables = _compiled(snap.netfilter, snap.netfilter_sets, af, ifindexes)
-    except FirewallError as e:
+        check_fits(tables)  # what the data path's maps hold, checked here, not at load time
+    except (FirewallError, FirewallTooLarge) as e:
         return _Firewall(blocks=[SlowPath(traffic, "firewall_unsupported", str(e))])
     partial = [SlowPath(f"{traffic}: {u.traffic}", "firewall_rule", f"{u.rule}: {u.why}")
                for u in tables.unsupported]

@@ -347,8 +347,8 @@ class _Classes:
 
     def id(self, vector: int) -> int:
         cid = self.ids.setdefault(vector, len(self.ids))
-        if cid >= MAX_CLASSES:
-            raise FirewallError(f"the forward hook needs more than {MAX_CLASSES} classes")
+        if cid >= MAX_CLASSES - 1:  # the data path keeps one class for "every rule"
+            raise FirewallError(f"the forward hook needs more than {MAX_CLASSES - 1} classes")
         return cid
 
 
