@@ -103,10 +103,17 @@ class Plan:
         return next(i for i in self.interfaces if i.ifname == ifname)
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        # the classifier tables (up to 2 x 65536 port classes) are summarised, not dumped
+        out = dataclasses.asdict(dataclasses.replace(
+            self, namespace=dataclasses.replace(self.namespace, firewall=(None, None))))
         for i, iface in zip(out["interfaces"], self.interfaces, strict=True):
             i["features"] = iface.features.names() if iface.features else None
         out["namespace"]["denied_sources_v4"] = sorted(self.namespace.denied_sources_v4)
+        out["namespace"]["firewall"] = {
+            fam: None if ft is None else {
+                "rules": len(ft.rules), "classes": len(ft.classes), "fields": sorted(ft.used),
+                "stateful": ft.stateful, "unsupported": [str(u.rule) for u in ft.unsupported]}
+            for fam, ft in zip(("ipv4", "ipv6"), self.namespace.firewall, strict=True)}
         return out
 
 

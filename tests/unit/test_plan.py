@@ -379,3 +379,17 @@ def test_uncompilable_forward_hook_keeps_the_family_on_linux(snap: Snapshot) -> 
     assert reasons(plan) == {"firewall_unsupported"}
     assert {i.features for i in plan.interfaces} == {V6_ONLY}
     assert plan.namespace.firewall == (None, None)
+
+
+def test_plan_json_summarises_the_classifier(snap: Snapshot) -> None:
+    plan = make_plan(with_chain(snap, family="ip", hook="forward", priority=0, type="filter",
+                                policy="accept", rules=("udp dport 9 drop",),
+                                exprs=(UDP_9_DROP,), handles=(4,)))
+    v4 = plan.namespace.firewall[0]
+    assert v4 is not None
+    out = json.loads(json.dumps(plan.to_dict()))
+    assert out["namespace"]["firewall"] == {
+        "ipv4": {"rules": 2, "classes": len(v4.classes), "fields": ["dport", "l4proto"],
+                 "stateful": False, "unsupported": []},
+        "ipv6": None}
+    assert len(json.dumps(out)) < 20_000  # not the 65536-entry port table
