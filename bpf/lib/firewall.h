@@ -20,8 +20,6 @@
 #include "stats.h"
 #include "conntrack.h"
 
-extern const volatile struct tna_features tna_features;
-
 /* What the classifier needs of a packet. */
 struct fw_packet {
 	__u32 iif, oif;
@@ -170,13 +168,8 @@ static __always_inline __u32 fw_next(const struct fw_scratch *s, __u64 nonzero, 
 
 static __always_inline void fw_count(__u32 table, __u32 rule, __u64 bytes)
 {
-	__u32 key = table * TNA_FW_MAX_RULES + (rule & (TNA_FW_MAX_RULES - 1));
-	struct tna_counter *c = bpf_map_lookup_elem(&tna_fw_counters, &key);
-
-	if (c) {
-		c->packets++;
-		c->bytes += bytes;
-	}
+	counter_add(&tna_fw_counters, table * TNA_FW_MAX_RULES + (rule & (TNA_FW_MAX_RULES - 1)),
+		    bytes);
 }
 
 static __always_inline struct fw_scratch *fw_scratch(void)

@@ -5,15 +5,20 @@
 
 #include "maps.h"
 
-static __always_inline void count(__u32 slot, enum tna_code code, __u64 bytes)
+/* One more packet of ``bytes`` in a per-CPU array of struct tna_counter. */
+static __always_inline void counter_add(void *map, __u32 key, __u64 bytes)
 {
-	__u32 key = slot * TNA_NR_CODES + code;
-	struct tna_counter *c = bpf_map_lookup_elem(&tna_stats, &key);
+	struct tna_counter *c = bpf_map_lookup_elem(map, &key);
 
 	if (c) {
 		c->packets++;
 		c->bytes += bytes;
 	}
+}
+
+static __always_inline void count(__u32 slot, enum tna_code code, __u64 bytes)
+{
+	counter_add(&tna_stats, slot * TNA_NR_CODES + code, bytes);
 }
 
 /* Hand the frame to the kernel and say why. */

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from tna import abi
 from tna.datapath import libbpf
-from tna.firewall.tables import FIELDS, FwTables, RuleRef
+from tna.firewall.tables import FIELDS, MAX_CLASSES, MAX_RULES, FwTables, RuleRef
 
 MAP_NAMES = ("tna_fw_tables", "tna_fw_rules", "tna_fw_classes", "tna_fw_ifs", "tna_fw_small",
              "tna_fw_ports", "tna_fw_v4", "tna_fw_v6", "tna_fw_counters")
@@ -33,22 +33,15 @@ class FirewallTooLarge(ValueError):
     """The compiled tables do not fit the maps; the planner leaves the family to Linux."""
 
 
-def _d(name: str) -> int:
-    if name == "TNA_FW_MAX_RULES":  # defined as an expression in C
-        return abi.defines()["TNA_FW_WORDS"] * 64
-    return abi.defines()[name]
-
-
 def check_fits(t: FwTables) -> None:
-    """Raise :class:`FirewallTooLarge` unless ``t`` fits the data path's fixed sizes."""
-    if not t.rules or len(t.rules) > _d("TNA_FW_MAX_RULES"):
-        raise FirewallTooLarge(f"{len(t.rules)} flattened rules (at most "
-                               f"{_d('TNA_FW_MAX_RULES')})")
-    if len(t.classes) + 1 > _d("TNA_FW_MAX_CLASSES"):
-        raise FirewallTooLarge(f"{len(t.classes)} classes (at most "
-                               f"{_d('TNA_FW_MAX_CLASSES') - 1})")
-    if len(t.iif) > _d("TNA_MAX_IFACES") or len(t.oif) > _d("TNA_MAX_IFACES"):
-        raise FirewallTooLarge(f"rules name more than {_d('TNA_MAX_IFACES')} interfaces")
+    """Raise :class:`FirewallTooLarge` unless ``t`` fits the data path's fixed sizes (the
+    limits in tna.firewall.tables; tests/bpf/test_abi.py holds them equal to the C ones)."""
+    if not t.rules or len(t.rules) > MAX_RULES:
+        raise FirewallTooLarge(f"{len(t.rules)} flattened rules (at most {MAX_RULES})")
+    if len(t.classes) + 1 > MAX_CLASSES:
+        raise FirewallTooLarge(f"{len(t.classes)} classes (at most {MAX_CLASSES - 1})")
+    if len(t.iif) > abi.max_ifaces() or len(t.oif) > abi.max_ifaces():
+        raise FirewallTooLarge(f"rules name more than {abi.max_ifaces()} interfaces")
 
 
 def _u32(v: int) -> bytes:
@@ -91,9 +84,10 @@ class FirewallMaps:
                          ct_timeouts_ms: tuple[int, int]) -> None:
         """Fill generation ``gen`` (not in use) with one table per family."""
         for fam in FAMILIES:
+            self.maps["tna_fw_tables"].update(_u32(gen * 2 + fam), bytes(abi.TnaFwTable()))
+        self._clear_keys(gen)
+        for fam in FAMILIES:
             t = gen * 2 + fam
-            self.maps["tna_fw_tables"].update(_u32(t), bytes(abi.TnaFwTable()))  # off first
-            self._clear_prefixes(t)
             ft = tables[fam]
             if ft is not None:
                 self._write_table(t, ft, ct_timeouts_ms)
@@ -111,16 +105,16 @@ class FirewallMaps:
         self.maps["tna_fw_tables"].update(_u32(t), bytes(hdr))  # last: the table goes live
 
     def _write_classes(self, t: int, ft: FwTables) -> None:
-        words = _d("TNA_FW_WORDS")
+        words = MAX_RULES // 64
         full = (1 << len(ft.rules)) - 1
         vectors = [full, *ft.classes]
-        base = t * _d("TNA_FW_MAX_CLASSES")
+        base = t * MAX_CLASSES
         values = b"".join(v.to_bytes(words * 8, "little") for v in vectors)
         self.maps["tna_fw_classes"].update_batch(_u32s(range(base, base + len(vectors))),
                                                  values, len(vectors))
 
     def _write_rules(self, t: int, ft: FwTables) -> None:
-        base = t * _d("TNA_FW_MAX_RULES")
+        base = t * MAX_RULES
         values = b"".join(bytes(abi.TnaFwRule(r.verdict, int(r.counter >= 0), 0, r.target))
                           for r in ft.rules)
         self.maps["tna_fw_rules"].update_batch(_u32s(range(base, base + len(ft.rules))),
@@ -164,17 +158,18 @@ class FirewallMaps:
             key = struct.pack("=II", 32 + plen, tag) + addr
             self.maps["tna_fw_v6" if v6 else "tna_fw_v4"].update(key, _u32(cls + 1))
 
-    def _clear_prefixes(self, t: int) -> None:
-        """Remove the generation's LPM and interface entries (hash maps keep stale keys)."""
+    def _clear_keys(self, gen: int) -> None:
+        """Remove the generation's LPM and interface entries (keyed maps keep stale keys).
+        A key's tag is table * 2 + field, and table = generation * 2 + family."""
         for name, tag_at in (("tna_fw_v4", 4), ("tna_fw_v6", 4), ("tna_fw_ifs", 0)):
             m = self.maps[name]
             for key in m.all_keys():
-                if struct.unpack_from("=I", key, tag_at)[0] // 2 == t:
+                if struct.unpack_from("=I", key, tag_at)[0] // 4 == gen:
                     m.delete(key)
 
     def _zero_counters(self, t: int, n: int) -> None:
         m = self.maps["tna_fw_counters"]
-        base = t * _d("TNA_FW_MAX_RULES")
+        base = t * MAX_RULES
         slot = (ctypes.sizeof(abi.TnaCounter) + 7) // 8 * 8
         zero = bytes(slot * libbpf.num_possible_cpus() * n)
         m.update_batch(_u32s(range(base, base + n)), zero, n)
@@ -186,7 +181,7 @@ class FirewallMaps:
     def read_rules(self, t: int, n: int) -> list[tuple[int, int, int]]:
         """(verdict, counted, target) of rules 0..n-1 of table ``t``, as loaded."""
         m = self.maps["tna_fw_rules"]
-        base = t * _d("TNA_FW_MAX_RULES")
+        base = t * MAX_RULES
         out = []
         for i in range(n):
             r = abi.TnaFwRule.from_buffer_copy((m.lookup(_u32(base + i)) or bytes(8))[:8])
@@ -196,7 +191,7 @@ class FirewallMaps:
     def read_counters(self, t: int, n: int) -> list[tuple[int, int]]:
         """(packets, bytes) of rules 0..n-1 of table ``t``, summed over CPUs."""
         m = self.maps["tna_fw_counters"]
-        base = t * _d("TNA_FW_MAX_RULES")
+        base = t * MAX_RULES
         out = []
         for i in range(n):
             vals = [abi.TnaCounter.from_buffer_copy(v) for v in m.lookup_percpu(_u32(base + i))]
