@@ -8,10 +8,10 @@ into the scenario tests.
 from __future__ import annotations
 
 import pytest
-from divergences import KNOWN, Divergence
 
-from tna.equivalence import harness
-from tna.equivalence.scenarios import SCENARIOS
+from testing.equivalence import harness
+from testing.equivalence.divergences import KNOWN, Divergence
+from testing.equivalence.scenarios import SCENARIOS
 
 
 @pytest.mark.parametrize("divergence", [
