@@ -12,6 +12,8 @@ import pytest
 from testing.equivalence import harness
 from testing.equivalence.scenarios import SCENARIOS
 
+pytestmark = pytest.mark.root
+
 
 @pytest.mark.parametrize("name", ["bridge", "bridge_router"])
 def test_bridge_scenario(name: str) -> None:

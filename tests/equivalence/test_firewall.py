@@ -22,6 +22,8 @@ import pytest
 from testing.equivalence import harness
 from testing.equivalence.scenarios import SCENARIOS
 
+pytestmark = pytest.mark.root
+
 FIREWALLS = sorted(n for n in SCENARIOS if n.startswith("fw_"))
 NEEDS = {"fw_ipt_legacy_acl_100": ("iptables-legacy-restore", "ip6tables-legacy-restore"),
          "fw_ipt_nft_acl_100": ("iptables-nft-restore", "ip6tables-nft-restore")}

@@ -14,6 +14,8 @@ from testing.equivalence import normalise as norm
 from testing.equivalence.harness import Comparison
 from testing.equivalence.scenarios import SCENARIOS
 
+pytestmark = pytest.mark.root
+
 
 @pytest.fixture(scope="module")
 def linux_twice() -> Comparison:

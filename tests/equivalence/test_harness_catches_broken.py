@@ -16,6 +16,8 @@ from testing.equivalence.divergences import without_known
 from testing.equivalence.scenarios import SCENARIOS
 from tna import abi
 
+pytestmark = pytest.mark.root
+
 EXPOSED_BY = {
     "skip_ttl_check": ("h1:v4_ttl_1", "h1:v4_ttl_0", "h1:v6_hlim_1", "h1:v6_hlim_0"),
     "skip_csum_check": ("h1:v4_bad_csum",),

@@ -17,6 +17,8 @@ from testing.equivalence import harness
 from testing.equivalence.divergences import without_known
 from testing.equivalence.scenarios import SCENARIOS, random_router_corpus
 
+pytestmark = pytest.mark.root
+
 DEFAULT_N = 200
 
 

@@ -16,6 +16,8 @@ from testing.equivalence.scenarios import SCENARIOS
 from tna.datapath.libbpf import LibbpfError
 from tna.datapath.loader import DatapathError
 
+pytestmark = pytest.mark.root
+
 ROUTERS = [
     pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=APPLY_FAILS[n],
                                             raises=(LibbpfError, DatapathError)))
