@@ -49,7 +49,7 @@ test-unit:
 	$(PYTHON) -m pytest -q tests/unit
 
 lint:
-	ruff check src tests
+	ruff check src tests testing
 	mypy
 
 bench: bootstrap

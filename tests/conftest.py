@@ -1,4 +1,11 @@
-"""Shared fixtures: every test that needs namespaces gets its own Testbed, torn down always."""
+"""Shared fixtures and the one root gate.
+
+Root gate: a test that needs root (namespaces, BPF, AF_PACKET) carries the ``root`` marker,
+declared in pyproject.toml; the module-level ``pytestmark = pytest.mark.root`` of each such
+module is the only mechanism.  Without root, exactly the marked tests are skipped here.
+
+Every test that needs namespaces gets its own Testbed, torn down always.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +20,9 @@ from tna.testbed import Testbed
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return
-    skip = pytest.mark.skip(reason="needs root (namespaces, BPF)")
+    skip = pytest.mark.skip(reason="needs root (namespaces, BPF, AF_PACKET)")
     for item in items:
-        if "tests/bpf" in str(item.fspath) or "tests/netns" in str(item.fspath):
+        if item.get_closest_marker("root") is not None:
             item.add_marker(skip)
 
 

@@ -4,14 +4,12 @@ through their rulesets, and the stateful one really measures an established conn
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tna.bench import scenarios
 from tna.bench.runner import Config, run_scenario
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, BPF)")
+pytestmark = pytest.mark.root
 
 
 def _rates(name: str, prefix: str, modes: tuple[str, ...]) -> dict[str, float]:

@@ -6,7 +6,6 @@ vary); only that every mode produced one.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from tna.bench.scenarios import Router
 from tna.datapath import libbpf
 from tna.testbed import Testbed
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, BPF)")
+pytestmark = pytest.mark.root
 
 XDP_TX = 3
 SPEC = FrameSpec("02:00:00:00:01:02", "02:00:00:00:01:01", "10.1.0.2", "10.2.16.0")

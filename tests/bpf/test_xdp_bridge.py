@@ -13,6 +13,7 @@ import ctypes
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from scapy.layers.inet import GRE, ICMP, IP, TCP, UDP
@@ -20,12 +21,14 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
+from testing.bpf_helpers import XDP_PASS, XDP_REDIRECT, counted_run, counters
 from tna import abi, introspect, netns
-from tna.datapath import fdb, libbpf, loader
+from tna.datapath import fdb, loader
 from tna.datapath.loader import Features, Port
 from tna.testbed import Testbed
 
-XDP_PASS, XDP_REDIRECT = 2, 4
+pytestmark = pytest.mark.root
+
 BR0_MAC, BR1_MAC = "02:00:00:00:b0:00", "02:00:00:00:b1:00"
 R1_MAC = "02:00:00:00:30:fe"
 H = {k: f"02:00:00:00:00:{k:02x}" for k in range(1, 10)}  # hosts behind br0 ports
@@ -135,24 +138,16 @@ def program(sw: Switch, features: Features, ingress: str = "p1") -> Iterator[Non
             prog.close()
 
 
-def counters(ifindex: int) -> dict[str, int]:
-    return {name: c.packets for name, c in loader.read_counters().get(ifindex, {}).items()}
-
-
 def run(sw: Switch, frame: bytes, ingress: str = "p1") -> tuple[int, bytes, dict[str, int]]:
     """One test run (inside the namespace): verdict, output frame, ingress counters moved."""
-    before = counters(sw.ifindex[ingress])
-    verdict, out, _ = libbpf.test_run(sw.prog_fd, frame, ingress_ifindex=sw.ifindex[ingress])
-    after = counters(sw.ifindex[ingress])
-    moved = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
-    return verdict, out, moved
+    return counted_run(sw.prog_fd, frame, sw.ifindex[ingress])
 
 
-def v4(src: str = H[1], dst: str = H[2], **ip: object) -> Packet:
+def v4(src: str = H[1], dst: str = H[2], **ip: Any) -> Packet:
     return Ether(src=src, dst=dst) / IP(src="10.10.0.1", dst="10.10.0.2", **{"ttl": 64, **ip})
 
 
-def v6(src: str = H[1], dst: str = H[2], **ip: object) -> Packet:
+def v6(src: str = H[1], dst: str = H[2], **ip: Any) -> Packet:
     return Ether(src=src, dst=dst) / IPv6(src="fd00:10::1", dst="fd00:10::2",
                                           **{"hlim": 64, **ip})
 
@@ -258,7 +253,7 @@ def test_routed_from_interface_into_bridge(switch: Switch) -> None:
     assert (verdict, out, moved) == (XDP_REDIRECT, _routed_v4(pkt), {"forwarded": 1})
 
 
-def _to_bridge(dst: str, src: str = H[1], mac: str = BR0_MAC, **ip: object) -> bytes:
+def _to_bridge(dst: str, src: str = H[1], mac: str = BR0_MAC, **ip: Any) -> bytes:
     return wire(Ether(src=src, dst=mac) / IP(src="10.10.0.1", dst=dst, **{"ttl": 64, **ip})
                 / UDP())
 

@@ -10,16 +10,18 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
-from bpf_router import Router
 from scapy.layers.inet import ICMP, TCP, UDP
 from scapy.layers.l2 import Ether
-from test_xdp_router import (  # the router namespace and frame helpers of the router tests
+
+from testing.bpf_helpers import (
     XDP_PASS,
     XDP_REDIRECT,
+    Router,
     forwarded_v4,
     forwarded_v6,
     program,
@@ -27,7 +29,6 @@ from test_xdp_router import (  # the router namespace and frame helpers of the r
     v4,
     v6,
 )
-
 from tna import netns
 from tna.datapath import loader
 from tna.datapath.loader import Features, Namespace
@@ -42,6 +43,8 @@ from tna.firewall.tables import (
     RuleRef,
 )
 
+pytestmark = pytest.mark.root
+
 XDP_DROP = 1
 FIREWALL = Features(True, True, firewall_ipv4=True, firewall_ipv6=True)
 
@@ -51,12 +54,19 @@ class R:
     """A test rule: field -> allowed values (addresses: networks), verdict, SKIP target."""
 
     verdict: int
-    match: Mapping[str, object] = field(default_factory=dict)
+    match: Mapping[str, Collection[Any]] = field(default_factory=dict)
     target: int = 0
 
 
-def _vector(rules: list[R], ok: object) -> int:
-    return sum(1 << i for i, r in enumerate(rules) if ok(r))  # type: ignore[operator]
+def _vector(allowed: Iterable[bool]) -> int:
+    """The bit vector of a class: bit i set when rule i allows it."""
+    return sum(1 << i for i, ok in enumerate(allowed) if ok)
+
+
+def _within(net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+            other: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """``net`` is a subnet of ``other`` (never across address families)."""
+    return net.prefixlen >= other.prefixlen and net.network_address in other
 
 
 def build(rules: list[R], stateful: bool = False) -> FwTables:
@@ -67,25 +77,24 @@ def build(rules: list[R], stateful: bool = False) -> FwTables:
         return classes.setdefault(vector, len(classes))
 
     def array(name: str, size: int) -> tuple[int, ...]:
-        return tuple(cls(_vector(rules, lambda r, v=v: name not in r.match
-                                 or v in r.match[name]))  # type: ignore[operator]
+        return tuple(cls(_vector(name not in r.match or v in r.match[name] for r in rules))
                      for v in range(size))
 
     def prefixes(name: str) -> tuple[tuple[int, int, int], ...]:
-        nets = {ipaddress.ip_network(n) for r in rules for n in r.match.get(name, ())}  # type: ignore[attr-defined]
+        nets = {ipaddress.ip_network(n) for r in rules for n in r.match.get(name, ())}
         zero = ipaddress.ip_network("::/0" if any(n.version == 6 for n in nets) else "0.0.0.0/0")
         out = []
         for net in sorted(nets | {zero}, key=lambda n: n.prefixlen):
-            vec = _vector(rules, lambda r, net=net: name not in r.match or any(
-                net.subnet_of(ipaddress.ip_network(m)) for m in r.match[name]))  # type: ignore[attr-defined]
+            vec = _vector(name not in r.match or any(
+                _within(net, ipaddress.ip_network(m)) for m in r.match[name]) for r in rules)
             out.append((int(net.network_address), net.prefixlen, cls(vec)))
         return tuple(out)
 
     def ifs(name: str) -> tuple[dict[int, int], int]:
-        named = {i for r in rules for i in r.match.get(name, ())}  # type: ignore[attr-defined]
-        table = {i: cls(_vector(rules, lambda r, i=i: name not in r.match
-                                or i in r.match[name])) for i in named}  # type: ignore[operator]
-        return table, cls(_vector(rules, lambda r: name not in r.match))
+        named = {i for r in rules for i in r.match.get(name, ())}
+        table = {i: cls(_vector(name not in r.match or i in r.match[name] for r in rules))
+                 for i in named}
+        return table, cls(_vector(name not in r.match for r in rules))
 
     used = frozenset(k for r in rules for k in r.match)
     iif, iif_default = ifs("iif")

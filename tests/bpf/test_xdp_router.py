@@ -6,79 +6,36 @@ counter that must move by exactly one (which also proves C and Python agree on t
 
 from __future__ import annotations
 
-import contextlib
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from bpf_router import H1_MAC, H2_MAC, OTHER_MAC, Router
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
+from testing.bpf_helpers import (
+    H1_MAC,
+    H2_MAC,
+    OTHER_MAC,
+    R1_MAC,
+    R2_MAC,
+    XDP_PASS,
+    XDP_REDIRECT,
+    Router,
+    forwarded_v4,
+    forwarded_v6,
+    program,
+    run,
+    v4,
+    v6,
+)
 from tna import abi, netns
 from tna.datapath import libbpf, loader
 from tna.datapath.loader import Features, Port
 
-XDP_PASS, XDP_REDIRECT = 2, 4
-R1_MAC, R2_MAC, R3_MAC = "02:00:00:00:01:01", "02:00:00:00:02:01", "02:00:00:00:03:01"
-
-
-@contextlib.contextmanager
-def program(router: Router, features: Features) -> Iterator[libbpf.Map]:
-    """Load the object with ``features`` in the router namespace; yield the stats map."""
-    with netns.entered(router.ns):
-        prog = loader.load_for_test(features)
-        try:
-            loader.sync_ports_for_test([
-                Port(router.ifindex["r1"], "r1", R1_MAC, True, features),
-                Port(router.ifindex["r2"], "r2", R2_MAC, True, None),
-                Port(router.ifindex["r3"], "r3", R3_MAC, False, None),
-            ])
-            router.prog_fd = prog.fd
-            yield loader.open_map("tna_stats")
-        finally:
-            prog.close()
-
-
-def counters(ifindex: int) -> dict[str, int]:
-    """Counter name -> packets for one interface (punts and forwards count at ingress)."""
-    return {name: c.packets for name, c in loader.read_counters().get(ifindex, {}).items()}
-
-
-def run(router: Router, frame: bytes, ingress: str = "r1") -> tuple[int, bytes, dict[str, int]]:
-    """One test run; returns verdict, output frame and the ingress counters that moved."""
-    before = counters(router.ifindex[ingress])
-    verdict, out, _ = libbpf.test_run(router.prog_fd, frame,
-                                      ingress_ifindex=router.ifindex[ingress])
-    after = counters(router.ifindex[ingress])
-    moved = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
-    return verdict, out, moved
-
-
-def v4(dst: str = "10.2.0.2", src: str = "10.1.0.2", **ip: object) -> Packet:
-    return Ether(src=H1_MAC, dst=R1_MAC) / IP(src=src, dst=dst, **{"ttl": 64, **ip})
-
-
-def v6(dst: str = "fd00:2::2", src: str = "fd00:1::2", **ip: object) -> Packet:
-    return Ether(src=H1_MAC, dst=R1_MAC) / IPv6(src=src, dst=dst, **{"hlim": 64, **ip})
-
-
-def forwarded_v4(pkt: Packet, dst_mac: str = H2_MAC, src_mac: str = R2_MAC) -> bytes:
-    out = pkt.copy()
-    out[Ether].src, out[Ether].dst = src_mac, dst_mac
-    out[IP].ttl -= 1
-    del out[IP].chksum
-    return bytes(out)
-
-
-def forwarded_v6(pkt: Packet) -> bytes:
-    out = pkt.copy()
-    out[Ether].src, out[Ether].dst = R2_MAC, H2_MAC
-    out[IPv6].hlim -= 1
-    return bytes(out)
-
+pytestmark = pytest.mark.root
 
 UDP_PAYLOAD = Raw(b"x" * 18)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from tna.equivalence import harness
-from tna.equivalence.scenarios import SCENARIOS
+from testing.equivalence import harness
+from testing.equivalence.scenarios import SCENARIOS
+
+pytestmark = pytest.mark.root
 
 
 @pytest.mark.parametrize("name", ["bridge", "bridge_router"])

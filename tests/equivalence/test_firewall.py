@@ -1,6 +1,6 @@
 """TNA on must filter every forwarded frame exactly as Linux's forward hook does.
 
-The scenarios ``fw_*`` (``tna.equivalence.scenarios``): stateless ACLs of 1, 100 and 1000
+The scenarios ``fw_*`` (``testing.equivalence.scenarios``): stateless ACLs of 1, 100 and 1000
 rules in nftables, the 100-rule ACL through iptables-nft and iptables-legacy, and a stateful
 router firewall whose corpus opens flows in one burst and answers them in the next.  Each
 test builds its scenario twice from scratch (fresh namespaces, so no conntrack entry of the
@@ -19,8 +19,10 @@ import shutil
 
 import pytest
 
-from tna.equivalence import harness
-from tna.equivalence.scenarios import SCENARIOS
+from testing.equivalence import harness
+from testing.equivalence.scenarios import SCENARIOS
+
+pytestmark = pytest.mark.root
 
 FIREWALLS = sorted(n for n in SCENARIOS if n.startswith("fw_"))
 NEEDS = {"fw_ipt_legacy_acl_100": ("iptables-legacy-restore", "ip6tables-legacy-restore"),
@@ -53,7 +55,7 @@ def test_firewall_scenario(name: str) -> None:
 
 
 def test_rulesets_have_the_advertised_size() -> None:
-    from tna.equivalence import scenarios as s
+    from testing.equivalence import scenarios as s
 
     for n in (100, 1000):
         chains = s.acl_chains(n, "drop")

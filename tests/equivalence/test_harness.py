@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from tna.equivalence import harness
-from tna.equivalence import normalise as norm
-from tna.equivalence.harness import Comparison
-from tna.equivalence.scenarios import SCENARIOS
+from testing.equivalence import harness
+from testing.equivalence import normalise as norm
+from testing.equivalence.harness import Comparison
+from testing.equivalence.scenarios import SCENARIOS
+
+pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,13 @@ frames that expose it.
 from __future__ import annotations
 
 import pytest
-from divergences import without_known
 
+from testing.equivalence import harness
+from testing.equivalence.divergences import without_known
+from testing.equivalence.scenarios import SCENARIOS
 from tna import abi
-from tna.equivalence import harness
-from tna.equivalence.scenarios import SCENARIOS
+
+pytestmark = pytest.mark.root
 
 EXPOSED_BY = {
     "skip_ttl_check": ("h1:v4_ttl_1", "h1:v4_ttl_0", "h1:v6_hlim_1", "h1:v6_hlim_0"),

@@ -12,10 +12,12 @@ import os
 import secrets
 
 import pytest
-from divergences import without_known
 
-from tna.equivalence import harness
-from tna.equivalence.scenarios import SCENARIOS, random_router_corpus
+from testing.equivalence import harness
+from testing.equivalence.divergences import without_known
+from testing.equivalence.scenarios import SCENARIOS, random_router_corpus
+
+pytestmark = pytest.mark.root
 
 DEFAULT_N = 200
 

@@ -1,7 +1,7 @@
 """TNA on must do to every frame exactly what Linux does: the router scenarios.
 
 Each test builds its scenario twice from scratch (TNA off, TNA on), sends the scenario's
-whole fixed corpus and compares what every host received (``tna.equivalence.harness``).
+whole fixed corpus and compares what every host received (``testing.equivalence.harness``).
 Frames of a known divergence class are left out here and reproduced in
 ``test_divergences.py``; a scenario TNA cannot be applied to at all is a strict xfail.
 """
@@ -9,12 +9,14 @@ Frames of a known divergence class are left out here and reproduced in
 from __future__ import annotations
 
 import pytest
-from divergences import APPLY_FAILS, without_known
 
+from testing.equivalence import harness
+from testing.equivalence.divergences import APPLY_FAILS, without_known
+from testing.equivalence.scenarios import SCENARIOS
 from tna.datapath.libbpf import LibbpfError
 from tna.datapath.loader import DatapathError
-from tna.equivalence import harness
-from tna.equivalence.scenarios import SCENARIOS
+
+pytestmark = pytest.mark.root
 
 ROUTERS = [
     pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=APPLY_FAILS[n],

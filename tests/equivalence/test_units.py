@@ -10,9 +10,9 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 
-from tna.equivalence import capture, corpus, harness, randomised, report, scenarios
-from tna.equivalence import normalise as norm
-from tna.equivalence.capture import Frame
+from testing.equivalence import capture, corpus, harness, randomised, report, scenarios
+from testing.equivalence import normalise as norm
+from testing.equivalence.capture import Frame
 
 CTX = norm.context(["10.1.0.1", "10.66.0.0/24", "fd00:1::1"])
 

@@ -13,37 +13,18 @@ import struct
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
+from testing.netns_helpers import ifindex, mirror_learnt, mirror_port, port_stats
 from tna import abi, introspect, netns, traffic
-from tna.datapath import fdb, loader
+from tna.datapath import loader
 from tna.model import FdbEntry
 from tna.testbed import BridgeTopology, Testbed, wait_for
 from tna.testbed import run_tna as tna
 from tna.testbed import tna_stats as stats
 
-
-def port_stats(t: BridgeTopology, port: str) -> dict[str, Any]:
-    return stats(t.sw)["interfaces"].get(port, {"forwarded_packets": 0, "bridged_packets": 0,
-                                                "transmitted_packets": 0, "punted_packets": 0,
-                                                "punt_reasons": {}})
-
-
-def mirror_port(t: BridgeTopology, mac: str) -> int | None:
-    """The port the FDB mirror has ``mac`` behind (None: absent or marked moved)."""
-    want = bytes.fromhex(mac.replace(":", ""))
-    with netns.entered(t.sw):
-        for key, e in fdb.FdbMirror().read().items():
-            k = abi.TnaFdbKey.from_buffer_copy(key)
-            if bytes(k.mac) == want and not e.flags & abi.TNA_FDB_MOVED:
-                return int(e.port)
-    return None
-
-
-def ifindex(t: BridgeTopology, ifname: str) -> int:
-    return int(t.bed.run(t.sw, "cat", f"/sys/class/net/{ifname}/ifindex").stdout)
+pytestmark = pytest.mark.root
 
 
 def kernel_fdb(t: BridgeTopology) -> dict[str, FdbEntry]:
@@ -67,8 +48,7 @@ def test_three_hosts_fast_after_learning(three: BridgeTopology) -> None:
     p1 = port_stats(t, "p1")
     assert p1["punt_reasons"].get("learn", 0) + p1["punt_reasons"].get("broadcast", 0) >= 1
     for a in ("h1", "h2", "h3"):
-        wait_for(lambda a=a: mirror_port(t, t.mac[a]) == ifindex(t, t.port[a]),
-                 what=f"mirror learning {a}")
+        wait_for(mirror_learnt(t, a, behind=t.port[a]), what=f"mirror learning {a}")
     before = {p: port_stats(t, p) for p in ("p1", "p2", "p3")}
     assert traffic.udp(t.hosts["h1"], t.hosts["h2"], t.v4["h2"], count=200) == 200
     assert traffic.tcp(t.hosts["h3"], t.hosts["h1"], t.v6["h1"], size=1 << 20) == 1 << 20
@@ -149,7 +129,7 @@ def test_removed_port_and_deleted_entries_stop_forwarding(three: BridgeTopology)
     tna(t.sw, "apply")
     t.prime(("h1", "h2"), ("h1", "h3"))
     for host in ("h2", "h3"):
-        wait_for(lambda h=host: mirror_port(t, t.mac[h]) is not None, what=f"mirror {host}")
+        wait_for(mirror_learnt(t, host), what=f"mirror {host}")
     p3_tx = port_stats(t, "p3")["transmitted_packets"]
     assert traffic.udp(t.hosts["h1"], t.hosts["h3"], t.v4["h3"], count=20) == 20  # control
     assert port_stats(t, "p3")["transmitted_packets"] - p3_tx >= 20
@@ -296,7 +276,7 @@ def test_fast_flow_keeps_its_entries_while_a_silent_host_ages_out() -> None:
         # h3 speaks once and then never again (a ping would have h1 probe it 5 s later)
         assert traffic.udp(t.hosts["h3"], t.hosts["h1"], t.v4["h1"], count=1) == 1
         for h in ("h1", "h2", "h3"):
-            wait_for(lambda h=h: mirror_port(t, t.mac[h]) is not None, what=f"mirror {h}")
+            wait_for(mirror_learnt(t, h), what=f"mirror {h}")
         bridged = port_stats(t, "p1")["bridged_packets"]
         start = time.monotonic()
         flow = subprocess.Popen(["ip", "netns", "exec", t.hosts["h1"], "ping", "-n", "-q", "-i",
@@ -332,7 +312,7 @@ def test_two_bridges_routed_both_ways() -> None:
         tna(t.sw, "apply")
         t.prime(("h1", "h3"), ("h3", "h1"))
         for h in ("h1", "h3"):
-            wait_for(lambda h=h: mirror_port(t, t.mac[h]) is not None, what=f"mirror {h}")
+            wait_for(mirror_learnt(t, h), what=f"mirror {h}")
         before = {p: port_stats(t, p) for p in ("p1", "p3")}
         assert traffic.udp(t.hosts["h1"], t.hosts["h3"], t.v4["h3"], count=100) == 100
         assert traffic.udp(t.hosts["h3"], t.hosts["h1"], t.v4["h1"], count=100) == 100

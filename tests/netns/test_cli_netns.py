@@ -10,6 +10,8 @@ import pytest
 
 from tna.testbed import Testbed
 
+pytestmark = pytest.mark.root
+
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tna", *args], capture_output=True, text=True,

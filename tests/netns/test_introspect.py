@@ -32,10 +32,7 @@ from tna.model import (
 from tna.netns import entered
 from tna.testbed import Testbed
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.root
 
 PREFIX = "tnaintro"
 

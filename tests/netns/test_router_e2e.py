@@ -19,6 +19,8 @@ from tna.testbed import RouterTopology, Testbed, wait_for
 from tna.testbed import run_tna as tna
 from tna.testbed import tna_stats as stats
 
+pytestmark = pytest.mark.root
+
 
 def iface_stats(ns: str, ifname: str) -> dict[str, Any]:
     return stats(ns)["interfaces"].get(ifname, {"forwarded_packets": 0, "punted_packets": 0,

@@ -14,6 +14,8 @@ from tna import traffic
 from tna.testbed import DaemonProcess as DaemonProc
 from tna.testbed import RouterTopology, Testbed, run_tna, wait_for
 
+pytestmark = pytest.mark.root
+
 
 def tna(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
     return run_tna(ns, *args, check=False)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
-from test_bridge_e2e import ifindex, mirror_port, port_stats
+import pytest
 
+from testing.netns_helpers import ifindex, mirror_port, port_stats
 from tna import traffic
 from tna.testbed import BridgeTopology, DaemonProcess, Testbed, wait_for
+
+pytestmark = pytest.mark.root
 
 
 def test_daemon_accelerates_a_new_bridge_port() -> None:

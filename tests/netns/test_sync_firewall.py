@@ -35,6 +35,8 @@ import pytest
 from tna import netns
 from tna.testbed import DaemonProcess, RouterTopology, Testbed, tna_stats, wait_for
 
+pytestmark = pytest.mark.root
+
 DEADLINE = 5.0  # s for a rule change to show in the traffic
 INTERVAL = 0.002  # s between two rounds of the sender (one datagram per flow)
 SLACK = 20  # control packets past the mark before a missing flow counts as stopped

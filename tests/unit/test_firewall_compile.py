@@ -441,7 +441,8 @@ def test_jump_loops_and_depth_are_errors() -> None:
 
 def test_too_many_rules_is_an_error() -> None:
     # each level jumps twice to the next: 2**12 copies of the last chain's rule
-    chains = [(f"c{i}", {}, [[{"jump": {"target": f"c{i + 1}"}}]] * 2) for i in range(12)]
+    chains: list[tuple[str, dict[str, Any], list[list[dict[str, Any]]]]] = [
+        (f"c{i}", {}, [[{"jump": {"target": f"c{i + 1}"}}]] * 2) for i in range(12)]
     text = nft(("fwd", BASE, [[{"jump": {"target": "c0"}}]]), *chains,
                ("c12", {}, [[TCP22, {"counter": None}, {"drop": None}]]))
     with pytest.raises(FirewallError, match="more than 2048 rules"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,18 +38,18 @@ def snap() -> Snapshot:
     return Snapshot.from_dict(json.loads((DATA / "router_snapshot.json").read_text()))
 
 
-def with_link(snap: Snapshot, ifname: str, **changes: object) -> Snapshot:
+def with_link(snap: Snapshot, ifname: str, **changes: Any) -> Snapshot:
     links = tuple(replace(lk, **changes) if lk.ifname == ifname else lk for lk in snap.links)
     return replace(snap, links=links)
 
 
-def with_if_sysctls(snap: Snapshot, ifname: str, **changes: object) -> Snapshot:
+def with_if_sysctls(snap: Snapshot, ifname: str, **changes: Any) -> Snapshot:
     ifs = dict(snap.sysctls.interfaces)
     ifs[ifname] = replace(ifs[ifname], **changes)
     return replace(snap, sysctls=replace(snap.sysctls, interfaces=ifs))
 
 
-def with_chain(snap: Snapshot, **fields: object) -> Snapshot:
+def with_chain(snap: Snapshot, **fields: Any) -> Snapshot:
     chain = NetfilterChain(**{"source": "nftables", "table": "t", "name": "c", **fields})
     return replace(snap, netfilter=(*snap.netfilter, chain))
 

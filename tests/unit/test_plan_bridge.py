@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,7 @@ def snapshot(*, bridge: BridgeInfo | None = None, port: BridgePort | None = None
                     sysctls=Sysctls(True, True, interfaces=ifs, **sysctls), netfilter=chains)
 
 
-def with_link(snap: Snapshot, name: str, **changes: object) -> Snapshot:
+def with_link(snap: Snapshot, name: str, **changes: Any) -> Snapshot:
     return replace(snap, links=tuple(replace(lk, **changes) if lk.ifname == name else lk
                                      for lk in snap.links))
 

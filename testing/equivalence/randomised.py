@@ -34,7 +34,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from tna.equivalence.corpus import CorpusFrame, Side, ipv4_csum, tag
+from testing.equivalence.corpus import CorpusFrame, Side, ipv4_csum, tag
 
 T = TypeVar("T")
 ETH_P_IP, ETH_P_IPV6, ETH_P_ARP, ETH_P_8021Q = 0x0800, 0x86DD, 0x0806, 0x8100

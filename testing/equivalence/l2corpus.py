@@ -16,7 +16,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import LLC, STP, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
-from tna.equivalence.corpus import CorpusFrame, Side, payload, tag, wire
+from testing.equivalence.corpus import CorpusFrame, Side, payload, tag, wire
 
 HOST_MAC = {1: "02:00:00:00:0b:01", 2: "02:00:00:00:0b:02", 3: "02:00:00:00:0b:03"}
 BRIDGE_MAC = "02:00:00:00:0b:fe"

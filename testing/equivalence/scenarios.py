@@ -39,9 +39,9 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from tna.equivalence import corpus, l2corpus
-from tna.equivalence.capture import Frame, Tap
-from tna.equivalence.corpus import CorpusFrame, Side
+from testing.equivalence import corpus, l2corpus
+from testing.equivalence.capture import Frame, Tap
+from testing.equivalence.corpus import CorpusFrame, Side
 from tna.testbed import Testbed
 
 MARK = b"TNA-MARK:"
@@ -354,7 +354,7 @@ RANDOM_AVOID = ("10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24", "10.9.4.0/24",
 
 def random_router_corpus(seed: int, count: int) -> list[CorpusFrame]:
     """``count`` random frames for the router scenario: two thirds from h1, a third from h2."""
-    from tna.equivalence import randomised  # late: only the random test needs it
+    from testing.equivalence import randomised  # late: only the random test needs it
 
     return randomised.corpus(seed, ((SIDES[1], count - count // 3), (SIDES[2], count // 3)),
                              RANDOM_AVOID)

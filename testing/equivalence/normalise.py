@@ -16,7 +16,7 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tna.equivalence.capture import Frame
+from testing.equivalence.capture import Frame
 
 ETH_P_IP = b"\x08\x00"
 IPPROTO_ICMP = 1

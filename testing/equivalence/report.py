@@ -1,6 +1,6 @@
 """The readable diff of a failed comparison.
 
-Role in the equivalence suite: turns :class:`~tna.equivalence.harness.Comparison` into text a
+Role in the equivalence suite: turns :class:`~testing.equivalence.harness.Comparison` into text a
 person can act on: per receiving interface, which frames only one run received (or received
 more often), which corpus frame caused each (by its tag, also found inside ICMP errors), a
 one-line decode, the fields that differ when both runs produced a frame for the same cause,
@@ -16,7 +16,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import NoPayload, Packet
 
 if TYPE_CHECKING:
-    from tna.equivalence.harness import Comparison, Difference
+    from testing.equivalence.harness import Comparison, Difference
 
 MAX_LISTED = 40  # differences shown in full; the rest are counted
 
@@ -78,7 +78,7 @@ def _describe(d: Difference, label_a: str, label_b: str, causes: list[str]) -> l
 
 
 def format_report(cmp: Comparison) -> str:
-    from tna.equivalence.harness import origins  # late: harness imports this module
+    from testing.equivalence.harness import origins  # late: harness imports this module
 
     a, b = cmp.a.mode.label, cmp.b.mode.label
     lines = [f"EQUIVALENCE FAILED: scenario {cmp.scenario!r}: {len(cmp.differences)} "

@@ -13,7 +13,7 @@ Role in the equivalence suite: the property itself.  For one scenario and one co
 5. wait until no host received anything for ``QUIET`` seconds (consequences driven by timers:
    address resolution of an unreachable next hop ends 60 ms after it starts), check that no
    capture socket dropped a frame, read the fast-path counters;
-6. normalise (only :mod:`tna.equivalence.normalise`), remove the markers, and compare the
+6. normalise (only :mod:`testing.equivalence.normalise`), remove the markers, and compare the
    two runs as multisets per receiving interface: every frame, byte for byte, with its count.
    Frames the sender's own veth refused (ENOBUFS: its peer dropped them) are compared too.
 
@@ -38,13 +38,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from testing.equivalence import normalise as norm
+from testing.equivalence.capture import Capture, CaptureError, Frame, Injector, pinned_to_one_cpu
+from testing.equivalence.corpus import TAG_PREFIX, CorpusFrame
+from testing.equivalence.report import format_report
+from testing.equivalence.scenarios import MARK, Network, Scenario
 from tna import introspect
 from tna.datapath import fdb, loader
-from tna.equivalence import normalise as norm
-from tna.equivalence.capture import Capture, CaptureError, Frame, Injector, pinned_to_one_cpu
-from tna.equivalence.corpus import TAG_PREFIX, CorpusFrame
-from tna.equivalence.report import format_report
-from tna.equivalence.scenarios import MARK, Network, Scenario
 from tna.netns import entered
 from tna.plan import make_plan
 from tna.testbed import Testbed

@@ -1,10 +1,10 @@
 """Known divergences: classes of frames where TNA on does not do what Linux does.
 
 Each one is a real bug of the data path, found by this suite, reproduced by
-``test_divergences.py`` (strict xfail: the day the data path is fixed, that test fails with
-XPASS and the entry must be deleted here).  Until then its frames are kept out of the other
-tests of the scenarios it affects, so those tests keep guarding everything else.  Nothing in
-the harness knows about this list.
+``tests/equivalence/test_divergences.py`` (strict xfail: the day the data path is fixed, that
+test fails with XPASS and the entry must be deleted here).  Until then its frames are kept out
+of the other tests of the scenarios it affects, so those tests keep guarding everything else.
+No other module of the harness reads this list: only the tests do.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tna.equivalence.corpus import CorpusFrame
+from testing.equivalence.corpus import CorpusFrame
 
 ETH_P_IP, ETH_P_IPV6 = b"\x08\x00", b"\x86\xdd"
 

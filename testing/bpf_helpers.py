@@ -1,0 +1,130 @@
+"""Helpers of the BPF program tests (tests/bpf): namespaces, frames, one counted test run.
+
+The router namespace the router and firewall tests run in (tests/bpf/conftest.py makes it the
+module-scoped ``router`` fixture), the production object loaded there, the frames they send and
+expect back, and a BPF_PROG_TEST_RUN that reports the ingress counters it moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from scapy.layers.inet import IP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet
+
+from tna import netns
+from tna.datapath import libbpf, loader
+from tna.datapath.loader import Features, Port
+from tna.testbed import Testbed
+
+XDP_PASS, XDP_REDIRECT = 2, 4
+H1_MAC, H2_MAC, H3_MAC = "02:00:00:00:01:02", "02:00:00:00:02:02", "02:00:00:00:03:02"
+OTHER_MAC = "02:00:00:00:09:09"
+R1_MAC, R2_MAC, R3_MAC = "02:00:00:00:01:01", "02:00:00:00:02:01", "02:00:00:00:03:01"
+
+
+@dataclass
+class Router:
+    bed: Testbed
+    ns: str
+    ifindex: dict[str, int]
+    prog_fd: int = -1
+
+
+def _ifindex(bed: Testbed, ns: str, ifname: str) -> int:
+    out = bed.run(ns, "cat", f"/sys/class/net/{ifname}/ifindex").stdout
+    return int(out)
+
+
+@contextmanager
+def router_namespace() -> Iterator[Router]:
+    """r with r1 (ingress, 10.1/24), r2 (eligible egress, 10.2/24, MTU 1400), r3 (ineligible)."""
+    with Testbed(prefix="tnabpf") as bed:
+        r, h = bed.ns("r"), bed.ns("h")
+        for i, mtu in ((1, None), (2, 1400), (3, None)):
+            bed.veth(r, f"r{i}", h, f"h{i}", mtu=mtu)
+            bed.run(r, "ip", "link", "set", f"r{i}", "address", f"02:00:00:00:0{i}:01")
+            bed.run(r, "ip", "addr", "add", f"10.{i}.0.1/24", "dev", f"r{i}")
+            bed.run(r, "ip", "addr", "add", f"fd00:{i}::1/64", "dev", f"r{i}")
+        bed.sysctl(r, "net.ipv4.ip_forward", "1")
+        bed.sysctl(r, "net.ipv6.conf.all.forwarding", "1")
+        for i, mac in ((1, H1_MAC), (2, H2_MAC), (3, H3_MAC)):
+            bed.run(r, "ip", "neigh", "add", f"10.{i}.0.2", "lladdr", mac, "dev", f"r{i}",
+                    "nud", "permanent")
+            bed.run(r, "ip", "neigh", "add", f"fd00:{i}::2", "lladdr", mac, "dev", f"r{i}",
+                    "nud", "permanent")
+        bed.run(r, "ip", "neigh", "add", "10.1.0.3", "lladdr", OTHER_MAC, "dev", "r1",
+                "nud", "permanent")
+        for kind, net in (("blackhole", "10.9.1.0/24"), ("unreachable", "10.9.2.0/24"),
+                          ("prohibit", "10.9.3.0/24")):
+            bed.run(r, "ip", "route", "add", kind, net)
+        bed.run(r, "ip", "route", "add", "10.9.4.0/24", "via", "10.2.0.99")  # no neighbour
+        bed.run(r, "ip", "route", "add", "10.3.9.0/24", "via", "10.3.0.2")
+        bed.run(r, "ip", "route", "add", "10.9.8.0/24", "via", "10.2.0.2")  # a gateway route
+        bed.run(r, "ip", "-6", "route", "add", "blackhole", "fd00:91::/64")
+        yield Router(bed, r, {f"r{i}": _ifindex(bed, r, f"r{i}") for i in (1, 2, 3)})
+
+
+@contextmanager
+def program(router: Router, features: Features) -> Iterator[libbpf.Map]:
+    """Load the object with ``features`` in the router namespace; yield the stats map."""
+    with netns.entered(router.ns):
+        prog = loader.load_for_test(features)
+        try:
+            loader.sync_ports_for_test([
+                Port(router.ifindex["r1"], "r1", R1_MAC, True, features),
+                Port(router.ifindex["r2"], "r2", R2_MAC, True, None),
+                Port(router.ifindex["r3"], "r3", R3_MAC, False, None),
+            ])
+            router.prog_fd = prog.fd
+            yield loader.open_map("tna_stats")
+        finally:
+            prog.close()
+
+
+def counters(ifindex: int) -> dict[str, int]:
+    """Counter name -> packets for one interface (punts and forwards count at ingress)."""
+    return {name: c.packets for name, c in loader.read_counters().get(ifindex, {}).items()}
+
+
+def counted_run(prog_fd: int, frame: bytes, ifindex: int) -> tuple[int, bytes, dict[str, int]]:
+    """One test run (inside the namespace): verdict, output frame, ingress counters moved."""
+    before = counters(ifindex)
+    verdict, out, _ = libbpf.test_run(prog_fd, frame, ingress_ifindex=ifindex)
+    after = counters(ifindex)
+    moved = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    return verdict, out, moved
+
+
+def run(router: Router, frame: bytes, ingress: str = "r1") -> tuple[int, bytes, dict[str, int]]:
+    """One test run of the router's program; see :func:`counted_run`."""
+    return counted_run(router.prog_fd, frame, router.ifindex[ingress])
+
+
+# Scapy field values differ in type per field: the keyword arguments pass them through.
+def v4(dst: str = "10.2.0.2", src: str = "10.1.0.2", **ip: Any) -> Packet:
+    return Ether(src=H1_MAC, dst=R1_MAC) / IP(src=src, dst=dst, **{"ttl": 64, **ip})
+
+
+def v6(dst: str = "fd00:2::2", src: str = "fd00:1::2", **ip: Any) -> Packet:
+    return Ether(src=H1_MAC, dst=R1_MAC) / IPv6(src=src, dst=dst, **{"hlim": 64, **ip})
+
+
+def forwarded_v4(pkt: Packet, dst_mac: str = H2_MAC, src_mac: str = R2_MAC) -> bytes:
+    out = pkt.copy()
+    out[Ether].src, out[Ether].dst = src_mac, dst_mac
+    out[IP].ttl -= 1
+    del out[IP].chksum
+    return bytes(out)
+
+
+def forwarded_v6(pkt: Packet) -> bytes:
+    out = pkt.copy()
+    out[Ether].src, out[Ether].dst = R2_MAC, H2_MAC
+    out[IPv6].hlim -= 1
+    return bytes(out)

@@ -1,0 +1,45 @@
+"""Helpers of the end-to-end bridge tests (tests/netns): what the switch namespace reports.
+
+The fast path's per-port statistics (``tna stats``), the FDB mirror's view of a MAC (and a
+predicate to wait for it), and port interface indexes, read from a
+:class:`~tna.testbed.BridgeTopology`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tna import abi, netns
+from tna.datapath import fdb
+from tna.testbed import BridgeTopology
+from tna.testbed import tna_stats as stats
+
+
+def port_stats(t: BridgeTopology, port: str) -> dict[str, Any]:
+    return stats(t.sw)["interfaces"].get(port, {"forwarded_packets": 0, "bridged_packets": 0,
+                                                "transmitted_packets": 0, "punted_packets": 0,
+                                                "punt_reasons": {}})
+
+
+def mirror_port(t: BridgeTopology, mac: str) -> int | None:
+    """The port the FDB mirror has ``mac`` behind (None: absent or marked moved)."""
+    want = bytes.fromhex(mac.replace(":", ""))
+    with netns.entered(t.sw):
+        for key, e in fdb.FdbMirror().read().items():
+            k = abi.TnaFdbKey.from_buffer_copy(key)
+            if bytes(k.mac) == want and not e.flags & abi.TNA_FDB_MOVED:
+                return int(e.port)
+    return None
+
+
+def mirror_learnt(t: BridgeTopology, host: str, behind: str | None = None) -> Callable[[], bool]:
+    """For wait_for: the FDB mirror has ``host``'s MAC (behind port ``behind``, if given)."""
+    def learnt() -> bool:
+        port = mirror_port(t, t.mac[host])
+        return port is not None if behind is None else port == ifindex(t, behind)
+    return learnt
+
+
+def ifindex(t: BridgeTopology, ifname: str) -> int:
+    return int(t.bed.run(t.sw, "cat", f"/sys/class/net/{ifname}/ifindex").stdout)
