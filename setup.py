@@ -2,7 +2,8 @@
 
 ``build_py`` runs ``make build`` (the same rules developers use) before package data is
 collected, so a wheel built from a clean clone or from the sdist contains the ``*.bpf.o``
-objects and ``tna_abi.h``.  Metadata lives in ``pyproject.toml``.  clang is needed here only.
+objects and ``tna_abi.h``; the docs and systemd units go to ``share/``.  Metadata lives in
+``pyproject.toml``.  clang is needed here only.
 """
 
 from __future__ import annotations
@@ -31,4 +32,9 @@ class BuildWithBpf(build_py):
         self.__dict__.pop("data_files", None)
 
 
-setup(cmdclass={"build_py": BuildWithBpf})
+# Installed next to the script (<prefix> is /usr/local for the system Python, the venv's
+# directory otherwise): the units refer to the docs with Documentation=file:...
+DATA_FILES = [("share/doc/tna", ["README.md", "docs/deployment.md", "docs/sync.md"]),
+              ("share/tna/systemd", ["contrib/tna.service", "contrib/tna@.service"])]
+
+setup(cmdclass={"build_py": BuildWithBpf}, data_files=DATA_FILES)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from tna import abi, introspect, netns, sync
+from tna import abi, introspect, netns, sdnotify, sync
 from tna.datapath import fdb, libbpf, loader
 from tna.datapath import firewall as fw_datapath
 from tna.datapath.libbpf import LibbpfError
@@ -173,6 +173,8 @@ def _preflight(args: argparse.Namespace) -> None:
         raise UsageError(f"unsupported kernel {release}: need Linux "
                          f"{MIN_KERNEL[0]}.{MIN_KERNEL[1]} or newer")
     _require_libbpf()
+    if args.func is cmd_run:
+        sdnotify.connect()  # before setns: see tna.sdnotify
     if args.netns:
         if args.func in (cmd_demo, cmd_bench):
             raise UsageError(f"{args.func.__name__[4:]} makes its own namespaces; drop --netns")
