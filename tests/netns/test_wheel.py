@@ -114,6 +114,10 @@ def test_version_and_installed_copy(venv: Path, no_compiler_path: str) -> None:
                            capture_output=True, text=True, check=True, cwd=venv,
                            env={"PATH": no_compiler_path})
     assert where.stdout.startswith(str(venv))  # the wheel's copy, not the source tree
+    # what the systemd units' Documentation= and the deployment notes point at
+    assert (venv / "share/doc/tna/deployment.md").is_file()
+    assert {p.name for p in (venv / "share/tna/systemd").iterdir()} == {"tna.service",
+                                                                        "tna@.service"}
 
 
 def test_every_command_on_a_namespace_router(venv: Path, no_compiler_path: str) -> None:
