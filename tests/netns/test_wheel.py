@@ -13,6 +13,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -143,6 +145,31 @@ def test_every_command_on_a_namespace_router(venv: Path, no_compiler_path: str) 
         assert ok_json(run("detach", "-j")) == {"detached": 2}
         assert ok_json(run("status", "-j"))["interfaces"] == []
         assert t.ping(t.h1, t.h2_v4).returncode == 0  # Linux forwards alone
+        fdb = run("fdb-refresh", "--once")
+        assert fdb.returncode == 0 and not fdb.stderr, fdb.stderr
+        _run_daemon(venv, no_compiler_path, t.r)
+        assert ok_json(run("status", "-j"))["interfaces"] == []  # SIGTERM detached
+
+
+def _run_daemon(venv: Path, path: str, ns: str) -> None:
+    """``tna run`` from the wheel: ready (sd_notify) with programs attached, stops on SIGTERM."""
+    name = f"tna-wheel-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind("\0" + name)
+        listener.settimeout(30)
+        env = {"PATH": f"{venv}/bin:{path}", "NOTIFY_SOCKET": "@" + name}
+        daemon = subprocess.Popen([str(venv / "bin" / "tna"), "-n", ns, "run"], env=env,
+                                  cwd=venv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        try:
+            assert listener.recv(64) == b"READY=1"
+            status = ok_json(tna(venv, path, "-n", ns, "status", "-j"))
+            assert {r["ifname"] for r in status["interfaces"]} == {"r1", "r2"}
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            out, err = daemon.communicate(timeout=20)
+    assert daemon.returncode == 0 and not err, err
+    assert json.loads(out.splitlines()[-1])["event"] == "stop"
 
 
 def _libbpf_file() -> str:
