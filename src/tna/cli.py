@@ -8,15 +8,17 @@ line on stderr and a non-zero exit; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from typing import Any
 
-from tna import abi, introspect, netns, sync
-from tna.datapath import fdb, loader
+from tna import abi, introspect, netns, sdnotify, sync
+from tna.datapath import fdb, libbpf, loader
 from tna.datapath import firewall as fw_datapath
 from tna.datapath.libbpf import LibbpfError
 from tna.model import Snapshot
@@ -30,6 +32,15 @@ class UsageError(Exception):
     """Wrong use of the command or an environment TNA cannot work in."""
 
 
+EXIT_CODES = """exit status:
+  0    success
+  1    error (one line on stderr: what is wrong, and what to do)
+  2    wrong usage (unknown command or option)
+  130  interrupted"""
+
+LIBBPF_PACKAGE = "libbpf1"  # Debian's package for libbpf.so.1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -37,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         return 2
     try:
+        _normalise(args)
         _preflight(args)
         return int(args.func(args) or 0)
     except (UsageError, netns.NetnsError, loader.DatapathError, NetfilterError,
@@ -49,34 +61,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tna: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tna show --json | head`: the reader left, not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 1
 
 
+def _version() -> str:
+    try:
+        return metadata.version("tna")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
+    # -n/--netns and -j/--json go before or after the command, as with ip, bpftool and nft:
+    # the main parser owns the defaults, the commands' copies only set what is given (SUPPRESS)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, argparse.SUPPRESS)
     p = argparse.ArgumentParser(prog="tna", description="Transparent XDP acceleration for the "
-                                "Linux network stack.")
-    p.add_argument("--netns", metavar="NAME", default="",
-                   help="act on this network namespace (as named by 'ip netns')")
+                                "Linux network stack.", epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-V", "--version", action="version", version=f"tna {_version()}")
+    _add_common(p, None)
     sub = p.add_subparsers(metavar="COMMAND")
-    commands: list[tuple[str, Callable[[argparse.Namespace], int], str, bool]] = [
-        ("show", cmd_show, "print the configuration snapshot TNA works from", True),
-        ("plan", cmd_plan, "print what would be accelerated and what stays on Linux", True),
-        ("apply", cmd_apply, "load and attach the fast path for the current configuration",
-         False),
-        ("status", cmd_status, "show attached programs, their features and size", True),
-        ("stats", cmd_stats, "show fast-path counters and punt reasons", True),
-        ("detach", cmd_detach, "remove everything TNA attached", False),
-        ("demo", cmd_demo, "build a demo router in namespaces and show TNA at work", False),
+    commands: list[tuple[str, Callable[[argparse.Namespace], int], str]] = [
+        ("show", cmd_show, "print the configuration snapshot TNA works from"),
+        ("plan", cmd_plan, "print what would be accelerated and what stays on Linux"),
+        ("apply", cmd_apply, "load and attach the fast path for the current configuration"),
+        ("status", cmd_status, "show attached programs, their features and size"),
+        ("stats", cmd_stats, "show fast-path counters and punt reasons"),
+        ("detach", cmd_detach, "remove everything TNA attached"),
+        ("demo", cmd_demo, "build a demo router in namespaces and show TNA at work"),
     ]
-    for name, func, help_text, has_json in commands:
-        sp = sub.add_parser(name, help=help_text, description=help_text)
+    for name, func, help_text in commands:
+        sp = sub.add_parser(name, help=help_text, description=help_text, parents=[common],
+                            epilog=EXIT_CODES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(func=func)
-        if has_json:
-            sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp = sub.add_parser("run", help="apply, then keep the fast path in sync with the "
                         "configuration (daemon)", description="Apply, then follow every "
-                        "configuration change. Logs one JSON line per change. SIGTERM detaches, "
-                        "SIGHUP re-reads everything.")
+                        "configuration change. Logs one JSON line per change (with or without "
+                        "--json). SIGTERM detaches, SIGHUP re-reads everything.",
+                        parents=[common])
     sp.add_argument("--keep", action="store_true",
                     help="on SIGTERM leave the fast path attached for a successor to adopt")
     sp.add_argument("--resync", type=float, default=1.0, metavar="SECONDS",
@@ -86,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
                         "'apply' in the background)", description="Follow the kernel's bridge "
                         "FDB and port states into the fast path's maps, and refresh the kernel's "
                         "entries for sources the fast path forwarded (NTF_USE). Exits when TNA "
-                        "is detached.")
+                        "is detached. Prints nothing.", parents=[common])
     sp.add_argument("--interval", type=float, default=None, metavar="SECONDS",
                     help="resync and refresh period (default: a tenth of the ageing time)")
     sp.add_argument("--once", action="store_true", help="one resync and refresh, then exit")
@@ -97,6 +124,41 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("bench_args", nargs=argparse.REMAINDER)
     sp.set_defaults(func=cmd_bench)
     return p
+
+
+def _add_common(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument("-n", "--netns", metavar="NETNS", default=default,
+                   help="act on this network namespace: a name from 'ip netns list' or a "
+                   "path such as /proc/PID/ns/net (default: the caller's namespace)")
+    p.add_argument("-j", "--json", action="store_true",
+                   default=False if default is None else default,
+                   help="machine-readable output (JSON)")
+
+
+def _normalise(args: argparse.Namespace) -> None:
+    """``--netns ""`` is an error, not the host: a script's unset variable must not end up
+    accelerating the wrong namespace.  Internally "" means the caller's namespace."""
+    if args.netns == "":
+        raise UsageError('empty --netns: omit the option to act on this namespace')
+    args.netns = args.netns or ""
+    if args.json and args.func is cmd_demo:
+        raise UsageError("demo is a guided tour in text: drop --json")
+    if args.json and args.func is cmd_bench and "--json" not in args.bench_args:
+        args.bench_args = [*args.bench_args, "--json"]
+
+
+def _require_libbpf() -> None:
+    """libbpf >= 1.0 (its return conventions are what the binding expects), or one line
+    naming the package to install."""
+    try:
+        lib = libbpf.lib()
+        major, minor = lib.libbpf_major_version(), lib.libbpf_minor_version()
+    except (OSError, AttributeError):
+        raise UsageError(f"libbpf.so.1 (libbpf 1.0 or newer) cannot be loaded: install the "
+                         f"Debian package {LIBBPF_PACKAGE}") from None
+    if major < 1:
+        raise UsageError(f"libbpf {major}.{minor} is too old: need 1.0 or newer (Debian "
+                         f"package {LIBBPF_PACKAGE})")
 
 
 def _preflight(args: argparse.Namespace) -> None:
@@ -110,6 +172,9 @@ def _preflight(args: argparse.Namespace) -> None:
     if version < MIN_KERNEL:
         raise UsageError(f"unsupported kernel {release}: need Linux "
                          f"{MIN_KERNEL[0]}.{MIN_KERNEL[1]} or newer")
+    _require_libbpf()
+    if args.func is cmd_run:
+        sdnotify.connect()  # before setns: see tna.sdnotify
     if args.netns:
         if args.func in (cmd_demo, cmd_bench):
             raise UsageError(f"{args.func.__name__[4:]} makes its own namespaces; drop --netns")
@@ -130,7 +195,7 @@ def _print_json(obj: Any) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     snap = _snapshot(args)
     if args.json:
-        _print_json(snap.to_dict())
+        _print_json(snapshot_json(snap))
     else:
         print(format_snapshot(snap))
     return 0
@@ -166,13 +231,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
     plan = make_plan(_snapshot(args))
     changes = loader.apply(plan.ports(), namespace=plan.namespace)
     fdb.sync(plan)
+    refresher = fdb.ensure_refresher(args.netns) if plan.bridge_ports() else None
+    if args.json:
+        _print_json(apply_json(plan, changes, refresher))
+        return 0
     print(format_plan(plan))
     names = [i.ifname for i in plan.interfaces if i.features is not None]
     print(f"\napplied: fast path on {len(names)} interface(s)"
           + (f": {', '.join(names)}" if names else "") + f" ({format_changes(changes)})")
-    if plan.bridge_ports():
-        print(f"bridge FDB mirror: kept current by tna fdb-refresh (pid "
-              f"{fdb.ensure_refresher(args.netns)}) until 'tna detach'")
+    if refresher is not None:
+        print(f"bridge FDB mirror: kept current by tna fdb-refresh (pid {refresher}) until "
+              "'tna detach'")
     return 0
 
 
@@ -217,10 +286,17 @@ def status_rows() -> list[dict[str, Any]]:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     stats = collect_stats()
-    stats["firewall_rules"] = firewall_rule_stats(args)
+    attached = bool(loader.attached())
+    # rule counters are attributed only while programs run: with none, there is nothing stale
+    stats["firewall_rules"] = firewall_rule_stats(args) if attached else []
     if args.json:
         _print_json(stats)
         return 0
+    if not attached:
+        print("TNA is not attached in this namespace" + (
+            "; counters of the last programs:" if stats["interfaces"] else ""))
+        if not stats["interfaces"]:
+            return 0
     print(f"forwarded (routed) {stats['forwarded_packets']} packets "
           f"({stats['forwarded_bytes']} bytes), bridged {stats['bridged_packets']} packets "
           f"({stats['bridged_bytes']} bytes), dropped by forward-hook rules "
@@ -311,6 +387,9 @@ def _ifname(ifindex: int) -> str:
 def cmd_detach(args: argparse.Namespace) -> int:
     _refuse_if_daemon("detach")
     n = loader.detach_all()
+    if args.json:
+        _print_json({"detached": n})
+        return 0
     print(f"detached TNA from {n} interface(s); the kernel forwards alone")
     return 0
 
@@ -325,6 +404,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tna import demo
 
     return demo.run()
+
+
+# ---- output formatting ----------------------------------------------------------------------
+
+# Names for the kernel's numbers, as `ip -j` prints them (iproute2's rt_scopes, rt_tables and
+# rt_protos); numbers without a name stay numbers.
+FAMILY_NAMES = {0: "unspec", 2: "inet", 7: "bridge", 10: "inet6"}
+SCOPE_NAMES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
+TABLE_NAMES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
+PROTOCOL_NAMES = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated",
+                  9: "ra", 10: "mrt", 11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp",
+                  15: "ntk", 16: "dhcp", 17: "mrouted", 18: "keepalived", 42: "babel",
+                  99: "openr", 186: "bgp", 187: "isis", 188: "ospf", 189: "rip", 192: "eigrp"}
+_NAMED_FIELDS = {"family": FAMILY_NAMES, "scope": SCOPE_NAMES, "table": TABLE_NAMES,
+                 "protocol": PROTOCOL_NAMES}
+_NAMED_SECTIONS = ("addresses", "routes", "rules", "neighbours", "xfrm_policies")
+
+
+def snapshot_json(snap: Snapshot) -> dict[str, Any]:
+    """``tna show --json``: the snapshot with names where ``ip -j`` prints names."""
+    doc = snap.to_dict()
+    for section in _NAMED_SECTIONS:
+        for entry in doc.get(section, ()):
+            for key, names in _NAMED_FIELDS.items():
+                if isinstance(entry.get(key), int):
+                    entry[key] = names.get(entry[key], entry[key])
+    return doc
+
+
+def apply_json(plan: Plan, changes: loader.Changes, refresher_pid: int | None
+               ) -> dict[str, Any]:
+    """``tna apply --json``: what was attached where, and whether it can forward anything.
+
+    ``forwards`` is false when programs were attached but no interface may transmit what they
+    would forward (no egress target, e.g. veth peers without GRO or XDP): every packet then
+    goes to Linux, which a script must be able to tell from success."""
+    interfaces = [{"ifname": i.ifname, "ifindex": i.ifindex,
+                   "features": i.features.names() if i.features else None, "egress": i.egress,
+                   "slow_path": [dataclasses.asdict(s) for s in i.slow_path]}
+                  for i in plan.interfaces]
+    attached = any(i.features is not None for i in plan.interfaces)
+    return {"attached": attached,
+            "forwards": attached and any(i.egress for i in plan.interfaces if not i.bridge),
+            "interfaces": interfaces,
+            "slow_path": [dataclasses.asdict(s) for s in plan.slow_path],
+            "changes": {kind: [_ifname(i) for i in ifs]
+                        for kind, ifs in changes.by_kind().items()},
+            "fdb_refresher_pid": refresher_pid}
 
 
 # ---- text formatting -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import socket
 from collections.abc import Iterator
@@ -30,17 +31,37 @@ def _setns(fd: int) -> None:
         raise NetnsError(f"setns: {os.strerror(err)}")
 
 
+def resolve(name: str) -> str:
+    """The file behind ``--netns``: a name from ``ip netns list`` (``/run/netns/NAME``) or an
+    absolute path to a namespace file such as ``/proc/PID/ns/net``."""
+    if not name:
+        raise NetnsError("empty network namespace name (omit --netns for this namespace)")
+    if os.path.isabs(name):
+        return name
+    if "/" in name or name in (".", ".."):
+        raise NetnsError(f"bad network namespace name {name!r}: give a name from "
+                         "'ip netns list' or an absolute path such as /proc/PID/ns/net")
+    return os.path.join(NETNS_RUN_DIR, name)
+
+
 def enter(name: str) -> None:
-    """Move the calling thread into the namespace ``ip netns`` knows as ``name``."""
-    path = os.path.join(NETNS_RUN_DIR, name)
+    """Move the calling thread into the namespace ``name`` (see :func:`resolve`)."""
+    path = resolve(name)
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         raise NetnsError(f"no such network namespace: {name}") from None
     except PermissionError:
         raise NetnsError(f"cannot open network namespace {name}: permission denied") from None
+    except OSError as e:
+        raise NetnsError(f"cannot open network namespace {name}: {e.strerror}") from None
     try:
-        _setns(fd)
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            if err == errno.EINVAL:  # a file, but not a network namespace
+                raise NetnsError(f"{path} is not a network namespace (give a name from "
+                                 "'ip netns list' or a path such as /proc/PID/ns/net)")
+            raise NetnsError(f"cannot enter network namespace {name}: {os.strerror(err)}")
     finally:
         os.close(fd)
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from tna import introspect, netdev_genl, netfilter, netns
+from tna import introspect, netdev_genl, netfilter, netns, sdnotify
 from tna.datapath import fdb, loader
 from tna.model import NetfilterChain, NetfilterSet, XfrmPolicy
 from tna.plan import Plan, make_plan
@@ -269,6 +269,7 @@ class Daemon:
             adopted = self.datapath.adopt()
             self._emit("start", adopted=[_name(i) for i in adopted], keep=self.keep)
             self.cycle(Batch(kinds={"start"}, first_at=time.monotonic()))
+            sdnotify.ready()  # systemd Type=notify: the first reconciliation is done
             self._loop(events, wake_r)
         finally:
             events.close()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tna.testbed import Testbed
+from tna.testbed import RouterTopology, Testbed
 
 pytestmark = pytest.mark.root
 
@@ -60,3 +60,53 @@ def test_commands_in_an_empty_namespace(bed: Testbed) -> None:
     assert "0 interface(s)" in run("--netns", ns, "detach").stdout
     text = run("--netns", ns, "show")
     assert text.returncode == 0 and "lo" in text.stdout
+
+
+@pytest.mark.parametrize(("netns", "needle"), [
+    ("", "empty --netns"),
+    ("../../etc", "bad network namespace name '../../etc'"),
+    ("/etc", "/etc is not a network namespace"),
+    ("/proc/999999999/ns/net", "no such network namespace")])
+def test_bad_namespace_paths(netns: str, needle: str) -> None:
+    assert_one_line_error(run("--netns", netns, "show"), needle)
+
+
+def test_namespace_by_path_and_options_after_the_command(bed: Testbed) -> None:
+    ns = bed.ns("path")
+    by_name = json.loads(run("show", "-n", ns, "-j").stdout)
+    by_path = json.loads(run("-j", "show", "--netns", f"/run/netns/{ns}").stdout)
+    assert [lk["ifname"] for lk in by_path["links"]] == ["lo"]
+    assert by_path["links"] == by_name["links"]
+    assert {a["family"] for a in by_path["addresses"]} == {"inet", "inet6"}
+
+
+def test_stats_without_programs_says_not_attached(bed: Testbed) -> None:
+    ns = bed.ns("fw")
+    bed.run(ns, "nft", "-f", "-", input="table inet t {\nchain f {\ntype filter hook forward "
+            "priority 0; policy accept;\ntcp dport 22 drop\n}\n}\n")
+    proc = run("-n", ns, "stats")
+    assert proc.returncode == 0 and not proc.stderr
+    assert proc.stdout == "TNA is not attached in this namespace\n"
+    assert "differ" not in proc.stdout
+    assert json.loads(run("-n", ns, "stats", "-j").stdout)["firewall_rules"] == []
+
+
+def test_apply_and_detach_json_say_what_they_did(bed: Testbed) -> None:
+    ns = bed.ns("lonely")
+    applied = json.loads(run("-n", ns, "apply", "-j").stdout)
+    assert applied["attached"] is False and applied["forwards"] is False
+    assert applied["changes"] == {}
+    assert json.loads(run("-n", ns, "detach", "-j").stdout) == {"detached": 0}
+
+
+def test_apply_json_tells_attached_but_forwarding_nothing(bed: Testbed) -> None:
+    t = RouterTopology.build(bed, gro_h2=False)
+    bed.gro(t.h1, "eth0", False)  # no veth peer takes redirected frames now
+    applied = json.loads(run("-n", t.r, "-j", "apply").stdout)
+    assert applied["attached"] is True and applied["forwards"] is False
+    assert {i["ifname"]: i["egress"] for i in applied["interfaces"]} == {"r1": False,
+                                                                        "r2": False}
+    reasons = {s["reason"] for i in applied["interfaces"] for s in i["slow_path"]}
+    assert "no_xdp_xmit" in reasons
+    bed.gro(t.h1, "eth0", True)  # control: one peer with GRO makes it forward
+    assert json.loads(run("-n", t.r, "-j", "apply").stdout)["forwards"] is True
