@@ -94,6 +94,12 @@ FORWARD_CASES: dict[str, Callable[[], tuple[Packet, Callable[[Packet], bytes]]]]
     "ipv6_icmp": lambda: (v6() / ICMPv6EchoRequest(), forwarded_v6),
     "ipv6_flowlabel": lambda: (v6(fl=0x12345, tc=0x20) / UDP(), forwarded_v6),
     "ipv6_hlim_2": lambda: (v6(hlim=2) / UDP(), forwarded_v6),
+    # no checksum (0): forwarded as is from a wire, IPv6 too (ip6_forward() ignores L4); on
+    # veth ingress it is Linux's (CSUM_PUNT below)
+    "ipv4_udp_zero_csum": lambda: (v4() / UDP(sport=4789, dport=4789, chksum=0) / UDP_PAYLOAD,
+                                   forwarded_v4),
+    "ipv6_udp_zero_csum": lambda: (v6() / UDP(sport=4789, dport=4789, chksum=0) / UDP_PAYLOAD,
+                                   forwarded_v6),
 }
 
 
