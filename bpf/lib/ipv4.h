@@ -5,7 +5,8 @@
 
 #include "common.h"
 
-static __always_inline int ipv4_csum_ok(const struct iphdr *iph)
+/* Ones'-complement sum of the (option-less) header, folded to 16 bits. */
+static __always_inline __u32 ipv4_header_sum(const struct iphdr *iph)
 {
 	const __u16 *w = (const __u16 *)iph;
 	__u32 sum = 0;
@@ -15,7 +16,12 @@ static __always_inline int ipv4_csum_ok(const struct iphdr *iph)
 		sum += w[i];
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
-	return sum == 0xffff;
+	return sum;
+}
+
+static __always_inline int ipv4_csum_ok(const struct iphdr *iph)
+{
+	return ipv4_header_sum(iph) == 0xffff;
 }
 
 /* 0/8, 127/8, multicast, class E and broadcast: never forwarded as plain unicast. */

@@ -14,15 +14,7 @@
 /* The header checksum a correct sender would have written (computed with check = 0). */
 static __always_inline __sum16 ipv4_header_csum(const struct iphdr *iph)
 {
-	const __u16 *w = (const __u16 *)iph;
-	__u32 sum = 0;
-
-#pragma unroll
-	for (int i = 0; i < (int)sizeof(*iph) / 2; i++)
-		sum += w[i];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__sum16)~sum;
+	return (__sum16)~ipv4_header_sum(iph);
 }
 
 #if defined(TNA_BROKEN_SKIP_TTL_CHECK)

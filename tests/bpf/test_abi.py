@@ -14,31 +14,15 @@ from tna.datapath import libbpf
 BTF_KIND_STRUCT = 4
 
 
-def btf_struct_layout(name: str) -> tuple[int, dict[str, int]]:
-    """(size, member -> byte offset) of ``struct name`` in the production object's BTF."""
-    lib = libbpf.lib()
-    btf = libbpf.check_ptr(lib.btf__parse_elf(str(abi.xdp_object()).encode(), None), "btf")
-    try:
-        type_id = libbpf.check(lib.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT),
-                               name)
-        t = lib.btf__type_by_id(btf, type_id).contents
-        vlen = t.info & 0xFFFF
-        members = (libbpf.BtfMember * vlen).from_address(
-            ctypes.addressof(t) + ctypes.sizeof(libbpf.BtfType))
-        return t.size, {lib.btf__name_by_offset(btf, m.name_off).decode(): m.offset // 8
-                        for m in members}
-    finally:
-        lib.btf__free(btf)
-
-
 def _resolve_size(lib: Any, btf: int, type_id: int) -> int:
     fn = lib.btf__resolve_size  # not bound by tna.datapath.libbpf: declared here
     fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_void_p, ctypes.c_uint32]
     return libbpf.check(fn(btf, type_id), "btf__resolve_size")
 
 
-def btf_member_sizes(name: str) -> dict[str, int]:
-    """member -> size in bytes of ``struct name`` in the object's BTF (scalars and arrays)."""
+def btf_struct(name: str) -> tuple[int, dict[str, tuple[int, int]]]:
+    """(size, member -> (byte offset, byte size)) of ``struct name`` in the production
+    object's BTF, members in order."""
     lib = libbpf.lib()
     btf = libbpf.check_ptr(lib.btf__parse_elf(str(abi.xdp_object()).encode(), None), "btf")
     try:
@@ -47,8 +31,8 @@ def btf_member_sizes(name: str) -> dict[str, int]:
         t = lib.btf__type_by_id(btf, type_id).contents
         members = (libbpf.BtfMember * (t.info & 0xFFFF)).from_address(
             ctypes.addressof(t) + ctypes.sizeof(libbpf.BtfType))
-        return {lib.btf__name_by_offset(btf, m.name_off).decode():
-                _resolve_size(lib, btf, m.type) for m in members}
+        return t.size, {lib.btf__name_by_offset(btf, m.name_off).decode():
+                        (m.offset // 8, _resolve_size(lib, btf, m.type)) for m in members}
     finally:
         lib.btf__free(btf)
 
@@ -66,11 +50,10 @@ def test_header_structs_are_known() -> None:
 @pytest.mark.parametrize("c_name", STRUCTS)
 def test_struct_layouts_match_btf(c_name: str) -> None:
     py_type = abi.struct_type(c_name)
-    size, members = btf_struct_layout(c_name)
+    size, members = btf_struct(c_name)
     assert ctypes.sizeof(py_type) == size
-    assert {name: getattr(py_type, name).offset for name, _ in py_type._fields_} == members
-    assert {name: getattr(py_type, name).size for name, _ in py_type._fields_} \
-        == btf_member_sizes(c_name)
+    assert [(name, (getattr(py_type, name).offset, getattr(py_type, name).size))
+            for name, _ in py_type._fields_] == list(members.items())
 
 
 def test_named_struct_types_are_the_derived_ones() -> None:
@@ -83,9 +66,9 @@ def test_named_struct_types_are_the_derived_ones() -> None:
 
 
 def test_feature_fields_are_the_btf_feature_block_in_order() -> None:
-    size, members = btf_struct_layout("tna_features")
+    size, members = btf_struct("tna_features")
     fields = abi.feature_fields()
-    assert [name for name, _ in fields] == sorted(members, key=members.__getitem__)
+    assert [name for name, _ in fields] == list(members)
     assert all(ctype is ctypes.c_uint8 for _, ctype in fields)  # one byte per switch
     assert ctypes.sizeof(abi.TnaFeatures) == size == len(fields)
 
