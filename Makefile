@@ -16,14 +16,15 @@ all: build
 bootstrap:
 	./scripts/bootstrap
 
-# Test-only builds of the router with one safety check compiled out: the equivalence suite
-# must catch each of them (tests/equivalence).  Never loaded by tna itself.
+# Test-only builds of the router with one safety check taken out (bpf/tests/, which wraps the
+# production pipeline): the equivalence suite must catch each of them (tests/equivalence).
+# Never loaded by tna itself.
 BROKEN_VARIANTS := skip_ttl_check skip_csum_check
 BROKEN_OBJS := $(patsubst %,$(OBJDIR)/testing/tna_xdp_broken_%.bpf.o,$(BROKEN_VARIANTS))
 
 build: $(BPF_OBJS) $(OBJDIR)/tna_abi.h $(BROKEN_OBJS)
 
-$(OBJDIR)/testing/tna_xdp_broken_%.bpf.o: bpf/tna_xdp.bpf.c $(BPF_DEPS)
+$(OBJDIR)/testing/tna_xdp_broken_%.bpf.o: bpf/tests/tna_xdp_broken.bpf.c bpf/tna_xdp.bpf.c $(BPF_DEPS)
 	@mkdir -p $(OBJDIR)/testing
 	$(CLANG) $(BPF_CFLAGS) -DTNA_BROKEN_$(shell echo $* | tr a-z A-Z) -c $< -o $@.tmp
 	llvm-strip -g $@.tmp

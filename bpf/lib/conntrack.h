@@ -8,6 +8,7 @@
 #ifndef TNA_LIB_CONNTRACK_H
 #define TNA_LIB_CONNTRACK_H
 
+#include "common.h"
 #include "l4csum.h"
 #include <linux/udp.h>
 

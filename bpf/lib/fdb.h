@@ -7,7 +7,8 @@
 #ifndef TNA_LIB_FDB_H
 #define TNA_LIB_FDB_H
 
-#include "stats.h"
+#include "common.h"
+#include "maps.h"
 
 #define TNA_SEEN_EVERY_NS 1000000000ULL	/* write the seen stamp at most once a second */
 
@@ -89,14 +90,6 @@ bridge_resolve(__u32 bridge, const __u8 *mac, __u32 *port, enum tna_code *why)
 	}
 	*port = e->port;
 	return bridge_egress_port(bridge, e->port, why);
-}
-
-/* The device would drop it (is_skb_forwardable, xdp_ok_fwd_dev): larger than the MTU. */
-static __always_inline int fits_mtu(struct xdp_md *ctx, __u32 ifindex)
-{
-	__u32 mtu_len = 0;
-
-	return bpf_check_mtu(ctx, ifindex, &mtu_len, 0, 0) == BPF_MTU_CHK_RET_SUCCESS;
 }
 
 #endif

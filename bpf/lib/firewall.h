@@ -17,8 +17,11 @@
 #ifndef TNA_LIB_FIREWALL_H
 #define TNA_LIB_FIREWALL_H
 
-#include "stats.h"
+#include "common.h"
 #include "conntrack.h"
+#include "l4csum.h"
+#include "maps.h"
+#include "stats.h"
 
 /* What the classifier needs of a packet. */
 struct fw_packet {

@@ -121,6 +121,21 @@ static __always_inline int l4_verifiable(__u8 proto)
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
 }
 
+/*
+ * May a frame of L4 protocol ``proto`` leave a veth by the fast path: ICMP (``icmp_proto``:
+ * IPPROTO_ICMP or IPPROTO_ICMPV6) is never sent with an offloaded checksum, TCP and UDP only
+ * when theirs verifies, anything else never. A UDP checksum of 0 ("none") proves nothing: a
+ * local tunnel sender (VXLAN without outer checksum) may have left the *inner* packet's
+ * checksum to offload, which a redirect would lose (tests/netns/test_router_e2e.py).
+ */
+static __always_inline int l4_csum_settled(struct xdp_md *ctx, __u8 proto, __u8 icmp_proto,
+					   __u32 l4_off, __u32 l4_len, __u64 pseudo)
+{
+	if (proto == icmp_proto)
+		return 1;
+	return l4_verifiable(proto) && l4_csum_complete(ctx, l4_off, l4_len, pseudo);
+}
+
 static __always_inline __u64 pseudo_v4(const struct iphdr *iph, __u32 l4_len)
 {
 	return (__u64)iph->saddr + iph->daddr + bpf_htons(iph->protocol) + bpf_htons(l4_len);

@@ -3,6 +3,7 @@
 #ifndef TNA_LIB_STATS_H
 #define TNA_LIB_STATS_H
 
+#include "common.h"
 #include "maps.h"
 
 /* One more packet of ``bytes`` in a per-CPU array of struct tna_counter. */

@@ -1,139 +1,179 @@
-"""The C/Python ABI of the data path, read from the one definition in ``bpf/include/tna_abi.h``.
+"""The C/Python ABI of the data path, derived from its one definition, ``bpf/include/tna_abi.h``.
 
-Role in the flow: the loader fills maps with these layouts and ``tna stats`` names counters with
-these codes.  Nothing here is typed twice: counter codes are parsed from the header that the
-build ships next to the BPF object; the ctypes layouts mirror the C structs and
-``tests/bpf/test_abi.py`` checks them against the object's BTF.
+Role in the flow: the loader fills maps with these layouts and load-time features, the planner
+sets these flags and ``tna stats`` names counters with these codes.  Nothing here is typed
+twice: constants, enums and struct layouts are parsed from the header that the build ships
+next to the BPF object (``make build`` copies it to ``tna/bpf/tna_abi.h``; a source checkout
+that was not built yet falls back to the header itself).  Every numeric ``#define TNA_*`` of the
+header is an attribute of this module (``abi.TNA_IF_EGRESS``); every ``struct tna_*`` has a
+ctypes type (``abi.TnaIface``, or :func:`struct_type`).  ``tests/bpf/test_abi.py`` checks
+all of them against the object's BTF and the header.
 """
 
 from __future__ import annotations
 
+import ast
 import ctypes
 import functools
+import operator
 import re
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 BPF_DIR = Path(str(resources.files("tna") / "bpf"))
 HEADER = BPF_DIR / "tna_abi.h"
+SOURCE_HEADER = Path(__file__).resolve().parents[2] / "bpf" / "include" / "tna_abi.h"
 XDP_OBJECT = BPF_DIR / "tna_xdp.bpf.o"
 
-TNA_IF_EGRESS = 1 << 0
-TNA_IF_NO_IPV4 = 1 << 1
-TNA_IF_NO_IPV6 = 1 << 2
-TNA_IF_BRIDGE = 1 << 3
-TNA_IF_NO_BRIDGE_IPV4 = 1 << 4
-TNA_IF_NO_BRIDGE_IPV6 = 1 << 5
-TNA_IF_ACCEPT_REDIRECTS = 1 << 6
-TNA_IF_REDIRECTS_UNWATCHED = 1 << 7
-
-TNA_FDB_LOCAL = 1 << 0
-TNA_FDB_STATIC = 1 << 1
-TNA_FDB_STICKY = 1 << 2
-TNA_FDB_MOVED = 1 << 3
-
-TNA_BRPORT_FORWARDING = 1 << 0
-TNA_BRPORT_PUNT = 1 << 1
+# The header's scalar types as ctypes (network-order types are plain bytes to Python).
+C_TYPES: dict[str, type] = {
+    "__u8": ctypes.c_uint8, "__u16": ctypes.c_uint16, "__u32": ctypes.c_uint32,
+    "__u64": ctypes.c_uint64, "__s32": ctypes.c_int32, "__be16": ctypes.c_uint16,
+    "__be32": ctypes.c_uint32,
+}
 
 
 class BuildMissing(RuntimeError):
     """The BPF objects were not built (run ``make build``)."""
 
 
-class TnaIface(ctypes.Structure):
-    _fields_ = [("mac", ctypes.c_uint8 * 6), ("flags", ctypes.c_uint16),
-                ("slot", ctypes.c_uint32)]
+def header_path() -> Path:
+    """The header the object was built from: the build's copy, else the source's."""
+    for path in (HEADER, SOURCE_HEADER):
+        if path.exists():
+            return path
+    raise BuildMissing(f"{HEADER} is missing: run 'make build'")
 
 
-class TnaCounter(ctypes.Structure):
-    _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
-
-
-class TnaFeatures(ctypes.Structure):
-    _fields_ = [("ipv4_router", ctypes.c_uint8), ("ipv6_router", ctypes.c_uint8),
-                ("ipv4_rp_filter", ctypes.c_uint8), ("verify_l4_csum", ctypes.c_uint8),
-                ("bridge_port", ctypes.c_uint8), ("bridge_ipv4", ctypes.c_uint8),
-                ("bridge_ipv6", ctypes.c_uint8), ("bridge_egress", ctypes.c_uint8),
-                ("firewall_ipv4", ctypes.c_uint8), ("firewall_ipv6", ctypes.c_uint8)]
-
-
-class TnaFdbKey(ctypes.Structure):
-    _fields_ = [("bridge", ctypes.c_uint32), ("vlan", ctypes.c_uint16),
-                ("mac", ctypes.c_uint8 * 6)]
-
-
-class TnaFdbEntry(ctypes.Structure):
-    _fields_ = [("port", ctypes.c_uint32), ("flags", ctypes.c_uint16), ("pad", ctypes.c_uint16),
-                ("seen_ns", ctypes.c_uint64)]
-
-
-class TnaConfig(ctypes.Structure):
-    _fields_ = [("route_mtu_v4", ctypes.c_uint32), ("route_mtu_v6", ctypes.c_uint32),
-                ("fw_gen", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
-
-
-class TnaFwTable(ctypes.Structure):
-    _fields_ = [("nrules", ctypes.c_uint32), ("nwords", ctypes.c_uint32),
-                ("used", ctypes.c_uint32), ("stateful", ctypes.c_uint32),
-                ("ct_timeout_ms", ctypes.c_uint32), ("iif_default", ctypes.c_uint32),
-                ("oif_default", ctypes.c_uint32), ("ct_unreplied_ms", ctypes.c_uint32)]
-
-
-class TnaFwRule(ctypes.Structure):
-    _fields_ = [("verdict", ctypes.c_uint8), ("counted", ctypes.c_uint8),
-                ("pad", ctypes.c_uint16), ("target", ctypes.c_uint32)]
-
-
-class TnaBrport(ctypes.Structure):
-    _fields_ = [("bridge", ctypes.c_uint32), ("flags", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
-
-
+@functools.cache
 def _header_text() -> str:
+    text = header_path().read_text()
+    return re.sub(r"/\*.*?\*/", lambda m: "\n" * m[0].count("\n"), text, flags=re.S)
+
+
+def _raw_header_text() -> str:
+    return header_path().read_text()
+
+
+# ---- constants: #define TNA_* ----------------------------------------------------------------
+
+_BINOPS: dict[type[ast.operator], Callable[[int, int], int]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.LShift: operator.lshift, ast.BitOr: operator.or_,
+}
+
+
+def _evaluate(expr: str, known: dict[str, int]) -> int | None:
+    """The value of a constant integer expression of the header (numbers with U/UL suffixes,
+    earlier constants, + - * << |), or None for anything else."""
+    expr = re.sub(r"\b(0x[0-9a-fA-F]+|\d+)[uUlL]+\b", r"\1", expr)
     try:
-        return HEADER.read_text()
-    except FileNotFoundError:
-        raise BuildMissing(f"{HEADER} is missing: run 'make build'") from None
+        tree = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return None
+
+    def value(node: ast.expr) -> int | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name):
+            return known.get(node.id)
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            left, right = value(node.left), value(node.right)
+            if left is None or right is None:
+                return None
+            return _BINOPS[type(node.op)](left, right)
+        return None
+
+    return value(tree)
+
+
+@functools.cache
+def _define_exprs() -> dict[str, str]:
+    return dict(re.findall(r"^#define[ \t]+(TNA_\w+)[ \t]+(.+?)[ \t]*$", _header_text(), re.M))
 
 
 @functools.cache
 def defines() -> dict[str, int]:
-    """Numeric ``#define TNA_*`` constants of the header."""
+    """Every numeric ``#define TNA_*`` constant of the header, in header order."""
+    out: dict[str, int] = {}
+    for name, expr in _define_exprs().items():
+        v = _evaluate(expr, out)
+        if v is not None:
+            out[name] = v
+    return out
+
+
+def flags(prefix: str) -> dict[str, int]:
+    """The flags (``#define NAME (1U << n)``) whose names start with ``prefix``: ``TNA_IF_``."""
+    return {n: v for n, v in defines().items()
+            if n.startswith(prefix) and "<<" in _define_exprs()[n]}
+
+
+def __getattr__(name: str) -> int:
+    """``abi.TNA_IF_EGRESS`` and every other ``#define TNA_*``: read from the header."""
+    if name.startswith("TNA_"):
+        try:
+            return defines()[name]
+        except KeyError:
+            pass
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---- enums -------------------------------------------------------------------------------------
+
+def _enum_body(name: str, text: str) -> str:
+    body = re.search(rf"enum {name} \{{(.*?)\}};", text, re.S)
+    if body is None:
+        raise BuildMissing(f"{header_path()} has no enum {name}")
+    return body[1]
+
+
+@functools.cache
+def enum(name: str) -> dict[str, int]:
+    """The enumerators of ``enum name`` (every one has an explicit value in the header)."""
     return {m[1]: int(m[2], 0) for m in
-            re.finditer(r"^#define\s+(TNA_\w+)\s+(\d+|0x[0-9a-fA-F]+)\b", _header_text(), re.M)}
+            re.finditer(r"^\s*(\w+)\s*=\s*(0x[0-9a-fA-F]+|\d+)\s*,", _enum_body(name,
+                                                                             _header_text()),
+                        re.M)}
+
+
+def _code_name(c_name: str) -> str:
+    return c_name.removeprefix("TNA_").removeprefix("PUNT_").lower()
+
+
+def _is_code(c_name: str) -> bool:
+    return c_name != "TNA_NR_CODES_USED"
 
 
 @functools.cache
 def codes() -> dict[int, str]:
     """Counter code -> name: ``forwarded``, ``transmitted`` and the punt reasons."""
-    body = re.search(r"enum tna_code \{(.*?)\};", _header_text(), re.S)
-    if body is None:
-        raise BuildMissing(f"{HEADER} has no enum tna_code")
-    out: dict[int, str] = {}
-    for name, value in re.findall(r"^\s*TNA_(\w+)\s*=\s*(\d+)\s*,", body[1], re.M):
-        if name != "NR_CODES_USED":
-            out[int(value)] = name.removeprefix("PUNT_").lower()
-    return out
+    return {v: _code_name(n) for n, v in enum("tna_code").items() if _is_code(n)}
 
 
 @functools.cache
 def descriptions() -> dict[str, str]:
     """Code name -> the header's comment for it, for ``tna stats`` and the docs."""
-    body = re.search(r"enum tna_code \{(.*?)\};", _header_text(), re.S)
-    assert body is not None
-    return {m[1].removeprefix("PUNT_").lower(): m[2].strip() for m in
-            re.finditer(r"TNA_(\w+)\s*=\s*\d+\s*,\s*/\*(.*?)\*/", body[1])}
+    body = _enum_body("tna_code", _raw_header_text())
+    return {_code_name(m[1]): m[2].strip() for m in
+            re.finditer(r"(TNA_\w+)\s*=\s*\d+\s*,\s*/\*(.*?)\*/", body) if _is_code(m[1])}
 
 
 def code(name: str) -> int:
     return next(c for c, n in codes().items() if n == name)
 
 
-FORWARDED, TRANSMITTED, BRIDGED, FW_DROPPED = 0, 1, 28, 39
-VERDICTS = (FORWARDED, TRANSMITTED, BRIDGED, FW_DROPPED)  # codes that count work done
+@functools.cache
+def verdicts() -> tuple[int, ...]:
+    """The codes that count work done (forwarded, transmitted, ...): all but TNA_PUNT_*."""
+    return tuple(v for n, v in enum("tna_code").items()
+                 if _is_code(n) and not n.startswith("TNA_PUNT_"))
 
 
 def punt_reasons() -> dict[int, str]:
-    return {c: n for c, n in codes().items() if c not in VERDICTS}
+    return {c: n for c, n in codes().items() if c not in verdicts()}
 
 
 def max_ifaces() -> int:
@@ -142,6 +182,92 @@ def max_ifaces() -> int:
 
 def nr_codes() -> int:
     return defines()["TNA_NR_CODES"]
+
+
+# ---- structs -----------------------------------------------------------------------------------
+
+CField = tuple[str, type]
+
+
+@functools.cache
+def struct_fields(name: str) -> list[CField]:
+    """The members of ``struct name`` in order, as ctypes ``_fields_``."""
+    body = re.search(rf"^struct {name} \{{(.*?)^\}};", _header_text(), re.S | re.M)
+    if body is None:
+        raise BuildMissing(f"{header_path()} has no struct {name}")
+    out: list[CField] = []
+    for m in re.finditer(r"^\s*(\w+)\s+(\w+)(?:\[(\w+)\])?\s*;", body[1], re.M):
+        c_type: Any = C_TYPES[m[1]]  # a ctypes scalar, or an array of one
+        if m[3] is not None:
+            n = int(m[3]) if m[3].isdigit() else defines()[m[3]]
+            c_type = c_type * n
+        out.append((m[2], c_type))
+    return out
+
+
+def struct_names() -> list[str]:
+    """Every ``struct tna_*`` the header defines."""
+    return re.findall(r"^struct (tna_\w+) \{", _header_text(), re.M)
+
+
+@functools.cache
+def struct_type(name: str) -> type[ctypes.Structure]:
+    """The ctypes type of ``struct name`` (``tna_fw_v4_key`` -> ``TnaFwV4Key``)."""
+    known = {cls.__name__: cls for cls in _NAMED}
+    py_name = "".join(part.capitalize() for part in name.split("_"))
+    if py_name in known:
+        return known[py_name]
+    return type(py_name, (ctypes.Structure,), {"_fields_": struct_fields(name)})
+
+
+def feature_fields() -> list[CField]:
+    """The load-time features (``struct tna_features``), in order: (name, ctype)."""
+    return struct_fields("tna_features")
+
+
+class TnaIface(ctypes.Structure):
+    _fields_ = struct_fields("tna_iface")
+
+
+class TnaCounter(ctypes.Structure):
+    _fields_ = struct_fields("tna_counter")
+
+
+class TnaFeatures(ctypes.Structure):
+    _fields_ = feature_fields()
+
+
+class TnaFdbKey(ctypes.Structure):
+    _fields_ = struct_fields("tna_fdb_key")
+
+
+class TnaFdbEntry(ctypes.Structure):
+    _fields_ = struct_fields("tna_fdb_entry")
+
+
+class TnaConfig(ctypes.Structure):
+    _fields_ = struct_fields("tna_config")
+
+
+class TnaFwTable(ctypes.Structure):
+    _fields_ = struct_fields("tna_fw_table")
+
+
+class TnaFwRule(ctypes.Structure):
+    _fields_ = struct_fields("tna_fw_rule")
+
+
+class TnaBrport(ctypes.Structure):
+    _fields_ = struct_fields("tna_brport")
+
+
+# The structs other modules name as types; the rest are made on demand by struct_type().
+_NAMED = (TnaIface, TnaCounter, TnaFeatures, TnaFdbKey, TnaFdbEntry, TnaConfig, TnaFwTable,
+          TnaFwRule, TnaBrport)
+
+FORWARDED, TRANSMITTED, BRIDGED, FW_DROPPED = (
+    code("forwarded"), code("transmitted"), code("bridged"), code("fw_dropped"))
+VERDICTS = verdicts()  # codes that count work done
 
 
 def xdp_object() -> Path:

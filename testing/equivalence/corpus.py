@@ -710,6 +710,9 @@ ENTRIES: tuple[Entry, ...] = (
     _e("v6_bad_udp_csum_forward", "csum", _bad_l4_csum6),
     _e("v4_udp_zero_csum", "csum", lambda s, n: _v4_to("peer4", lambda m: UDP(
         sport=4001, dport=7000, chksum=0) / payload(m))(s, n)),
+    # invalid in IPv6 (RFC 8200), but ip6_forward() does not look at L4: forwarded as is
+    _e("v6_udp_zero_csum", "csum", lambda s, n: _v6_to("peer6", lambda m: UDP(
+        sport=4002, dport=7000, chksum=0) / payload(m))(s, n)),
     # lengths
     _e("v4_tot_len_plus_1", "length", _tot_len(1)),
     _e("v4_tot_len_plus_1000", "length", _tot_len(1000)),

@@ -187,6 +187,32 @@ def test_local_senders_with_checksum_offload_are_delivered() -> None:
         assert iface_stats(t.r, "r1")["punt_reasons"]["l4_csum"] >= 50
 
 
+def test_udp_tunnel_without_outer_checksum_keeps_its_inner_offload() -> None:
+    """Outer UDP checksum 0 does not mean "nothing left to offload": a local VXLAN sender
+    (IPv4 VXLAN has no outer checksum by default) over a veth hands the router skbs whose
+    *inner* TCP checksum is still partial.  Linux completes it on the way out; an XDP redirect
+    would send the pseudo-header sum and the far end would drop every segment.  So such frames
+    must go to Linux (l4_csum), and the inner connection must work with TNA as without."""
+    with Testbed(prefix="tnae2e") as bed:
+        t = RouterTopology.build(bed, host_csum_offload=True)
+        t.prime_neighbours()
+        for ns, local, remote, inner in ((t.h1, t.h1_v4, t.h2_v4, "10.200.0.1/24"),
+                                         (t.h2, t.h2_v4, t.h1_v4, "10.200.0.2/24")):
+            bed.run(ns, "ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "local", local,
+                    "remote", remote, "dstport", "4789", "noudpcsum")
+            bed.run(ns, "ip", "link", "set", "vx0", "mtu", "1400", "up")
+            bed.run(ns, "ip", "addr", "add", inner, "dev", "vx0")
+        tna(t.r, "apply")
+        before = iface_stats(t.r, "r1")
+        # positive control: the router's fast path is on and carries what it can prove
+        assert t.ping(t.h1, t.h2_v4, "-i", "0.01", count=5).returncode == 0
+        wait_for(lambda: iface_stats(t.r, "r1")["forwarded_packets"]
+                 >= before["forwarded_packets"] + 5, what="echo requests on the fast path")
+        assert traffic.tcp(t.h1, t.h2, "10.200.0.2", size=256 << 10) == 256 << 10
+        punted = iface_stats(t.r, "r1")["punt_reasons"]["l4_csum"]
+        assert punted - before["punt_reasons"].get("l4_csum", 0) >= 100
+
+
 def test_stats_reasons_are_named(topo: RouterTopology) -> None:
     tna(topo.r, "apply")
     topo.ping(topo.h1, topo.h2_v4, "-t", "1")
