@@ -41,7 +41,7 @@ from tna.datapath import libbpf
 from tna.datapath.firewall import MAP_NAMES as FIREWALL_MAPS
 from tna.datapath.firewall import FirewallMaps, Written
 from tna.datapath.libbpf import LibbpfError
-from tna.firewall.tables import FwTables
+from tna.plan.types import Features, Namespace, Port
 
 BPFFS = "/sys/fs/bpf"
 SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "tna_src_deny",
@@ -51,93 +51,6 @@ FEATURES_MAP = ".rodata.features"
 FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
 PROG_NAME = b"tna_xdp"
 BPF_F_MMAPABLE = 1 << 10
-
-
-@dataclass(frozen=True)
-class Features:
-    """What one interface's program does; each field is a ``tna_features`` member."""
-
-    ipv4_router: bool = False
-    ipv6_router: bool = False
-    ipv4_rp_filter: int = 0  # 0 off, 1 strict, 2 loose
-    verify_l4_csum: bool = False  # veth ingress: local senders may offload L4 checksums
-    bridge_port: bool = False  # a bridge port: frames take the bridge's path (tna_fdb)
-    bridge_ipv4: int = 0  # bridged IPv4: 0 Linux, 1 fast, 2 fast after br_netfilter's checks
-    bridge_ipv6: int = 0  # the same for IPv6
-    bridge_egress: bool = False  # the FIB may name a bridge: its FDB resolves the port
-    firewall_ipv4: bool = False  # routed IPv4 passes the forward-hook classifier
-    firewall_ipv6: bool = False
-
-    def to_c(self) -> abi.TnaFeatures:
-        return abi.TnaFeatures(int(self.ipv4_router), int(self.ipv6_router),
-                               self.ipv4_rp_filter, int(self.verify_l4_csum),
-                               int(self.bridge_port), self.bridge_ipv4, self.bridge_ipv6,
-                               int(self.bridge_egress), int(self.firewall_ipv4),
-                               int(self.firewall_ipv6))
-
-    @classmethod
-    def from_c(cls, raw: bytes) -> Features:
-        # a program loaded by an older TNA has a shorter block: the missing features are off
-        c = abi.TnaFeatures.from_buffer_copy(raw.ljust(ctypes.sizeof(abi.TnaFeatures), b"\0"))
-        return cls(bool(c.ipv4_router), bool(c.ipv6_router), c.ipv4_rp_filter,
-                   bool(c.verify_l4_csum), bool(c.bridge_port), c.bridge_ipv4, c.bridge_ipv6,
-                   bool(c.bridge_egress), bool(c.firewall_ipv4), bool(c.firewall_ipv6))
-
-    def names(self) -> list[str]:
-        out = [n for n in ("ipv4_router", "ipv6_router") if getattr(self, n)]
-        if self.ipv4_rp_filter:
-            out.append(f"ipv4_rp_filter_{'strict' if self.ipv4_rp_filter == 1 else 'loose'}")
-        if self.verify_l4_csum:
-            out.append("verify_l4_csum")
-        if self.bridge_port:
-            out.append("bridge_port")
-        for fam, mode in (("ipv4", self.bridge_ipv4), ("ipv6", self.bridge_ipv6)):
-            if mode:
-                out.append(f"bridge_{fam}" + ("_br_netfilter" if mode == 2 else ""))
-        if self.bridge_egress:
-            out.append("bridge_egress")
-        out += [f"firewall_{fam}" for fam in ("ipv4", "ipv6") if getattr(self, f"firewall_{fam}")]
-        return out
-
-
-@dataclass(frozen=True)
-class Port:
-    """One interface as the data path sees it."""
-
-    ifindex: int
-    ifname: str
-    mac: str
-    egress: bool  # may be redirected to (a bridge: routed into)
-    features: Features | None  # None: no TNA program on this interface
-    bridge: bool = False  # a bridge device: never a redirect target itself
-    accept_redirects: bool = False  # the kernel may hold redirect exceptions for routes out of it
-    redirects_unwatched: bool = False  # redirects may arrive where no TNA program sees them
-
-    @property
-    def flags(self) -> int:
-        f = self.features
-        return ((abi.TNA_IF_EGRESS if self.egress else 0)
-                | (abi.TNA_IF_ACCEPT_REDIRECTS if self.accept_redirects else 0)
-                | (abi.TNA_IF_REDIRECTS_UNWATCHED if self.redirects_unwatched else 0)
-                | (0 if f and f.ipv4_router else abi.TNA_IF_NO_IPV4)
-                | (0 if f and f.ipv6_router else abi.TNA_IF_NO_IPV6)
-                | (0 if f and f.bridge_ipv4 else abi.TNA_IF_NO_BRIDGE_IPV4)
-                | (0 if f and f.bridge_ipv6 else abi.TNA_IF_NO_BRIDGE_IPV6)
-                | (abi.TNA_IF_BRIDGE if self.bridge else 0))
-
-
-@dataclass(frozen=True)
-class Namespace:
-    """Namespace-wide data: IPv4 sources never forwarded (own and broadcast addresses) and
-    the smallest route MTU metric per family (0: none)."""
-
-    denied_sources_v4: frozenset[str] = frozenset()
-    route_mtu_v4: int = 0
-    route_mtu_v6: int = 0
-    # forward-hook classifiers (IPv4, IPv6); None: no program classifies that family
-    firewall: tuple[FwTables | None, FwTables | None] = (None, None)
-    # net.netfilter.nf_conntrack_udp_timeout_stream and nf_conntrack_udp_timeout, in ms
-    ct_timeouts_ms: tuple[int, int] = (120_000, 30_000)
 
 
 def _min_mtu(a: int, b: int) -> int:
