@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from tna import abi, introspect, netns, traffic
-from tna.datapath import fdb, loader
+from tna.datapath import fdb
+from tna.datapath.pins import open_map
 from tna.model import FdbEntry
 from tna.testbed import BridgeTopology, Testbed, wait_for
 from tna.testbed import run_tna as tna
@@ -220,7 +221,7 @@ def test_port_not_forwarding_stops_exactly_as_linux(three: BridgeTopology, state
 def _brport_forwarding(t: BridgeTopology, port: str) -> bool | None:
     index = ifindex(t, port)
     with netns.entered(t.sw):
-        m = loader.open_map("tna_brports")
+        m = open_map("tna_brports")
         try:
             raw = m.lookup(struct.pack("=I", index))
         finally:

@@ -136,9 +136,9 @@ def test_detach_returns_the_namespace_to_plain_linux(topo: RouterTopology) -> No
     tna(topo.r, "apply")
     assert xdp_attached(topo, "r1") and xdp_attached(topo, "r2")  # control
     with netns.entered(topo.r):
-        from tna.datapath import loader
+        from tna.datapath import pins
 
-        pins = loader.pin_dir()
+        pins = pins.pin_dir()
     assert os.path.isdir(pins)
     out = tna(topo.r, "detach").stdout
     assert "2 interface(s)" in out

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from tna import abi
 from tna.datapath import libbpf
+from tna.datapath.pins import pin_dir
 from tna.firewall.tables import FIELDS, MAX_CLASSES, MAX_RULES, FwTables, RuleRef, check_fits
 
 MAP_NAMES = ("tna_fw_tables", "tna_fw_rules", "tna_fw_classes", "tna_fw_ifs", "tna_fw_small",
@@ -39,8 +40,6 @@ def _u32s(values: Iterable[int]) -> bytes:
 
 
 def _open(name: str) -> libbpf.Map:
-    from tna.datapath.loader import pin_dir  # late: the loader imports this module
-
     fd = libbpf.obj_get(os.path.join(pin_dir(), name))
     info = libbpf.map_info(fd)
     return libbpf.Map(fd, info.key_size, info.value_size,
