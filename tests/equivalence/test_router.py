@@ -12,7 +12,7 @@ import pytest
 from divergences import APPLY_FAILS, without_known
 
 from tna.datapath.libbpf import LibbpfError
-from tna.datapath.loader import DatapathError
+from tna.datapath.pins import DatapathError
 from tna.equivalence import harness
 from tna.equivalence.scenarios import SCENARIOS
 

@@ -46,15 +46,22 @@ from tna.datapath.maps import (
     mac_str,
     sync_redirects,
 )
-from tna.datapath.pins import ensure_bpffs, link_pin, pin_dir, pinned, pinned_links
+from tna.datapath.pins import (
+    DatapathError,
+    ensure_bpffs,
+    link_pin,
+    pin_dir,
+    pinned,
+    pinned_links,
+)
 from tna.datapath.program import SHARED_MAPS, Program, program_features
 from tna.datapath.status import attached, read_counters
 from tna.plan.types import Features, Namespace, Port
 
 # Read-back and loading live in their own modules now; these names stay importable from here
 # for the benchmark, which drives programs directly.
-__all__ = ["Changes", "Datapath", "Features", "Program", "attached", "detach_all",
-           "read_counters"]
+__all__ = ["Changes", "Datapath", "DatapathError", "Features", "Program", "attached",
+           "detach_all", "read_counters"]
 
 
 @dataclass
