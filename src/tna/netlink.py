@@ -52,14 +52,6 @@ NETDEV_CMD_DEV_GET = 1
 NETDEV_A_DEV_IFINDEX = 1
 NETDEV_A_DEV_XDP_FEATURES = 3
 
-# NETDEV_XDP_ACT_* (include/uapi/linux/netdev.h)
-XDP_ACT_BASIC = 1 << 0
-XDP_ACT_REDIRECT = 1 << 1
-XDP_ACT_NDO_XMIT = 1 << 2
-XDP_ACT_XSK_ZEROCOPY = 1 << 3
-XDP_ACT_HW_OFFLOAD = 1 << 4
-XDP_ACT_RX_SG = 1 << 5
-XDP_ACT_NDO_XMIT_SG = 1 << 6
 
 NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, seq, pid
 GENLMSGHDR = struct.Struct("=BBH")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tna import introspect, netlink
+from tna import introspect, model, netlink
 from tna.model import (
     AF_INET,
     AF_INET6,
@@ -161,15 +161,15 @@ def test_xdp_features_follow_peer_gro(bed: Testbed) -> None:
         assert link is not None and link.xdp_features is not None
         return link.xdp_features
 
-    base = netlink.XDP_ACT_BASIC | netlink.XDP_ACT_REDIRECT | netlink.XDP_ACT_RX_SG
-    xmit = netlink.XDP_ACT_NDO_XMIT | netlink.XDP_ACT_NDO_XMIT_SG
+    base = model.XDP_ACT_BASIC | model.XDP_ACT_REDIRECT | model.XDP_ACT_RX_SG
+    xmit = model.XDP_ACT_NDO_XMIT | model.XDP_ACT_NDO_XMIT_SG
     # veth_set_xdp_features(): frames may be redirected into a veth only when its peer
     # can take them, i.e. has an XDP program or GRO.
     assert bits() == base
     bed.gro(b, "eth0", True)
     assert bits() == base | xmit
     bed.gro(b, "eth0", False)
-    assert bits() & netlink.XDP_ACT_NDO_XMIT == 0
+    assert bits() & model.XDP_ACT_NDO_XMIT == 0
     with entered(a):
         assert introspect.xdp_features()[ifindex(bed, a, "eth0")] == base
 

@@ -6,7 +6,7 @@ returns the :class:`~tna.plan.types.SlowPath` that explains why, or nothing.
 
 from __future__ import annotations
 
-from tna.model import AF_INET, AF_INET6, Link, NetfilterChain, Snapshot
+from tna.model import AF_INET, AF_INET6, XDP_ACT_NDO_XMIT, Link, NetfilterChain, Snapshot
 from tna.plan.types import SlowPath
 
 # Hooks that forwarded traffic crosses; a rule on any of them must see every forwarded packet.
@@ -15,7 +15,6 @@ NFT_FAMILIES = {AF_INET: frozenset({"ip", "inet"}), AF_INET6: frozenset({"ip6", 
 FAMILY_NAME = {AF_INET: "ipv4", AF_INET6: "ipv6"}
 # Kinds whose drivers have native XDP here; anything else is left to Linux for now.
 XDP_KINDS = frozenset({"", "veth"})
-NETDEV_XDP_ACT_NDO_XMIT = 1 << 2
 RTPROT_KERNEL = 2
 
 
@@ -92,7 +91,7 @@ def egress_guard(snap: Snapshot, link: Link) -> SlowPath | None:
         return SlowPath(routed_out, "enslaved", "enslaved interfaces are not targets")
     if not link.up:
         return SlowPath(routed_out, "link_down", "interface is down")
-    if link.xdp_features is None or not link.xdp_features & NETDEV_XDP_ACT_NDO_XMIT:
+    if link.xdp_features is None or not link.xdp_features & XDP_ACT_NDO_XMIT:
         why = ("its veth peer has neither an XDP program nor GRO on: redirected frames "
                "would be dropped silently" if link.kind == "veth"
                else "driver does not accept XDP frames (no ndo_xdp_xmit)")
