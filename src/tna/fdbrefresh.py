@@ -55,12 +55,14 @@ def _lock_pidfile() -> int | None:
     """The pidfile, open and exclusively locked; None when a live refresher holds it."""
     os.makedirs(control.STATE_DIR, exist_ok=True)
     fd = os.open(pidfile(), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    for _ in range(5):  # running_refresher() may hold a shared lock for an instant
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            time.sleep(0.02)
+    os.close(fd)
+    return None
 
 
 def ensure_refresher(netns_name: str) -> int:
