@@ -27,6 +27,7 @@ from typing import Any
 from tna import introspect, netlink, netns, routecache
 from tna.datapath.fdb import FdbMirror, SyncResult
 from tna.datapath.loader import Changes, Datapath, detach_all
+from tna.datapath.maps import mac_bytes
 from tna.datapath.status import our_prog_ids
 from tna.firewall.tables import FwRule, FwTables, RuleRef
 from tna.model import FdbEntry, Snapshot
@@ -140,7 +141,7 @@ def send_use(entries: list[FdbEntry]) -> None:
 def _use_request(e: FdbEntry) -> bytes:
     body = netlink.NDMSG.pack(netlink.AF_BRIDGE, e.ifindex, NUD_REACHABLE,
                               NTF_MASTER | NTF_USE, 0)
-    body += netlink.attr(netlink.NDA_LLADDR, bytes.fromhex(e.mac.replace(":", "")))
+    body += netlink.attr(netlink.NDA_LLADDR, mac_bytes(e.mac))
     if e.vlan:
         body += netlink.attr(netlink.NDA_VLAN, struct.pack("=H", e.vlan))
     return body

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from tna import abi
 from tna.datapath import libbpf
-from tna.datapath.maps import read_ifaces
+from tna.datapath.maps import mac_bytes, read_ifaces
 from tna.datapath.pins import open_map, pinned
 from tna.model import FdbEntry
 from tna.plan.types import BridgePortPlan
@@ -41,12 +41,9 @@ def _now_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
-def _mac(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", ""))
-
-
 def key_of(entry: FdbEntry) -> bytes:
-    return bytes(abi.TnaFdbKey(entry.bridge, entry.vlan, (ctypes.c_uint8 * 6)(*_mac(entry.mac))))
+    mac = (ctypes.c_uint8 * 6)(*mac_bytes(entry.mac))
+    return bytes(abi.TnaFdbKey(entry.bridge, entry.vlan, mac))
 
 
 def value_of(entry: FdbEntry) -> tuple[int, int]:
