@@ -17,9 +17,11 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
+from testing.datapath_hooks import load_for_test, sync_ports_for_test
 from tna import netns
-from tna.datapath import libbpf, loader
-from tna.datapath.loader import Features, Port
+from tna.datapath import libbpf, status
+from tna.datapath.pins import open_map
+from tna.plan.types import Features, Port
 from tna.testbed import Testbed
 
 XDP_PASS, XDP_REDIRECT = 2, 4
@@ -74,22 +76,22 @@ def router_namespace() -> Iterator[Router]:
 def program(router: Router, features: Features) -> Iterator[libbpf.Map]:
     """Load the object with ``features`` in the router namespace; yield the stats map."""
     with netns.entered(router.ns):
-        prog = loader.load_for_test(features)
+        prog = load_for_test(features)
         try:
-            loader.sync_ports_for_test([
+            sync_ports_for_test([
                 Port(router.ifindex["r1"], "r1", R1_MAC, True, features),
                 Port(router.ifindex["r2"], "r2", R2_MAC, True, None),
                 Port(router.ifindex["r3"], "r3", R3_MAC, False, None),
             ])
             router.prog_fd = prog.fd
-            yield loader.open_map("tna_stats")
+            yield open_map("tna_stats")
         finally:
             prog.close()
 
 
 def counters(ifindex: int) -> dict[str, int]:
     """Counter name -> packets for one interface (punts and forwards count at ingress)."""
-    return {name: c.packets for name, c in loader.read_counters().get(ifindex, {}).items()}
+    return {name: c.packets for name, c in status.read_counters().get(ifindex, {}).items()}
 
 
 def counted_run(prog_fd: int, frame: bytes, ifindex: int) -> tuple[int, bytes, dict[str, int]]:

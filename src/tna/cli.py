@@ -17,10 +17,12 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from tna import abi, introspect, netns, sdnotify, sync
-from tna.datapath import fdb, libbpf, loader
+from tna import abi, control, fdbrefresh, netns, sdnotify, sync
 from tna.datapath import firewall as fw_datapath
+from tna.datapath import libbpf, status
 from tna.datapath.libbpf import LibbpfError
+from tna.datapath.loader import Changes
+from tna.datapath.pins import DatapathError
 from tna.model import Snapshot
 from tna.netfilter import NetfilterError
 from tna.plan import Plan, make_plan
@@ -51,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _normalise(args)
         _preflight(args)
         return int(args.func(args) or 0)
-    except (UsageError, netns.NetnsError, loader.DatapathError, NetfilterError,
+    except (UsageError, netns.NetnsError, DatapathError, NetfilterError,
             abi.BuildMissing) as e:
         print(f"tna: {e}", file=sys.stderr)
     except LibbpfError as e:
@@ -182,7 +184,7 @@ def _preflight(args: argparse.Namespace) -> None:
 
 
 def _snapshot(args: argparse.Namespace) -> Snapshot:
-    return introspect.snapshot(args.netns, our_prog_ids=loader.our_prog_ids())
+    return control.snapshot(args.netns)
 
 
 def _print_json(obj: Any) -> None:
@@ -228,10 +230,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     _refuse_if_daemon("apply")
-    plan = make_plan(_snapshot(args))
-    changes = loader.apply(plan.ports(), namespace=plan.namespace)
-    fdb.sync(plan)
-    refresher = fdb.ensure_refresher(args.netns) if plan.bridge_ports() else None
+    applied = control.apply(args.netns)
+    plan, changes = applied.plan, applied.changes
+    refresher = fdbrefresh.ensure_refresher(args.netns) if plan.bridge_ports() else None
     if args.json:
         _print_json(apply_json(plan, changes, refresher))
         return 0
@@ -248,10 +249,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_fdb_refresh(args: argparse.Namespace) -> int:
     if args.interval is not None and args.interval <= 0:
         raise UsageError("--interval must be positive")
-    return fdb.Refresher(args.netns, args.interval).run(once=args.once)
+    return fdbrefresh.Refresher(args.netns, args.interval).run(once=args.once)
 
 
-def format_changes(changes: loader.Changes) -> str:
+def format_changes(changes: Changes) -> str:
     parts = [f"{what} {', '.join(_ifname(i) for i in ifs)}"
              for what, ifs in changes.by_kind().items()]
     return "; ".join(parts) or "no change"
@@ -281,12 +282,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def status_rows() -> list[dict[str, Any]]:
     return [{"ifname": _ifname(a.ifindex), "ifindex": a.ifindex, "prog_id": a.prog_id,
              "xlated_insns": a.xlated_insns, "mode": a.mode, "features": a.features.names()}
-            for a in loader.attached()]
+            for a in status.attached()]
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     stats = collect_stats()
-    attached = bool(loader.attached())
+    attached = bool(status.attached())
     # rule counters are attributed only while programs run: with none, there is nothing stale
     stats["firewall_rules"] = firewall_rule_stats(args) if attached else []
     if args.json:
@@ -315,19 +316,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def firewall_rule_stats(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Per netfilter rule: what the fast path accepted or dropped under it.  The loaded tables
-    are compared with a fresh compilation of the live ruleset, so counts are only attributed
-    to rules when the two agree (after a ruleset change without ``tna apply``, they do not)."""
-    try:
-        plan = make_plan(_snapshot(args))
-    except NetfilterError:
-        return []
+    """Per netfilter rule: what the fast path accepted or dropped under it.  The rules are
+    named from the record the last reconciliation wrote with the tables
+    (``control.firewall_record``), so nothing is compiled again; counts are attributed only
+    while the loaded tables are the recorded ones."""
     out: list[dict[str, Any]] = []
     rules: dict[str, dict[str, Any]] = {}  # an inet rule counts for IPv4 and IPv6: one row
-    for family, ft in enumerate(plan.namespace.firewall):
+    for family, ft in enumerate(control.firewall_record()):
         if ft is None:
             continue
-        loaded, counts = loader.firewall_state(family)
+        loaded, counts = status.firewall_state(family)
         if loaded != [(r.verdict, int(r.counter >= 0), r.target) for r in ft.rules]:
             out.append({"rule": f"{('ipv4', 'ipv6')[family]} forward hook", "packets": 0,
                         "bytes": 0, "stale": "loaded tables differ from the ruleset: "
@@ -345,7 +343,7 @@ def firewall_rule_stats(args: argparse.Namespace) -> list[dict[str, Any]]:
 def collect_stats() -> dict[str, Any]:
     """The ``tna stats --json`` object: totals, then per interface."""
     interfaces: dict[str, Any] = {}
-    for ifindex, counters in sorted(loader.read_counters().items()):
+    for ifindex, counters in sorted(status.read_counters().items()):
         reasons = {n: c.packets for n, c in counters.items()
                    if n not in ("forwarded", "transmitted", "bridged", "fw_dropped")}
         interfaces[_ifname(ifindex)] = {
@@ -386,7 +384,7 @@ def _ifname(ifindex: int) -> str:
 
 def cmd_detach(args: argparse.Namespace) -> int:
     _refuse_if_daemon("detach")
-    n = loader.detach_all()
+    n = control.detach()
     if args.json:
         _print_json({"detached": n})
         return 0
@@ -433,7 +431,7 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
     return doc
 
 
-def apply_json(plan: Plan, changes: loader.Changes, refresher_pid: int | None
+def apply_json(plan: Plan, changes: Changes, refresher_pid: int | None
                ) -> dict[str, Any]:
     """``tna apply --json``: what was attached where, and whether it can forward anything.
 

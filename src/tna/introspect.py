@@ -18,7 +18,6 @@ So ``default`` is "major number of the root handle is 0".
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import errno
 import os
@@ -30,7 +29,8 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from tna import netdev_genl, netfilter
+from tna import netfilter, netlink
+from tna.datapath import libbpf
 from tna.model import (
     AF_INET,
     AF_INET6,
@@ -51,6 +51,21 @@ from tna.model import (
     Sysctls,
     XdpAttachment,
     XfrmPolicy,
+)
+from tna.netlink import (
+    AF_BRIDGE,
+    NDA_CACHEINFO,
+    NDA_FLAGS_EXT,
+    NDA_LLADDR,
+    NDA_MASTER,
+    NDA_VLAN,
+    NDMSG,
+    RTM_GETLINK,
+    RTM_GETNEIGH,
+    RTM_GETROUTE,
+    RTM_GETRULE,
+    RTM_NEWNEIGH,
+    RTMSG,
 )
 
 IFF_UP = 0x1
@@ -97,7 +112,7 @@ def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
     Raises :class:`tna.netfilter.NetfilterError` when the ruleset cannot be read: a snapshot
     that silently lacked netfilter would let the planner bypass it.
     """
-    features = netdev_genl.xdp_features()
+    features = xdp_features()
     with IPRoute() as ip:  # opened here, so in the current namespace
         raw_links = list(ip.get_links())
         qdiscs = _qdiscs_by_ifindex(ip.get_qdiscs())
@@ -231,25 +246,19 @@ def _egress_filters(ip: Any, ifindex: int, qdiscs: list[Any], root: Qdisc | None
     return False
 
 
-# bpf(2) BPF_PROG_QUERY for tcx (Linux 6.6+).  pyroute2 does not speak bpf(2).
-SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
-BPF_PROG_QUERY = 16
+# tcx (Linux 6.6+): pyroute2 does not speak bpf(2); libbpf does.
 BPF_TCX_INGRESS = 46
 BPF_TCX_EGRESS = 47
-_BPF_QUERY = struct.Struct("=IIIIQI")  # target_ifindex, attach_type, query_flags,
-#                                       attach_flags, prog_ids, prog_cnt; rest of 64 bytes 0
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def tcx_count(ifindex: int, attach_type: int) -> int:
     """Number of tcx programs on ``ifindex`` at ``attach_type``."""
-    attr = ctypes.create_string_buffer(_BPF_QUERY.pack(ifindex, attach_type, 0, 0, 0, 0), 64)
-    if _libc.syscall(SYS_BPF, BPF_PROG_QUERY, attr, ctypes.sizeof(attr)) == 0:
-        return int(_BPF_QUERY.unpack_from(attr.raw)[5])
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENODEV):
-        return 0  # a kernel without tcx, or the device just went away: nothing attached
-    return 1  # cannot tell (EPERM...): unknown must not look like "nothing there"
+    try:
+        return libbpf.prog_count(ifindex, attach_type)
+    except libbpf.LibbpfError as e:
+        if e.errno in (errno.EINVAL, errno.ENODEV):
+            return 0  # a kernel without tcx, or the device just went away: nothing attached
+        return 1  # cannot tell (EPERM...): unknown must not look like "nothing there"
 
 
 # --- addresses and neighbours ----------------------------------------------------------------
@@ -291,8 +300,6 @@ def _name(data: bytes) -> str:
     return data.split(b"\0", 1)[0].decode(errors="replace")
 
 
-RTM_GETROUTE = 26
-_RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table protocol scope type flags
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_METRICS, RTA_MULTIPATH = 1, 4, 5, 6, 8, 9
 RTA_TABLE, RTA_VIA, RTA_NH_ID = 15, 18, 30
 RTAX_MTU = 2
@@ -302,21 +309,21 @@ def routes() -> tuple[Route, ...]:
     """Every route of every table (the kernel dumps all tables unless asked to filter)."""
     out = []
     for family in (AF_INET, AF_INET6):
-        request = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-        for _, body in netdev_genl.dump(netdev_genl.NETLINK_ROUTE, RTM_GETROUTE, request):
+        request = RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        for _, body in netlink.dump(netlink.NETLINK_ROUTE, RTM_GETROUTE, request):
             out.append(parse_route(body))
     return tuple(out)
 
 
 def parse_route(body: bytes) -> Route:
     """One RTM_NEWROUTE payload → Route."""
-    family, dst_len, _, _, table, protocol, scope, rtm_type, _ = _RTMSG.unpack_from(body)
-    a = netdev_genl.parse_attrs(body[_RTMSG.size:])
+    family, dst_len, _, _, table, protocol, scope, rtm_type, _ = RTMSG.unpack_from(body)
+    a = netlink.parse_attrs(body[RTMSG.size:])
     gateway = _addr(family, a[RTA_GATEWAY]) if RTA_GATEWAY in a else None
     if gateway is None and RTA_VIA in a:  # IPv4 route with an IPv6 next hop (RFC 5549)
         via_family = _u(a[RTA_VIA], "=H")
         gateway = _addr(AF_INET6 if via_family == socket.AF_INET6 else AF_INET, a[RTA_VIA][2:])
-    metrics = netdev_genl.parse_attrs(a.get(RTA_METRICS, b""))
+    metrics = netlink.parse_attrs(a.get(RTA_METRICS, b""))
     return Route(
         family=family,
         table=_u(a[RTA_TABLE]) if RTA_TABLE in a else table,
@@ -334,7 +341,6 @@ def parse_route(body: bytes) -> Route:
     )
 
 
-RTM_GETRULE = 34
 _FIB_RULE_HDR = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table res res action
 FIB_RULE_INVERT = 0x2
 (FRA_DST, FRA_SRC, FRA_IIFNAME, FRA_GOTO, FRA_PRIORITY, FRA_FWMARK, FRA_FLOW, FRA_TUN_ID,
@@ -357,7 +363,7 @@ def rules() -> tuple[Rule, ...]:
     out = []
     for family in (AF_INET, AF_INET6):
         request = _FIB_RULE_HDR.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-        for _, body in netdev_genl.dump(netdev_genl.NETLINK_ROUTE, RTM_GETRULE, request):
+        for _, body in netlink.dump(netlink.NETLINK_ROUTE, RTM_GETRULE, request):
             out.append(parse_rule(body))
     return tuple(out)
 
@@ -373,7 +379,7 @@ def _port_range(name: str, data: bytes, mask: bytes | None) -> str:
 def parse_rule(body: bytes) -> Rule:
     """One RTM_NEWRULE payload → Rule, with a human text for every selector present."""
     family, dst_len, src_len, tos, table, _, _, action, flags = _FIB_RULE_HDR.unpack_from(body)
-    a = netdev_genl.parse_attrs(body[_FIB_RULE_HDR.size:])
+    a = netlink.parse_attrs(body[_FIB_RULE_HDR.size:])
     sel: list[str] = []
     if flags & FIB_RULE_INVERT:
         sel.append("not")
@@ -532,8 +538,6 @@ def parse_xfrm_policies(text: str) -> tuple[XfrmPolicy, ...]:
 # (IFLA_BR_MULTI_BOOLOPT, IFLA_BR_FDB_MAX_LEARNED), and an attribute we cannot see must not
 # look like "off".  The same parsers serve the FDB mirror's incremental updates.
 
-RTM_GETLINK, RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 18, 28, 29, 30
-AF_BRIDGE = 7
 IFF_PROMISC = 0x100
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 IFLA_MASTER, IFLA_LINKINFO = 10, 18
@@ -550,8 +554,6 @@ BRPORT_FLAGS = {4: "hairpin", 8: "learning", 9: "unicast_flood", 10: "proxyarp",
                 40: "mab", 43: "neigh_vlan_suppress"}
 IFLA_BRPORT_STATE, IFLA_BRPORT_GROUP_FWD_MASK, IFLA_BRPORT_BACKUP_PORT = 1, 31, 34
 
-_NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
-NDA_LLADDR, NDA_CACHEINFO, NDA_VLAN, NDA_MASTER, NDA_FLAGS_EXT = 2, 3, 5, 9, 15
 NUD_NOARP, NUD_PERMANENT, NUD_STALE = 0x40, 0x80, 0x04
 NTF_SELF, NTF_EXT_LEARNED, NTF_OFFLOADED, NTF_STICKY = 0x02, 0x10, 0x20, 0x40
 NTF_EXT_LOCKED = 0x02
@@ -559,7 +561,7 @@ NTF_EXT_LOCKED = 0x02
 
 def parse_bridge_info(data: bytes, ifi_flags: int = 0) -> BridgeInfo:
     """IFLA_INFO_DATA of a bridge."""
-    a = netdev_genl.parse_attrs(data)
+    a = netlink.parse_attrs(data)
     boolopt = _u(a[IFLA_BR_MULTI_BOOLOPT]) if IFLA_BR_MULTI_BOOLOPT in a else 0
     return BridgeInfo(
         ageing_time=_u(a[IFLA_BR_AGEING_TIME]) if IFLA_BR_AGEING_TIME in a else 30000,
@@ -579,7 +581,7 @@ def parse_bridge_info(data: bytes, ifi_flags: int = 0) -> BridgeInfo:
 
 def parse_bridge_port(data: bytes) -> BridgePort:
     """IFLA_INFO_SLAVE_DATA of a bridge port."""
-    a = netdev_genl.parse_attrs(data)
+    a = netlink.parse_attrs(data)
     state = a[IFLA_BRPORT_STATE][0] if IFLA_BRPORT_STATE in a else 0
     flags = {name: bool(a[kind][0]) for kind, name in BRPORT_FLAGS.items() if kind in a}
     return BridgePort(
@@ -595,9 +597,9 @@ def parse_link_bridging(body: bytes) -> tuple[int, int | None, BridgeInfo | None
                                               BridgePort | None]:
     """One RTM_NEWLINK payload -> (ifindex, master, bridge attributes, bridge-port state)."""
     _, _, ifindex, ifi_flags, _ = _IFINFOMSG.unpack_from(body)
-    a = netdev_genl.parse_attrs(body[_IFINFOMSG.size:])
+    a = netlink.parse_attrs(body[_IFINFOMSG.size:])
     master = _u(a[IFLA_MASTER]) if IFLA_MASTER in a else None
-    info = netdev_genl.parse_attrs(a.get(IFLA_LINKINFO, b""))
+    info = netlink.parse_attrs(a.get(IFLA_LINKINFO, b""))
     bridge = port = None
     if _name(info.get(IFLA_INFO_KIND, b"")) == "bridge":
         bridge = parse_bridge_info(info.get(IFLA_INFO_DATA, b""), ifi_flags)
@@ -610,7 +612,7 @@ def bridge_details() -> dict[int, tuple[int | None, BridgeInfo | None, BridgePor
     """ifindex -> (master, bridge attributes, bridge-port state) for every link."""
     out = {}
     request = _IFINFOMSG.pack(0, 0, 0, 0, 0)
-    for _, body in netdev_genl.dump(netdev_genl.NETLINK_ROUTE, RTM_GETLINK, request):
+    for _, body in netlink.dump(netlink.NETLINK_ROUTE, RTM_GETLINK, request):
         ifindex, master, bridge, port = parse_link_bridging(body)
         out[ifindex] = (master, bridge, port)
     return out
@@ -634,8 +636,8 @@ def with_bridge_details(links: tuple[Link, ...]) -> tuple[Link, ...]:
 def parse_fdb(body: bytes) -> FdbEntry | None:
     """One AF_BRIDGE RTM_NEWNEIGH/RTM_DELNEIGH payload -> FdbEntry; None unless it is an entry
     of a bridge's forwarding database (a device's own "self" entries are not)."""
-    family, ifindex, state, flags, _ = _NDMSG.unpack_from(body)
-    a = netdev_genl.parse_attrs(body[_NDMSG.size:])
+    family, ifindex, state, flags, _ = NDMSG.unpack_from(body)
+    a = netlink.parse_attrs(body[NDMSG.size:])
     if family != AF_BRIDGE or NDA_MASTER not in a or NDA_LLADDR not in a or flags & NTF_SELF:
         return None
     mac = a[NDA_LLADDR]
@@ -662,9 +664,29 @@ def parse_fdb(body: bytes) -> FdbEntry | None:
 
 def fdb() -> tuple[FdbEntry, ...]:
     """Every bridge's forwarding database in this namespace."""
-    request = _NDMSG.pack(AF_BRIDGE, 0, 0, 0, 0)
+    request = NDMSG.pack(AF_BRIDGE, 0, 0, 0, 0)
     out = []
-    for msg_type, body in netdev_genl.dump(netdev_genl.NETLINK_ROUTE, RTM_GETNEIGH, request):
+    for msg_type, body in netlink.dump(netlink.NETLINK_ROUTE, RTM_GETNEIGH, request):
         if msg_type == RTM_NEWNEIGH and (entry := parse_fdb(body)) is not None:
             out.append(entry)
     return tuple(out)
+
+
+def xdp_features() -> dict[int, int]:
+    """ifindex → NETDEV_XDP_ACT_* bits for every device of the current namespace."""
+    try:
+        netdev = netlink.family_id("netdev")
+        request = netlink.GENLMSGHDR.pack(netlink.NETDEV_CMD_DEV_GET, 1, 0)
+        features: dict[int, int] = {}
+        for _, body in netlink.dump(netlink.NETLINK_GENERIC, netdev, request):
+            attrs = netlink.parse_attrs(body[netlink.GENLMSGHDR.size:])
+            index, bits_attr = (attrs.get(netlink.NETDEV_A_DEV_IFINDEX),
+                                attrs.get(netlink.NETDEV_A_DEV_XDP_FEATURES))
+            if index is not None and bits_attr is not None:
+                (ifindex,) = struct.unpack("=I", index[:4])
+                (bits,) = struct.unpack("=Q", bits_attr[:8])
+                features[ifindex] = bits
+        return features
+    except (OSError, struct.error):
+        # Kernels before 6.3 have no "netdev" family (ENOENT); unknown means not eligible.
+        return {}

@@ -19,6 +19,14 @@ T = TypeVar("T")
 
 AF_INET = 2
 AF_INET6 = 10
+# NETDEV_XDP_ACT_* (include/uapi/linux/netdev.h): the bits of Link.xdp_features
+XDP_ACT_BASIC = 1 << 0
+XDP_ACT_REDIRECT = 1 << 1
+XDP_ACT_NDO_XMIT = 1 << 2  # the driver accepts XDP_REDIRECTed frames
+XDP_ACT_XSK_ZEROCOPY = 1 << 3
+XDP_ACT_HW_OFFLOAD = 1 << 4
+XDP_ACT_RX_SG = 1 << 5
+XDP_ACT_NDO_XMIT_SG = 1 << 6
 
 
 @dataclass(frozen=True)

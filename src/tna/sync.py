@@ -1,6 +1,7 @@
 """``tna run``: keep the fast path equal to the configuration as it changes.
 
-Role in the flow: the daemon drives introspect → plan → ``Datapath.reconcile`` in a loop.  It
+Role in the flow: the daemon drives the control function (:mod:`tna.control`: introspect →
+plan → reconcile) in a loop.  It
 subscribes to every kernel notification that can change the plan *before* its first snapshot
 (so nothing is missed), coalesces bursts, and reconciles.  The data path's three phases put
 traffic that became unsafe back on Linux first (map writes), then swap programs.
@@ -19,7 +20,6 @@ catches what has no notification (tcx attachments, iptables-legacy, some sysctls
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import select
@@ -32,16 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from tna import introspect, netdev_genl, netfilter, netns, sdnotify
-from tna.datapath import fdb, loader
+from tna import control, fdbrefresh, introspect, netfilter, netlink, netns, sdnotify
+from tna.datapath.fdb import FdbMirror
+from tna.datapath.loader import Changes
 from tna.model import NetfilterChain, NetfilterSet, XfrmPolicy
-from tna.plan import Plan, make_plan
-
-NETLINK_ROUTE, NETLINK_XFRM, NETLINK_NETFILTER, NETLINK_GENERIC = 0, 6, 12, 16
-SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
-SO_RCVBUFFORCE = 33
-NLMSG_HDR = struct.Struct("=IHHII")
-NLMSG_ERROR, NLMSG_DONE = 2, 3
+from tna.netlink import NETLINK_GENERIC, NETLINK_NETFILTER, NETLINK_ROUTE, NETLINK_XFRM
+from tna.plan import Plan
 
 # rtnetlink groups (RTNLGRP_*) and what their messages mean for TNA
 RTNL_GROUPS = {1: "link", 3: "neigh", 4: "tc", 5: "addr", 7: "route", 8: "rule", 9: "addr",
@@ -52,7 +48,6 @@ RTM_KINDS = {(16, 18): "link", (20, 22): "addr", (24, 26): "route", (28, 30): "n
 NFNLGRP_NFTABLES = 7
 XFRMNLGRP_POLICY = 4
 RTA_MULTIPATH, RTA_NH_ID = 9, 30
-AF_BRIDGE = 7
 
 # Event kinds that may change the plan; the others need no work (see the module docstring).
 REPLAN_KINDS = frozenset({"link", "rule", "tc", "netconf", "nexthop", "netfilter", "xfrm",
@@ -63,7 +58,6 @@ FULL_READ_KINDS = frozenset({"start", "periodic", "sighup", "overrun"})
 
 QUIET_S = 0.001  # a burst is over when nothing arrived for this long...
 BURST_MAX_S = 0.020  # ...or when it has lasted this long
-STATE_DIR = "/run/tna"
 
 
 @dataclass
@@ -94,26 +88,20 @@ class EventSource:
     """Netlink sockets for every notification that can change the plan."""
 
     def __init__(self) -> None:
-        self.socks: dict[int, tuple[socket.socket, Callable[[int, bytes, Batch], None]]] = {}
+        self.subs: dict[int, tuple[netlink.Subscription, Callable[[int, bytes, Batch], None]]] = {}
         self._open(NETLINK_ROUTE, list(RTNL_GROUPS), self._rtnl)
         self._open(NETLINK_NETFILTER, [NFNLGRP_NFTABLES], self._everything("netfilter"))
         self._open(NETLINK_XFRM, [XFRMNLGRP_POLICY], self._everything("xfrm"))
         try:  # device (and xdp_features) changes: a veth peer losing GRO, for one
-            group = netdev_genl.mcast_group_id("netdev", "mgmt")
+            group = netlink.mcast_group_id("netdev", "mgmt")
             self._open(NETLINK_GENERIC, [group], self._netdev)
         except OSError:
             pass  # kernels before 6.3: the periodic resync covers it
 
     def _open(self, proto: int, groups: list[int],
               handler: Callable[[int, bytes, Batch], None]) -> None:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, proto)
-        with contextlib.suppress(OSError):  # a deep queue makes overruns rarer, not impossible
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE,
-                            int(os.environ.get("TNA_NETLINK_RCVBUF", 8 << 20)))
-        sock.bind((0, 0))
-        for g in groups:
-            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g)
-        self.socks[sock.fileno()] = (sock, handler)
+        sub = netlink.Subscription(proto, groups)
+        self.subs[sub.fileno()] = (sub, handler)
 
     @staticmethod
     def _everything(kind: str) -> Callable[[int, bytes, Batch], None]:
@@ -125,8 +113,8 @@ class EventSource:
 
     @staticmethod
     def _netdev(msg_type: int, body: bytes, batch: Batch) -> None:
-        attrs = netdev_genl.parse_attrs(body[4:])  # after struct genlmsghdr
-        ifindex = attrs.get(netdev_genl.NETDEV_A_DEV_IFINDEX)
+        attrs = netlink.parse_attrs(body[netlink.GENLMSGHDR.size:])
+        ifindex = attrs.get(netlink.NETDEV_A_DEV_IFINDEX)
         if ifindex is None:
             batch.unsafe_all = True
         else:
@@ -136,7 +124,7 @@ class EventSource:
     @staticmethod
     def _rtnl(msg_type: int, body: bytes, batch: Batch) -> None:
         kind = next((k for (lo, hi), k in RTM_KINDS.items() if lo <= msg_type < hi), "other")
-        if kind == "neigh" and body[:1] == bytes([AF_BRIDGE]):  # FDB: the mirror follows it
+        if kind == "neigh" and body[:1] == bytes([netlink.AF_BRIDGE]):  # FDB: the mirror follows it
             batch.fdb.append((msg_type, body))
             kind = "fdb"
         elif kind == "route" and _route_is_multipath(body):
@@ -154,39 +142,20 @@ class EventSource:
         batch.add(kind)
 
     def fds(self) -> list[int]:
-        return list(self.socks)
+        return list(self.subs)
 
     def drain(self, fd: int, batch: Batch) -> None:
-        sock, handler = self.socks[fd]
-        while True:
-            try:
-                data = sock.recv(1 << 20)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                if e.errno == errno.ENOBUFS:  # the kernel dropped notifications: resync
-                    batch.overrun = batch.unsafe_all = True
-                    batch.add("overrun")
-                    continue
-                raise
-            for msg_type, body in _messages(data):
-                handler(msg_type, body, batch)
+        sub, handler = self.subs[fd]
+        received, overrun = sub.receive()
+        if overrun:  # the kernel dropped notifications: resync
+            batch.overrun = batch.unsafe_all = True
+            batch.add("overrun")
+        for msg_type, body in received:
+            handler(msg_type, body, batch)
 
     def close(self) -> None:
-        for sock, _ in self.socks.values():
-            sock.close()
-
-
-def _messages(data: bytes) -> list[tuple[int, bytes]]:
-    out, pos = [], 0
-    while pos + NLMSG_HDR.size <= len(data):
-        length, kind, _, _, _ = NLMSG_HDR.unpack_from(data, pos)
-        if length < NLMSG_HDR.size:
-            break
-        if kind not in (NLMSG_ERROR, NLMSG_DONE):
-            out.append((kind, data[pos + NLMSG_HDR.size:pos + length]))
-        pos += (length + 3) & ~3
-    return out
+        for sub, _ in self.subs.values():
+            sub.close()
 
 
 NETCONFA_IFINDEX = 1
@@ -195,7 +164,7 @@ NETCONFA_IFINDEX_ALL, NETCONFA_IFINDEX_DEFAULT = -1, -2
 
 def _netconf_scope(body: bytes, unsafe: set[int]) -> bool:
     """Add the interface a netconf message is about; True when it is about all of them."""
-    raw = netdev_genl.parse_attrs(body[4:]).get(NETCONFA_IFINDEX)  # struct netconfmsg: 4
+    raw = netlink.parse_attrs(body[4:]).get(NETCONFA_IFINDEX)  # struct netconfmsg: 4
     if raw is None:
         return True
     ifindex = struct.unpack("=i", raw[:4])[0]
@@ -206,7 +175,7 @@ def _netconf_scope(body: bytes, unsafe: set[int]) -> bool:
 
 
 def _route_is_multipath(body: bytes) -> bool:
-    attrs = netdev_genl.parse_attrs(body[12:])  # struct rtmsg is 12 bytes
+    attrs = netlink.parse_attrs(body[netlink.RTMSG.size:])
     return RTA_MULTIPATH in attrs or RTA_NH_ID in attrs
 
 
@@ -217,7 +186,7 @@ class AlreadyRunning(Exception):
 
 
 def state_path() -> str:
-    return os.path.join(STATE_DIR, f"ns{netns.cookie()}.json")
+    return os.path.join(control.STATE_DIR, f"ns{netns.cookie()}.json")
 
 
 def read_state() -> dict[str, Any] | None:
@@ -238,7 +207,7 @@ class Daemon:
     def __init__(self, netns_name: str, keep: bool = False, resync_s: float = 1.0,
                  log: TextIO = sys.stdout) -> None:
         self.netns_name, self.keep, self.resync_s, self.log = netns_name, keep, resync_s, log
-        self.datapath = loader.Datapath(owned=True)
+        self.datapath = control.new_datapath(owned=True)
         self.plan: Plan | None = None
         self.state: dict[str, Any] = {"pid": os.getpid(), "netns": netns_name,
                                       "started": time.time(), "cycles": 0, "errors": 0,
@@ -249,7 +218,7 @@ class Daemon:
         self._netfilter: tuple[tuple[NetfilterChain, ...], tuple[NetfilterSet, ...]] | None = None
         self._xfrm: tuple[XfrmPolicy, ...] | None = None
         # the bridge FDB mirror: fed by notifications, refreshed (ageing) on a timer
-        self.mirror = fdb.FdbMirror()
+        self.mirror = FdbMirror()
         self.bridges: set[int] = set()
         self._next_fdb_refresh = float("inf")
 
@@ -265,7 +234,7 @@ class Daemon:
                              (signal.SIGHUP, self._on_hup)):
             signal.signal(sig, handler)
         try:
-            fdb.stop_refresher()  # one left by 'tna apply': the daemon drives the mirror now
+            fdbrefresh.stop_refresher()  # one left by 'tna apply': the daemon drives it now
             adopted = self.datapath.adopt()
             self._emit("start", adopted=[_name(i) for i in adopted], keep=self.keep)
             self.cycle(Batch(kinds={"start"}, first_at=time.monotonic()))
@@ -274,6 +243,8 @@ class Daemon:
         finally:
             events.close()
             self.datapath.release(keep=self.keep)
+            if not self.keep:
+                control.forget_firewall()
             self._emit("stop", kept=self.keep)
             _remove(state_path())
         return 0
@@ -340,12 +311,11 @@ class Daemon:
         """FDB notifications are map updates, no cycle; a timer refreshes kernel ageing."""
         try:
             for msg_type, body in batch.fdb:
-                self.mirror.handle_netlink(msg_type, body, self.bridges)
+                control.follow_fdb(self.mirror, msg_type, body, self.bridges)
             if self.bridges and time.monotonic() >= self._next_fdb_refresh:
-                entries = [e for e in introspect.fdb() if e.bridge in self.bridges]
-                self.mirror.full_sync(entries, self.bridges)
-                self.mirror.refresh(entries)
-                self._next_fdb_refresh = time.monotonic() + fdb.refresh_interval(self.bridges)
+                control.refresh_fdb(self.mirror, self.bridges)
+                self._next_fdb_refresh = (time.monotonic()
+                                          + control.refresh_interval(self.bridges))
         except Exception as e:  # a cycle (periodic at the latest) resyncs the mirror
             self.state["errors"] += 1
             self._emit("error", why=["fdb"], error=f"{type(e).__name__}: {e}")
@@ -367,16 +337,13 @@ class Daemon:
                 self._netfilter = netfilter.ruleset()
             if full or "xfrm" in batch.kinds or self._xfrm is None:
                 self._xfrm = introspect.xfrm_policies()
-            snap = introspect.snapshot(self.netns_name, our_prog_ids=self.datapath.prog_ids(),
-                                       netfilter_chains=self._netfilter[0],
-                                       netfilter_sets=self._netfilter[1], xfrm=self._xfrm,
-                                       plan_only=True)
-            read = time.monotonic()
-            plan = make_plan(snap)
-            changes = self.datapath.reconcile(plan.ports(), plan.namespace)
-            self.bridges = fdb.plan_bridges(plan)
-            fdb.sync(plan)  # also empties the mirror of bridges that are gone
-            self._next_fdb_refresh = (time.monotonic() + fdb.refresh_interval(self.bridges)
+            applied = control.apply(self.netns_name, self.datapath,
+                                    netfilter_chains=self._netfilter[0],
+                                    netfilter_sets=self._netfilter[1], xfrm=self._xfrm,
+                                    plan_only=True)
+            plan, changes, read = applied.plan, applied.changes, applied.read_at
+            self.bridges = plan.bridges()
+            self._next_fdb_refresh = (time.monotonic() + control.refresh_interval(self.bridges)
                                       if self.bridges else float("inf"))
         except Exception as e:  # the daemon must outlive one bad cycle
             self.state["errors"] += 1
@@ -408,7 +375,7 @@ class Daemon:
         self.log.flush()
 
     def _save(self) -> None:
-        os.makedirs(STATE_DIR, exist_ok=True)
+        os.makedirs(control.STATE_DIR, exist_ok=True)
         tmp = state_path() + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.state, f)
@@ -426,7 +393,7 @@ def _name(ifindex: int) -> str:
         return f"ifindex{ifindex}"
 
 
-def _named(changes: loader.Changes) -> dict[str, list[str]]:
+def _named(changes: Changes) -> dict[str, list[str]]:
     return {k: [_name(i) for i in v] for k, v in changes.by_kind().items()}
 
 

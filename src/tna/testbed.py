@@ -95,17 +95,15 @@ class Testbed:
 
     def destroy(self) -> None:
         """Detach TNA from every namespace, then delete them; safe to call twice."""
-        from tna.datapath import loader  # late: the testbed works without BPF too
+        from tna import control, fdbrefresh  # late: the testbed works without BPF too
         from tna.netns import entered
 
         for name in reversed(self.namespaces):
             if os.path.exists(f"/run/netns/{name}"):
                 try:
                     with entered(name):
-                        loader.detach_all()
-                        from tna.datapath import fdb
-
-                        fdb.stop_refresher()
+                        control.detach()
+                        fdbrefresh.stop_refresher()
                 except Exception:  # teardown must go on whatever detach says
                     pass
                 sh(["ip", "netns", "del", name], check=False)

@@ -4,7 +4,8 @@ Role in the equivalence suite: the property itself.  For one scenario and one co
 
 1. build the scenario from scratch (fresh namespaces: no state from an earlier run);
 2. TNA off: nothing attached.  TNA on: in every namespace under test, snapshot, plan and
-   ``loader.apply`` (optionally a different BPF object: the deliberately broken builds);
+   reconcile as ``tna apply`` does (``control.apply``), optionally with a different BPF object
+   (the deliberately broken builds);
 3. open AF_PACKET captures on every host interface, wait until the network is quiet and
    forget anything captured so far (announcements of the setup itself);
 4. send the corpus in order from a thread pinned to one CPU; after each sender's burst, send
@@ -43,10 +44,9 @@ from testing.equivalence.capture import Capture, CaptureError, Frame, Injector, 
 from testing.equivalence.corpus import TAG_PREFIX, CorpusFrame
 from testing.equivalence.report import format_report
 from testing.equivalence.scenarios import MARK, Network, Scenario
-from tna import introspect
-from tna.datapath import fdb, loader
+from tna import control
+from tna.datapath import status
 from tna.netns import entered
-from tna.plan import make_plan
 from tna.testbed import Testbed
 
 QUIET = 0.15  # s without a frame: over twice the longest timer chain (ARP/ND: 3 x 20 ms)
@@ -119,7 +119,7 @@ class Comparison:
         return not self.differences and not self.refused_differently
 
     def report(self) -> str:
-        return format_report(self)
+        return format_report(self, origins)
 
 
 class EquivalenceError(AssertionError):
@@ -140,10 +140,7 @@ def _local_routes(bed: Testbed, ns: str) -> list[str]:
 def _apply(ns: str, mode: Mode) -> list[str]:
     """Attach TNA in ``ns`` as ``tna apply`` would; return the plan's slow-path reasons."""
     with entered(ns):
-        snap = introspect.snapshot(ns, our_prog_ids=loader.our_prog_ids())
-        plan = make_plan(snap)
-        loader.apply(plan.ports(), obj_path=mode.obj_path, namespace=plan.namespace)
-        fdb.sync(plan)  # the bridge FDB mirror, as 'tna apply' fills it
+        plan = control.apply(ns, control.new_datapath(obj_path=mode.obj_path)).plan
     reasons = [f"{s.traffic}: {s.reason}" for s in plan.slow_path]
     reasons += [f"{s.traffic}: {s.reason}" for i in plan.interfaces for s in i.slow_path]
     return reasons
@@ -151,7 +148,7 @@ def _apply(ns: str, mode: Mode) -> list[str]:
 
 def _counters(ns: str) -> dict[str, int]:
     with entered(ns):
-        rows = loader.read_counters()
+        rows = status.read_counters()
     total: Counter[str] = Counter()
     for row in rows.values():
         for name, c in row.items():

@@ -10,13 +10,20 @@ and the fast-path counters of the TNA run.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from scapy.layers.l2 import Ether
 from scapy.packet import NoPayload, Packet
 
-if TYPE_CHECKING:
-    from testing.equivalence.harness import Comparison, Difference
+from testing.equivalence.corpus import CorpusFrame
+
+# The harness imports this module, so this one does not import the harness: a comparison and
+# its differences (testing.equivalence.harness.Comparison, .Difference) arrive duck-typed, and the
+# harness hands over how to attribute a frame to the corpus frames that caused it.
+Comparison = Any
+Difference = Any
+Origins = Callable[[bytes, Sequence[CorpusFrame]], list[str]]
 
 MAX_LISTED = 40  # differences shown in full; the rest are counted
 
@@ -77,9 +84,7 @@ def _describe(d: Difference, label_a: str, label_b: str, causes: list[str]) -> l
             f"      {_hex(d.data)}"]
 
 
-def format_report(cmp: Comparison) -> str:
-    from testing.equivalence.harness import origins  # late: harness imports this module
-
+def format_report(cmp: Comparison, origins: Origins) -> str:
     a, b = cmp.a.mode.label, cmp.b.mode.label
     lines = [f"EQUIVALENCE FAILED: scenario {cmp.scenario!r}: {len(cmp.differences)} "
              f"frame difference(s) between {a} and {b}"]

@@ -22,9 +22,12 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
 from testing.bpf_helpers import XDP_PASS, XDP_REDIRECT, counted_run, counters
-from tna import abi, introspect, netns
-from tna.datapath import fdb, loader
-from tna.datapath.loader import Features, Port
+from testing.datapath_hooks import load_for_test, sync_ports_for_test
+from tna import abi, control, introspect, netns
+from tna.datapath import fdb
+from tna.datapath.pins import open_map
+from tna.model import FdbEntry
+from tna.plan.types import Features, Port
 from tna.testbed import Testbed
 
 pytestmark = pytest.mark.root
@@ -107,7 +110,7 @@ def switch() -> Iterator[Switch]:
 
 def _reset_mirror(sw: Switch) -> None:
     """tna_fdb and tna_brports exactly as the kernel has them, with no fast-path state."""
-    m = loader.open_map("tna_fdb")
+    m = open_map("tna_fdb")
     try:
         for key in m.all_keys():
             m.delete(key)
@@ -115,7 +118,7 @@ def _reset_mirror(sw: Switch) -> None:
         m.close()
     bridges = {sw.ifindex["br0"], sw.ifindex["br1"]}
     mirror = fdb.FdbMirror()
-    mirror.sync_ports(fdb.current_ports(bridges))
+    mirror.sync_ports(control.current_ports(bridges))
     mirror.full_sync(introspect.fdb(), bridges)
 
 
@@ -123,14 +126,14 @@ def _reset_mirror(sw: Switch) -> None:
 def program(sw: Switch, features: Features, ingress: str = "p1") -> Iterator[None]:
     """Load the object with ``features`` for ``ingress``; fill the maps as apply would."""
     with netns.entered(sw.ns):
-        prog = loader.load_for_test(features)
+        prog = load_for_test(features)
         try:
             ports = [Port(sw.ifindex[n], n, sw.mac[n], n != "p6",
                           features if n == ingress else None)
                      for n in (*(f"p{k}" for k in range(1, 8)), "q1", "r1")]
             ports += [Port(sw.ifindex[b], b, sw.mac[b], True, None, bridge=True)
                       for b in ("br0", "br1")]
-            loader.sync_ports_for_test(ports)
+            sync_ports_for_test(ports)
             _reset_mirror(sw)
             sw.prog_fd, sw.features = prog.fd, features
             yield
@@ -365,13 +368,20 @@ def test_port_state_follows_the_kernel_without_reload(switch: Switch) -> None:
         assert run(switch, frame)[0] == XDP_REDIRECT  # control
         switch.bed.run(switch.ns, "bridge", "link", "set", "dev", "p2", "state", "2")
         try:
-            fdb.FdbMirror().sync_ports(fdb.current_ports({switch.ifindex["br0"]}))
+            fdb.FdbMirror().sync_ports(control.current_ports({switch.ifindex["br0"]}))
             verdict, _, moved = run(switch, frame)
         finally:
             switch.bed.run(switch.ns, "bridge", "link", "set", "dev", "p2", "state", "3")
         assert (verdict, moved) == (XDP_PASS, {"port_state": 1})
-        fdb.FdbMirror().sync_ports(fdb.current_ports({switch.ifindex["br0"]}))
+        fdb.FdbMirror().sync_ports(control.current_ports({switch.ifindex["br0"]}))
         assert run(switch, frame)[0] == XDP_REDIRECT
+
+
+def _refresh(kernel: list[FdbEntry]) -> list[FdbEntry]:
+    """What the control side does on its timer: NTF_USE for the entries the fast path used."""
+    due = fdb.FdbMirror().due(kernel)
+    control.send_use(due)
+    return due
 
 
 def _fdb_entry(mac: str, bridge: int) -> abi.TnaFdbEntry | None:
@@ -422,14 +432,14 @@ def test_forwarding_stamps_the_source_and_refresh_renews_the_kernel_entry(switch
             entry = _fdb_entry(H[9], sw.ifindex["br0"])
             assert entry is not None and entry.seen_ns == 0
             kernel = [e for e in introspect.fdb() if e.mac == H[9]]
-            assert fdb.FdbMirror().refresh(kernel) == []  # control: not used, not refreshed
+            assert _refresh(kernel) == []  # control: not used, not refreshed
             time.sleep(0.3)  # let the kernel's entry age measurably
             assert run(sw, wire(v4(src=H[9]) / UDP()))[0] == XDP_REDIRECT
             entry = _fdb_entry(H[9], sw.ifindex["br0"])
             assert entry is not None and entry.seen_ns > 0
             kernel = [e for e in introspect.fdb() if e.mac == H[9]]
             assert kernel[0].updated_cs >= 20
-            assert [e.mac for e in fdb.FdbMirror().refresh(kernel)] == [H[9]]
+            assert [e.mac for e in _refresh(kernel)] == [H[9]]
             after = next(e for e in introspect.fdb() if e.mac == H[9])
             assert after.updated_cs < 10 and after.ifindex == sw.ifindex["p1"]
             assert after.state == "reachable"  # still a dynamic (learnt) entry

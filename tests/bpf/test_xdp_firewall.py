@@ -29,9 +29,8 @@ from testing.bpf_helpers import (
     v4,
     v6,
 )
+from testing.datapath_hooks import firewall_counters, sync_firewall_for_test
 from tna import netns
-from tna.datapath import loader
-from tna.datapath.loader import Features, Namespace
 from tna.firewall.tables import (
     MAX_STEPS,
     VERDICT_ACCEPT,
@@ -42,6 +41,7 @@ from tna.firewall.tables import (
     FwTables,
     RuleRef,
 )
+from tna.plan.types import Features, Namespace
 
 pytestmark = pytest.mark.root
 
@@ -140,7 +140,7 @@ V6_RULES = [
 def firewall(router: Router, v4_table: FwTables | None,
              v6_table: FwTables | None = None) -> Iterator[None]:
     with program(router, FIREWALL), netns.entered(router.ns):
-        loader.sync_firewall_for_test(Namespace(firewall=(v4_table, v6_table)))
+        sync_firewall_for_test(Namespace(firewall=(v4_table, v6_table)))
         yield
 
 
@@ -175,7 +175,7 @@ def test_ipv4_classifier(router: Router, case: str) -> None:
                         "lladdr", "02:00:00:00:02:02", "dev", "r2"], check=True)
     with firewall(router, build(v4_rules(router))):
         got, out, moved = run(router, bytes(pkt))
-        counters = loader.firewall_counters(0)
+        counters = firewall_counters(0)
     assert got == verdict
     assert moved == {moved_counter: 1}
     if verdict == XDP_REDIRECT:
@@ -202,7 +202,7 @@ def test_ipv6_classifier(router: Router) -> None:
         assert (got, out, moved) == (XDP_REDIRECT, forwarded_v6(accepted), {"forwarded": 1})
         got, _, moved = run(router, bytes(v6() / UDP(dport=53)))
         assert (got, moved) == (XDP_DROP, {"fw_dropped": 1})
-        assert loader.firewall_counters(1) == [(1, len(v6() / UDP(dport=53))), (1, len(accepted))]
+        assert firewall_counters(1) == [(1, len(v6() / UDP(dport=53))), (1, len(accepted))]
 
 
 def test_a_new_generation_replaces_the_ruleset(router: Router) -> None:
@@ -210,10 +210,10 @@ def test_a_new_generation_replaces_the_ruleset(router: Router) -> None:
     frame = bytes(v4() / UDP(dport=7))
     with firewall(router, build([R(VERDICT_ACCEPT)])):
         assert run(router, frame)[0] == XDP_REDIRECT  # positive control
-        loader.sync_firewall_for_test(Namespace(firewall=(build(
+        sync_firewall_for_test(Namespace(firewall=(build(
             [R(VERDICT_DROP, {"l4proto": {UDP_}, "dport": {7}}), R(VERDICT_ACCEPT)]), None)))
         assert run(router, frame)[0] == XDP_DROP
-        loader.sync_firewall_for_test(Namespace(firewall=(build([R(VERDICT_ACCEPT)]), None)))
+        sync_firewall_for_test(Namespace(firewall=(build([R(VERDICT_ACCEPT)]), None)))
         assert run(router, frame)[0] == XDP_REDIRECT
 
 
@@ -226,7 +226,7 @@ def test_1000_rules_walk_to_the_last_word(router: Router) -> None:
         assert (got, moved) == (XDP_DROP, {"fw_dropped": 1})
         got, _, moved = run(router, bytes(v4() / UDP(dport=9999)))
         assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1})
-        counters = loader.firewall_counters(0)
+        counters = firewall_counters(0)
     assert [i for i, c in enumerate(counters) if c[0]] == [998, 999]
 
 
@@ -305,6 +305,6 @@ def test_a_walk_longer_than_the_step_limit_goes_to_linux(router: Router) -> None
     frame = bytes(v4() / UDP(dport=7))
     with firewall(router, build(chain(MAX_STEPS - 1))):
         assert run(router, frame)[0] == XDP_REDIRECT  # positive control: 32 steps decide
-        loader.sync_firewall_for_test(Namespace(firewall=(build(chain(MAX_STEPS)), None)))
+        sync_firewall_for_test(Namespace(firewall=(build(chain(MAX_STEPS)), None)))
         got, _, moved = run(router, frame)
     assert (got, moved) == (XDP_PASS, {"firewall": 1})

@@ -31,9 +31,11 @@ from testing.bpf_helpers import (
     v4,
     v6,
 )
+from testing.datapath_hooks import sync_namespace_for_test, sync_ports_for_test
 from tna import abi, netns
-from tna.datapath import libbpf, loader
-from tna.datapath.loader import Features, Port
+from tna.datapath import libbpf, status
+from tna.datapath.pins import open_map
+from tna.plan.types import Features, Namespace, Port
 
 pytestmark = pytest.mark.root
 
@@ -197,9 +199,9 @@ def test_family_off(router: Router) -> None:
 def test_unknown_ingress_port(router: Router) -> None:
     frame = bytes(v4() / UDP())
     with program(router, Features(True, True)), netns.entered(router.ns):
-        lo_before = loader.read_counters().get(0, {}).get("no_port")
+        lo_before = status.read_counters().get(0, {}).get("no_port")
         verdict, _, _ = libbpf.test_run(router.prog_fd, frame, ingress_ifindex=1)
-        lo_after = loader.read_counters()[0]["no_port"]
+        lo_after = status.read_counters()[0]["no_port"]
     assert verdict == XDP_PASS
     assert lo_after.packets == (lo_before.packets if lo_before else 0) + 1
 
@@ -249,7 +251,7 @@ def test_every_punt_reason_is_exercised() -> None:
 def test_counter_rows_are_per_interface_and_cpu(router: Router) -> None:
     with program(router, Features(True, True)) as stats, netns.entered(router.ns):
         run(router, bytes(Ether(bytes(v4() / UDP()))))
-        r2 = loader.read_counters()[router.ifindex["r2"]]
+        r2 = status.read_counters()[router.ifindex["r2"]]
         key = struct.pack("=I", 0)
         assert len(stats.lookup_percpu(key)) == libbpf.num_possible_cpus()
     assert r2["transmitted"].packets >= 1
@@ -345,7 +347,7 @@ def test_denied_sources_are_punted(router: Router) -> None:
     denied = {f"10.1.{i // 250}.{i % 250 + 1}" for i in range(0, 600, 3)}
     allowed = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(1, 600, 3)]
     with program(router, Features(True, True)), netns.entered(router.ns):
-        loader.sync_namespace_for_test(loader.Namespace(frozenset(denied)))
+        sync_namespace_for_test(Namespace(frozenset(denied)))
         try:
             for src in sorted(denied):
                 frame = bytes(Ether(bytes(v4(src=src) / UDP())))
@@ -354,7 +356,7 @@ def test_denied_sources_are_punted(router: Router) -> None:
                 frame = bytes(Ether(bytes(v4(src=src) / UDP())))
                 assert run(router, frame)[0] == XDP_REDIRECT, src
         finally:
-            loader.sync_namespace_for_test(loader.Namespace())
+            sync_namespace_for_test(Namespace())
         assert run(router, bytes(Ether(bytes(v4(src=min(denied)) / UDP()))))[0] == XDP_REDIRECT
 
 
@@ -376,13 +378,13 @@ def test_large_ifindexes_use_the_hash(router: Router) -> None:
                                                                   ttl=64) / UDP()))
         features = Features(True, True)
         with program(router, features), netns.entered(r):
-            loader.sync_ports_for_test([Port(big, "r5", r5_mac, True, features)])
+            sync_ports_for_test([Port(big, "r5", r5_mac, True, features)])
             out = libbpf.test_run(router.prog_fd, bytes(to_big),
                                   ingress_ifindex=router.ifindex["r1"])
             assert out[:2] == (XDP_REDIRECT, forwarded_v4(to_big, h5_mac, r5_mac))
             out = libbpf.test_run(router.prog_fd, bytes(from_big), ingress_ifindex=big)
             assert out[:2] == (XDP_REDIRECT, forwarded_v4(from_big))
-            assert loader.read_counters()[big]["forwarded"].packets == 1
+            assert status.read_counters()[big]["forwarded"].packets == 1
     finally:
         bed.run(r, "ip", "link", "del", "r5")
 
@@ -392,7 +394,7 @@ def test_map_flags_withdraw_a_family_without_reload(router: Router) -> None:
     fwd = bytes(Ether(bytes(v4() / UDP())))
     with program(router, Features(True, True)), netns.entered(router.ns):
         assert run(router, fwd)[0] == XDP_REDIRECT  # control
-        loader.sync_ports_for_test([Port(router.ifindex["r1"], "r1", R1_MAC, True,
+        sync_ports_for_test([Port(router.ifindex["r1"], "r1", R1_MAC, True,
                                          Features(ipv6_router=True))])
         verdict, out, moved = run(router, fwd)
         v6_verdict = run(router, bytes(Ether(bytes(v6() / UDP()))))[0]
@@ -409,9 +411,9 @@ def test_gateway_routes_after_a_redirect_go_to_linux(router: Router) -> None:
                      / ICMP(type=5, code=1, gw="10.1.0.7") / IP(src="10.1.0.1", dst="10.9.8.1")
                      / UDP())
     with program(router, Features(True, True)), netns.entered(router.ns):
-        loader.sync_ports_for_test([Port(router.ifindex["r2"], "r2", R2_MAC, True, None,
+        sync_ports_for_test([Port(router.ifindex["r2"], "r2", R2_MAC, True, None,
                                          accept_redirects=True)])
-        redirects = loader.open_map("tna_redirects")
+        redirects = open_map("tna_redirects")
         try:
             for key in (0, 1):  # nothing seen, nothing pending
                 redirects.update(struct.pack("=I", key), bytes(8))

@@ -14,7 +14,7 @@ from testing.equivalence import harness
 from testing.equivalence.divergences import APPLY_FAILS, without_known
 from testing.equivalence.scenarios import SCENARIOS
 from tna.datapath.libbpf import LibbpfError
-from tna.datapath.loader import DatapathError
+from tna.datapath.pins import DatapathError
 
 pytestmark = pytest.mark.root
 

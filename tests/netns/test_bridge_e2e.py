@@ -18,7 +18,7 @@ import pytest
 
 from testing.netns_helpers import ifindex, mirror_learnt, mirror_port, port_stats
 from tna import abi, introspect, netns, traffic
-from tna.datapath import loader
+from tna.datapath.pins import open_map
 from tna.model import FdbEntry
 from tna.testbed import BridgeTopology, Testbed, wait_for
 from tna.testbed import run_tna as tna
@@ -200,7 +200,7 @@ def test_port_not_forwarding_stops_exactly_as_linux(three: BridgeTopology, state
 def _brport_forwarding(t: BridgeTopology, port: str) -> bool | None:
     index = ifindex(t, port)
     with netns.entered(t.sw):
-        m = loader.open_map("tna_brports")
+        m = open_map("tna_brports")
         try:
             raw = m.lookup(struct.pack("=I", index))
         finally:

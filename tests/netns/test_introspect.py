@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tna import introspect, netdev_genl
+from tna import introspect, model, netlink
 from tna.model import (
     AF_INET,
     AF_INET6,
@@ -158,17 +158,17 @@ def test_xdp_features_follow_peer_gro(bed: Testbed) -> None:
         assert link is not None and link.xdp_features is not None
         return link.xdp_features
 
-    base = netdev_genl.XDP_ACT_BASIC | netdev_genl.XDP_ACT_REDIRECT | netdev_genl.XDP_ACT_RX_SG
-    xmit = netdev_genl.XDP_ACT_NDO_XMIT | netdev_genl.XDP_ACT_NDO_XMIT_SG
+    base = model.XDP_ACT_BASIC | model.XDP_ACT_REDIRECT | model.XDP_ACT_RX_SG
+    xmit = model.XDP_ACT_NDO_XMIT | model.XDP_ACT_NDO_XMIT_SG
     # veth_set_xdp_features(): frames may be redirected into a veth only when its peer
     # can take them, i.e. has an XDP program or GRO.
     assert bits() == base
     bed.gro(b, "eth0", True)
     assert bits() == base | xmit
     bed.gro(b, "eth0", False)
-    assert bits() & netdev_genl.XDP_ACT_NDO_XMIT == 0
+    assert bits() & model.XDP_ACT_NDO_XMIT == 0
     with entered(a):
-        assert netdev_genl.xdp_features()[ifindex(bed, a, "eth0")] == base
+        assert introspect.xdp_features()[ifindex(bed, a, "eth0")] == base
 
 
 def test_xdp_attachments(bed: Testbed) -> None:
@@ -334,13 +334,13 @@ def test_rule_selectors_iproute2_cannot_add(bed: Testbed) -> None:
     """FRA_DSCP (Linux 6.15+) sent by hand: the rule must not pass for a default one."""
     a = bed.ns("a")
     hdr = struct.pack("=BBBBBBBBI", AF_INET, 0, 0, 0, 254, 0, 0, 1, 0)
-    attrs = (netdev_genl.attr(introspect.FRA_PRIORITY, struct.pack("=I", 32766))
-             + netdev_genl.attr(introspect.FRA_TABLE, struct.pack("=I", 254))
-             + netdev_genl.attr(introspect.FRA_DSCP, bytes([10])))
+    attrs = (netlink.attr(introspect.FRA_PRIORITY, struct.pack("=I", 32766))
+             + netlink.attr(introspect.FRA_TABLE, struct.pack("=I", 254))
+             + netlink.attr(introspect.FRA_DSCP, bytes([10])))
     with entered(a):
         try:
-            list(netdev_genl.dump(netdev_genl.NETLINK_ROUTE, 32, hdr + attrs,  # RTM_NEWRULE
-                                  flags=netdev_genl.NLM_F_ACK | 0x400))  # NLM_F_CREATE
+            list(netlink.dump(netlink.NETLINK_ROUTE, 32, hdr + attrs,  # RTM_NEWRULE
+                                  flags=netlink.NLM_F_ACK | 0x400))  # NLM_F_CREATE
         except OSError as exc:
             pytest.skip(f"kernel refuses FRA_DSCP: {exc}")
     dscp = [r for r in snap(a).rules if r.priority == 32766 and r.family == AF_INET]

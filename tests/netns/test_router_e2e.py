@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tna import netns, traffic
+from tna.datapath.pins import pin_dir
 from tna.testbed import RouterTopology, Testbed, wait_for
 from tna.testbed import run_tna as tna
 from tna.testbed import tna_stats as stats
@@ -138,9 +139,7 @@ def test_detach_returns_the_namespace_to_plain_linux(topo: RouterTopology) -> No
     tna(topo.r, "apply")
     assert xdp_attached(topo, "r1") and xdp_attached(topo, "r2")  # control
     with netns.entered(topo.r):
-        from tna.datapath import loader
-
-        pins = loader.pin_dir()
+        pins = pin_dir()
     assert os.path.isdir(pins)
     out = tna(topo.r, "detach").stdout
     assert "2 interface(s)" in out

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from tna import abi
-from tna.datapath.loader import Features
 from tna.firewall.tables import VERDICT_ACCEPT, VERDICT_DROP, VERDICT_PUNT
 from tna.model import (
     AF_INET,
@@ -25,7 +24,7 @@ from tna.model import (
     XdpAttachment,
     XfrmPolicy,
 )
-from tna.plan import Plan, make_plan
+from tna.plan import Features, Plan, make_plan
 
 DATA = Path(__file__).parent / "data"
 BOTH = Features(ipv4_router=True, ipv6_router=True, verify_l4_csum=True)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from tna import abi, introspect
+from tna import abi, control, introspect, netlink
 from tna.datapath import fdb
-from tna.datapath.loader import Features
 from tna.model import (
     AF_INET,
     AF_INET6,
@@ -28,8 +28,8 @@ from tna.model import (
     Sysctls,
     XdpAttachment,
 )
-from tna.netdev_genl import attr
-from tna.plan import BridgePortPlan, Plan, brport_plan, make_plan
+from tna.netlink import attr
+from tna.plan import BridgePortPlan, Features, Plan, brport_plan, make_plan
 
 XDP_ALL = 0b111  # BASIC | REDIRECT | NDO_XMIT
 BR, P1, P2, P3, R1 = 10, 11, 12, 13, 20
@@ -329,12 +329,12 @@ def test_snapshot_with_bridges_round_trips() -> None:
 # ---- parsers ---------------------------------------------------------------------------------
 
 def _ndmsg(ifindex: int, state: int, flags: int, *attrs: bytes) -> bytes:
-    return introspect._NDMSG.pack(introspect.AF_BRIDGE, ifindex, state, flags, 0) + b"".join(
+    return netlink.NDMSG.pack(netlink.AF_BRIDGE, ifindex, state, flags, 0) + b"".join(
         attrs)
 
 
 MAC = bytes.fromhex("020000000001")
-CACHE = attr(introspect.NDA_CACHEINFO, struct.pack("=IIII", 0, 120, 340, 0))
+CACHE = attr(netlink.NDA_CACHEINFO, struct.pack("=IIII", 0, 120, 340, 0))
 
 
 def test_parse_fdb_entries() -> None:
@@ -447,8 +447,11 @@ def test_refresh_picks_entries_used_since_the_kernels_last_update(
               fdb.key_of(moved): abi.TnaFdbEntry(P1, abi.TNA_FDB_MOVED, 0, recent),
               fdb.key_of(other_port): abi.TnaFdbEntry(P1, 0, 0, recent)}
     monkeypatch.setattr(fdb.FdbMirror, "read", lambda self: mirror)
-    monkeypatch.setattr(fdb, "send_use", sent.extend)
-    due = fdb.FdbMirror().refresh([used, idle, static, moved, other_port], now)
+    monkeypatch.setattr(control, "send_use", sent.extend)
+    monkeypatch.setattr(introspect, "fdb", lambda: (used, idle, static, moved, other_port))
+    monkeypatch.setattr(time, "clock_gettime_ns", lambda clock: now)
+    monkeypatch.setattr(fdb.FdbMirror, "full_sync", lambda self, *args: fdb.SyncResult())
+    due = control.refresh_fdb(fdb.FdbMirror(), {BR})
     assert due == sent == [used]
 
 
@@ -457,7 +460,7 @@ def test_refresh_interval_follows_the_shortest_hold_time(monkeypatch: pytest.Mon
     details = {1: (None, BridgeInfo(ageing_time=500), None),
                2: (None, BridgeInfo(ageing_time=30000, stp_state=1, forward_delay=1500), None)}
     monkeypatch.setattr(introspect, "bridge_details", lambda: details)
-    assert fdb.refresh_interval({1}) == 0.5
-    assert fdb.refresh_interval({2}) == 1.5  # forward delay: the hold time in a topology change
-    assert fdb.refresh_interval({2, 1}) == 0.5
-    assert fdb.refresh_interval(set()) == 1.0
+    assert control.refresh_interval({1}) == 0.5
+    assert control.refresh_interval({2}) == 1.5  # forward delay: the hold time in a topology change
+    assert control.refresh_interval({2, 1}) == 0.5
+    assert control.refresh_interval(set()) == 1.0

@@ -7,7 +7,7 @@ life (which also makes XDP redirects into the receiver legal) and switches the D
 ``null``           the sink sits on the DUT's ingress: generator and veth cost alone
 ``linux``          no XDP on the DUT; GRO on its ingress veth so it accepts XDP-sent frames
 ``linux-no-brnf``  bridges only: as ``linux`` with br_netfilter's bridge-nf-call-* off
-``tna``            the real fast path: introspect -> plan -> loader.apply in the DUT
+``tna``            the real fast path: introspect -> plan -> reconcile (tna.control) in the DUT
 ``fib``            routers only: a bare XDP router (bpf_fib_lookup, rewrite, redirect; no
                    checks, maps or counters), the most any lookup-based fast path can do
 ``sol``            "speed of light": a fixed program that rewrites and redirects, no lookup
@@ -26,13 +26,13 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tna import introspect, netns
+from tna import control, netns
 from tna.bench import frames
 from tna.bench.bpfobj import BpfObject, Link, Sink, SolCfg, attach, ifindex_of
 from tna.bench.frames import FrameSpec, Variation
-from tna.datapath import fdb, libbpf, loader
+from tna.datapath import libbpf, loader
 from tna.datapath.loader import Features
-from tna.plan import Plan, make_plan
+from tna.plan import Plan
 from tna.testbed import Testbed
 
 NULL, LINUX, LINUX_NO_BRNF, TNA, FIB, SOL = \
@@ -215,12 +215,9 @@ class Scenario:
     def _apply_tna(self, obj_path: str | None = None, off: tuple[str, ...] = ()) -> None:
         """introspect -> plan -> apply, as ``tna apply`` does; ``off`` is for profiling only."""
         with netns.entered(self.dut):
-            snap = introspect.snapshot(self.dut, our_prog_ids=loader.our_prog_ids())
-            self.plan = make_plan(snap)
-            ports = [dataclasses.replace(p, features=without(p.features, off))
-                     for p in self.plan.ports()]
-            loader.apply(ports, obj_path=obj_path, namespace=self.plan.namespace)
-            fdb.sync(self.plan)
+            self.plan = control.apply(
+                self.dut, control.new_datapath(obj_path=obj_path),
+                tweak=lambda p: dataclasses.replace(p, features=without(p.features, off))).plan
         self.tna_expected_last = self.tna_expected()
 
     def tna_expected(self) -> tuple[bool, str]:

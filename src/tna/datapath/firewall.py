@@ -1,9 +1,9 @@
 """The firewall classifier's maps: :class:`~tna.firewall.tables.FwTables` → ``tna_fw_*``.
 
-Role in the flow: part of ``datapath.loader``'s restrict phase.  The maps hold two
-generations; the one not in use is rewritten completely, then ``tna_config.fw_gen`` flips, so
-a packet is classified either by the old ruleset or by the new one, never by a mixture.
-Loaded programs read the tables without being reloaded: a rule change is a map update.
+Role in the flow: part of the reconciliation's restrict phase (``datapath.loader``). The maps
+hold two generations; the one not in use is rewritten completely, then ``tna_config.fw_gen``
+flips, so a packet is classified either by the old ruleset or by the new one, never by a
+mixture. Loaded programs read the tables without being reloaded: a rule change is a map update.
 
 Class 0 of every table is reserved for "every rule" (the data path uses it for fields no
 rule constrains), so the compiler's class *c* is written as *c + 1*.
@@ -20,28 +20,14 @@ from dataclasses import dataclass
 
 from tna import abi
 from tna.datapath import libbpf
-from tna.firewall.tables import FIELDS, MAX_CLASSES, MAX_RULES, FwTables, RuleRef
+from tna.datapath.pins import pin_dir
+from tna.firewall.tables import FIELDS, MAX_CLASSES, MAX_RULES, FwTables, RuleRef, check_fits
 
 MAP_NAMES = ("tna_fw_tables", "tna_fw_rules", "tna_fw_classes", "tna_fw_ifs", "tna_fw_small",
              "tna_fw_ports", "tna_fw_v4", "tna_fw_v6", "tna_fw_counters")
 SMALL_FIELDS = ("l4proto", "tcpflags", "icmptype")
 PORT_FIELDS = ("sport", "dport")
 FAMILIES = (0, 1)  # table = generation * 2 + family: 0 IPv4, 1 IPv6
-
-
-class FirewallTooLarge(ValueError):
-    """The compiled tables do not fit the maps; the planner leaves the family to Linux."""
-
-
-def check_fits(t: FwTables) -> None:
-    """Raise :class:`FirewallTooLarge` unless ``t`` fits the data path's fixed sizes (the
-    limits in tna.firewall.tables; tests/bpf/test_abi.py holds them equal to the C ones)."""
-    if not t.rules or len(t.rules) > MAX_RULES:
-        raise FirewallTooLarge(f"{len(t.rules)} flattened rules (at most {MAX_RULES})")
-    if len(t.classes) + 1 > MAX_CLASSES:
-        raise FirewallTooLarge(f"{len(t.classes)} classes (at most {MAX_CLASSES - 1})")
-    if len(t.iif) > abi.max_ifaces() or len(t.oif) > abi.max_ifaces():
-        raise FirewallTooLarge(f"rules name more than {abi.max_ifaces()} interfaces")
 
 
 def _u32(v: int) -> bytes:
@@ -54,8 +40,6 @@ def _u32s(values: Iterable[int]) -> bytes:
 
 
 def _open(name: str) -> libbpf.Map:
-    from tna.datapath.loader import pin_dir  # late: the loader imports this module
-
     fd = libbpf.obj_get(os.path.join(pin_dir(), name))
     info = libbpf.map_info(fd)
     return libbpf.Map(fd, info.key_size, info.value_size,

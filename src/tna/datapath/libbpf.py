@@ -18,6 +18,7 @@ from typing import Any
 BPF_XDP = 37  # enum bpf_attach_type
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_ATTACHED_HW, XDP_ATTACHED_MULTI = 1, 2, 3, 4
 BPF_ANY = 0
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 
@@ -35,6 +36,20 @@ class LibbpfError(OSError):
 class LinkCreateOpts(ctypes.Structure):
     # struct bpf_link_create_opts, cut after 'flags': libbpf takes a shorter 'sz'.
     _fields_ = [("sz", ctypes.c_size_t), ("flags", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+class XdpQueryOpts(ctypes.Structure):
+    # struct bpf_xdp_query_opts, cut after 'attach_mode'
+    _fields_ = [("sz", ctypes.c_size_t), ("prog_id", ctypes.c_uint32),
+                ("drv_prog_id", ctypes.c_uint32), ("hw_prog_id", ctypes.c_uint32),
+                ("skb_prog_id", ctypes.c_uint32), ("attach_mode", ctypes.c_uint8)]
+
+
+class ProgQueryOpts(ctypes.Structure):
+    # struct bpf_prog_query_opts, cut after 'prog_cnt'
+    _fields_ = [("sz", ctypes.c_size_t), ("query_flags", ctypes.c_uint32),
+                ("attach_flags", ctypes.c_uint32), ("prog_ids", c_void_p),
+                ("prog_cnt", ctypes.c_uint32)]
 
 
 class TestRunOpts(ctypes.Structure):
@@ -159,6 +174,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_obj_get_info_by_fd": (ctypes.c_int, [ctypes.c_int, c_void_p,
                                               ctypes.POINTER(ctypes.c_uint32)]),
     "bpf_link_create": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_int, c_void_p]),
+    "bpf_xdp_query": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, c_void_p]),
+    "bpf_prog_query_opts": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, c_void_p]),
     "bpf_link_update": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, c_void_p]),
     "bpf_link_detach": (ctypes.c_int, [ctypes.c_int]),
     "bpf_prog_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
@@ -262,6 +279,21 @@ def xdp_link_create(prog_fd: int, ifindex: int, flags: int) -> int:
     opts = LinkCreateOpts(sz=ctypes.sizeof(LinkCreateOpts), flags=flags)
     return check(lib().bpf_link_create(prog_fd, ifindex, BPF_XDP, ctypes.byref(opts)),
                  f"attach XDP to ifindex {ifindex}")
+
+
+def xdp_query(ifindex: int) -> XdpQueryOpts:
+    """The XDP programs attached to ``ifindex`` and how (``XDP_ATTACHED_*``)."""
+    opts = XdpQueryOpts(sz=ctypes.sizeof(XdpQueryOpts))
+    check(lib().bpf_xdp_query(ifindex, 0, ctypes.byref(opts)), f"query XDP of ifindex {ifindex}")
+    return opts
+
+
+def prog_count(target: int, attach_type: int) -> int:
+    """How many programs are attached to ``target`` (an ifindex for tcx) at ``attach_type``."""
+    opts = ProgQueryOpts(sz=ctypes.sizeof(ProgQueryOpts))
+    check(lib().bpf_prog_query_opts(target, attach_type, ctypes.byref(opts)),
+          f"query programs of {target}")
+    return int(opts.prog_cnt)
 
 
 def link_update(link_fd: int, prog_fd: int) -> None:

@@ -1,7 +1,8 @@
 """The firewall classifier as the data path reads it: one :class:`FwTables` per address family.
 
-Role in the flow: the output of ``firewall.compile`` and the input of ``datapath.loader``, which
-writes it into the ``tna_fw_*`` maps (``bpf/lib/firewall.h`` reads them).
+Role in the flow: the output of ``firewall.compile``, checked against the maps' sizes by the
+planner (:func:`check_fits`), and the input of ``datapath.firewall``, which writes it into the
+``tna_fw_*`` maps (``bpf/lib/firewall.h`` reads them).
 
 The classifier is a bit-vector classifier (as in bpf-iptables): the forward hook's rules are
 flattened into one list, first match wins.  For every packet field the data path looks the
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from tna import abi
 
 # Fields the data path classifies on, in this order (bit i of FwTables.used is FIELDS[i]).
 #   iif/oif: ifindex of the L3 input device and of the FIB's output device (a bridge, not its
@@ -94,3 +97,18 @@ class FwTables:
     stateful: bool = False  # conntrack is active for the family: only established flows fast
     counters: tuple[RuleRef, ...] = ()
     unsupported: tuple[Unsupported, ...] = ()
+
+
+class FirewallTooLarge(ValueError):
+    """The compiled tables do not fit the maps; the planner leaves the family to Linux."""
+
+
+def check_fits(t: FwTables) -> None:
+    """Raise :class:`FirewallTooLarge` unless ``t`` fits the data path's fixed sizes (the
+    limits above; tests/bpf/test_abi.py holds them equal to the C ones)."""
+    if not t.rules or len(t.rules) > MAX_RULES:
+        raise FirewallTooLarge(f"{len(t.rules)} flattened rules (at most {MAX_RULES})")
+    if len(t.classes) + 1 > MAX_CLASSES:
+        raise FirewallTooLarge(f"{len(t.classes)} classes (at most {MAX_CLASSES - 1})")
+    if len(t.iif) > abi.max_ifaces() or len(t.oif) > abi.max_ifaces():
+        raise FirewallTooLarge(f"rules name more than {abi.max_ifaces()} interfaces")

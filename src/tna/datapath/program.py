@@ -1,0 +1,119 @@
+"""Loading the XDP object once per feature set, sharing the namespace's pinned maps.
+
+Role in the flow: the data path turns a plan's :class:`~tna.plan.types.Features` into a loaded
+program: the features go into the object's read-only data (so the verifier prunes what is
+off), the object is pointed at the namespace's pinned shared maps (or pins the ones it
+creates), and the program is loaded, not yet attached.  :func:`program_features` reads the
+features back from a running program.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from tna import abi
+from tna.datapath import libbpf
+from tna.datapath.firewall import MAP_NAMES as FIREWALL_MAPS
+from tna.datapath.pins import DatapathError, pin_dir, u32
+from tna.plan.types import Features
+
+SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "tna_src_deny",
+               "tna_config", "tna_redirects", "tna_ifidx", "tna_src_bits", "tna_brpidx",
+               *FIREWALL_MAPS)
+FEATURES_MAP = ".rodata.features"
+FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
+PROG_NAME = b"tna_xdp"
+BPF_F_MMAPABLE = 1 << 10
+
+
+class Program:
+    """One loaded (not yet attached) instance of the XDP object with its features."""
+
+    def __init__(self, features: Features, pin_maps: bool = True,
+                 obj_path: str | None = None) -> None:
+        lib = libbpf.lib()
+        path = (obj_path or str(abi.xdp_object())).encode()
+        self.obj = libbpf.check_ptr(lib.bpf_object__open_file(path, None),
+                                    "open BPF object")
+        try:
+            cfg = bytes(features.to_c())
+            rodata = self._map(FEATURES_MAP)
+            libbpf.check(lib.bpf_map__set_initial_value(rodata, cfg, len(cfg)),
+                         "set features")
+            reused = self._reuse_pinned_maps() if pin_maps else []
+            libbpf.check(lib.bpf_object__load(self.obj), "load XDP program")
+            if pin_maps:
+                self._pin_new_maps(reused)
+            prog = libbpf.check_ptr(lib.bpf_object__find_program_by_name(self.obj, PROG_NAME),
+                                    "find program")
+            self.fd = libbpf.check(lib.bpf_program__fd(prog), "program fd")
+            self.features = features
+        except Exception:
+            self.close()
+            raise
+
+    def _map(self, name: str) -> int:
+        return libbpf.check_ptr(libbpf.lib().bpf_object__find_map_by_name(
+            self.obj, name.encode()), f"find map {name}")
+
+    def _reuse_pinned_maps(self) -> list[str]:
+        """Point the object at the namespace's pinned shared maps, where they exist.
+
+        Done by hand rather than with libbpf's pin_path: the kernel adds BPF_F_RDONLY_PROG to
+        device maps, so libbpf's compatibility check would refuse the pinned tna_tx.
+        """
+        reused = []
+        for name in self._shared_maps():
+            path = os.path.join(pin_dir(), name)
+            if not os.path.exists(path):
+                continue
+            fd = libbpf.obj_get(path)
+            try:
+                check_compatible(name, fd)
+                libbpf.check(libbpf.lib().bpf_map__reuse_fd(self._map(name), fd), f"reuse {name}")
+            finally:
+                os.close(fd)  # libbpf holds its own duplicate
+            reused.append(name)
+        return reused
+
+    def _shared_maps(self) -> list[str]:
+        """The shared maps this object has: an older build (a benchmark variant) lacks some."""
+        return [n for n in SHARED_MAPS
+                if libbpf.lib().bpf_object__find_map_by_name(self.obj, n.encode())]
+
+    def _pin_new_maps(self, reused: list[str]) -> None:
+        for name in self._shared_maps():
+            if name not in reused:
+                fd = libbpf.check(libbpf.lib().bpf_map__fd(self._map(name)), f"{name} fd")
+                libbpf.obj_pin(fd, os.path.join(pin_dir(), name))
+
+    def close(self) -> None:
+        if self.obj:
+            libbpf.lib().bpf_object__close(self.obj)
+            self.obj = 0
+
+
+def check_compatible(name: str, fd: int) -> None:
+    """A pinned map of an older layout (counters per slot changed) cannot be shared."""
+    if ((name == "tna_stats" and libbpf.map_info(fd).max_entries
+         != abi.max_ifaces() * abi.nr_codes())
+            or (name == "tna_config"
+                and libbpf.map_info(fd).value_size != ctypes.sizeof(abi.TnaConfig))
+            or (name == "tna_fw_ports" and not libbpf.map_info(fd).map_flags & BPF_F_MMAPABLE)):
+        raise DatapathError("the pinned maps are from another TNA version (counter layout "
+                            "changed): run 'tna detach' first")
+
+
+def program_features(prog_fd: int) -> Features | None:
+    """The feature block of a loaded TNA program, read from its own read-only map."""
+    for map_id in libbpf.prog_map_ids(prog_fd):
+        fd = libbpf.map_get_fd_by_id(map_id)
+        m = libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaFeatures))
+        try:
+            if libbpf.map_info(fd).name.decode() == FEATURES_MAP_KERNEL_NAME:
+                raw = m.lookup(u32(0))
+                return Features.from_c(raw[:ctypes.sizeof(abi.TnaFeatures)]) if raw else None
+        finally:
+            m.close()
+    return None

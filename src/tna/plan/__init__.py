@@ -1,0 +1,80 @@
+"""The planner: a pure function from a :class:`~tna.model.Snapshot` to a :class:`Plan`.
+
+Role in the flow: ``introspect`` → **plan** → ``datapath``.  For each interface the plan says
+which fast-path features its program gets, whether the fast path may transmit out of it, and,
+for every class of traffic left to Linux, why.  Every guard exists because the fast path could
+otherwise do something Linux would not (bypass a netfilter rule, a qdisc, an xfrm policy, an
+rp_filter drop, or redirect into a device that drops XDP frames).
+
+The planner imports the model and the firewall compiler, never the data path.  Its rooms:
+``types`` (the plan, the contract with the data path), ``guards`` (shared reasons for the slow
+path), ``router``, ``bridge`` and ``firewall`` (what each kind of traffic gets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tna.model import AF_INET, AF_INET6, Link, Snapshot
+from tna.plan.bridge import Bridge, bridge_port_plan, brport_plan, plan_bridge, plan_bridge_port
+from tna.plan.firewall import family_firewall, with_firewall
+from tna.plan.guards import egress_guard, family_guards, ingress_guard
+from tna.plan.router import namespace_data, routing_features, with_redirects
+from tna.plan.types import (
+    BridgePortPlan,
+    Features,
+    InterfacePlan,
+    Namespace,
+    Plan,
+    Port,
+    SlowPath,
+)
+
+__all__ = ["BridgePortPlan", "Features", "InterfacePlan", "Namespace", "Plan", "Port",
+           "SlowPath", "bridge_port_plan", "brport_plan", "make_plan"]
+
+
+def make_plan(snap: Snapshot) -> Plan:
+    firewalls = {af: family_firewall(snap, af) for af in (AF_INET, AF_INET6)}
+    family_blocks = {af: family_guards(snap, af) + firewalls[af].blocks
+                     for af in (AF_INET, AF_INET6)}
+    global_slow = tuple(s for blocks in family_blocks.values() for s in blocks)
+    global_slow += tuple(s for af, fw in firewalls.items() if not family_blocks[af]
+                         for s in fw.partial)
+    bridges = {lk.ifindex: plan_bridge(snap, lk, family_blocks) for lk in snap.links
+               if lk.kind == "bridge" and lk.bridge is not None}
+    bridge_egress = any(b.routable_to for b in bridges.values())
+    interfaces = tuple(plan_interface(snap, link, family_blocks, bridges, bridge_egress)
+                       for link in snap.links if link.ifname != "lo")
+    tables = {af: None if family_blocks[af] else fw.tables for af, fw in firewalls.items()}
+    interfaces = tuple(with_firewall(i, tables) for i in interfaces)
+    namespace = dataclasses.replace(
+        namespace_data(snap), firewall=(tables[AF_INET], tables[AF_INET6]),
+        ct_timeouts_ms=(snap.sysctls.conntrack_udp_timeout_stream * 1000,
+                        snap.sysctls.conntrack_udp_timeout * 1000))
+    return Plan(snap.netns, with_redirects(snap, interfaces), global_slow, namespace)
+
+
+# ---- per interface ---------------------------------------------------------------------------
+
+def plan_interface(snap: Snapshot, link: Link, family_blocks: dict[int, list[SlowPath]],
+                    bridges: dict[int, Bridge], bridge_egress: bool) -> InterfacePlan:
+    if link.ifindex in bridges:
+        return bridges[link.ifindex].interface_plan(link)
+    if link.master in bridges and link.bridge_port is not None:
+        return plan_bridge_port(snap, link, bridges[link.master], bridge_egress)
+    slow: list[SlowPath] = []
+    ingress_block = ingress_guard(snap, link)
+    features: Features | None = None
+    if ingress_block:
+        slow.append(ingress_block)
+    else:
+        features = routing_features(snap, link, family_blocks, slow)
+        if features and bridge_egress:  # a route may point into a bridge
+            features = dataclasses.replace(features, bridge_egress=True)
+    egress_block = egress_guard(snap, link)
+    if egress_block:
+        slow.append(egress_block)
+    return InterfacePlan(link.ifindex, link.ifname, link.address, features,
+                         egress_block is None, tuple(slow))
+
