@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from tna import abi, control, fdbrefresh, netns, sdnotify, sync
+from tna import abi, control, fdbrefresh, gc, netns, sdnotify, sync
 from tna.datapath import firewall as fw_datapath
 from tna.datapath import libbpf, status
 from tna.datapath.libbpf import LibbpfError
@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         ("status", cmd_status, "show attached programs, their features and size"),
         ("stats", cmd_stats, "show fast-path counters and punt reasons"),
         ("detach", cmd_detach, "remove everything TNA attached"),
+        ("gc", cmd_gc, "remove pins and state files of namespaces that no longer exist"),
         ("demo", cmd_demo, "build a demo router in namespaces and show TNA at work"),
     ]
     for name, func, help_text in commands:
@@ -101,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
                             epilog=EXIT_CODES,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(func=func)
+        if func is cmd_status:
+            sp.add_argument("-a", "--all", action="store_true",
+                            help="every namespace TNA manages, by name where it has one")
+        if func is cmd_gc:
+            sp.add_argument("--dry-run", action="store_true",
+                            help="say what would be removed, remove nothing")
     sp = sub.add_parser("run", help="apply, then keep the fast path in sync with the "
                         "configuration (daemon)", description="Apply, then follow every "
                         "configuration change. Logs one JSON line per change (with or without "
@@ -180,6 +187,8 @@ def _preflight(args: argparse.Namespace) -> None:
     if args.netns:
         if args.func in (cmd_demo, cmd_bench):
             raise UsageError(f"{args.func.__name__[4:]} makes its own namespaces; drop --netns")
+        if args.func is cmd_gc or getattr(args, "all", False):
+            raise UsageError("this covers every namespace; drop --netns")
         netns.enter(args.netns)
 
 
@@ -219,9 +228,47 @@ def _refuse_if_daemon(action: str) -> None:
                          f"before '{action}'")
 
 
+def collect_garbage(args: argparse.Namespace) -> list[gc.Collected]:
+    """What namespaces that no longer exist left behind goes first (apply, run, status):
+    never a reason for the command itself to fail."""
+    try:
+        collected = gc.collect()
+    except OSError as e:
+        print(f"tna: warning: could not look for leftovers of deleted namespaces: {e}",
+              file=sys.stderr)
+        return []
+    if collected and not args.json and args.func is not cmd_run:
+        print(f"tna: removed {format_collected(collected)}", file=sys.stderr)
+    return collected
+
+
+def format_collected(collected: list[gc.Collected]) -> str:
+    pins = sum(len(c.pins) for c in collected)
+    files = sum(len(c.state) for c in collected)
+    return (f"{pins} pin(s) and {files} state file(s) of {len(collected)} namespace(s) "
+            "that no longer exist or whose owner is gone")
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    collected = gc.collect(dry_run=args.dry_run)
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "collected": [c.to_dict() for c in collected]})
+        return 0
+    if not collected:
+        print("nothing to remove: every namespace TNA has pins or state for exists")
+        return 0
+    for c in collected:
+        what = ", ".join(c.pins + c.state)
+        print(f"{'would remove' if args.dry_run else 'removed'} ns{c.cookie}: {what}")
+    if not args.dry_run:
+        print(f"removed {format_collected(collected)}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.resync <= 0:
         raise UsageError("--resync must be positive")
+    collect_garbage(args)
     try:
         return sync.Daemon(args.netns, keep=args.keep, resync_s=args.resync).run()
     except sync.AlreadyRunning as e:
@@ -229,10 +276,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    collect_garbage(args)
     _refuse_if_daemon("apply")
     applied = control.apply(args.netns)
     plan, changes = applied.plan, applied.changes
-    refresher = fdbrefresh.ensure_refresher(args.netns) if plan.bridge_ports() else None
+    refresher = (fdbrefresh.ensure_refresher(args.netns)
+                 if plan.attaches and plan.bridge_ports() else None)
     if args.json:
         _print_json(apply_json(plan, changes, refresher))
         return 0
@@ -259,6 +308,9 @@ def format_changes(changes: Changes) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    collect_garbage(args)
+    if args.all:
+        return status_all(args)
     rows = status_rows()
     daemon = sync.read_state()
     if args.json:
@@ -276,6 +328,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['ifname']:<12} {r['mode']:<8} {r['prog_id']:>6} {r['xlated_insns']:>6}  "
               f"{', '.join(r['features']) or '-'}")
+    return 0
+
+
+def status_all(args: argparse.Namespace) -> int:
+    """Every namespace TNA manages, read from inside each (the collection just ran, so all
+    of them exist)."""
+    out = []
+    for m in gc.managed():
+        row: dict[str, Any] = {"cookie": m.cookie, "name": m.name, "alive": m.alive,
+                               "interfaces": [], "daemon": None, "pins": len(m.pins)}
+        if m.path is not None:
+            try:
+                with netns.entered(m.path):
+                    row["interfaces"], row["daemon"] = status_rows(), sync.read_state()
+            except (netns.NetnsError, OSError, LibbpfError):
+                pass  # gone meanwhile
+        out.append(row)
+    if args.json:
+        _print_json({"namespaces": out})
+        return 0
+    if not out:
+        print("TNA manages no namespace")
+        return 0
+    print(f"{'namespace':<24} {'cookie':>8}  {'pins':>4}  {'daemon':>7}  attached")
+    for r in out:
+        name = r["name"] or ("(unnamed)" if r["alive"] else "(gone)")
+        daemon = f"pid {r['daemon']['pid']}" if r["daemon"] else "-"
+        ifs = ", ".join(f"{i['ifname']} ({i['mode']})" for i in r["interfaces"])
+        print(f"{name:<24} {r['cookie']:>8}  {r['pins']:>4}  {daemon:>7}  {ifs or '-'}")
     return 0
 
 

@@ -78,6 +78,9 @@ def reconcile(plan: Plan, datapath: Datapath, tweak: Callable[[Port], Port] | No
     the bridge ports and the FDB mirror (which also forgets bridges that are gone)."""
     ports = plan.ports() if tweak is None else [tweak(p) for p in plan.ports()]
     changes = datapath.reconcile(ports, plan.namespace)
+    if not ports:  # nothing attached: nothing pinned, nothing recorded, no FDB to mirror
+        forget_firewall()
+        return changes
     if changes.firewall_written:
         _record_firewall(plan.namespace.firewall)
     sync_fdb(plan.bridges(), plan.bridge_port_plans())
