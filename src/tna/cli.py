@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from tna import abi, control, fdbrefresh, gc, netns, sdnotify, sync
+from tna import abi, control, doctor, fdbrefresh, gc, netns, sdnotify, sync
 from tna.datapath import firewall as fw_datapath
 from tna.datapath import libbpf, status
 from tna.datapath.libbpf import LibbpfError
@@ -25,7 +25,7 @@ from tna.datapath.loader import Changes
 from tna.datapath.pins import DatapathError
 from tna.model import Snapshot
 from tna.netfilter import NetfilterError
-from tna.plan import Plan, make_plan
+from tna.plan import Plan, SlowPath, make_plan
 
 MIN_KERNEL = (5, 15)  # BPF links for XDP, test-run ingress_ifindex, netns cookies
 
@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
         ("stats", cmd_stats, "show fast-path counters and punt reasons"),
         ("detach", cmd_detach, "remove everything TNA attached"),
         ("gc", cmd_gc, "remove pins and state files of namespaces that no longer exist"),
+        ("doctor", cmd_doctor, "check a namespace: what keeps traffic on Linux, and the "
+         "command that fixes it"),
         ("demo", cmd_demo, "build a demo router in namespaces and show TNA at work"),
     ]
     for name, func, help_text in commands:
@@ -213,11 +215,38 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = make_plan(_snapshot(args))
+    snap = _snapshot(args)
+    plan = make_plan(snap)
+    guidance = advise(snap, plan)
     if args.json:
-        _print_json(plan.to_dict())
+        _print_json({**plan.to_dict(), "guidance": guidance.to_dict()})
     else:
-        print(format_plan(plan))
+        print(format_plan(plan, guidance))
+    return 0
+
+
+def advise(snap: Snapshot, plan: Plan) -> doctor.Guidance:
+    return doctor.advise(snap, plan, doctor.read_peers(snap))
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    snap = _snapshot(args)
+    plan = make_plan(snap)
+    guidance = advise(snap, plan)
+    modes = {a.ifindex: a.mode for a in status.attached()}
+    findings = doctor.doctor(snap, plan, modes) + guidance.findings()
+    if args.json:
+        _print_json({"findings": [f.to_dict() for f in findings],
+                     "interfaces": {n: s.to_dict() for n, s in guidance.shares.items()}})
+        return 0
+    where = args.netns or "this namespace"
+    for ifname, share in guidance.shares.items():
+        print(f"{ifname}: expected fast-path share: {share.text()}")
+    if not findings:
+        print(f"{where}: nothing keeps traffic on Linux that TNA could take")
+        return 0
+    print(f"\n{where}: {len(findings)} finding(s)")
+    print("\n".join(doctor.format_findings(findings, "  ")))
     return 0
 
 
@@ -280,15 +309,24 @@ def cmd_apply(args: argparse.Namespace) -> int:
     _refuse_if_daemon("apply")
     applied = control.apply(args.netns)
     plan, changes = applied.plan, applied.changes
+    assert applied.snapshot is not None
+    guidance = advise(applied.snapshot, plan)
     refresher = (fdbrefresh.ensure_refresher(args.netns)
                  if plan.attaches and plan.bridge_ports() else None)
     if args.json:
-        _print_json(apply_json(plan, changes, refresher))
+        _print_json({**apply_json(plan, changes, refresher),
+                     "guidance": guidance.to_dict()})
         return 0
-    print(format_plan(plan))
+    print(format_plan(plan, guidance))
     names = [i.ifname for i in plan.interfaces if i.features is not None]
     print(f"\napplied: fast path on {len(names)} interface(s)"
           + (f": {', '.join(names)}" if names else "") + f" ({format_changes(changes)})")
+    if guidance.forwards_nothing(plan):
+        fixes = guidance.egress_fixes()
+        print(f"WARNING: TNA attached programs to {len(names)} interface(s) that can forward "
+              "nothing: every packet still goes to Linux"
+              + (f"; fix: {' ; '.join(fixes)}" if fixes else "; see 'tna doctor'"),
+              file=sys.stderr)
     if refresher is not None:
         print(f"bridge FDB mirror: kept current by tna fdb-refresh (pid {refresher}) until "
               "'tna detach'")
@@ -558,14 +596,31 @@ def format_snapshot(snap: Snapshot) -> str:
     return "\n".join(lines)
 
 
-def format_plan(plan: Plan) -> str:
+def format_plan(plan: Plan, guidance: doctor.Guidance | None = None) -> str:
+    """The plan per interface; with ``guidance``, each interface's expected fast-path share
+    and under each slow-path reason the command that lifts it."""
     lines = []
+
+    def fix_lines(ifname: str, s: SlowPath, indent: str) -> list[str]:
+        f = guidance.fix_for(ifname, s) if guidance else None
+        return ([f"{indent}fix: {f.fix}"] if f and f.fix else []) + (
+            [f"{indent}note: {f.caveat}"] if f and f.caveat else [])
     for s in plan.slow_path:
         lines.append(f"slow path: {s.traffic}: {s.reason} ({s.detail})")
+        lines += fix_lines("", s, "    ")
     for i in plan.interfaces:
         feats = ", ".join(i.features.names()) if i.features else "none (left to Linux)"
         lines.append(f"{i.ifname}: fast path: {feats}; egress target: "
                      f"{'yes' if i.egress else 'no'}")
+        share = guidance.shares.get(i.ifname) if guidance else None
+        if share is not None:
+            lines.append(f"    expected fast-path share: {share.text()}")
         for s in i.slow_path:
             lines.append(f"    slow path: {s.traffic}: {s.reason} ({s.detail})")
+            lines += fix_lines(i.ifname, s, "        ")
+        for f in share.findings if share else ():
+            if f.reason == "l4_csum":  # not a plan reason: found by the guidance
+                lines.append(f"    slow path: {doctor.local_senders(i.ifname)}: l4_csum "
+                             f"({f.detail})")
+                lines += [f"        fix: {f.fix}"] if f.fix else []
     return "\n".join(lines)

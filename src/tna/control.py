@@ -46,6 +46,7 @@ class Applied:
     plan: Plan
     changes: Changes
     read_at: float
+    snapshot: Snapshot | None = None  # what the plan was made from
 
 
 def new_datapath(owned: bool = False, obj_path: str | None = None) -> Datapath:
@@ -69,7 +70,7 @@ def apply(netns_name: str, datapath: Datapath | None = None,
     snap = snapshot(netns_name, datapath, **snapshot_options)
     read_at = time.monotonic()
     plan = make_plan(snap)
-    return Applied(plan, reconcile(plan, datapath, tweak), read_at)
+    return Applied(plan, reconcile(plan, datapath, tweak), read_at, snap)
 
 
 def reconcile(plan: Plan, datapath: Datapath, tweak: Callable[[Port], Port] | None = None
