@@ -217,8 +217,8 @@ def _local_senders(snap: Snapshot, i: InterfacePlan, peers: Mapping[int, Peer]
         return None
     return Finding(i.ifname, "l4_csum",
                    "the peer offloads TX checksums: what programs there send arrives with "
-                   "partial checksums, which only Linux completes (traffic forwarded from "
-                   "further away is not affected)",
+                   "partial checksums, which only Linux completes; traffic forwarded from "
+                   "further away is not affected",
                    peer.command("ethtool", "-K", "{peer}", "tx", "off"),
                    "the sender computes checksums in software")
 
