@@ -178,14 +178,16 @@ def _state_files() -> dict[int, list[str]]:
     return out
 
 
-def _lock_held(name: str) -> bool:
-    """Whether someone holds a lock on the state file ``name`` (probed, never kept)."""
+def _lock_held(name: str, exclusive: bool = True) -> bool:
+    """Whether someone holds a lock on the state file ``name`` (probed, never kept).  The
+    exclusive probe sees shared holders too; the shared one is for files whose owner holds
+    them exclusively, so that a probe never makes that owner's own attempt fail."""
     try:
         fd = os.open(os.path.join(control.STATE_DIR, name), os.O_RDONLY)
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False
     except BlockingIOError:
@@ -203,7 +205,9 @@ def managed(now: Live | None = None) -> list[Managed]:
         state = files.get(cookie, [])
         m = Managed(cookie, now.names.get(cookie), now.paths.get(cookie),
                     sorted(_listdir(dirs[cookie])) if cookie in dirs else [], state)
-        m.locked = any(n.endswith(LOCKS) and _lock_held(n) for n in state)
+        # a lock only matters where nothing else shows the namespace alive: never probe
+        # the locks of a namespace in use
+        m.locked = m.path is None and any(n.endswith(LOCKS) and _lock_held(n) for n in state)
         out.append(m)
     return out
 
@@ -224,7 +228,7 @@ def _stale_in_live(m: Managed, now: Live) -> list[str]:
         suffix = name[len(f"ns{m.cookie}"):]
         if suffix == DAEMON_STATE:
             return not _daemon_alive(name, m.cookie, now)
-        return suffix == ".fdb-refresher.pid" and not _lock_held(name)
+        return suffix == ".fdb-refresher.pid" and not _lock_held(name, exclusive=False)
     return [name for name in m.state if stale(name)]
 
 
@@ -232,17 +236,18 @@ def collect(dry_run: bool = False) -> list[Collected]:
     """Remove the pins and state files of namespaces that no longer exist, and the files of
     dead owners in those that do; return what was (or, ``dry_run``, would be) removed."""
     now = live()
-    out = []
+    out, gone = [], set()
     for m in managed(now):
         if m.alive:
             stale = _stale_in_live(m, now)
             if stale:
                 out.append(Collected(m.cookie, [], stale))
             continue
+        gone.add(m.cookie)
         out.append(Collected(m.cookie, list(m.pins), list(m.state)))
     if not dry_run:
         for c in out:
-            c.pins = pins.remove_namespace_pins(c.cookie) if c.pins else []
+            c.pins = pins.remove_namespace_pins(c.cookie) if c.cookie in gone else []
             for name in c.state:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(control.STATE_DIR, name))

@@ -7,12 +7,16 @@ whose namespace was deleted detaches and exits.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -165,3 +169,35 @@ def test_cycles_leave_no_bpf_objects(bed: Testbed) -> None:
         return not (created_progs & set(bpf_ids("prog"))
                     or created_maps & set(bpf_ids("map")))
     wait_for(released, timeout=10, what="programs and maps of deleted namespaces to be freed")
+
+
+def test_gc_spares_held_locks_and_what_is_not_roots(tmp_path: Any) -> None:
+    """A namespace cookie nothing references (cookies are small and never reused) with a
+    held lock is alive; without the lock its files go; files of another owner stay."""
+    fake = (1 << 62) + secrets.randbelow(1 << 20)
+    lock = f"/run/tna/ns{fake}.lock"
+    foreign = f"/run/tna/ns{fake}.json"
+    pin_dir = f"/sys/fs/bpf/tna/ns{fake}"
+    os.makedirs("/run/tna", exist_ok=True)
+    os.makedirs(pin_dir)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        with open(foreign, "w") as f:
+            f.write("{}")
+        os.chown(foreign, 65534, 65534)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        listed = json.loads(tna("gc", "--dry-run", "-j").stdout)["collected"]
+        assert fake not in [c["cookie"] for c in listed]  # held: its owner runs
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        [mine] = [c for c in json.loads(tna("gc", "-j").stdout)["collected"]
+                  if c["cookie"] == fake]
+        assert mine["state"] == [f"ns{fake}.lock"]  # not the file root does not own
+        assert not os.path.exists(lock) and os.path.exists(foreign)
+        assert not os.path.exists(pin_dir)  # an empty, root-owned pin directory of it
+    finally:
+        for path in (lock, foreign):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(pin_dir)
