@@ -15,9 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tna import abi, introspect, netns, sync
+from tna import abi, counters, introspect, netns, sync
 from tna.datapath import fdb, loader
-from tna.datapath import firewall as fw_datapath
 from tna.datapath.libbpf import LibbpfError
 from tna.model import Snapshot
 from tna.netfilter import NetfilterError
@@ -73,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         if has_json:
             sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = sub.choices["stats"]
+    sp.add_argument("--describe", action="store_true",
+                    help="explain every counter and the setting that would change it")
+    sp.add_argument("--reset", action="store_true",
+                    help="count from now on (the kernel's counters are left alone)")
+    sp.add_argument("--format", choices=("text", "json", "prometheus"), default="text",
+                    help="output format; prometheus: for node-exporter's textfile collector")
     sp = sub.add_parser("run", help="apply, then keep the fast path in sync with the "
                         "configuration (daemon)", description="Apply, then follow every "
                         "configuration change. Logs one JSON line per change. SIGTERM detaches, "
@@ -81,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="on SIGTERM leave the fast path attached for a successor to adopt")
     sp.add_argument("--resync", type=float, default=1.0, metavar="SECONDS",
                     help="full resync period, for changes without notifications (default 1)")
+    sp.add_argument("--metrics", metavar="[ADDRESS:]PORT", default="",
+                    help="serve Prometheus metrics over HTTP (address 127.0.0.1 unless given)")
     sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("fdb-refresh", help="keep the bridge FDB mirror current (started by "
                         "'apply' in the background)", description="Follow the kernel's bridge "
@@ -155,8 +163,16 @@ def _refuse_if_daemon(action: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.resync <= 0:
         raise UsageError("--resync must be positive")
+    daemon = sync.Daemon(args.netns, keep=args.keep, resync_s=args.resync)
+    if args.metrics:
+        from tna import metrics  # prometheus_client only where it is used
+
+        try:
+            daemon.observers.append(metrics.serve(args.metrics, lambda: daemon.plan).observe)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     try:
-        return sync.Daemon(args.netns, keep=args.keep, resync_s=args.resync).run()
+        return daemon.run()
     except sync.AlreadyRunning as e:
         raise UsageError(str(e)) from None
 
@@ -216,87 +232,78 @@ def status_rows() -> list[dict[str, Any]]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    stats = collect_stats()
+    if args.reset:
+        return _reset_stats(args)
+    if args.format == "prometheus":
+        from tna import metrics  # prometheus_client only where it is used
+
+        sys.stdout.write(metrics.exposition(_rules_plan(args)))
+        return 0
+    stats = collect_stats(describe_all=args.describe)
     stats["firewall_rules"] = firewall_rule_stats(args)
-    if args.json:
+    if args.json or args.format == "json":
         _print_json(stats)
         return 0
-    print(f"forwarded (routed) {stats['forwarded_packets']} packets "
-          f"({stats['forwarded_bytes']} bytes), bridged {stats['bridged_packets']} packets "
-          f"({stats['bridged_bytes']} bytes), dropped by forward-hook rules "
-          f"{stats['dropped_packets']}, punted {stats['punted_packets']} to Linux")
-    for ifname, s in stats["interfaces"].items():
-        if s["ifindex"] == 0 and not s["punted_packets"]:
-            continue
-        reasons = ", ".join(f"{k}={v}" for k, v in s["punt_reasons"].items() if v)
-        print(f"  {ifname:<12} forwarded {s['forwarded_packets']:>10}  bridged "
-              f"{s['bridged_packets']:>10}  transmitted {s['transmitted_packets']:>10}  "
-              f"punted {s['punted_packets']:>8}" + (f"  ({reasons})" if reasons else ""))
-    for r in stats["firewall_rules"]:
-        print(f"  rule {r['rule']}: {r['packets']} packets ({r['bytes']} bytes) "
-              f"{r.get('stale', 'accepted or dropped by the fast path')}")
+    print(format_stats(stats, describe_all=args.describe))
     return 0
 
 
-def firewall_rule_stats(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Per netfilter rule: what the fast path accepted or dropped under it.  The loaded tables
-    are compared with a fresh compilation of the live ruleset, so counts are only attributed
-    to rules when the two agree (after a ruleset change without ``tna apply``, they do not)."""
+def _reset_stats(args: argparse.Namespace) -> int:
+    done = counters.reset(_rules_plan(args))
+    if done.created is None:
+        print("TNA is not attached in this namespace: no counters to reset")
+    else:
+        print(f"counters reset at {counters.summary(done)['since']} (the kernel's counters, "
+              "and Prometheus, keep counting from their creation)")
+    return 0
+
+
+def format_stats(stats: dict[str, Any], describe_all: bool = False) -> str:
+    since = stats["since"]
+    lines = [f"since {since} ({'reset' if stats['reset'] else 'created'})" if since else
+             "TNA has no counters in this namespace",
+             f"forwarded (routed) {stats['forwarded_packets']} packets "
+             f"({stats['forwarded_bytes']} bytes), bridged {stats['bridged_packets']} packets "
+             f"({stats['bridged_bytes']} bytes), dropped by forward-hook rules "
+             f"{stats['dropped_packets']}, punted {stats['punted_packets']} to Linux"]
+    rows = list(stats["interfaces"].items())
+    if "unknown_ingress" in stats:
+        rows.append(("(no entry)", stats["unknown_ingress"]))
+    for ifname, s in rows:
+        reasons = ", ".join(f"{k}={v}" for k, v in s["punt_reasons"].items() if v)
+        lines.append(f"  {ifname:<12} forwarded {s['forwarded_packets']:>10}  bridged "
+                     f"{s['bridged_packets']:>10}  transmitted {s['transmitted_packets']:>10}  "
+                     f"punted {s['punted_packets']:>8}" + (f"  ({reasons})" if reasons else ""))
+    for r in stats["firewall_rules"]:
+        lines.append(f"  rule {r['rule']}: {r['packets']} packets ({r['bytes']} bytes) "
+                     f"{r.get('stale', 'accepted or dropped by the fast path')}")
+    legend = stats["legend"]
+    if legend:
+        lines.append("all counters:" if describe_all else "legend:")
+        width = max(len(n) for n in legend)
+        for name, d in legend.items():
+            setting = f"  [setting: {d['setting']}]" if d["setting"] else ""
+            lines.append(f"  {name:<{width}}  {d['description']}{setting}")
+    return "\n".join(lines)
+
+
+def _rules_plan(args: argparse.Namespace) -> Plan | None:
+    """The plan whose firewall tables the rule counters are attributed with."""
     try:
-        plan = make_plan(_snapshot(args))
+        return make_plan(_snapshot(args))
     except NetfilterError:
-        return []
-    out: list[dict[str, Any]] = []
-    rules: dict[str, dict[str, Any]] = {}  # an inet rule counts for IPv4 and IPv6: one row
-    for family, ft in enumerate(plan.namespace.firewall):
-        if ft is None:
-            continue
-        loaded, counts = loader.firewall_state(family)
-        if loaded != [(r.verdict, int(r.counter >= 0), r.target) for r in ft.rules]:
-            out.append({"rule": f"{('ipv4', 'ipv6')[family]} forward hook", "packets": 0,
-                        "bytes": 0, "stale": "loaded tables differ from the ruleset: "
-                        "run tna apply"})
-            continue
-        for ref, (packets, nbytes) in fw_datapath.rule_counters(ft, counts).items():
-            row = rules.setdefault(str(ref), {
-                "rule": str(ref), "family": ref.family, "table": ref.table, "chain": ref.chain,
-                "handle": ref.handle, "packets": 0, "bytes": 0})
-            row["packets"] += packets
-            row["bytes"] += nbytes
-    return out + list(rules.values())
+        return None
 
 
-def collect_stats() -> dict[str, Any]:
-    """The ``tna stats --json`` object: totals, then per interface."""
-    interfaces: dict[str, Any] = {}
-    for ifindex, counters in sorted(loader.read_counters().items()):
-        reasons = {n: c.packets for n, c in counters.items()
-                   if n not in ("forwarded", "transmitted", "bridged", "fw_dropped")}
-        interfaces[_ifname(ifindex)] = {
-            "ifindex": ifindex,
-            "forwarded_packets": counters["forwarded"].packets,  # routed
-            "forwarded_bytes": counters["forwarded"].bytes,
-            "bridged_packets": counters["bridged"].packets,  # switched by a bridge port
-            "bridged_bytes": counters["bridged"].bytes,
-            "transmitted_packets": counters["transmitted"].packets,
-            "dropped_packets": counters["fw_dropped"].packets,  # by forward-hook rules
-            "punted_packets": sum(reasons.values()),
-            "punt_reasons": reasons,
-        }
-    totals: dict[str, int] = {}
-    for s in interfaces.values():
-        for name, n in s["punt_reasons"].items():
-            totals[name] = totals.get(name, 0) + n
-    return {
-        "forwarded_packets": sum(s["forwarded_packets"] for s in interfaces.values()),
-        "forwarded_bytes": sum(s["forwarded_bytes"] for s in interfaces.values()),
-        "bridged_packets": sum(s["bridged_packets"] for s in interfaces.values()),
-        "bridged_bytes": sum(s["bridged_bytes"] for s in interfaces.values()),
-        "dropped_packets": sum(s["dropped_packets"] for s in interfaces.values()),
-        "punted_packets": sum(totals.values()),
-        "punt_reasons": totals,
-        "interfaces": interfaces,
-    }
+def firewall_rule_stats(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per netfilter rule: what the fast path accepted or dropped under it."""
+    plan = _rules_plan(args)
+    return counters.rule_rows(plan) if plan is not None else []
+
+
+def collect_stats(describe_all: bool = False) -> dict[str, Any]:
+    """The ``tna stats --json`` object: since when, totals, per interface, legend."""
+    return counters.summary(counters.read(), describe_all=describe_all)
 
 
 def _ifname(ifindex: int) -> str:

@@ -252,6 +252,8 @@ class Daemon:
         self.mirror = fdb.FdbMirror()
         self.bridges: set[int] = set()
         self._next_fdb_refresh = float("inf")
+        # called after every reconciliation: (why, succeeded, seconds by phase); for metrics
+        self.observers: list[Callable[[set[str], bool, dict[str, float]], None]] = []
 
     # -- lifecycle --
     def run(self) -> int:
@@ -372,6 +374,7 @@ class Daemon:
                                        plan_only=True)
             read = time.monotonic()
             plan = make_plan(snap)
+            planned = time.monotonic()
             changes = self.datapath.reconcile(plan.ports(), plan.namespace)
             self.bridges = fdb.plan_bridges(plan)
             fdb.sync(plan)  # also empties the mirror of bridges that are gone
@@ -381,8 +384,11 @@ class Daemon:
             self.state["errors"] += 1
             self._emit("error", why=sorted(batch.kinds), error=f"{type(e).__name__}: {e}")
             self._save()
+            self._observe(batch.kinds, False, {"total": time.monotonic() - started})
             return
         done = time.monotonic()
+        self._observe(batch.kinds, True, {"read": read - started, "plan": planned - read,
+                                          "apply": done - planned, "total": done - started})
         self.plan = plan
         self.state["cycles"] += 1
         self.state["last"] = {"at": time.time(), "why": sorted(batch.kinds),
@@ -400,6 +406,10 @@ class Daemon:
                        first_event_mono=batch.first_at,
                        safe_mono=batch.safe_at or changes.safe_at,
                        done_mono=done)
+
+    def _observe(self, why: set[str], ok: bool, phases: dict[str, float]) -> None:
+        for observer in self.observers:
+            observer(why, ok, phases)
 
     def _emit(self, event: str, **fields: Any) -> None:
         line = {"ts": round(time.time(), 6), "event": event, **fields}

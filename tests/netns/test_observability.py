@@ -1,0 +1,141 @@
+"""Observability end to end: stats with reasons and reset, Prometheus metrics of a daemon
+scraped by a real Prometheus server inside the router's namespace."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tna import netns
+from tna.testbed import DaemonProcess, RouterTopology, Testbed, run_tna, tna_stats, wait_for
+
+METRICS_PORT, PROMETHEUS_PORT = 9489, 9490
+
+
+@pytest.fixture
+def topo() -> Iterator[RouterTopology]:
+    with Testbed(prefix="tnaobs") as bed:
+        t = RouterTopology.build(bed)
+        t.prime_neighbours()
+        yield t
+
+
+def forwarded_r1(ns: str) -> int:
+    return int(tna_stats(ns)["interfaces"].get("r1", {}).get("forwarded_packets", 0))
+
+
+def test_stats_explain_reasons_count_since_and_reset(topo: RouterTopology) -> None:
+    run_tna(topo.r, "apply")
+    try:
+        assert topo.ping(topo.h1, topo.h2_v4, "-i", "0.01", count=4).returncode == 0
+        assert topo.ping(topo.h1, topo.h2_v4, "-t", "1").returncode != 0  # TTL 1: Linux's
+        stats = tna_stats(topo.r)
+        assert set(stats["interfaces"]) == {"r1", "r2"}  # no "(unknown)" / ifindex 0 row
+        assert stats["since"] and stats["since"] == stats["created"] and stats["reset"] is None
+        assert stats["interfaces"]["r1"]["forwarded_packets"] == 4
+        assert stats["interfaces"]["r1"]["punt_reasons"]["ttl"] == 1
+        assert "Linux sends ICMP time exceeded" in stats["legend"]["ttl"]["description"]
+        text = run_tna(topo.r, "stats").stdout
+        assert "legend:" in text and "ttl" in text and "(unknown)" not in text
+        described = run_tna(topo.r, "stats", "--describe").stdout
+        assert "rp_filter" in described and "net.ipv4.conf.IFACE.rp_filter" in described
+
+        assert "counters reset at" in run_tna(topo.r, "stats", "--reset").stdout
+        after = tna_stats(topo.r)
+        assert after["reset"] and after["forwarded_packets"] == 0
+        assert after["punt_reasons"].get("ttl", 0) == 0
+        assert topo.ping(topo.h1, topo.h2_v4, "-i", "0.01", count=3).returncode == 0
+        assert forwarded_r1(topo.r) == 3
+        # the kernel's counters, which Prometheus sees, were not reset
+        prom = run_tna(topo.r, "stats", "--format", "prometheus").stdout
+        assert 'tna_forwarded_packets_total{interface="r1"} 7.0' in prom
+        assert 'interface="(unknown)"' not in prom
+        promtool = shutil.which("promtool")
+        if promtool:
+            check = subprocess.run([promtool, "check", "metrics"], input=prom, text=True,
+                                   capture_output=True, check=False)
+            assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        run_tna(topo.r, "detach")
+
+
+def _get(ns: str, url: str) -> bytes:
+    with netns.entered(ns), urllib.request.urlopen(url, timeout=2) as resp:
+        return bytes(resp.read())
+
+
+def _query(ns: str, expr: str) -> list[dict[str, object]]:
+    url = (f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query?"
+           + urllib.parse.urlencode({"query": expr}))
+    try:
+        doc = json.loads(_get(ns, url))
+    except OSError:
+        return []  # not listening yet
+    result: list[dict[str, object]] = doc["data"]["result"]
+    return result
+
+
+@pytest.fixture
+def prometheus(topo: RouterTopology) -> Iterator[subprocess.Popen[bytes]]:
+    """A Prometheus server in the router's namespace scraping the daemon every 200 ms."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus not installed (Debian package prometheus)")
+    with tempfile.TemporaryDirectory(prefix="tna-prom-") as tmp:
+        config = Path(tmp) / "prometheus.yml"
+        config.write_text("global:\n  scrape_interval: 200ms\n  scrape_timeout: 200ms\n"
+                          "scrape_configs:\n  - job_name: tna\n    static_configs:\n"
+                          f"      - targets: ['127.0.0.1:{METRICS_PORT}']\n")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", topo.r, binary, f"--config.file={config}",
+             f"--storage.tsdb.path={tmp}/data",
+             f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_prometheus_scrapes_the_daemon(topo: RouterTopology,
+                                       prometheus: subprocess.Popen[bytes]) -> None:
+    daemon = DaemonProcess(topo.r, "--metrics", str(METRICS_PORT))
+    try:
+        page = _get(topo.r, f"http://127.0.0.1:{METRICS_PORT}/metrics").decode()
+        assert 'tna_reconciles_total{result="ok"}' in page
+        assert 'tna_program_info{features="ipv4_router,ipv6_router,verify_l4_csum",' \
+               'interface="r1",mode="native"' in page
+        promtool = shutil.which("promtool")
+        if promtool:
+            check = subprocess.run([promtool, "check", "metrics"], input=page, text=True,
+                                   capture_output=True, check=False)
+            assert check.returncode == 0, check.stdout + check.stderr
+        # localhost only unless told: the router's own addresses do not answer
+        with pytest.raises(OSError):
+            _get(topo.r, f"http://{topo.r1_v4}:{METRICS_PORT}/metrics")
+
+        expr = 'tna_forwarded_packets_total{job="tna",interface="r1"}'
+        wait_for(lambda: bool(_query(topo.r, expr)), timeout=30, what="a first scrape")
+        assert float(_query(topo.r, expr)[0]["value"][1]) == 0  # type: ignore[index]
+        assert topo.ping(topo.h1, topo.h2_v4, "-i", "0.01", count=5).returncode == 0
+        assert forwarded_r1(topo.r) == 5
+        wait_for(lambda: float(_query(topo.r, expr)[0]["value"][1]) == 5,  # type: ignore[index]
+                 timeout=10, what="Prometheus to see the 5 forwarded pings")
+        up = _query(topo.r, 'tna_last_reconcile_success{job="tna"}')
+        assert float(up[0]["value"][1]) == 1  # type: ignore[index]
+    finally:
+        daemon.stop()
+    assert daemon.errors() == []
