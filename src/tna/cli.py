@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
          False),
         ("status", cmd_status, "show attached programs, their features and size", True),
         ("stats", cmd_stats, "show fast-path counters and punt reasons", True),
+        ("top", cmd_top, "live rates: fast path, to Linux and why, rule hits", False),
         ("detach", cmd_detach, "remove everything TNA attached", False),
         ("demo", cmd_demo, "build a demo router in namespaces and show TNA at work", False),
     ]
@@ -79,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="count from now on (the kernel's counters are left alone)")
     sp.add_argument("--format", choices=("text", "json", "prometheus"), default="text",
                     help="output format; prometheus: for node-exporter's textfile collector")
+    sp = sub.choices["top"]
+    sp.add_argument("--all", action="store_true", help="every namespace 'ip netns' names too")
+    sp.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                    help="refresh period (default 1)")
+    sp.add_argument("--iterations", type=int, default=None, metavar="N",
+                    help="print N refreshes as plain text, then exit")
+    sp.add_argument("--once", action="store_true", help="the same as --iterations 1")
     sp = sub.add_parser("run", help="apply, then keep the fast path in sync with the "
                         "configuration (daemon)", description="Apply, then follow every "
                         "configuration change. Logs one JSON line per change. SIGTERM detaches, "
@@ -313,6 +321,18 @@ def _ifname(ifindex: int) -> str:
         return socket.if_indextoname(ifindex)
     except OSError:
         return f"ifindex{ifindex}"
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    if args.iterations is not None and args.iterations < 1:
+        raise UsageError("--iterations must be at least 1")
+    if args.all and args.netns:
+        raise UsageError("top: give --netns or --all, not both")
+    from tna import top  # rich only where it is used
+
+    return top.run(args.all, args.interval, 1 if args.once else args.iterations)
 
 
 def cmd_detach(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import urllib.parse
 import urllib.request
@@ -139,3 +140,37 @@ def test_prometheus_scrapes_the_daemon(topo: RouterTopology,
     finally:
         daemon.stop()
     assert daemon.errors() == []
+
+
+def _top_rows(text: str, ifname: str) -> list[list[str]]:
+    return [ln.split() for ln in text.splitlines() if ln.split()[:1] == [ifname]]
+
+
+def test_top_shows_rates_and_reasons(topo: RouterTopology) -> None:
+    idle = run_tna(topo.r, "top", "--once", "--interval", "0.2").stdout
+    assert "TNA is not attached here" in idle
+    run_tna(topo.r, "apply")
+    fast = ttl = None
+    try:
+        fast = subprocess.Popen(["ip", "netns", "exec", topo.h1, "ping", "-n", "-q", "-i", "0.01",
+                                 "-c", "1000", topo.h2_v4], stdout=subprocess.DEVNULL)
+        ttl = subprocess.Popen(["ip", "netns", "exec", topo.h1, "ping", "-n", "-q", "-t", "1",
+                                "-i", "0.05", "-c", "200", topo.h2_v4],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: forwarded_r1(topo.r) > 10, timeout=10, what="pings forwarded")
+        out = run_tna(topo.r, "top", "--iterations", "2", "--interval", "0.5").stdout
+        r1 = _top_rows(out, "r1")
+        assert len(r1) == 2, out  # two refreshes
+        fast_pps, linux_pps = float(r1[-1][1].rstrip("k")), float(r1[-1][3].rstrip("k"))
+        assert fast_pps >= 20 and linux_pps >= 5, out  # ~60-100/s, ~20/s
+        assert "ttl" in r1[-1], out
+        every = subprocess.run([sys.executable, "-m", "tna", "top", "--all", "--once",
+                                "--interval", "0.3"], capture_output=True, text=True,
+                               timeout=60, check=True).stdout
+        assert any(ln.split()[:2] == [topo.r, "r1"] for ln in every.splitlines()), every
+    finally:
+        for p in (fast, ttl):
+            if p is not None:
+                p.kill()
+                p.wait()
+        run_tna(topo.r, "detach")
