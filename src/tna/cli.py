@@ -87,6 +87,25 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--iterations", type=int, default=None, metavar="N",
                     help="print N refreshes as plain text, then exit")
     sp.add_argument("--once", action="store_true", help="the same as --iterations 1")
+    sp = sub.add_parser("explain", help="what TNA would do with a packet, and what Linux's "
+                        "lookup says (nothing is sent)", description="Build the packet, run it "
+                        "once through the program attached to the interface (BPF_PROG_TEST_RUN "
+                        "with its real maps: the run is counted) and compare with Linux's "
+                        "route lookup. Example: tna explain --in r1 udp 10.1.0.2:40000 '>' "
+                        "10.2.0.9:443 --ttl 64")
+    sp.add_argument("--in", dest="ingress", required=True, metavar="IFACE",
+                    help="the interface the packet arrives on")
+    sp.add_argument("packet", nargs="+", metavar="PROTO SRC[:PORT] > DST[:PORT]",
+                    help="udp, tcp or icmp (echo request); IPv4 or IPv6 ([ADDR]:PORT)")
+    sp.add_argument("--ttl", type=int, help="TTL / hop limit (default 64)")
+    sp.add_argument("--size", type=int, help="frame length in bytes (default: minimal)")
+    sp.add_argument("--flags", dest="tcp_flags", metavar="FSRPAU", help="TCP flags (default S)")
+    sp.add_argument("--src-mac", help="source MAC (default 02:00:00:00:00:01)")
+    sp.add_argument("--dst-mac", help="destination MAC (default: the interface's)")
+    sp.add_argument("--bad-ip-csum", action="store_true", help="corrupt the IPv4 checksum")
+    sp.add_argument("--bad-l4-csum", action="store_true", help="corrupt the L4 checksum")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(func=cmd_explain)
     sp = sub.add_parser("run", help="apply, then keep the fast path in sync with the "
                         "configuration (daemon)", description="Apply, then follow every "
                         "configuration change. Logs one JSON line per change. SIGTERM detaches, "
@@ -333,6 +352,24 @@ def cmd_top(args: argparse.Namespace) -> int:
     from tna import top  # rich only where it is used
 
     return top.run(args.all, args.interval, 1 if args.once else args.iterations)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from tna import explain
+
+    try:
+        spec = explain.parse(args.packet, ttl=args.ttl, size=args.size, tcp_flags=args.tcp_flags,
+                             src_mac=args.src_mac, dst_mac=args.dst_mac,
+                             bad_ip_csum=args.bad_ip_csum or None,
+                             bad_l4_csum=args.bad_l4_csum or None)
+        doc = explain.explain(args.ingress, spec, _rules_plan(args))
+    except (explain.BadPacket, explain.NotAttached) as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        _print_json(doc)
+    else:
+        print(explain.format_text(doc))
+    return 0
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
