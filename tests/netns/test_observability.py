@@ -174,3 +174,16 @@ def test_top_shows_rates_and_reasons(topo: RouterTopology) -> None:
                 p.kill()
                 p.wait()
         run_tna(topo.r, "detach")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("run", "--metrics", "localhost:x"), "expected [ADDRESS:]PORT"),
+    (("run", "--metrics", "70000"), "port out of range"),
+    (("top", "--iterations", "0"), "at least 1"),
+    (("top", "--interval", "0"), "must be positive"),
+    (("top", "--all"), "not both"),
+])
+def test_bad_options_are_one_line(bed: Testbed, args: tuple[str, ...], needle: str) -> None:
+    proc = run_tna(bed.ns("empty"), *args, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr
