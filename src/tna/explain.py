@@ -290,7 +290,29 @@ def linux_route(spec: PacketSpec, ifindex: int) -> dict[str, Any]:
     return out
 
 
+def linux_bridge(bridge: int, dst_mac: str) -> dict[str, Any]:
+    """Where the bridge's FDB sends ``dst_mac`` (a port, the bridge itself, or a flood)."""
+    from tna import introspect
+
+    out: dict[str, Any] = {"type": "bridge", "bridge": counters.ifname(bridge)}
+    if int(dst_mac[:2], 16) & 1:
+        out["flood"] = "broadcast" if dst_mac == BROADCAST_MAC else "multicast"
+        return out
+    for e in introspect.fdb():
+        if e.bridge == bridge and e.mac.lower() == dst_mac.lower() and e.vlan == 0:
+            out["port"] = None if e.local else counters.ifname(e.ifindex)
+            out["state"] = e.state
+            return out
+    out["flood"] = "unknown unicast"
+    return out
+
+
 def linux_summary(route: dict[str, Any], ttl: int) -> str:
+    if route.get("type") == "bridge":
+        where = (f"flooded ({route['flood']})" if "flood" in route else
+                 f"out of {route['port']} ({route['state']})" if route["port"] else
+                 "up to the bridge itself (local address): routed or delivered")
+        return f"bridge {route['bridge']}: {where}"
     if "error" in route:
         return f"no forwarding: {route['error']}"
     text = route["type"]
@@ -315,10 +337,11 @@ def explain(ifname: str, spec: PacketSpec, plan: Plan | None) -> dict[str, Any]:
         ifindex = socket.if_nametoindex(ifname)
     except OSError:
         raise BadPacket(f"no such interface: {ifname}") from None
-    mac = _read_mac(ifname)
+    mac, bridge = _link(ifname)
     frame = build(spec, mac)
     verdict = run(ifindex, frame, plan)
-    route = linux_route(spec, ifindex)
+    route = (linux_bridge(bridge, spec.dst_mac or mac) if bridge else
+             linux_route(spec, ifindex))
     return {"interface": ifname, "packet": spec.describe(), "ttl": spec.ttl,
             "frame": frame.hex(),
             "tna": verdict.to_dict(), "linux": route,
@@ -326,13 +349,19 @@ def explain(ifname: str, spec: PacketSpec, plan: Plan | None) -> dict[str, Any]:
             and "," not in verdict.reason else None}
 
 
-def _read_mac(ifname: str) -> str:
-    """Over netlink: /sys/class/net shows the namespace sysfs was mounted in, not ours."""
+def _link(ifname: str) -> tuple[str, int]:
+    """The interface's MAC and, for a bridge port, its bridge's ifindex (else 0).  Over
+    netlink: /sys/class/net shows the namespace sysfs was mounted in, not ours."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ip:
-        links = ip.link("get", ifname=ifname)
-    return str(links[0].get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00")
+        link = ip.link("get", ifname=ifname)[0]
+        master = link.get_attr("IFLA_MASTER") or 0
+        if master:
+            info = ip.link("get", index=master)[0].get_attr("IFLA_LINKINFO")
+            if info is None or info.get_attr("IFLA_INFO_KIND") != "bridge":
+                master = 0
+    return str(link.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"), int(master)
 
 
 def format_text(doc: dict[str, Any]) -> str:

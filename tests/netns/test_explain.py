@@ -12,7 +12,7 @@ import pytest
 
 from tna import netns
 from tna.datapath import loader
-from tna.testbed import RouterTopology, Testbed, run_tna, wait_for
+from tna.testbed import BridgeTopology, RouterTopology, Testbed, run_tna, wait_for
 
 RULESET = """table inet tnaexplain {
     chain forward {
@@ -64,14 +64,18 @@ def topo() -> Iterator[RouterTopology]:
             run_tna(t.r, "detach", check=False)
 
 
-def r1_counts(topo: RouterTopology) -> dict[str, int]:
-    with netns.entered(topo.r):
-        ifindex = socket.if_nametoindex("r1")
+def counts(ns: str, ifname: str) -> dict[str, int]:
+    with netns.entered(ns):
+        ifindex = socket.if_nametoindex(ifname)
         return {n: c.packets for n, c in loader.read_counters()[ifindex].items()}
 
 
-def send_from_h1(topo: RouterTopology, frame: bytes) -> None:
-    with netns.entered(topo.h1), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+def r1_counts(topo: RouterTopology) -> dict[str, int]:
+    return counts(topo.r, "r1")
+
+
+def send(ns: str, frame: bytes) -> None:
+    with netns.entered(ns), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
         s.bind(("eth0", 0))
         s.send(frame)
 
@@ -100,7 +104,7 @@ def test_prediction_matches_what_happens(topo: RouterTopology, name: str, words:
     explained = r1_counts(topo)
     assert explained[reason] - before[reason] >= 1
 
-    send_from_h1(topo, bytes.fromhex(doc["frame"]))
+    send(topo.h1, bytes.fromhex(doc["frame"]))
     wait_for(lambda: r1_counts(topo)[reason] > explained[reason], timeout=5,
              what=f"{name}: the real packet counted under {reason}")
 
@@ -118,3 +122,47 @@ def test_text_output_and_errors(topo: RouterTopology) -> None:
         proc = run_tna(topo.r, "explain", *args, check=False)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def switch() -> Iterator[BridgeTopology]:
+    with Testbed(prefix="tnaexplbr") as bed:
+        t = BridgeTopology.build(bed, {"br0": 3})
+        t.prime(("h1", "h2"), ("h3", "h2"))
+        run_tna(t.sw, "apply")
+        try:
+            yield t
+        finally:
+            run_tna(t.sw, "detach", check=False)
+
+
+# (name, destination MAC: a host's or a literal, expected action, reason, Linux's bridge says)
+BRIDGE_CASES = [
+    ("bridged", "h2", "redirect", "bridged", "out of p2"),
+    ("unknown_unicast", "02:00:0a:00:00:77", "pass", "unknown_unicast", "flooded"),
+    ("broadcast", "ff:ff:ff:ff:ff:ff", "pass", "broadcast", "flooded (broadcast)"),
+    ("bridge_local", "02:00:0a:00:00:fe", "pass", "bridge_local", "up to the bridge"),
+]
+
+
+@pytest.mark.parametrize(("name", "dst", "action", "reason", "linux"), BRIDGE_CASES,
+                         ids=[c[0] for c in BRIDGE_CASES])
+def test_bridge_prediction_matches_what_happens(switch: BridgeTopology, name: str, dst: str,
+                                                action: str, reason: str, linux: str) -> None:
+    t = switch
+    before = counts(t.sw, "p1")
+    proc = run_tna(t.sw, "explain", "--in", "p1", "--src-mac", t.mac["h1"], "--dst-mac",
+                   t.mac.get(dst, dst), "udp", t.v4["h1"], ">", t.v4["h2"])
+    text = proc.stdout
+    assert f"bridge br0: {linux}" in text, text
+    doc = json.loads(run_tna(t.sw, "explain", "--json", "--in", "p1", "--src-mac", t.mac["h1"],
+                             "--dst-mac", t.mac.get(dst, dst), "udp", t.v4["h1"], ">",
+                             t.v4["h2"]).stdout)
+    assert (doc["tna"]["action"], doc["tna"]["reason"]) == (action, reason), doc
+    if action == "redirect":
+        assert doc["tna"]["egress"] == "p2" and doc["tna"]["dst_mac"] == t.mac["h2"]
+    explained = counts(t.sw, "p1")
+    assert explained[reason] - before[reason] >= 2  # the two test runs were counted
+    send(t.hosts["h1"], bytes.fromhex(doc["frame"]))
+    wait_for(lambda: counts(t.sw, "p1")[reason] > explained[reason], timeout=5,
+             what=f"{name}: the real frame counted under {reason}")
