@@ -16,14 +16,16 @@ was reused), is ignored.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from tna import netns, reasons
+from tna import abi, netns, reasons
 from tna.datapath import firewall as fw_datapath
 from tna.datapath import loader
 from tna.plan import Plan
@@ -212,7 +214,7 @@ def rule_rows(plan: Plan, since_reset: bool = True) -> list[dict[str, Any]]:
     for family, ft in enumerate(plan.namespace.firewall):
         if ft is None:
             continue
-        loaded, counts = loader.firewall_state(family)
+        loaded, counts = firewall_state(family)
         if loaded != [(r.verdict, int(r.counter >= 0), r.target) for r in ft.rules]:
             out.append({"rule": f"{('ipv4', 'ipv6')[family]} forward hook", "packets": 0,
                         "bytes": 0, "stale": "loaded tables differ from the ruleset: "
@@ -232,3 +234,26 @@ def rule_rows(plan: Plan, since_reset: bool = True) -> list[dict[str, Any]]:
                 row["packets"] -= p
                 row["bytes"] -= b
     return out + list(rules.values())
+
+
+def firewall_state(family: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    """The firewall table in use for ``family`` (0 v4, 1 v6): its rules as (verdict, counted,
+    target) and their (packets, bytes).  Only reads: ``loader.firewall_state`` opens the
+    namespace maps for an update, which rewrites ``tna_src_bits`` from what it read, and from
+    a scrape thread or a second process that can undo a daemon's concurrent write."""
+    if not os.path.exists(os.path.join(loader.pin_dir(), "tna_fw_tables")):
+        return [], []
+    config = loader.open_map("tna_config")
+    try:
+        raw = config.lookup(struct.pack("=I", 0))
+    finally:
+        config.close()
+    size = ctypes.sizeof(abi.TnaConfig)
+    gen = abi.TnaConfig.from_buffer_copy(raw[:size]).fw_gen if raw and len(raw) >= size else 0
+    fw = fw_datapath.FirewallMaps()
+    try:
+        t = (gen & 1) * 2 + family
+        n = fw.header(t).nrules
+        return fw.read_rules(t, n), fw.read_counters(t, n)
+    finally:
+        fw.close()

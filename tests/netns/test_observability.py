@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tna import netns
+from tna.datapath import loader
 from tna.testbed import DaemonProcess, RouterTopology, Testbed, run_tna, tna_stats, wait_for
 
 METRICS_PORT, PROMETHEUS_PORT = 9489, 9490
@@ -187,3 +189,31 @@ def test_bad_options_are_one_line(bed: Testbed, args: tuple[str, ...], needle: s
     proc = run_tna(bed.ns("empty"), *args, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr
+
+
+def test_reading_counters_writes_nothing(topo: RouterTopology) -> None:
+    """stats, metrics and top only read: a reader that rewrote a shared map (tna_src_bits)
+    from a stale view could undo a concurrent reconciliation."""
+    run_tna(topo.r, "apply")
+    try:
+        with netns.entered(topo.r):
+            bits = loader.open_map("tna_src_bits")
+            marked = b"\xff" * bits.value_size
+            bits.update(struct.pack("=I", 0), marked)  # more bits set: only slower, still exact
+
+            def unchanged() -> bool:
+                return bits.lookup(struct.pack("=I", 0)) == marked
+            try:
+                assert unchanged()
+                loader.firewall_state(0)  # positive control: this one rewrites the bits
+                assert not unchanged()
+                bits.update(struct.pack("=I", 0), marked)
+                for args in (("stats", "--json"), ("stats", "--format", "prometheus"),
+                             ("top", "--once", "--interval", "0.1"),
+                             ("explain", "--in", "r1", "udp", "10.1.0.2", ">", "10.2.0.2")):
+                    run_tna(topo.r, *args)
+                    assert unchanged(), args
+            finally:
+                bits.close()
+    finally:
+        run_tna(topo.r, "detach")
