@@ -369,6 +369,8 @@ def format_text(doc: dict[str, Any]) -> str:
     if v["action"] == "redirect":
         what = (f"fast path: {'bridged' if v['reason'] == 'bridged' else 'routed'} out of "
                 f"{v['egress'] or '?'}, {v['src_mac']} > {v['dst_mac']}")
+        if v["rules"]:
+            what += f", accepted by {', '.join(v['rules'])}"
     elif v["action"] == "drop":
         rule = f" by {', '.join(v['rules'])}" if v["rules"] else ""
         what = f"drop ({v['reason']}){rule}"

@@ -18,6 +18,7 @@ RULESET = """table inet tnaexplain {
     chain forward {
         type filter hook forward priority 0; policy accept;
         udp dport 9999 drop
+        udp dport 8888 counter accept
     }
 }
 """
@@ -41,6 +42,7 @@ CASES = [
     ("firewall_drop", ["udp", "10.1.0.2:5", ">", "10.2.0.2:9999"], "drop", "fw_dropped"),
     ("firewall_other_port", ["udp", "10.1.0.2:5", ">", "10.2.0.2:9998"], "redirect",
      "forwarded"),
+    ("firewall_accept", ["udp", "10.1.0.2:5", ">", "10.2.0.2:8888"], "redirect", "forwarded"),
     ("other_mac", ["udp", "10.1.0.2", ">", "10.2.0.2", "--dst-mac", "02:99:00:00:00:01"],
      "pass", "not_for_us"),
     ("broadcast_mac", ["udp", "10.1.0.2", ">", "10.2.0.2", "--dst-mac", "ff:ff:ff:ff:ff:ff"],
@@ -98,8 +100,10 @@ def test_prediction_matches_what_happens(topo: RouterTopology, name: str, words:
         assert tna["egress"] == "r2" and tna["src_mac"] != tna["dst_mac"]
         neigh = doc["linux"]["neighbour"]
         assert doc["linux"]["dev"] == "r2" and neigh["lladdr"] == tna["dst_mac"]
-    if action == "drop":
-        assert tna["rules"] and "tnaexplain" in tna["rules"][0]
+    if action == "drop" or name == "firewall_accept":
+        assert len(tna["rules"]) == 1 and "tnaexplain" in tna["rules"][0], tna
+    else:
+        assert tna["rules"] == [], tna
     # the test run was counted, as the output says
     explained = r1_counts(topo)
     assert explained[reason] - before[reason] >= 1
@@ -114,6 +118,9 @@ def test_text_output_and_errors(topo: RouterTopology) -> None:
                    "--ttl", "1").stdout
     assert "TNA:    to Linux: ttl" in text and "ICMP time exceeded" in text
     assert "Linux:  unicast dev r2" in text and "counted like a real packet" in text
+    accepted = run_tna(topo.r, "explain", "--in", "r1", "udp", "10.1.0.2", ">",
+                       "10.2.0.2:8888").stdout
+    assert "fast path: routed out of r2" in accepted and "accepted by inet tnaexplain" in accepted
     for args, needle in ((["--in", "nope0", "udp", "10.1.0.2", ">", "10.2.0.2"],
                           "no such interface"),
                          (["--in", "lo", "udp", "10.1.0.2", ">", "10.2.0.2"],
