@@ -375,6 +375,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_detach(args: argparse.Namespace) -> int:
     _refuse_if_daemon("detach")
     n = loader.detach_all()
+    counters.forget_reset()  # the counters are gone, and their zero point with them
     print(f"detached TNA from {n} interface(s); the kernel forwards alone")
     return 0
 

@@ -4,6 +4,7 @@ scraped by a real Prometheus server inside the router's namespace."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tna import netns
+from tna import counters, netns
 from tna.datapath import loader
 from tna.testbed import DaemonProcess, RouterTopology, Testbed, run_tna, tna_stats, wait_for
 
@@ -61,6 +62,8 @@ def test_stats_explain_reasons_count_since_and_reset(topo: RouterTopology) -> No
         prom = run_tna(topo.r, "stats", "--format", "prometheus").stdout
         assert 'tna_forwarded_packets_total{interface="r1"} 7.0' in prom
         assert 'interface="(unknown)"' not in prom
+        baseline = run_tna(topo.r, "stats", "--json")  # keeps the zero point...
+        assert json.loads(baseline.stdout)["reset"]
         promtool = shutil.which("promtool")
         if promtool:
             check = subprocess.run([promtool, "check", "metrics"], input=prom, text=True,
@@ -68,6 +71,8 @@ def test_stats_explain_reasons_count_since_and_reset(topo: RouterTopology) -> No
             assert check.returncode == 0, check.stdout + check.stderr
     finally:
         run_tna(topo.r, "detach")
+    with netns.entered(topo.r):  # ...which detach removes with the counters
+        assert not os.path.exists(counters.baseline_path())
 
 
 def _get(ns: str, url: str) -> bytes:
