@@ -409,7 +409,8 @@ class Daemon:
 
     def _observe(self, why: set[str], ok: bool, phases: dict[str, float]) -> None:
         for observer in self.observers:
-            observer(why, ok, phases)
+            with contextlib.suppress(Exception):  # metrics never stop the reconciliations
+                observer(why, ok, phases)
 
     def _emit(self, event: str, **fields: Any) -> None:
         line = {"ts": round(time.time(), 6), "event": event, **fields}
