@@ -32,7 +32,7 @@ from types import FrameType
 from tna import abi
 from tna.bench import report as rep
 from tna.bench.generator import AUTO, SOURCES
-from tna.bench.runner import Config, pick_cpu, run
+from tna.bench.runner import Config, RetryBudget, pick_cpu, run
 from tna.bench.scenarios import ALL_MODES, SCENARIOS, Options
 
 DEFAULT_OUT = "build/bench"
@@ -62,14 +62,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", type=_csv, default=(),
                    help=f"only these modes, from: {', '.join(ALL_MODES)}")
     p.add_argument("--runs", type=int, default=3, help="runs per mode; the median is reported")
-    p.add_argument("--seconds", type=float, default=2.0, help="length of a timed window")
-    p.add_argument("--warmup", type=float, default=1.0, help="warm-up before each window")
+    p.add_argument("--seconds", type=float, default=1.5, help="length of a timed window")
+    p.add_argument("--warmup", type=float, default=0.5, help="warm-up before each window")
+    p.add_argument("--retry-budget", type=float, default=120.0,
+                   help="seconds the run may spend measuring windows again that other tasks "
+                   "disturbed (default 120)")
     p.add_argument("--cpu", type=int, default=None,
                    help="the CPU for generator and forwarding (default: the highest one)")
     p.add_argument("--flows", type=int, default=10_000,
                    help="destinations of many-flows / FDB entries of bridge-fdb")
     p.add_argument("--fw-rules", type=int, default=50, help="rules of the firewall scenario")
-    p.add_argument("--micro-iterations", type=int, default=20_000,
+    p.add_argument("--micro-iterations", type=int, default=10_000,
                    help="test runs per program in the micro-benchmark (0: skip it)")
     p.add_argument("--no-profile", dest="profile", action="store_false",
                    help="skip the windows with BPF run-time statistics (per-program ns)")
@@ -118,7 +121,7 @@ def config(args: argparse.Namespace) -> Config:
                   seconds=args.seconds, warmup=args.warmup, cpu=cpu,
                   micro_iterations=args.micro_iterations, profile=args.profile,
                   options=options, ns_prefix=args.ns_prefix, source=args.source,
-                  compare=args.compare)
+                  compare=args.compare, retry_budget=RetryBudget(args.retry_budget))
 
 
 def _cpu_model() -> str:
