@@ -19,7 +19,7 @@ from tna.bench.frames import FrameSpec
 from tna.bench.generator import LIVE, SKB, Probe
 from tna.bench.report import Result
 from tna.bench.runner import Config, run, run_scenario
-from tna.bench.scenarios import LINUX, NULL, TNA, XDP_PASS
+from tna.bench.scenarios import LINUX, NULL, NULL_TC, TNA, XDP_PASS
 from tna.testbed import Testbed
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, BPF)")
@@ -90,7 +90,7 @@ def test_live_run_also_measures_skb(prefix: str, monkeypatch: pytest.MonkeyPatch
 
 def test_punt_all(prefix: str) -> None:
     """punt-all: TNA hands every frame to Linux (its punt counter says so), Linux forwards."""
-    report = run_scenario("punt-all", _cfg(prefix, (NULL, LINUX, XDP_PASS, TNA),
+    report = run_scenario("punt-all", _cfg(prefix, (NULL, NULL_TC, LINUX, XDP_PASS, TNA),
                                            scenarios=("punt-all",)), lambda _msg: None)
     _ok(report.results, report.meta["source"])
     tna = next(r for r in report.results if r.mode == TNA)

@@ -178,6 +178,7 @@ def _two_sources() -> Report:
     skb = [Result(s.scenario, s.size, s.mode, s.samples, source="skb") for s in (
         _res("router-v4", "null", [1.8]), _res("router-v4", "linux", [0.9]),
         _res("router-v4", "tna", [1.25]), _res("punt-all", "null", [1.8]),
+        _res("punt-all", "null-tc", [2.0]),
         _res("punt-all", "linux", [0.8]), _res("punt-all", "xdp-pass", [0.78]),
         _res("punt-all", "tna", [0.75]))]
     live = [_res("router-v4", "null", [6.0]), _res("router-v4", "linux", [1.2]),
@@ -208,7 +209,9 @@ def test_punt_all_overhead_per_source() -> None:
     assert skb["overhead_ns"] == pytest.approx(1e3 / 0.75 - 1e3 / 0.8)  # 83 ns
     assert skb["xdp_ns"] == pytest.approx(1e3 / 0.78 - 1e3 / 0.8)
     assert rows["live"]["xdp_ns"] is None  # xdp-pass not measured there
-    assert "| skb | 64 | 1250 | 1282 | 1333 | 83 | 32 | 0.94x |" in rep.markdown(_two_sources())
+    assert skb["conversion_ns"] == pytest.approx(1e3 / 1.8 - 1e3 / 2.0)
+    md = rep.markdown(_two_sources())
+    assert "| skb | 64 | 1250 | 1282 | 1333 | 83 | 32 | 56 | 0.94x |" in md
 
 
 def test_json_names_the_source_of_every_result() -> None:

@@ -115,6 +115,20 @@ def attach(ns: str, ifname: str, prog_fd: int) -> Link:
     return Link(fd, ifindex)
 
 
+BPF_TCX_INGRESS = 46  # enum bpf_attach_type
+
+
+def attach_tcx(ns: str, ifname: str, prog_fd: int) -> Link:
+    """Attach the SCHED_CLS ``prog_fd`` to tcx ingress of ``ifname`` in ``ns`` (a BPF link)."""
+    with netns.entered(ns):
+        ifindex = ifindex_of(ifname)
+        opts = libbpf.LinkCreateOpts(sz=ctypes.sizeof(libbpf.LinkCreateOpts))
+        fd = libbpf.check(libbpf.lib().bpf_link_create(prog_fd, ifindex, BPF_TCX_INGRESS,
+                                                         ctypes.byref(opts)),
+                          f"attach tcx ingress to {ifname}")
+    return Link(fd, ifindex)
+
+
 def ifindex_of(ifname: str) -> int:
     """ifindex of ``ifname`` in the current thread's namespace.
 
@@ -125,13 +139,18 @@ def ifindex_of(ifname: str) -> int:
 
 
 class Sink:
-    """bench_sink attached to one interface; ``packets()`` sums its per-CPU counter."""
+    """bench_sink attached to one interface; ``packets()`` sums its per-CPU counter.
 
-    def __init__(self, ns: str, ifname: str) -> None:
+    ``tc``: bench_tc_sink at tcx ingress instead of XDP (no skb-to-XDP conversion on a veth).
+    """
+
+    def __init__(self, ns: str, ifname: str, tc: bool = False) -> None:
         self.obj = BpfObject("bench_sink")
+        self.prog = "bench_tc_sink" if tc else "bench_sink"
         self.counter = libbpf.Map(os.dup(self.obj.map_fd("bench_count")), 4, 16, percpu=True)
         try:
-            self.link = attach(ns, ifname, self.obj.prog_fd("bench_sink"))
+            how = attach_tcx if tc else attach
+            self.link = how(ns, ifname, self.obj.prog_fd(self.prog))
         except Exception:
             self.counter.close()
             self.obj.close()

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Mode order for tables and the chart.
-MODE_ORDER = ("null", "linux", "linux-no-brnf", "xdp-pass", "tna", "fib", "sol")
-MODE_LABEL = {"null": "null (source -> drop)", "linux": "Linux", "tna": "TNA",
+MODE_ORDER = ("null", "null-tc", "linux", "linux-no-brnf", "xdp-pass", "tna", "fib", "sol")
+MODE_LABEL = {"null": "null (source -> drop)", "null-tc": "null, tc sink", "linux": "Linux",
+              "tna": "TNA",
               "linux-no-brnf": "Linux, br_netfilter off", "xdp-pass": "Linux + XDP_PASS",
               "fib": "bare XDP fib router", "sol": "speed of light"}
 SOURCE_LABEL = {"live": "live XDP frames", "skb": "skbs via bpf_clone_redirect()"}
@@ -224,7 +225,7 @@ class Report:
     def path(self, scenario: str, size: int, mode: str, source: str | None = None
              ) -> float | None:
         """ns/packet of ``mode`` minus the null mode's: what the DUT's path costs."""
-        if mode == "null":
+        if mode.startswith("null"):
             return None
         r, null = (self.result(scenario, size, m, source) for m in (mode, "null"))
         if r is None or null is None or r.status != "ok" or null.status != "ok" \
@@ -309,13 +310,16 @@ def punt_all(report: Report) -> list[dict[str, Any]]:
     ``overhead_ns`` = TNA's e2e ns/packet minus Linux's (both see the same source, so the
     source's cost cancels); ``xdp_ns`` the part any XDP program on the ingress costs
     (``xdp-pass`` minus Linux), the rest is TNA's program up to its punt decision.
+    ``conversion_ns`` = null minus null-tc: what native XDP on a veth costs an arriving frame
+    before any program runs (an skb source's skb copied into an XDP buffer).
     """
     out = []
     for src in report.sources():
         for scenario, size in report.groups(src):
             if scenario != PUNT_ALL:
                 continue
-            r = {m: report.result(scenario, size, m, src) for m in ("linux", "xdp-pass", "tna")}
+            r = {m: report.result(scenario, size, m, src)
+                 for m in ("null", "null-tc", "linux", "xdp-pass", "tna")}
             ns = {m: (x.ns if x is not None and x.status == "ok" else None) for m, x in r.items()}
             tna = r["tna"]
             out.append({
@@ -323,6 +327,7 @@ def punt_all(report: Report) -> list[dict[str, Any]]:
                 "xdp_pass_ns": ns["xdp-pass"], "tna_ns": ns["tna"],
                 "overhead_ns": _minus(ns["tna"], ns["linux"]),
                 "xdp_ns": _minus(ns["xdp-pass"], ns["linux"]),
+                "conversion_ns": _minus(ns["null"], ns["null-tc"]),
                 "tna_vs_linux": ratio(report.mpps(scenario, size, "tna", src),
                                       report.mpps(scenario, size, "linux", src)),
                 "note": tna.note if tna is not None else ""})
@@ -415,10 +420,11 @@ def detail_table(report: Report) -> str:
 def punt_all_table(report: Report) -> str:
     rows = [[p["source"], str(p["size"]), fmt_ns(p["linux_ns"]), fmt_ns(p["xdp_pass_ns"]),
              fmt_ns(p["tna_ns"]), fmt_ns(p["overhead_ns"]), fmt_ns(p["xdp_ns"]),
-             fmt_ratio(p["tna_vs_linux"]), p["note"]] for p in punt_all(report)]
+             fmt_ns(p["conversion_ns"]), fmt_ratio(p["tna_vs_linux"]), p["note"]]
+            for p in punt_all(report)]
     return _table(["source", "frame B", "Linux ns/pkt", "Linux + XDP_PASS ns/pkt",
-                   "TNA (all punted) ns/pkt", "TNA overhead ns", "of which XDP on veth ns",
-                   "TNA/Linux e2e", "TNA's counters"], rows)
+                   "TNA (all punted) ns/pkt", "TNA overhead ns", "XDP_PASS overhead ns",
+                   "XDP on veth: null - null-tc ns", "TNA/Linux e2e", "TNA's counters"], rows)
 
 
 def comparison_table(report: Report) -> str:

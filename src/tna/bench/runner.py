@@ -138,7 +138,7 @@ def _program_fds(scn: Scenario, mode: str, gen: Generator) -> dict[str, int]:
     """New fds of the programs on the path: generator, DUT ingress (if any), sink."""
     assert scn.sink is not None
     fds = {"generator": os.dup(gen.prog_fd)}
-    if mode != NULL:  # in null mode the receiver's sink is off the path
+    if not mode.startswith(NULL):  # in null modes the receiver's sink is off the path
         fds["sink"] = os.dup(scn.sink.obj.prog_fd("bench_sink"))
     dut = scn.ingress_prog_fd(mode)
     if dut is not None:

@@ -5,6 +5,8 @@ veth pairs (``tna.testbed``), keeps a counting XDP sink on the receiver's veth f
 life (which also makes XDP redirects into the receiver legal) and switches the DUT between:
 
 ``null``           the sink sits on the DUT's ingress: traffic source and veth cost alone
+``null-tc``        punt-all only: as null, the sink at tcx ingress instead of XDP (the
+                   difference is native XDP's skb-to-XDP conversion on a veth)
 ``linux``          no XDP on the DUT; GRO on its ingress veth so it accepts XDP-sent frames
 ``xdp-pass``       punt-all only: Linux behind an XDP program that passes everything (what
                    native XDP on a veth costs by itself, e.g. converting an skb source's skbs)
@@ -37,9 +39,9 @@ from tna.datapath.loader import Features
 from tna.plan import Plan, make_plan
 from tna.testbed import Testbed
 
-NULL, LINUX, LINUX_NO_BRNF, XDP_PASS, TNA, FIB, SOL = \
-    "null", "linux", "linux-no-brnf", "xdp-pass", "tna", "fib", "sol"
-ALL_MODES = (NULL, LINUX, LINUX_NO_BRNF, XDP_PASS, TNA, FIB, SOL)
+NULL, NULL_TC, LINUX, LINUX_NO_BRNF, XDP_PASS, TNA, FIB, SOL = \
+    "null", "null-tc", "linux", "linux-no-brnf", "xdp-pass", "tna", "fib", "sol"
+ALL_MODES = (NULL, NULL_TC, LINUX, LINUX_NO_BRNF, XDP_PASS, TNA, FIB, SOL)
 REFERENCE_PROGRAMS = {SOL: "bench_sol", FIB: "bench_fib"}  # in bench_sol.bpf.o
 BRNF_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables")
 FAST_PATH_MIN = 0.95  # below this share of fast-path forwards a TNA number is not a TNA number
@@ -149,8 +151,8 @@ class Scenario:
     # ---- modes -----------------------------------------------------------------------------
 
     def enter(self, mode: str) -> None:
-        if mode == NULL:
-            self._null_sink = Sink(self.dut, self.ingress_if)
+        if mode in (NULL, NULL_TC):
+            self._null_sink = Sink(self.dut, self.ingress_if, tc=mode == NULL_TC)
         elif mode in REFERENCE_PROGRAMS:
             self._attach_reference(REFERENCE_PROGRAMS[mode])
         elif mode.startswith(TNA):
@@ -166,7 +168,7 @@ class Scenario:
                 raise
 
     def leave(self, mode: str) -> None:
-        if mode == NULL and self._null_sink:
+        if mode in (NULL, NULL_TC) and self._null_sink:
             self._null_sink.close()
             self._null_sink = None
         elif mode in REFERENCE_PROGRAMS:
@@ -190,7 +192,7 @@ class Scenario:
 
     def counter(self, mode: str) -> Callable[[], int]:
         """Reads the packets delivered so far in ``mode``."""
-        sink = self._null_sink if mode == NULL else self.sink
+        sink = self._null_sink if mode in (NULL, NULL_TC) else self.sink
         assert sink is not None
         return sink.packets
 
@@ -206,8 +208,8 @@ class Scenario:
 
     def ingress_prog_fd(self, mode: str) -> int | None:
         """A new fd of the program on the DUT's ingress in ``mode`` (None: no program)."""
-        if mode == NULL and self._null_sink:
-            return os.dup(self._null_sink.obj.prog_fd("bench_sink"))
+        if mode in (NULL, NULL_TC) and self._null_sink:
+            return os.dup(self._null_sink.obj.prog_fd(self._null_sink.prog))
         if mode in REFERENCE_PROGRAMS and self._mode_objs:
             return os.dup(self._mode_objs[-1].prog_fd(REFERENCE_PROGRAMS[mode]))
         if mode == XDP_PASS and self._pass:
@@ -365,7 +367,7 @@ class PuntAll(Router):
     an XDP program that passes everything (``xdp-pass``)."""
 
     name, title, sizes = "punt-all", "IPv4 router, every frame punted to Linux", (64,)
-    modes: tuple[str, ...] = (NULL, LINUX, XDP_PASS, TNA)
+    modes: tuple[str, ...] = (NULL, NULL_TC, LINUX, XDP_PASS, TNA)
     punts_all = True
 
     def frame(self, size: int) -> FrameSpec:
