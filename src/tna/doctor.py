@@ -181,9 +181,10 @@ def advise(snap: Snapshot, plan: Plan, peers: Mapping[int, Peer]) -> Guidance:
 def _share(snap: Snapshot, plan: Plan, i: InterfacePlan, g: Guidance,
            peers: Mapping[int, Peer]) -> Share:
     own = [g.by_slow_path[(i.ifname, s)] for s in i.slow_path if not _egress_block(s)]
-    if i.features is None:
-        return Share(i.ifname, "none", tuple(s.traffic for s in i.slow_path
-                                             if not _egress_block(s)), tuple(own))
+    if i.features is None:  # its own reasons, else the namespace's (forwarding off, ...)
+        held = [s.traffic for s in i.slow_path if not _egress_block(s)]
+        return Share(i.ifname, "none", tuple(held or [s.traffic for s in plan.slow_path]),
+                     tuple(own or g.namespace))
     others = [o for o in plan.interfaces if o.ifindex != i.ifindex and not o.bridge]
     blocked = [o for o in others if not o.egress]
     out_findings = [g.by_slow_path[(o.ifname, s)] for o in blocked for s in o.slow_path
