@@ -17,14 +17,14 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from tna import abi, control, counters, fdbrefresh, netns, sdnotify, sync
+from tna import abi, control, counters, doctor, fdbrefresh, gc, netns, sdnotify, sync
 from tna.datapath import libbpf, status
 from tna.datapath.libbpf import LibbpfError
 from tna.datapath.loader import Changes
 from tna.datapath.pins import DatapathError
 from tna.model import Snapshot
 from tna.netfilter import NetfilterError
-from tna.plan import Plan, make_plan
+from tna.plan import Plan, SlowPath, make_plan
 
 MIN_KERNEL = (5, 15)  # BPF links for XDP, test-run ingress_ifindex, netns cookies
 
@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
         ("stats", cmd_stats, "show fast-path counters and punt reasons"),
         ("top", cmd_top, "live rates: fast path, to Linux and why, rule hits"),
         ("detach", cmd_detach, "remove everything TNA attached"),
+        ("gc", cmd_gc, "remove pins and state files of namespaces that no longer exist"),
+        ("doctor", cmd_doctor, "check a namespace: what keeps traffic on Linux, and the "
+         "command that fixes it"),
         ("demo", cmd_demo, "build a demo router in namespaces and show TNA at work"),
     ]
     for name, func, help_text in commands:
@@ -101,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
                             epilog=EXIT_CODES,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(func=func)
+    sp = sub.choices["status"]
+    sp.add_argument("-a", "--all", action="store_true",
+                    help="every namespace TNA manages, by name where it has one")
+    sp = sub.choices["gc"]
+    sp.add_argument("--dry-run", action="store_true",
+                    help="say what would be removed, remove nothing")
     sp = sub.choices["stats"]
     sp.add_argument("--describe", action="store_true",
                     help="explain every counter and the setting that would change it")
@@ -214,6 +223,8 @@ def _preflight(args: argparse.Namespace) -> None:
     if args.netns:
         if args.func in (cmd_demo, cmd_bench):
             raise UsageError(f"{args.func.__name__[4:]} makes its own namespaces; drop --netns")
+        if args.func is cmd_gc or (args.func is cmd_status and args.all):
+            raise UsageError("this covers every namespace; drop --netns")
         netns.enter(args.netns)
 
 
@@ -238,11 +249,38 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = make_plan(_snapshot(args))
+    snap = _snapshot(args)
+    plan = make_plan(snap)
+    guidance = advise(snap, plan)
     if args.json:
-        _print_json(plan.to_dict())
+        _print_json({**plan.to_dict(), "guidance": guidance.to_dict()})
     else:
-        print(format_plan(plan))
+        print(format_plan(plan, guidance))
+    return 0
+
+
+def advise(snap: Snapshot, plan: Plan) -> doctor.Guidance:
+    return doctor.advise(snap, plan, doctor.read_peers(snap))
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    snap = _snapshot(args)
+    plan = make_plan(snap)
+    guidance = advise(snap, plan)
+    modes = {a.ifindex: a.mode for a in status.attached()}
+    findings = doctor.doctor(snap, plan, modes) + guidance.findings()
+    if args.json:
+        _print_json({"findings": [f.to_dict() for f in findings],
+                     "interfaces": {n: s.to_dict() for n, s in guidance.shares.items()}})
+        return 0
+    where = args.netns or "this namespace"
+    for ifname, share in guidance.shares.items():
+        print(f"{ifname}: expected fast-path share: {share.text()}")
+    if not findings:
+        print(f"{where}: nothing keeps traffic on Linux that TNA could take")
+        return 0
+    print(f"\n{where}: {len(findings)} finding(s)")
+    print("\n".join(doctor.format_findings(findings, "  ")))
     return 0
 
 
@@ -253,9 +291,47 @@ def _refuse_if_daemon(action: str) -> None:
                          f"before '{action}'")
 
 
+def collect_garbage(args: argparse.Namespace) -> list[gc.Collected]:
+    """What namespaces that no longer exist left behind goes first (apply, run, status):
+    never a reason for the command itself to fail."""
+    try:
+        collected = gc.collect()
+    except OSError as e:
+        print(f"tna: warning: could not look for leftovers of deleted namespaces: {e}",
+              file=sys.stderr)
+        return []
+    if collected and not args.json and args.func is not cmd_run:
+        print(f"tna: removed {format_collected(collected)}", file=sys.stderr)
+    return collected
+
+
+def format_collected(collected: list[gc.Collected]) -> str:
+    pins = sum(len(c.pins) for c in collected)
+    files = sum(len(c.state) for c in collected)
+    return (f"{pins} pin(s) and {files} state file(s) of {len(collected)} namespace(s) "
+            "that no longer exist or whose owner is gone")
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    collected = gc.collect(dry_run=args.dry_run)
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "collected": [c.to_dict() for c in collected]})
+        return 0
+    if not collected:
+        print("nothing to remove: every namespace TNA has pins or state for exists")
+        return 0
+    for c in collected:
+        what = ", ".join(c.pins + c.state)
+        print(f"{'would remove' if args.dry_run else 'removed'} ns{c.cookie}: {what}")
+    if not args.dry_run:
+        print(f"removed {format_collected(collected)}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.resync <= 0:
         raise UsageError("--resync must be positive")
+    collect_garbage(args)
     daemon = sync.Daemon(args.netns, keep=args.keep, resync_s=args.resync)
     if args.metrics:
         from tna import metrics  # prometheus_client only where it is used
@@ -273,17 +349,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    collect_garbage(args)
     _refuse_if_daemon("apply")
     applied = control.apply(args.netns)
     plan, changes = applied.plan, applied.changes
-    refresher = fdbrefresh.ensure_refresher(args.netns) if plan.bridge_ports() else None
+    assert applied.snapshot is not None
+    guidance = advise(applied.snapshot, plan)
+    refresher = (fdbrefresh.ensure_refresher(args.netns)
+                 if plan.attaches and plan.bridge_ports() else None)
     if args.json:
-        _print_json(apply_json(plan, changes, refresher))
+        _print_json({**apply_json(plan, changes, refresher),
+                     "guidance": guidance.to_dict()})
         return 0
-    print(format_plan(plan))
+    print(format_plan(plan, guidance))
     names = [i.ifname for i in plan.interfaces if i.features is not None]
     print(f"\napplied: fast path on {len(names)} interface(s)"
           + (f": {', '.join(names)}" if names else "") + f" ({format_changes(changes)})")
+    if guidance.forwards_nothing(plan):
+        fixes = guidance.egress_fixes()
+        print(f"WARNING: TNA attached programs to {len(names)} interface(s) that can forward "
+              "nothing: every packet still goes to Linux"
+              + (f"; fix: {' ; '.join(fixes)}" if fixes else "; see 'tna doctor'"),
+              file=sys.stderr)
     if refresher is not None:
         print(f"bridge FDB mirror: kept current by tna fdb-refresh (pid {refresher}) until "
               "'tna detach'")
@@ -303,6 +390,9 @@ def format_changes(changes: Changes) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    collect_garbage(args)
+    if args.all:
+        return status_all(args)
     rows = status_rows()
     daemon = sync.read_state()
     if args.json:
@@ -320,6 +410,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['ifname']:<12} {r['mode']:<8} {r['prog_id']:>6} {r['xlated_insns']:>6}  "
               f"{', '.join(r['features']) or '-'}")
+    return 0
+
+
+def status_all(args: argparse.Namespace) -> int:
+    """Every namespace TNA manages, read from inside each (the collection just ran, so all
+    of them exist)."""
+    out = []
+    for m in gc.managed():
+        row: dict[str, Any] = {"cookie": m.cookie, "name": m.name, "alive": m.alive,
+                               "interfaces": [], "daemon": None, "pins": len(m.pins)}
+        if m.path is not None:
+            try:
+                with netns.entered(m.path):
+                    row["interfaces"], row["daemon"] = status_rows(), sync.read_state()
+            except (netns.NetnsError, OSError, LibbpfError):
+                pass  # gone meanwhile
+        out.append(row)
+    if args.json:
+        _print_json({"namespaces": out})
+        return 0
+    if not out:
+        print("TNA manages no namespace")
+        return 0
+    print(f"{'namespace':<24} {'cookie':>8}  {'pins':>4}  {'daemon':>7}  attached")
+    for r in out:
+        name = r["name"] or ("(unnamed)" if r["alive"] else "(gone)")
+        daemon = f"pid {r['daemon']['pid']}" if r["daemon"] else "-"
+        ifs = ", ".join(f"{i['ifname']} ({i['mode']})" for i in r["interfaces"])
+        print(f"{name:<24} {r['cookie']:>8}  {r['pins']:>4}  {daemon:>7}  {ifs or '-'}")
     return 0
 
 
@@ -539,14 +658,31 @@ def format_snapshot(snap: Snapshot) -> str:
     return "\n".join(lines)
 
 
-def format_plan(plan: Plan) -> str:
+def format_plan(plan: Plan, guidance: doctor.Guidance | None = None) -> str:
+    """The plan per interface; with ``guidance``, each interface's expected fast-path share
+    and under each slow-path reason the command that lifts it."""
     lines = []
+
+    def fix_lines(ifname: str, s: SlowPath, indent: str) -> list[str]:
+        f = guidance.fix_for(ifname, s) if guidance else None
+        return ([f"{indent}fix: {f.fix}"] if f and f.fix else []) + (
+            [f"{indent}note: {f.caveat}"] if f and f.caveat else [])
     for s in plan.slow_path:
         lines.append(f"slow path: {s.traffic}: {s.reason} ({s.detail})")
+        lines += fix_lines("", s, "    ")
     for i in plan.interfaces:
         feats = ", ".join(i.features.names()) if i.features else "none (left to Linux)"
         lines.append(f"{i.ifname}: fast path: {feats}; egress target: "
                      f"{'yes' if i.egress else 'no'}")
+        share = guidance.shares.get(i.ifname) if guidance else None
+        if share is not None:
+            lines.append(f"    expected fast-path share: {share.text()}")
         for s in i.slow_path:
             lines.append(f"    slow path: {s.traffic}: {s.reason} ({s.detail})")
+            lines += fix_lines(i.ifname, s, "        ")
+        for f in share.findings if share else ():
+            if f.reason == "l4_csum":  # not a plan reason: found by the guidance
+                lines.append(f"    slow path: {doctor.local_senders(i.ifname)}: l4_csum "
+                             f"({f.detail})")
+                lines += [f"        fix: {f.fix}"] if f.fix else []
     return "\n".join(lines)

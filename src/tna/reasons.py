@@ -66,7 +66,9 @@ REASONS: dict[str, Reason] = {
                         "error)", "the route's encapsulation"),
     "same_iface": Reason(PUNT, "leaves where it came in: Linux may send an ICMP redirect"),
     "egress": Reason(PUNT, "the egress interface takes no fast-path frames (qdisc, tc or "
-                     "netfilter egress, down, peer without XDP/GRO)", _NEEDS_PLAN),
+                     "netfilter egress, down, peer without XDP/GRO)",
+                     "'tna doctor' prints the command that fixes it (a veth peer: ethtool -K "
+                     "PEER gro on, run where the peer lives)"),
     "rp_filter": Reason(PUNT, "reverse-path check not proven to pass: Linux validates the "
                         "source", "net.ipv4.conf.IFACE.rp_filter"),
     "no_port": Reason(PUNT, "ingress interface without a TNA entry (being reconfigured)",
