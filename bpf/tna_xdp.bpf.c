@@ -224,7 +224,7 @@ static __always_inline int bridge_forward(struct xdp_md *ctx, const struct tna_i
 		if ((void *)(ip6h + 1) > end)
 			return punt(ctx, in->slot, TNA_PUNT_MALFORMED);
 		if (tna_features.bridge_ipv6 == 2) {
-			why = brnf_ipv6_check(ip6h, frame_len);
+			why = ipv6_header_check(ip6h, frame_len);	/* br_validate_ipv6() */
 			if (why)
 				return punt(ctx, in->slot, why);
 			wire_len = sizeof(*eth) + sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);

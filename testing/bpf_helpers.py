@@ -125,8 +125,8 @@ def forwarded_v4(pkt: Packet, dst_mac: str = H2_MAC, src_mac: str = R2_MAC) -> b
     return bytes(out)
 
 
-def forwarded_v6(pkt: Packet) -> bytes:
+def forwarded_v6(pkt: Packet, dst_mac: str = H2_MAC, src_mac: str = R2_MAC) -> bytes:
     out = pkt.copy()
-    out[Ether].src, out[Ether].dst = R2_MAC, H2_MAC
+    out[Ether].src, out[Ether].dst = src_mac, dst_mac
     out[IPv6].hlim -= 1
     return bytes(out)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 
@@ -22,31 +23,22 @@ def load_for_test(features: Features, obj_path: str | None = None) -> Program:
 
 def sync_ports_for_test(ports: Iterable[Port]) -> None:
     """Write map entries for ``ports`` without touching programs."""
-    maps = IfaceMaps()
-    try:
+    with contextlib.closing(IfaceMaps()) as maps:
         for p in ports:
             maps.write(p.ifindex, p.mac, p.flags)
-    finally:
-        maps.close()
 
 
 def sync_firewall_for_test(namespace: Namespace) -> None:
     """Write the firewall tables of ``namespace`` (a new generation) without touching programs."""
-    ns = NamespaceMaps()
-    try:
+    with contextlib.closing(NamespaceMaps()) as ns:
         ns.write_firewall(namespace)
-    finally:
-        ns.close()
 
 
 def sync_namespace_for_test(namespace: Namespace) -> None:
     """Write the namespace-wide maps as a reconciliation would, without touching programs."""
-    ns = NamespaceMaps()
-    try:
+    with contextlib.closing(NamespaceMaps()) as ns:
         ns.restrict(namespace)
         ns.relax(namespace)
-    finally:
-        ns.close()
 
 
 def firewall_counters(family: int) -> list[tuple[int, int]]:

@@ -1,19 +1,31 @@
-"""Helpers of the end-to-end bridge tests (tests/netns): what the switch namespace reports.
+"""Helpers of the end-to-end tests (tests/netns): topologies ready to use, and what the
+switch namespace of a bridge topology reports.
 
-The fast path's per-port statistics (``tna stats``), the FDB mirror's view of a MAC (and a
-predicate to wait for it), and port interface indexes, read from a
-:class:`~tna.testbed.BridgeTopology`.
+A primed router topology in its own testbed; the fast path's per-port statistics (``tna
+stats``), the FDB mirror's view of a MAC (and a predicate to wait for it), and port interface
+indexes, read from a :class:`~tna.testbed.BridgeTopology`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tna import abi, netns
 from tna.datapath import fdb
-from tna.testbed import BridgeTopology
+from tna.testbed import BridgeTopology, RouterTopology, Testbed
 from tna.testbed import tna_stats as stats
+
+
+@contextlib.contextmanager
+def primed_router(prefix: str) -> Iterator[RouterTopology]:
+    """The router topology in a testbed of its own (names from ``prefix``), neighbours
+    resolved; everything removed on exit, also after a failure."""
+    with Testbed(prefix=prefix) as bed:
+        t = RouterTopology.build(bed)
+        t.prime_neighbours()
+        yield t
 
 
 def port_stats(t: BridgeTopology, port: str) -> dict[str, Any]:

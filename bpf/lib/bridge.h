@@ -50,19 +50,6 @@ static __always_inline enum tna_code brnf_ipv4_check(const struct iphdr *iph, __
 	return 0;
 }
 
-/* br_validate_ipv6(): the same for IPv6; extension headers (hop-by-hop length checks, fragments
- * conntrack would reassemble) are left to Linux. */
-static __always_inline enum tna_code brnf_ipv6_check(const struct ipv6hdr *ip6h, __u32 frame_len)
-{
-	if (ip6h->version != 6)
-		return TNA_PUNT_MALFORMED;
-	if (bpf_ntohs(ip6h->payload_len) + sizeof(*ip6h) + sizeof(struct ethhdr) > frame_len)
-		return TNA_PUNT_BAD_LENGTH;
-	if (ipv6_is_ext(ip6h->nexthdr))
-		return TNA_PUNT_IPV6_EXT;
-	return 0;
-}
-
 /* veth ingress: may leave by XDP only if no checksum is left to offload (see l4csum.h). */
 static __always_inline int bridged_ipv4_csum_ok(struct xdp_md *ctx, const struct iphdr *iph,
 						__u32 frame_len)

@@ -38,16 +38,29 @@ static __always_inline enum tna_code ipv6_addr_check(const struct in6_addr *a)
 	return 0;
 }
 
-static __always_inline enum tna_code ipv6_check(const struct ipv6hdr *ip6h, __u32 frame_len)
+/*
+ * The header's own checks, as br_validate_ipv6() makes them too: version, a payload length
+ * within the frame, and no extension headers (hop-by-hop length checks, fragments conntrack
+ * would reassemble: left to Linux).
+ */
+static __always_inline enum tna_code ipv6_header_check(const struct ipv6hdr *ip6h,
+							__u32 frame_len)
 {
-	enum tna_code why;
-
 	if (ip6h->version != 6)
 		return TNA_PUNT_MALFORMED;
 	if (bpf_ntohs(ip6h->payload_len) + sizeof(*ip6h) + sizeof(struct ethhdr) > frame_len)
 		return TNA_PUNT_BAD_LENGTH;
 	if (ipv6_is_ext(ip6h->nexthdr))
 		return TNA_PUNT_IPV6_EXT;
+	return 0;
+}
+
+static __always_inline enum tna_code ipv6_check(const struct ipv6hdr *ip6h, __u32 frame_len)
+{
+	enum tna_code why = ipv6_header_check(ip6h, frame_len);
+
+	if (why)
+		return why;
 	why = ipv6_addr_check(&ip6h->saddr);
 	if (!why)
 		why = ipv6_addr_check(&ip6h->daddr);

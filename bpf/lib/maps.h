@@ -33,14 +33,20 @@ struct {
 	__type(value, struct tna_iface);
 } tna_ifidx SEC(".maps");
 
+/*
+ * An entry of an ifindex-keyed hash from its ifindex-indexed array twin where the array holds
+ * it (its member `present` is set: 0 marks an empty entry), else from the hash.
+ */
+#define array_then_hash_lookup(array, hash, ifindex, present) ({			\
+	const typeof(*(array).value) *__e = bpf_map_lookup_elem(&(array), (ifindex));	\
+											\
+	(__e && __e->present) ? __e : bpf_map_lookup_elem(&(hash), (ifindex));		\
+})
+
 /* An interface's tna_ifaces entry, from the array where it is there. */
 static __always_inline const struct tna_iface *iface_lookup(__u32 ifindex)
 {
-	const struct tna_iface *e = bpf_map_lookup_elem(&tna_ifidx, &ifindex);
-
-	if (e && e->slot)
-		return e;
-	return bpf_map_lookup_elem(&tna_ifaces, &ifindex);
+	return array_then_hash_lookup(tna_ifidx, tna_ifaces, &ifindex, slot);
 }
 
 /* Redirect targets: exactly the interfaces with TNA_IF_EGRESS. */
@@ -88,11 +94,7 @@ struct {
 
 static __always_inline const struct tna_brport *brport_lookup(__u32 ifindex)
 {
-	const struct tna_brport *e = bpf_map_lookup_elem(&tna_brpidx, &ifindex);
-
-	if (e && e->bridge)
-		return e;
-	return bpf_map_lookup_elem(&tna_brports, &ifindex);
+	return array_then_hash_lookup(tna_brpidx, tna_brports, &ifindex, bridge);
 }
 
 /*

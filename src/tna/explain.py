@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from tna import counters, reasons
+from tna import counters, frames, reasons
 from tna.counters import RuleTables
 from tna.datapath import libbpf, status
 
@@ -112,24 +112,11 @@ def parse(words: list[str], **options: Any) -> PacketSpec:
 
 # ---- frame bytes -----------------------------------------------------------------------------
 
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071), ready to store."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _mac(text: str) -> bytes:
     try:
-        raw = bytes.fromhex(text.replace(":", ""))
-    except ValueError:
-        raw = b""
-    if len(raw) != 6:
-        raise BadPacket(f"not a MAC address: {text}")
-    return raw
+        return frames.mac_bytes(text)
+    except ValueError as e:
+        raise BadPacket(str(e)) from None
 
 
 def _l4(spec: PacketSpec, pseudo: bytes, payload: bytes) -> bytes:
@@ -145,12 +132,8 @@ def _l4(spec: PacketSpec, pseudo: bytes, payload: bytes) -> bytes:
     else:  # echo request: ICMP type 8, ICMPv6 type 128
         hdr = struct.pack("!BBHHH", 8 if spec.family == 4 else 128, 0, 0, 0x7a6e, 1)
         at = 2
-    csum = checksum(pseudo + hdr + payload)
-    if spec.proto == "udp" and csum == 0:
-        csum = 0xFFFF  # 0 means "no checksum" for UDP
-    if spec.bad_l4_csum:
-        csum ^= 0x5A5A
-    return hdr[:at] + struct.pack("!H", csum) + hdr[at + 2:] + payload
+    return frames.checksummed(pseudo, hdr, at, payload, spec.proto == "udp",
+                              0x5A5A if spec.bad_l4_csum else 0)
 
 
 def build(spec: PacketSpec, ingress_mac: str) -> bytes:
@@ -161,23 +144,17 @@ def build(spec: PacketSpec, ingress_mac: str) -> bytes:
     size = spec.size or max(60, 14 + ip_hdr + l4_hdr)
     if size < 14 + ip_hdr + l4_hdr or size > 9014:
         raise BadPacket(f"frame size {size} outside {14 + ip_hdr + l4_hdr}..9014")
-    payload = bytes(i & 0xFF for i in range(size - 14 - ip_hdr - l4_hdr))
+    if spec.bad_ip_csum and spec.family == 6:
+        raise BadPacket("IPv6 has no header checksum")
+    payload = frames.payload(size - 14 - ip_hdr - l4_hdr)
     l4_len = l4_hdr + len(payload)
     proto = PROTOS[spec.proto] if spec.family == 4 or spec.proto != "icmp" else 58
     eth = _mac(spec.dst_mac or ingress_mac) + _mac(spec.src_mac)
-    if spec.family == 4:
-        pseudo = b"" if spec.proto == "icmp" else (
-            src.packed + dst.packed + struct.pack("!BBH", 0, proto, l4_len))
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + l4_len, 0x1234, 0x4000, spec.ttl,
-                         proto, 0, src.packed, dst.packed)
-        csum = checksum(ip) ^ (0x5A5A if spec.bad_ip_csum else 0)
-        ip = ip[:10] + struct.pack("!H", csum) + ip[12:]
-        return eth + struct.pack("!H", 0x0800) + ip + _l4(spec, pseudo, payload)
-    if spec.bad_ip_csum:
-        raise BadPacket("IPv6 has no header checksum")
-    pseudo = src.packed + dst.packed + struct.pack("!I3xB", l4_len, proto)
-    ip = struct.pack("!IHBB16s16s", 6 << 28, l4_len, proto, spec.ttl, src.packed, dst.packed)
-    return eth + struct.pack("!H", 0x86DD) + ip + _l4(spec, pseudo, payload)
+    eth += struct.pack("!H", frames.ETH_P_IP if spec.family == 4 else frames.ETH_P_IPV6)
+    pseudo = b"" if proto == 1 else frames.pseudo_header(src, dst, proto, l4_len)
+    ip = frames.ip_header(src, dst, proto, l4_len, spec.ttl, ident=0x1234,
+                          csum_xor=0x5A5A if spec.bad_ip_csum else 0)
+    return eth + ip + _l4(spec, pseudo, payload)
 
 
 # ---- running it ------------------------------------------------------------------------------

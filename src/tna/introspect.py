@@ -24,8 +24,8 @@ import os
 import socket
 import struct
 import subprocess
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 
@@ -305,14 +305,24 @@ RTA_TABLE, RTA_VIA, RTA_NH_ID = 15, 18, 30
 RTAX_MTU = 2
 
 
-def routes() -> tuple[Route, ...]:
-    """Every route of every table (the kernel dumps all tables unless asked to filter)."""
+T = TypeVar("T")
+
+
+def _dump_both_families(msg_type: int, header: struct.Struct,
+                        parse: Callable[[bytes], T]) -> tuple[T, ...]:
+    """An rtnetlink dump of IPv4, then IPv6, each message parsed; ``header`` is the request's
+    family-first header (rtmsg, fib_rule_hdr), all else zero."""
     out = []
     for family in (AF_INET, AF_INET6):
-        request = RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-        for _, body in netlink.dump(netlink.NETLINK_ROUTE, RTM_GETROUTE, request):
-            out.append(parse_route(body))
+        request = bytes([family]) + bytes(header.size - 1)  # the family byte comes first
+        for _, body in netlink.dump(netlink.NETLINK_ROUTE, msg_type, request):
+            out.append(parse(body))
     return tuple(out)
+
+
+def routes() -> tuple[Route, ...]:
+    """Every route of every table (the kernel dumps all tables unless asked to filter)."""
+    return _dump_both_families(RTM_GETROUTE, RTMSG, parse_route)
 
 
 def parse_route(body: bytes) -> Route:
@@ -360,12 +370,7 @@ IP_PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
 
 
 def rules() -> tuple[Rule, ...]:
-    out = []
-    for family in (AF_INET, AF_INET6):
-        request = _FIB_RULE_HDR.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-        for _, body in netlink.dump(netlink.NETLINK_ROUTE, RTM_GETRULE, request):
-            out.append(parse_rule(body))
-    return tuple(out)
+    return _dump_both_families(RTM_GETRULE, _FIB_RULE_HDR, parse_rule)
 
 
 def _port_range(name: str, data: bytes, mask: bytes | None) -> str:

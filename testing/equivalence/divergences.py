@@ -18,43 +18,48 @@ from testing.equivalence.corpus import CorpusFrame
 ETH_P_IP, ETH_P_IPV6 = b"\x08\x00", b"\x86\xdd"
 
 
-def _v4(frame: bytes) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None:
-    if len(frame) < 34 or frame[12:14] != ETH_P_IP:
-        return None
-    return ipaddress.IPv4Address(frame[26:30]), ipaddress.IPv4Address(frame[30:34])
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _v6_dst(frame: bytes) -> ipaddress.IPv6Address | None:
-    if len(frame) < 54 or frame[12:14] != ETH_P_IPV6:
-        return None
-    return ipaddress.IPv6Address(frame[38:54])
+def _address(ethertype: bytes, header_end: int, at: int,
+             kind: type[Address]) -> Callable[[bytes], Address | None]:
+    """Reads the address at ``at`` of frames of ``ethertype`` whose IP addresses are all there
+    (``header_end``); None for any other frame."""
+    size = 4 if kind is ipaddress.IPv4Address else 16
+
+    def read(frame: bytes) -> Address | None:
+        if len(frame) < header_end or frame[12:14] != ethertype:
+            return None
+        return kind(frame[at:at + size])
+    return read
+
+
+_v4_src = _address(ETH_P_IP, 34, 26, ipaddress.IPv4Address)
+_v4_dst = _address(ETH_P_IP, 34, 30, ipaddress.IPv4Address)
+_v6_dst = _address(ETH_P_IPV6, 54, 38, ipaddress.IPv6Address)
+
+
+def _address_in(address: Callable[[bytes], Address | None],
+                nets: Sequence[str]) -> Callable[[bytes], bool]:
+    """A matcher: the frame's address (as ``address`` reads it) lies in one of ``nets``."""
+    networks = [ipaddress.ip_network(n) for n in nets]
+
+    def match(frame: bytes) -> bool:
+        a = address(frame)
+        return a is not None and any(a in n for n in networks)
+    return match
 
 
 def v4_src_in(*nets: str) -> Callable[[bytes], bool]:
-    networks = [ipaddress.IPv4Network(n) for n in nets]
-
-    def match(frame: bytes) -> bool:
-        a = _v4(frame)
-        return a is not None and any(a[0] in n for n in networks)
-    return match
+    return _address_in(_v4_src, nets)
 
 
 def v4_dst_in(*nets: str) -> Callable[[bytes], bool]:
-    networks = [ipaddress.IPv4Network(n) for n in nets]
-
-    def match(frame: bytes) -> bool:
-        a = _v4(frame)
-        return a is not None and any(a[1] in n for n in networks)
-    return match
+    return _address_in(_v4_dst, nets)
 
 
 def v6_dst_in(*nets: str) -> Callable[[bytes], bool]:
-    networks = [ipaddress.IPv6Network(n) for n in nets]
-
-    def match(frame: bytes) -> bool:
-        a = _v6_dst(frame)
-        return a is not None and any(a in n for n in networks)
-    return match
+    return _address_in(_v6_dst, nets)
 
 
 @dataclass(frozen=True)

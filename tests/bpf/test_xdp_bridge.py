@@ -21,7 +21,14 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
-from testing.bpf_helpers import XDP_PASS, XDP_REDIRECT, counted_run, counters
+from testing.bpf_helpers import (
+    XDP_PASS,
+    XDP_REDIRECT,
+    counted_run,
+    counters,
+    forwarded_v4,
+    forwarded_v6,
+)
 from testing.datapath_hooks import load_for_test, sync_ports_for_test
 from tna import abi, control, introspect, netns
 from tna.datapath import fdb
@@ -215,19 +222,12 @@ def test_switched_frame_is_counted_at_the_egress(switch: Switch) -> None:
         assert counters(switch.ifindex["p2"])["transmitted"] == before + 1
 
 
-def _routed_v4(pkt: Packet, src: str = BR1_MAC, dst: str = G1) -> bytes:
-    out = pkt.copy()
-    out[Ether].src, out[Ether].dst = src, dst
-    out[IP].ttl -= 1
-    del out[IP].chksum
-    return bytes(out)
+def _routed_v4(pkt: Packet) -> bytes:
+    return forwarded_v4(pkt, G1, BR1_MAC)
 
 
 def _routed_v6(pkt: Packet) -> bytes:
-    out = pkt.copy()
-    out[Ether].src, out[Ether].dst = BR1_MAC, G1
-    out[IPv6].hlim -= 1
-    return bytes(out)
+    return forwarded_v6(pkt, G1, BR1_MAC)
 
 
 def test_routed_from_bridge_into_bridge_ipv4(switch: Switch) -> None:

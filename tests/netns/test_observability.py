@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from testing.netns_helpers import primed_router
 from tna import counters, netns
 from tna.datapath.pins import open_map
 from tna.testbed import DaemonProcess, RouterTopology, Testbed, run_tna, tna_stats, wait_for
@@ -26,9 +27,7 @@ METRICS_PORT, PROMETHEUS_PORT = 9489, 9490
 
 @pytest.fixture
 def topo() -> Iterator[RouterTopology]:
-    with Testbed(prefix="tnaobs") as bed:
-        t = RouterTopology.build(bed)
-        t.prime_neighbours()
+    with primed_router("tnaobs") as t:
         yield t
 
 

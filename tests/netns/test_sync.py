@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from testing.netns_helpers import primed_router
 from tna import traffic
 from tna.testbed import DaemonProcess as DaemonProc
-from tna.testbed import RouterTopology, Testbed, run_tna, wait_for
+from tna.testbed import RouterTopology, run_tna, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -39,9 +40,7 @@ def fast_udp(t: RouterTopology, dst: str, dst_ns: str | None = None, count: int 
 
 @pytest.fixture
 def topo() -> Iterator[RouterTopology]:
-    with Testbed(prefix="tnasync") as bed:
-        t = RouterTopology.build(bed)
-        t.prime_neighbours()
+    with primed_router("tnasync") as t:
         yield t
 
 

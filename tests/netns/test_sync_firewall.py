@@ -32,8 +32,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from testing.netns_helpers import primed_router
 from tna import netns
-from tna.testbed import DaemonProcess, RouterTopology, Testbed, tna_stats, wait_for
+from tna.testbed import DaemonProcess, RouterTopology, tna_stats, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -147,9 +148,7 @@ def nft(topo: RouterTopology, *args: str, text: str | None = None) -> str:
 
 @pytest.fixture
 def topo() -> Iterator[RouterTopology]:
-    with Testbed(prefix="tnasyncfw") as bed:
-        t = RouterTopology.build(bed)
-        t.prime_neighbours()
+    with primed_router("tnasyncfw") as t:
         yield t
 
 

@@ -12,22 +12,23 @@ from tna.bench.frames import FrameSpec
 from tna.bench.generator import gen_config
 from tna.bench.scenarios import Options, firewall_ruleset, without
 from tna.datapath.loader import Features
+from tna.frames import ETH_P_IP, checksum
 
 V4 = FrameSpec("02:00:00:00:01:02", "02:00:00:00:01:01", "10.1.0.2", "10.2.0.2")
 V6 = FrameSpec("02:00:00:00:01:02", "02:00:00:00:01:01", "fd00:1::2", "fd00:2::2")
 
 
 def _udp_ok(pseudo: bytes, udp: bytes) -> bool:
-    return frames.checksum(pseudo + udp) == 0
+    return checksum(pseudo + udp) == 0
 
 
 @pytest.mark.parametrize("size", [64, 128, 1514])
 def test_ipv4_frame(size: int) -> None:
     f = frames.build(FrameSpec(**{**V4.__dict__, "size": size}))
     assert len(f) == size
-    assert struct.unpack("!H", f[12:14])[0] == frames.ETH_P_IP
+    assert struct.unpack("!H", f[12:14])[0] == ETH_P_IP
     ip = f[14:34]
-    assert frames.checksum(ip) == 0  # a valid header sums to 0xffff
+    assert checksum(ip) == 0  # a valid header sums to 0xffff
     assert struct.unpack("!H", ip[2:4])[0] == size - 14  # no padding beyond the IP length
     assert ip[8] == 64 and ip[9] == 17
     udp = f[34:]
@@ -57,7 +58,7 @@ def test_frame_size_limits() -> None:
 
 
 def test_udp_checksum_zero_is_sent_as_ones() -> None:
-    assert frames.checksum(b"\xff\xff") == 0
+    assert checksum(b"\xff\xff") == 0
     f = frames.build(FrameSpec(**{**V4.__dict__, "udp_csum": False}))
     assert f[40:42] == b"\0\0"
 
@@ -135,7 +136,7 @@ def test_task_ticks_parses_names_with_spaces(tmp_path: Any) -> None:
 def test_first_fragment() -> None:
     f = frames.build(FrameSpec(**{**V4.__dict__, "fragment": True}))
     assert struct.unpack("!H", f[20:22])[0] == frames.IPV4_MF  # MF, offset 0, no DF
-    assert frames.checksum(f[14:34]) == 0
+    assert checksum(f[14:34]) == 0
     assert struct.unpack("!H", frames.build(V4)[20:22])[0] == frames.IPV4_DF
 
 

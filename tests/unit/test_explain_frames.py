@@ -7,6 +7,7 @@ import struct
 import pytest
 
 from tna import explain
+from tna.frames import checksum
 
 MAC = "02:00:00:00:00:aa"
 
@@ -20,7 +21,7 @@ def l4_sum_ok(frame: bytes, v4: bool, proto: int) -> bool:
     else:
         src, dst = frame[22:38], frame[38:54]
         pseudo = src + dst + struct.pack("!I3xB", len(l4), proto)
-    return explain.checksum(pseudo + l4) == 0
+    return checksum(pseudo + l4) == 0
 
 
 @pytest.mark.parametrize(("words", "v4", "proto"), [
@@ -36,7 +37,7 @@ def test_frames_are_valid(words: list[str], v4: bool, proto: int) -> None:
     frame = explain.build(spec, MAC)
     assert len(frame) == 100 and frame[:6] == bytes.fromhex(MAC.replace(":", ""))
     if v4:
-        assert frame[12:14] == b"\x08\x00" and explain.checksum(frame[14:34]) == 0
+        assert frame[12:14] == b"\x08\x00" and checksum(frame[14:34]) == 0
         assert struct.unpack("!H", frame[16:18])[0] == 86 and frame[22] == 7
         assert frame[23] == proto
     else:
@@ -49,10 +50,10 @@ def test_corruptions_and_ports() -> None:
     spec = explain.parse(["udp", "10.1.0.2:1000", ">", "10.2.0.9:53"], bad_ip_csum=True)
     frame = explain.build(spec, MAC)
     assert len(frame) == 60 and struct.unpack("!HH", frame[34:38]) == (1000, 53)
-    assert explain.checksum(frame[14:34]) != 0 and l4_sum_ok(frame, True, 17)
+    assert checksum(frame[14:34]) != 0 and l4_sum_ok(frame, True, 17)
     bad_l4 = explain.build(explain.parse(["udp", "10.1.0.2", ">", "10.2.0.9"],
                                          bad_l4_csum=True), MAC)
-    assert explain.checksum(bad_l4[14:34]) == 0 and not l4_sum_ok(bad_l4, True, 17)
+    assert checksum(bad_l4[14:34]) == 0 and not l4_sum_ok(bad_l4, True, 17)
     syn_ack = explain.build(explain.parse(["tcp", "10.1.0.2:1", ">", "10.2.0.9:2"],
                                           tcp_flags="SA"), MAC)
     assert syn_ack[14 + 20 + 13] == 0x12

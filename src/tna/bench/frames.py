@@ -1,4 +1,4 @@
-"""Benchmark frames built byte by byte: Ethernet + IPv4/IPv6 + UDP, lengths and checksums right.
+"""Benchmark frames: Ethernet + IPv4/IPv6 + UDP (built by ``tna.frames``), lengths and checksums.
 
 Role in the flow: the generator's template.  The fast path punts (or trims) a frame whose IP
 length disagrees with the frame, and Linux trims padding, so a frame here is exactly as long
@@ -13,44 +13,26 @@ import ipaddress
 import struct
 from dataclasses import dataclass, replace
 
-ETH_LEN, IPV4_LEN, IPV6_LEN, UDP_LEN = 14, 20, 40, 8
-ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+from tna.frames import (
+    ETH_LEN,
+    IPV4_DF,
+    IPV4_LEN,
+    IPV4_MF,
+    IPV6_LEN,
+    checksummed,
+    ethernet,
+    ip_header,
+    mac_bytes,
+    payload,
+    pseudo_header,
+)
+
+UDP_LEN = 8
 IPPROTO_UDP = 17
-IPV4_DF, IPV4_MF = 0x4000, 0x2000  # flags in the fragment-offset field
 MIN_FRAME = 64  # the generator rewrites the first 64 bytes of every frame
 MAX_FRAME = 1514  # MTU 1500 everywhere in the topologies
 IPV4_DST_OFFSET = ETH_LEN + 16  # where the generator varies the IPv4 destination
 MAC_DST_LOW_OFFSET = 2  # the low four bytes of the destination MAC
-
-
-def mac_bytes(mac: str) -> bytes:
-    raw = bytes.fromhex(mac.replace(":", ""))
-    if len(raw) != 6:
-        raise ValueError(f"not a MAC address: {mac}")
-    return raw
-
-
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``, ready to store."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _payload(n: int) -> bytes:
-    return bytes(i & 0xFF for i in range(n))
-
-
-def _udp(src_pseudo: bytes, sport: int, dport: int, payload: bytes, with_csum: bool) -> bytes:
-    length = UDP_LEN + len(payload)
-    hdr = struct.pack("!HHHH", sport, dport, length, 0)
-    if not with_csum:
-        return hdr + payload
-    csum = checksum(src_pseudo + hdr + payload) or 0xFFFF  # 0 means "none" on the wire
-    return struct.pack("!HHHH", sport, dport, length, csum) + payload
 
 
 @dataclass(frozen=True)
@@ -80,26 +62,19 @@ def build(spec: FrameSpec) -> bytes:
     src, dst = ipaddress.ip_address(spec.src_ip), ipaddress.ip_address(spec.dst_ip)
     if src.version != dst.version:
         raise ValueError("source and destination of different families")
-    l2 = mac_bytes(spec.dst_mac) + mac_bytes(spec.src_mac)
-    if dst.version == 4:
-        payload = _payload(spec.size - ETH_LEN - IPV4_LEN - UDP_LEN)
-        udp_len = UDP_LEN + len(payload)
-        pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, IPPROTO_UDP, udp_len)
-        udp = _udp(pseudo, spec.sport, spec.dport, payload, spec.udp_csum)
-        flags = IPV4_MF if spec.fragment else IPV4_DF
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, IPV4_LEN + udp_len, 0, flags, spec.ttl,
-                         IPPROTO_UDP, 0, src.packed, dst.packed)
-        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-        return l2 + struct.pack("!H", ETH_P_IP) + ip + udp
-    if spec.size < ETH_LEN + IPV6_LEN + UDP_LEN:
-        raise ValueError(f"frame size {spec.size} too small for IPv6/UDP")
-    payload = _payload(spec.size - ETH_LEN - IPV6_LEN - UDP_LEN)
-    udp_len = UDP_LEN + len(payload)
-    pseudo = src.packed + dst.packed + struct.pack("!I3xB", udp_len, IPPROTO_UDP)
-    udp = _udp(pseudo, spec.sport, spec.dport, payload, True)  # mandatory for IPv6
-    ip = struct.pack("!IHBB16s16s", 6 << 28, udp_len, IPPROTO_UDP, spec.ttl, src.packed,
-                     dst.packed)
-    return l2 + struct.pack("!H", ETH_P_IPV6) + ip + udp
+    ip_len = IPV4_LEN if dst.version == 4 else IPV6_LEN
+    if spec.size < ETH_LEN + ip_len + UDP_LEN:
+        raise ValueError(f"frame size {spec.size} too small for IPv{dst.version}/UDP")
+    data = payload(spec.size - ETH_LEN - ip_len - UDP_LEN)
+    udp_len = UDP_LEN + len(data)
+    hdr = struct.pack("!HHHH", spec.sport, spec.dport, udp_len, 0)
+    if dst.version == 6 or spec.udp_csum:  # mandatory for IPv6
+        udp = checksummed(pseudo_header(src, dst, IPPROTO_UDP, udp_len), hdr, 6, data, True)
+    else:
+        udp = hdr + data  # checksum 0: "none"
+    ip = ip_header(src, dst, IPPROTO_UDP, udp_len, spec.ttl,
+                   frag=IPV4_MF if spec.fragment else IPV4_DF)
+    return ethernet(spec.dst_mac, spec.src_mac, dst.version) + ip + udp
 
 
 @dataclass(frozen=True)

@@ -73,13 +73,7 @@ def ingress_guard(snap: Snapshot, link: Link, bridge_port: bool = False) -> Slow
         return SlowPath(everything, "enslaved",
                         f"port of {master.ifname if master else link.master} "
                         f"({master.kind if master else '?'}); not accelerated yet")
-    if link.tc_ingress:
-        return SlowPath(everything, "tc_ingress", "tc ingress filters run after XDP")
-    chain = netdev_chain(snap, link, "ingress")
-    if chain:
-        return SlowPath(everything, "netfilter_ingress",
-                        f"netfilter {chain.family} {chain.table} {chain.name} hooks ingress")
-    return None
+    return hooks_guard(snap, link, "ingress", everything, "tc ingress filters run after XDP")
 
 
 def egress_guard(snap: Snapshot, link: Link) -> SlowPath | None:
@@ -104,12 +98,19 @@ def egress_hooks_guard(snap: Snapshot, link: Link, routed_out: str) -> SlowPath 
     if link.qdisc and not link.qdisc.default:
         return SlowPath(routed_out, "qdisc",
                         f"root qdisc {link.qdisc.kind} would be bypassed by XDP redirect")
-    if link.tc_egress:
-        return SlowPath(routed_out, "tc_egress", "tc egress filters would be bypassed")
-    chain = netdev_chain(snap, link, "egress")
+    return hooks_guard(snap, link, "egress", routed_out, "tc egress filters would be bypassed")
+
+
+def hooks_guard(snap: Snapshot, link: Link, hook: str, affected: str,
+                tc_why: str) -> SlowPath | None:
+    """tc filters or a netdev netfilter chain on ``link`` at ``hook`` (ingress or egress), which
+    XDP runs before or bypasses: reasons ``tc_<hook>`` and ``netfilter_<hook>``."""
+    if link.tc_ingress if hook == "ingress" else link.tc_egress:
+        return SlowPath(affected, f"tc_{hook}", tc_why)
+    chain = netdev_chain(snap, link, hook)
     if chain:
-        return SlowPath(routed_out, "netfilter_egress",
-                        f"netfilter {chain.family} {chain.table} {chain.name} hooks egress")
+        return SlowPath(affected, f"netfilter_{hook}",
+                        f"netfilter {chain.family} {chain.table} {chain.name} hooks {hook}")
     return None
 
 
