@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from tna import control, fdbrefresh, introspect, netfilter, netlink, netns, sdnotify
+from tna import control, fdbrefresh, introspect, netfilter, netlink, netns, sdnotify, watcher
 from tna.datapath.fdb import FdbMirror
 from tna.datapath.loader import Changes, Datapath
 from tna.datapath.maps import redirects_pending
@@ -65,8 +65,12 @@ REPLAN_KINDS = frozenset({"link", "rule", "tc", "netconf", "nexthop", "netfilter
 
 # What makes a cycle re-read everything, the routing table included.
 FULL_READ_KINDS = frozenset({"start", "audit", "sighup", "overrun"})
-FULL_AUDIT_S = 60.0  # a full re-read this often (the cheap audit runs every --resync seconds)
+# a full re-read this often (the cheap audit runs every --resync seconds); the environment
+# variable lets a test or benchmark make full re-reads overlap its changes
+FULL_AUDIT_S = 300.0
 SWITCH_INTERVAL_S = 0.0005  # how long the sentinel may wait for the interpreter lock
+SENTINEL_RT_PRIORITY = 1  # SCHED_FIFO: woken ahead of every ordinary task on a busy machine
+SENTINEL_NICE = -10  # where real-time scheduling is refused
 
 QUIET_S = 0.001  # a burst is over when nothing arrived for this long...
 BURST_MAX_S = 0.020  # ...or when it has lasted this long
@@ -222,6 +226,17 @@ def read_state() -> dict[str, Any] | None:
     return state
 
 
+def _prioritise() -> None:
+    """Run the calling thread ahead of other work (the main thread's, other processes'): it
+    sleeps until a notification arrives and then does a bounded amount of work (map writes
+    proportional to the interfaces), so a real-time priority cannot starve anyone."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(SENTINEL_RT_PRIORITY))
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SENTINEL_NICE)
+
+
 class Sentinel:
     """Reads every notification as it arrives and restricts what it may have made unsafe, in a
     thread of its own: nothing the main thread does (a snapshot, program loads, a full re-read
@@ -252,6 +267,7 @@ class Sentinel:
             os.close(fd)
 
     def _run(self) -> None:
+        _prioritise()
         fds = [*self.events.fds(), self._stop_r]
         try:
             while True:
@@ -308,9 +324,12 @@ class Sentinel:
 
 
 class Daemon:
+    """``tna run``; with ``watch``, the watcher ``tna apply`` leaves (:mod:`tna.watcher`)."""
+
     def __init__(self, netns_name: str, keep: bool = False, resync_s: float = 1.0,
-                 log: TextIO = sys.stdout) -> None:
+                 log: TextIO = sys.stdout, watch: bool = False) -> None:
         self.netns_name, self.keep, self.resync_s, self.log = netns_name, keep, resync_s, log
+        self.watch = watch
         self.datapath = control.new_datapath(owned=True)
         self.plan: Plan | None = None  # the plan in force (None: unknown, reconcile again)
         self.state: dict[str, Any] = {"pid": os.getpid(), "netns": netns_name,
@@ -323,6 +342,7 @@ class Daemon:
         self._xfrm: tuple[XfrmPolicy, ...] | None = None
         self.routes = PlanRoutes()  # the routes the planner reads, followed by the sentinel
         self.sentinel: Sentinel | None = None
+        self._carried = Changes()  # what deferred cycles changed
         # the bridge FDB mirror: fed by notifications, refreshed (ageing) on a timer
         self.mirror = FdbMirror()
         self.bridges: set[int] = set()
@@ -330,6 +350,17 @@ class Daemon:
 
     # -- lifecycle --
     def run(self) -> int:
+        if not self.watch:
+            return self._run()
+        lock = watcher.hold()
+        if lock is None:
+            return 0  # another watcher follows this namespace
+        try:
+            return self._run(lambda: watcher.mark_ready(lock))
+        finally:
+            watcher.release(lock)
+
+    def _run(self, on_ready: Callable[[], None] | None = None) -> int:
         other = read_state()
         if other and other["pid"] != os.getpid():
             raise AlreadyRunning(f"tna run already manages this namespace (pid {other['pid']})")
@@ -338,17 +369,21 @@ class Daemon:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
         signal.set_wakeup_fd(wake_w)
         for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
-                             (signal.SIGHUP, self._on_hup)):
+                             (signal.SIGHUP, self._on_hup), (signal.SIGUSR1, self._on_handover)):
             signal.signal(sig, handler)
         sys.setswitchinterval(SWITCH_INTERVAL_S)  # the sentinel never waits long for the GIL
         try:
             fdbrefresh.stop_refresher()  # one left by 'tna apply': the daemon drives it now
+            if not self.watch:
+                watcher.stop(keep=True)  # the watcher 'tna apply' left: its links are adopted
             adopted = self.datapath.adopt()
             self._emit("start", adopted=[_name(i) for i in adopted], keep=self.keep)
             self.sentinel.start()
             self.cycle(Batch(kinds={"start"}, first_at=time.monotonic()),
                        self.sentinel.generation)
             sdnotify.ready()  # systemd Type=notify: the first reconciliation is done
+            if on_ready is not None:
+                on_ready()
             self._loop(wake_r)
         finally:
             self.sentinel.stop()
@@ -357,7 +392,8 @@ class Daemon:
             if not self.keep:
                 control.forget_firewall()
             self._emit("stop", kept=self.keep)
-            _remove(state_path())
+            if not self.watch:
+                _remove(state_path())
         return 0
 
     def _on_stop(self, signum: int, frame: object) -> None:
@@ -366,11 +402,16 @@ class Daemon:
     def _on_hup(self, signum: int, frame: object) -> None:
         self._resync = True
 
+    def _on_handover(self, signum: int, frame: object) -> None:
+        """SIGUSR1: exit, leaving the links pinned for whoever takes over."""
+        self.keep = self._stop = True
+
     def _loop(self, wake_r: int) -> None:
         assert self.sentinel is not None
         sentinel = self.sentinel
         now = time.monotonic()
-        next_audit, next_full = now + self.resync_s, now + FULL_AUDIT_S
+        full_every = _env_seconds("TNA_FULL_AUDIT_S", FULL_AUDIT_S)
+        next_audit, next_full = now + self.resync_s, now + full_every
         while not self._stop:
             wake_at = min(next_audit, next_full, self._next_fdb_refresh)
             ready, _, _ = select.select([wake_r, sentinel.ready_r], [], [],
@@ -390,7 +431,7 @@ class Daemon:
                 batch.kinds.add("sighup")
                 self.cycle(batch, generation)
             elif batch.overrun or now >= next_full:  # the routing table read in full
-                next_full = now + FULL_AUDIT_S
+                next_full = now + full_every
                 if not batch.overrun:
                     batch.kinds.add("audit")
                 self.cycle(batch, generation, quiet=batch.count == 0)
@@ -470,9 +511,15 @@ class Daemon:
             self._save()
             return
         done = time.monotonic()
-        # restricted meanwhile: the relax was left out, and the next cycle reconciles again
-        self.plan = None if changes.deferred else plan
-        if audit and not changes and not changes.deferred:
+        if changes.deferred:  # restricted meanwhile: relax left out, the next cycle redoes it
+            self.plan = None
+            self._emit("deferred", why=sorted(batch.kinds), changes=_named(changes),
+                       ms=_ms(done - started))
+            self._carried = _merged(self._carried, changes)  # reported with the next cycle
+            return
+        self.plan = plan
+        changes, self._carried = _merged(self._carried, changes), Changes()
+        if audit and not changes:
             return  # nothing changed, nothing to say
         self.state["cycles"] += 1
         self.state["last"] = {"at": time.time(), "why": sorted(batch.kinds),
@@ -482,10 +529,10 @@ class Daemon:
                               "changes": _named(changes)}
         self._save()
         preempted = (["*"] if batch.restricted_all else sorted(_name(i) for i in batch.restricted))
-        if changes or not quiet or changes.deferred:
+        if changes or not quiet:
             self._emit("reconcile", why=sorted(batch.kinds), events=batch.count,
                        preempted=preempted, changes=_named(changes), ms=_ms(done - started),
-                       read_ms=_ms(read - started), deferred=changes.deferred,
+                       read_ms=_ms(read - started),
                        latency_ms=_ms(done - batch.first_at) if batch.first_at else None,
                        first_event_mono=batch.first_at,
                        safe_mono=batch.safe_at or changes.safe_at,
@@ -497,11 +544,21 @@ class Daemon:
         self.log.flush()
 
     def _save(self) -> None:
+        if self.watch:
+            return  # the state file names a 'tna run' (apply and detach refuse to act then)
         os.makedirs(control.STATE_DIR, exist_ok=True)
         tmp = state_path() + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.state, f)
         os.replace(tmp, state_path())
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if 0.1 <= value <= 86400 else default
 
 
 def _ms(seconds: float) -> float:
@@ -513,6 +570,16 @@ def _name(ifindex: int) -> str:
         return socket.if_indextoname(ifindex)
     except OSError:
         return f"ifindex{ifindex}"
+
+
+def _merged(earlier: Changes, later: Changes) -> Changes:
+    """What two reconciliations changed together (each interface once per kind)."""
+    out = Changes(safe_at=later.safe_at, firewall_written=earlier.firewall_written
+                  or later.firewall_written, deferred=later.deferred)
+    for kind, ifindexes in (*earlier.by_kind().items(), *later.by_kind().items()):
+        target = getattr(out, kind)
+        target.extend(i for i in ifindexes if i not in target)
+    return out
 
 
 def _named(changes: Changes) -> dict[str, list[str]]:
