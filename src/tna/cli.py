@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from tna import abi, control, fdbrefresh, netns, sdnotify, sync
+from tna import abi, control, fdbrefresh, netns, sdnotify, sync, watcher
 from tna.datapath import firewall as fw_datapath
 from tna.datapath import libbpf, status
 from tna.datapath.libbpf import LibbpfError
@@ -109,8 +109,16 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--keep", action="store_true",
                     help="on SIGTERM leave the fast path attached for a successor to adopt")
     sp.add_argument("--resync", type=float, default=1.0, metavar="SECONDS",
-                    help="full resync period, for changes without notifications (default 1)")
+                    help="audit period, for changes without notifications (default 1)")
     sp.set_defaults(func=cmd_run)
+    sp = sub.add_parser("watch", help="the watcher 'apply' leaves running (started by it)",
+                        description="What 'apply' leaves in the background: follows every "
+                        "configuration change like 'run' (restricting at once what a change "
+                        "may make unsafe), prints nothing, and owns the links: if it dies, "
+                        "Linux forwards alone. SIGUSR1 hands the links back as pins (for "
+                        "'apply', 'detach', 'run'); SIGTERM detaches everything.",
+                        parents=[common])
+    sp.set_defaults(func=cmd_watch)
     sp = sub.add_parser("fdb-refresh", help="keep the bridge FDB mirror current (started by "
                         "'apply' in the background)", description="Follow the kernel's bridge "
                         "FDB and port states into the fast path's maps, and refresh the kernel's "
@@ -175,7 +183,7 @@ def _preflight(args: argparse.Namespace) -> None:
         raise UsageError(f"unsupported kernel {release}: need Linux "
                          f"{MIN_KERNEL[0]}.{MIN_KERNEL[1]} or newer")
     _require_libbpf()
-    if args.func is cmd_run:
+    if args.func in (cmd_run, cmd_watch):
         sdnotify.connect()  # before setns: see tna.sdnotify
     if args.netns:
         if args.func in (cmd_demo, cmd_bench):
@@ -224,26 +232,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--resync must be positive")
     try:
         return sync.Daemon(args.netns, keep=args.keep, resync_s=args.resync).run()
-    except sync.AlreadyRunning as e:
+    except (sync.AlreadyRunning, watcher.WatcherError) as e:
         raise UsageError(str(e)) from None
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
     _refuse_if_daemon("apply")
-    applied = control.apply(args.netns)
-    plan, changes = applied.plan, applied.changes
-    refresher = fdbrefresh.ensure_refresher(args.netns) if plan.bridge_ports() else None
+    try:
+        watcher.stop(keep=True)  # a previous apply's watcher: its links become pins again
+        applied = control.apply(args.netns)
+        plan, changes = applied.plan, applied.changes
+        # later changes are followed at once (a rule added after apply is never bypassed)
+        pid = watcher.start(args.netns) if plan.ports() else None
+    except watcher.WatcherError as e:
+        raise UsageError(f"{e}; the fast path is left to Linux (tna detach)") from None
     if args.json:
-        _print_json(apply_json(plan, changes, refresher))
+        _print_json(apply_json(plan, changes, pid))
         return 0
     print(format_plan(plan))
     names = [i.ifname for i in plan.interfaces if i.features is not None]
     print(f"\napplied: fast path on {len(names)} interface(s)"
           + (f": {', '.join(names)}" if names else "") + f" ({format_changes(changes)})")
-    if refresher is not None:
-        print(f"bridge FDB mirror: kept current by tna fdb-refresh (pid {refresher}) until "
-              "'tna detach'")
+    if pid is not None:
+        print(f"followed by tna watch (pid {pid}) until 'tna detach': later changes are "
+              "enforced at once; if it stops, Linux forwards alone")
     return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    try:
+        with open(os.devnull, "w") as quiet:
+            return sync.Daemon(args.netns, log=quiet, watch=True).run()
+    except sync.AlreadyRunning as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_fdb_refresh(args: argparse.Namespace) -> int:
@@ -261,9 +282,12 @@ def format_changes(changes: Changes) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     rows = status_rows()
     daemon = sync.read_state()
+    watching = watcher.running()
     if args.json:
-        _print_json({"interfaces": rows, "daemon": daemon})
+        _print_json({"interfaces": rows, "daemon": daemon, "watcher_pid": watching})
         return 0
+    if watching:
+        print(f"watcher: tna watch, pid {watching} (left by 'tna apply', stopped by 'detach')")
     if daemon:
         last = daemon.get("last") or {}
         print(f"daemon: tna run, pid {daemon['pid']}, {daemon['cycles']} reconciliations, "
@@ -384,6 +408,10 @@ def _ifname(ifindex: int) -> str:
 
 def cmd_detach(args: argparse.Namespace) -> int:
     _refuse_if_daemon("detach")
+    try:
+        watcher.stop(keep=True)  # first: it would otherwise follow the detach and re-apply
+    except watcher.WatcherError as e:
+        raise UsageError(str(e)) from None
     n = control.detach()
     if args.json:
         _print_json({"detached": n})
@@ -431,7 +459,7 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
     return doc
 
 
-def apply_json(plan: Plan, changes: Changes, refresher_pid: int | None
+def apply_json(plan: Plan, changes: Changes, watcher_pid: int | None
                ) -> dict[str, Any]:
     """``tna apply --json``: what was attached where, and whether it can forward anything.
 
@@ -449,7 +477,7 @@ def apply_json(plan: Plan, changes: Changes, refresher_pid: int | None
             "slow_path": [dataclasses.asdict(s) for s in plan.slow_path],
             "changes": {kind: [_ifname(i) for i in ifs]
                         for kind, ifs in changes.by_kind().items()},
-            "fdb_refresher_pid": refresher_pid}
+            "watcher_pid": watcher_pid}
 
 
 # ---- text formatting -------------------------------------------------------------------------
