@@ -240,12 +240,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
     _refuse_if_daemon("apply")
     try:
         watcher.stop(keep=True)  # a previous apply's watcher: its links become pins again
-        applied = control.apply(args.netns)
-        plan, changes = applied.plan, applied.changes
+    except watcher.WatcherError as e:
+        raise UsageError(str(e)) from None
+    applied = control.apply(args.netns)
+    plan, changes = applied.plan, applied.changes
+    try:
         # later changes are followed at once (a rule added after apply is never bypassed)
         pid = watcher.start(args.netns) if plan.ports() else None
     except watcher.WatcherError as e:
-        raise UsageError(f"{e}; the fast path is left to Linux (tna detach)") from None
+        control.detach()  # never a fast path nobody follows
+        raise UsageError(f"{e}; TNA detached again, Linux forwards alone") from None
     if args.json:
         _print_json(apply_json(plan, changes, pid))
         return 0

@@ -362,16 +362,25 @@ class PlanRoutes:
     """The routes the planner reads, followed from RTM_NEWROUTE/RTM_DELROUTE notifications, so
     that nobody re-reads a large routing table to find them.
 
-    A route is dropped only on a deletion of exactly that route; what the kernel removes
-    without a notification (IPv4 routes of a device that went away, a replace that made a
-    route plain) stays until the next full read.  A stale entry only makes the plan stricter.
-    A full read (:meth:`begin_reload`, :meth:`finish_reload`) replays the notifications that
-    arrived while it ran, so a change is never lost between the dump and its messages.
+    A route is dropped only on a deletion of exactly that route.  Where the kernel may have
+    removed or changed one without saying so exactly — the deletion of one IPv6 ECMP sibling,
+    a link or an address deleted (IPv4 routes go with them silently) — the set is marked
+    ``stale`` and the caller reads it in full again; until then a stale entry only makes the
+    plan stricter.  A full read (:meth:`begin_reload`, :meth:`finish_reload`) replays the
+    notifications that arrived while it ran, so a change is never lost between the dump and
+    its messages.
     """
 
     def __init__(self) -> None:
         self._routes: set[Route] = set()
         self._log: list[tuple[int, bytes]] | None = None
+        self.stale = False
+
+    def doubt(self) -> bool:
+        """A link or address was deleted: routes may have gone without a message.  Returns
+        whether that can matter (the planner reads some route now)."""
+        self.stale = self.stale or bool(self._routes)
+        return bool(self._routes)
 
     def current(self) -> tuple[Route, ...]:
         return tuple(self._routes)
@@ -383,20 +392,29 @@ class PlanRoutes:
         return self._apply(msg_type, body)
 
     def _apply(self, msg_type: int, body: bytes) -> tuple[bool, bool]:
-        if not plan_relevant(body):
+        if not plan_relevant(body) and not (msg_type == RTM_DELROUTE and self._routes):
             return False, False
         route = parse_route(body)
         if msg_type == RTM_DELROUTE:
-            removed = route in self._routes
-            self._routes.discard(route)
-            return False, removed
+            if route in self._routes:
+                self._routes.discard(route)
+                return False, True
+            same = any((r.family, r.table, r.dst, r.dst_len)
+                       == (route.family, route.table, route.dst, route.dst_len)
+                       for r in self._routes)
+            self.stale = self.stale or same  # e.g. one sibling of an ECMP route
+            return False, same
+        if not plan_relevant(body):
+            return False, False
         added = route not in self._routes
         self._routes.add(route)
         return added, False
 
     def begin_reload(self) -> None:
-        """A full read starts: notifications from now on are kept to be replayed onto it."""
+        """A full read starts: notifications from now on are kept to be replayed onto it
+        (a doubt raised meanwhile stays: the dump may have been read before the change)."""
         self._log = []
+        self.stale = False
 
     def finish_reload(self, fresh: Iterable[Route]) -> None:
         log, self._log = self._log or [], None

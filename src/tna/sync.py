@@ -58,6 +58,7 @@ RTM_KINDS = {(16, 18): "link", (20, 22): "addr", (24, 26): "route", (28, 30): "n
 NFNLGRP_NFTABLES = 7
 XFRMNLGRP_POLICY = 4
 RTA_MULTIPATH, RTA_NH_ID = 9, 30
+RTM_DELADDR = 21
 
 # Event kinds that may change the plan; the others need no work (see the module docstring).
 REPLAN_KINDS = frozenset({"link", "rule", "tc", "netconf", "nexthop", "netfilter", "xfrm",
@@ -152,7 +153,9 @@ class EventSource:
                 batch.unsafe_all = True
             if added or removed:
                 kind = "plan_route"
-        elif kind in ("link", "tc") and len(body) >= 8:  # ifinfomsg, tcmsg: ifindex at 4
+        elif msg_type in (netlink.RTM_DELLINK, RTM_DELADDR):  # both re-plan (link, addr4)
+            self.routes.doubt()  # IPv4 routes may go with it, without a message of their own
+        if kind in ("link", "tc") and len(body) >= 8:  # ifinfomsg, tcmsg: ifindex at 4
             batch.unsafe.add(struct.unpack_from("=i", body, 4)[0])
         elif kind == "netconf":
             batch.unsafe_all |= _netconf_scope(body, batch.unsafe)
@@ -482,7 +485,7 @@ class Daemon:
         started = time.monotonic()
         full = bool(batch.kinds & FULL_READ_KINDS)
         try:
-            if full:
+            if full or self.routes.stale:
                 self._read_routes()
             if full or "netfilter" in batch.kinds or self._netfilter is None:
                 self._netfilter = netfilter.ruleset()

@@ -97,8 +97,9 @@ def start(netns_name: str, timeout: float = 20.0) -> int:
         return pid
     argv = [sys.executable, "-m", "tna", *(["--netns", netns_name] if netns_name else []),
             "watch"]
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # not apply's unit's
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=subprocess.PIPE, start_new_session=True, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid, ready = _read()

@@ -23,3 +23,31 @@ def test_drop_rule_enforced_within_bound_at_100k_routes() -> None:
     assert out["enforce_p99_ms"] <= enforce.BOUND_MS, summary
     assert out["idle_cpu_percent"] < 2.0, summary
     assert out["daemon_errors"] == [], summary
+
+
+def test_planner_routes_follow_notifications_without_a_full_read() -> None:
+    """An IPv6 ECMP route built and removed sibling by sibling: IPv6 leaves the programs at
+    the first multipath message and comes back once the route is gone (a sibling's deletion
+    only leaves the set in doubt, so the daemon reads the routes again)."""
+    import json
+
+    from tna.testbed import DaemonProcess, RouterTopology, Testbed, run_tna, wait_for
+
+    def ipv6_fast() -> bool:
+        status = json.loads(run_tna(t.r, "status", "--json").stdout)
+        return all("ipv6_router" in r["features"] for r in status["interfaces"])
+
+    with Testbed(prefix="tnaroutes") as bed:
+        t = RouterTopology.build(bed)
+        d = DaemonProcess(t.r)
+        try:
+            assert ipv6_fast()  # the control
+            bed.run(t.r, "ip", "-6", "route", "add", "fd0a::/64", "via", t.h2_v6)
+            bed.run(t.r, "ip", "-6", "route", "append", "fd0a::/64", "via", t.h1_v6)
+            wait_for(lambda: not ipv6_fast(), what="IPv6 on Linux under a multipath route")
+            bed.run(t.r, "ip", "-6", "route", "del", "fd0a::/64", "via", t.h2_v6)
+            bed.run(t.r, "ip", "-6", "route", "del", "fd0a::/64")
+            wait_for(ipv6_fast, what="IPv6 back on the fast path")
+            assert d.errors() == []
+        finally:
+            d.stop()

@@ -47,8 +47,11 @@ def test_followed_routes_change_only_by_what_the_planner_reads() -> None:
     assert routes.follow(RTM_NEWROUTE, route("10.2.0.0", mtu=1400)) == (True, False)
     assert routes.follow(RTM_NEWROUTE, route("10.2.0.0", mtu=1400)) == (False, False)
     assert [r.mtu for r in routes.current()] == [1400]
-    # only the deletion of exactly that route removes it (a plain one with its prefix does not)
-    assert routes.follow(RTM_DELROUTE, route("10.2.0.0")) == (False, False)
+    # only the deletion of exactly that route removes it; another one with its prefix leaves
+    # it in doubt (stale: to be read again), never gone
+    assert routes.follow(RTM_DELROUTE, route("10.9.0.0")) == (False, False)
+    assert routes.follow(RTM_DELROUTE, route("10.2.0.0")) == (False, True)
+    assert routes.stale and [r.mtu for r in routes.current()] == [1400]
     assert routes.follow(RTM_DELROUTE, route("10.2.0.0", mtu=1400)) == (False, True)
     assert routes.current() == ()
 
@@ -62,3 +65,18 @@ def test_a_full_read_replays_what_arrived_meanwhile() -> None:
     routes.finish_reload(dumped)
     assert [(r.dst, r.multipath) for r in routes.current()] == [("10.3.0.0", True)]
     assert netlink.RTM_NEWROUTE == 24 and netlink.RTM_DELROUTE == 25
+
+
+def test_a_deletion_that_may_leave_part_of_a_route_marks_the_set_stale() -> None:
+    routes = PlanRoutes()
+    routes.follow(RTM_NEWROUTE, route("10.5.0.0", multipath=True))
+    # one sibling of an (IPv6-style) ECMP route deleted: what is left is unknown
+    assert routes.follow(RTM_DELROUTE, route("10.5.0.0")) == (False, True)
+    assert routes.stale and routes.current()  # kept (stricter) until read in full again
+    routes.begin_reload()
+    routes.finish_reload([])
+    assert not routes.stale and routes.current() == ()
+    # a link or address deleted: routes may go without a message, if any matters
+    assert routes.doubt() is False and not routes.stale
+    routes.follow(RTM_NEWROUTE, route("10.6.0.0", mtu=1280))
+    assert routes.doubt() is True and routes.stale
