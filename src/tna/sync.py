@@ -153,7 +153,7 @@ class EventSource:
                 batch.unsafe_all = True
             if added or removed:
                 kind = "plan_route"
-        elif msg_type in (netlink.RTM_DELLINK, RTM_DELADDR):  # both re-plan (link, addr4)
+        elif msg_type in (netlink.RTM_DELLINK, RTM_DELADDR):
             self.routes.doubt()  # IPv4 routes may go with it, without a message of their own
         if kind in ("link", "tc") and len(body) >= 8:  # ifinfomsg, tcmsg: ifindex at 4
             batch.unsafe.add(struct.unpack_from("=i", body, 4)[0])
@@ -231,8 +231,9 @@ def read_state() -> dict[str, Any] | None:
 
 def _prioritise() -> None:
     """Run the calling thread ahead of other work (the main thread's, other processes'): it
-    sleeps until a notification arrives and then does a bounded amount of work (map writes
-    proportional to the interfaces), so a real-time priority cannot starve anyone."""
+    sleeps until a notification arrives and then only classifies the messages and writes a
+    few map entries (per interface), so a real-time priority starves nobody for long (and the
+    kernel's real-time throttling bounds even a storm of route messages)."""
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(SENTINEL_RT_PRIORITY))
     except OSError:
