@@ -438,7 +438,7 @@ class Daemon:
                 next_full = now + full_every
                 if not batch.overrun:
                     batch.kinds.add("audit")
-                self.cycle(batch, generation, quiet=batch.count == 0)
+                self.cycle(batch, generation)  # logged: rare, and worth seeing
             elif self._needs_cycle(batch):
                 self.cycle(batch, generation)
             elif now >= next_audit:  # catches what has no notification, cheaply
