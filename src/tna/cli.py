@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from tna import abi, control, counters, doctor, fdbrefresh, gc, netns, sdnotify, sync
+from tna import abi, control, counters, doctor, fdbrefresh, gc, netns, sdnotify, sync, watcher
 from tna.datapath import libbpf, status
 from tna.datapath.libbpf import LibbpfError
 from tna.datapath.loader import Changes
@@ -150,10 +150,18 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--keep", action="store_true",
                     help="on SIGTERM leave the fast path attached for a successor to adopt")
     sp.add_argument("--resync", type=float, default=1.0, metavar="SECONDS",
-                    help="full resync period, for changes without notifications (default 1)")
+                    help="audit period, for changes without notifications (default 1)")
     sp.add_argument("--metrics", metavar="[ADDRESS:]PORT", default="",
                     help="serve Prometheus metrics over HTTP (address 127.0.0.1 unless given)")
     sp.set_defaults(func=cmd_run)
+    sp = sub.add_parser("watch", help="the watcher 'apply' leaves running (started by it)",
+                        description="What 'apply' leaves in the background: follows every "
+                        "configuration change like 'run' (restricting at once what a change "
+                        "may make unsafe), prints nothing, and owns the links: if it dies, "
+                        "Linux forwards alone. SIGUSR1 hands the links back as pins (for "
+                        "'apply', 'detach', 'run'); SIGTERM detaches everything.",
+                        parents=[common])
+    sp.set_defaults(func=cmd_watch)
     sp = sub.add_parser("fdb-refresh", help="keep the bridge FDB mirror current (started by "
                         "'apply' in the background)", description="Follow the kernel's bridge "
                         "FDB and port states into the fast path's maps, and refresh the kernel's "
@@ -218,7 +226,7 @@ def _preflight(args: argparse.Namespace) -> None:
         raise UsageError(f"unsupported kernel {release}: need Linux "
                          f"{MIN_KERNEL[0]}.{MIN_KERNEL[1]} or newer")
     _require_libbpf()
-    if args.func is cmd_run:
+    if args.func in (cmd_run, cmd_watch):
         sdnotify.connect()  # before setns: see tna.sdnotify
     if args.netns:
         if args.func in (cmd_demo, cmd_bench):
@@ -344,22 +352,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
     try:
         return daemon.run()
-    except sync.AlreadyRunning as e:
+    except (sync.AlreadyRunning, watcher.WatcherError) as e:
         raise UsageError(str(e)) from None
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
     collect_garbage(args)
     _refuse_if_daemon("apply")
+    try:
+        watcher.stop(keep=True)  # a previous apply's watcher: its links become pins again
+    except watcher.WatcherError as e:
+        raise UsageError(str(e)) from None
     applied = control.apply(args.netns)
     plan, changes = applied.plan, applied.changes
     assert applied.snapshot is not None
     guidance = advise(applied.snapshot, plan)
-    refresher = (fdbrefresh.ensure_refresher(args.netns)
-                 if plan.attaches and plan.bridge_ports() else None)
+    try:
+        # later changes are followed at once (a rule added after apply is never bypassed)
+        pid = watcher.start(args.netns) if plan.attaches else None
+    except watcher.WatcherError as e:
+        control.detach()  # never a fast path nobody follows
+        raise UsageError(f"{e}; TNA detached again, Linux forwards alone") from None
     if args.json:
-        _print_json({**apply_json(plan, changes, refresher),
-                     "guidance": guidance.to_dict()})
+        _print_json({**apply_json(plan, changes, pid), "guidance": guidance.to_dict()})
         return 0
     print(format_plan(plan, guidance))
     names = [i.ifname for i in plan.interfaces if i.features is not None]
@@ -371,10 +386,18 @@ def cmd_apply(args: argparse.Namespace) -> int:
               "nothing: every packet still goes to Linux"
               + (f"; fix: {' ; '.join(fixes)}" if fixes else "; see 'tna doctor'"),
               file=sys.stderr)
-    if refresher is not None:
-        print(f"bridge FDB mirror: kept current by tna fdb-refresh (pid {refresher}) until "
-              "'tna detach'")
+    if pid is not None:
+        print(f"followed by tna watch (pid {pid}) until 'tna detach': later changes are "
+              "enforced at once; if it stops, Linux forwards alone")
     return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    try:
+        with open(os.devnull, "w") as quiet:
+            return sync.Daemon(args.netns, log=quiet, watch=True).run()
+    except sync.AlreadyRunning as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_fdb_refresh(args: argparse.Namespace) -> int:
@@ -395,9 +418,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         return status_all(args)
     rows = status_rows()
     daemon = sync.read_state()
+    watching = watcher.running()
     if args.json:
-        _print_json({"interfaces": rows, "daemon": daemon})
+        _print_json({"interfaces": rows, "daemon": daemon, "watcher_pid": watching})
         return 0
+    if watching:
+        print(f"watcher: tna watch, pid {watching} (left by 'tna apply', stopped by 'detach')")
     if daemon:
         last = daemon.get("last") or {}
         print(f"daemon: tna run, pid {daemon['pid']}, {daemon['cycles']} reconciliations, "
@@ -564,6 +590,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_detach(args: argparse.Namespace) -> int:
     _refuse_if_daemon("detach")
+    try:
+        watcher.stop(keep=True)  # first: it would otherwise follow the detach and re-apply
+    except watcher.WatcherError as e:
+        raise UsageError(str(e)) from None
     n = control.detach()
     counters.forget_reset()  # the counters are gone, and their zero point with them
     if args.json:
@@ -612,7 +642,7 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
     return doc
 
 
-def apply_json(plan: Plan, changes: Changes, refresher_pid: int | None
+def apply_json(plan: Plan, changes: Changes, watcher_pid: int | None
                ) -> dict[str, Any]:
     """``tna apply --json``: what was attached where, and whether it can forward anything.
 
@@ -630,7 +660,7 @@ def apply_json(plan: Plan, changes: Changes, refresher_pid: int | None
             "slow_path": [dataclasses.asdict(s) for s in plan.slow_path],
             "changes": {kind: [_ifname(i) for i in ifs]
                         for kind, ifs in changes.by_kind().items()},
-            "fdb_refresher_pid": refresher_pid}
+            "watcher_pid": watcher_pid}
 
 
 # ---- text formatting -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import os
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,23 +65,38 @@ def snapshot(netns_name: str, datapath: Datapath | None = None, **options: Any) 
 
 
 def apply(netns_name: str, datapath: Datapath | None = None,
-          tweak: Callable[[Port], Port] | None = None, **snapshot_options: Any) -> Applied:
+          tweak: Callable[[Port], Port] | None = None, gate: Gate | None = None,
+          unchanged: Plan | None = None, **snapshot_options: Any) -> Applied:
     """Snapshot → plan → reconcile, in the current namespace.  ``tweak`` changes the ports
-    before they reach the data path (the benchmark's profiling of single features)."""
+    before they reach the data path (the benchmark's profiling of single features); ``gate``
+    is a daemon's restrict lock (see :meth:`Datapath.reconcile`).  With ``unchanged`` (the
+    plan in force), a plan equal to it is not reconciled at all (a daemon's audit)."""
     datapath = datapath or new_datapath()
     snap = snapshot(netns_name, datapath, **snapshot_options)
     read_at = time.monotonic()
     plan = make_plan(snap)
     planned_at = time.monotonic()
-    return Applied(plan, reconcile(plan, datapath, tweak), read_at, planned_at, snap)
+    if unchanged is not None and plan == unchanged:
+        return Applied(plan, Changes(), read_at, planned_at, snap)
+    return Applied(plan, reconcile(plan, datapath, tweak, gate), read_at, planned_at, snap)
 
 
-def reconcile(plan: Plan, datapath: Datapath, tweak: Callable[[Port], Port] | None = None
-              ) -> Changes:
+@dataclass
+class Gate:
+    """How a daemon that restricts from another thread keeps a reconciliation from undoing
+    it: the lock its restrictions are written under, and whether the relax may still run."""
+
+    lock: AbstractContextManager[object]
+    may_relax: Callable[[], bool]
+
+
+def reconcile(plan: Plan, datapath: Datapath, tweak: Callable[[Port], Port] | None = None,
+              gate: Gate | None = None) -> Changes:
     """Make the data path match ``plan``: programs, shared maps and firewall tables, then
     the bridge ports and the FDB mirror (which also forgets bridges that are gone)."""
     ports = plan.ports() if tweak is None else [tweak(p) for p in plan.ports()]
-    changes = datapath.reconcile(ports, plan.namespace)
+    changes = (datapath.reconcile(ports, plan.namespace) if gate is None else
+               datapath.reconcile(ports, plan.namespace, gate.lock, gate.may_relax))
     if not ports:  # nothing attached: nothing pinned, nothing recorded, no FDB to mirror
         forget_firewall()
         return changes

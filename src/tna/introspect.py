@@ -24,7 +24,7 @@ import os
 import socket
 import struct
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
@@ -60,6 +60,7 @@ from tna.netlink import (
     NDA_MASTER,
     NDA_VLAN,
     NDMSG,
+    RTM_DELROUTE,
     RTM_GETLINK,
     RTM_GETNEIGH,
     RTM_GETROUTE,
@@ -100,7 +101,8 @@ XDP_MODES: dict[Any, str] = {
 def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
              netfilter_chains: tuple[NetfilterChain, ...] | None = None,
              netfilter_sets: tuple[NetfilterSet, ...] | None = None,
-             xfrm: tuple[XfrmPolicy, ...] | None = None, plan_only: bool = False) -> Snapshot:
+             xfrm: tuple[XfrmPolicy, ...] | None = None, plan_only: bool = False,
+             routes: tuple[Route, ...] | None = None) -> Snapshot:
     """Everything the planner needs, read from the current thread's network namespace.
 
     ``our_prog_ids`` are the ids of the XDP programs TNA attached, to tell them from others'.
@@ -108,7 +110,9 @@ def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
     reading them again: the daemon re-reads them only when their own notifications say they
     changed (they cost a subprocess each). ``plan_only`` leaves out what the planner does not read
     (IPv6 addresses but bridges', neighbours, the FDB: the fast path asks the kernel for those
-    per packet, the FDB mirror follows its own notifications).
+    per packet, the FDB mirror follows its own notifications; of the routes, only those
+    :func:`plan_routes` keeps).  ``routes``, when given, is used instead of reading them (the
+    daemon follows them from notifications: :class:`PlanRoutes`).
     Raises :class:`tna.netfilter.NetfilterError` when the ruleset cannot be read: a snapshot
     that silently lacked netfilter would let the planner bypass it.
     """
@@ -139,7 +143,7 @@ def snapshot(netns: str = "", our_prog_ids: frozenset[int] = frozenset(),
         kernel=os.uname().release,
         links=links,
         addresses=addresses,
-        routes=routes(),
+        routes=routes if routes is not None else plan_routes() if plan_only else all_routes(),
         rules=rules(),
         neighbours=neighbours,
         sysctls=sysctls(lk.ifname for lk in links),
@@ -308,19 +312,125 @@ RTAX_MTU = 2
 T = TypeVar("T")
 
 
-def _dump_both_families(msg_type: int, header: struct.Struct,
-                        parse: Callable[[bytes], T]) -> tuple[T, ...]:
-    """An rtnetlink dump of IPv4, then IPv6, each message parsed; ``header`` is the request's
-    family-first header (rtmsg, fib_rule_hdr), all else zero."""
-    out = []
+def _dump_bodies(msg_type: int, header: struct.Struct) -> Iterator[bytes]:
+    """An rtnetlink dump of IPv4, then IPv6; ``header`` is the request's family-first header
+    (rtmsg, fib_rule_hdr), all else zero."""
     for family in (AF_INET, AF_INET6):
         request = bytes([family]) + bytes(header.size - 1)  # the family byte comes first
         for _, body in netlink.dump(netlink.NETLINK_ROUTE, msg_type, request):
-            out.append(parse(body))
-    return tuple(out)
+            yield body
 
 
-def routes() -> tuple[Route, ...]:
+def _dump_both_families(msg_type: int, header: struct.Struct,
+                        parse: Callable[[bytes], T]) -> tuple[T, ...]:
+    """The same dump, each message parsed."""
+    return tuple(parse(body) for body in _dump_bodies(msg_type, header))
+
+
+# --- the routes the planner reads ---------------------------------------------------------------
+# bpf_fib_lookup reads the FIB per packet, so the plan needs only the few routes that change
+# what the fast path may do: multipath and nexthop-object routes (a family stays on Linux),
+# route MTU metrics (the smallest one per family) and local routes a user added (Linux then
+# validates every source).  A routing table of 100k routes has typically none of them; a cheap
+# scan finds them without decoding every route.
+
+RTN_LOCAL, RTPROT_KERNEL = 2, 2
+
+
+def plan_relevant(body: bytes) -> bool:
+    """Whether an RTM_NEWROUTE/RTM_DELROUTE payload is a route the planner reads."""
+    if len(body) < RTMSG.size:
+        return False
+    if body[7] == RTN_LOCAL and body[5] != RTPROT_KERNEL:  # rtm_type, rtm_protocol
+        return True
+    pos, end = RTMSG.size, len(body)
+    while pos + 4 <= end:
+        length, kind = struct.unpack_from("=HH", body, pos)
+        if length < 4:
+            return False
+        kind &= netlink.NLA_TYPE_MASK
+        if kind in (RTA_MULTIPATH, RTA_NH_ID):
+            return True
+        if kind == RTA_METRICS:
+            mtu = netlink.parse_attrs(body[pos + 4:pos + length]).get(RTAX_MTU)
+            if mtu and _u(mtu):
+                return True
+        pos += (length + 3) & ~3
+    return False
+
+
+def plan_routes() -> tuple[Route, ...]:
+    """The routes the planner reads, from a full dump (see :func:`plan_relevant`)."""
+    return tuple(parse_route(body) for body in _dump_bodies(RTM_GETROUTE, RTMSG)
+                 if plan_relevant(body))
+
+
+class PlanRoutes:
+    """The routes the planner reads, followed from RTM_NEWROUTE/RTM_DELROUTE notifications, so
+    that nobody re-reads a large routing table to find them.
+
+    A route is dropped only on a deletion of exactly that route.  Where the kernel may have
+    removed or changed one without saying so exactly — the deletion of one IPv6 ECMP sibling,
+    a link or an address deleted (IPv4 routes go with them silently) — the set is marked
+    ``stale`` and the caller reads it in full again; until then a stale entry only makes the
+    plan stricter.  A full read (:meth:`begin_reload`, :meth:`finish_reload`) replays the
+    notifications that arrived while it ran, so a change is never lost between the dump and
+    its messages.
+    """
+
+    def __init__(self) -> None:
+        self._routes: set[Route] = set()
+        self._log: list[tuple[int, bytes]] | None = None
+        self.stale = False
+
+    def doubt(self) -> bool:
+        """A link or address was deleted: routes may have gone without a message.  Returns
+        whether that can matter (the planner reads some route now)."""
+        self.stale = self.stale or bool(self._routes)
+        return bool(self._routes)
+
+    def current(self) -> tuple[Route, ...]:
+        return tuple(self._routes)
+
+    def follow(self, msg_type: int, body: bytes) -> tuple[bool, bool]:
+        """One route notification; returns (added, removed) for the planner's routes."""
+        if self._log is not None:
+            self._log.append((msg_type, body))
+        return self._apply(msg_type, body)
+
+    def _apply(self, msg_type: int, body: bytes) -> tuple[bool, bool]:
+        if not plan_relevant(body) and not (msg_type == RTM_DELROUTE and self._routes):
+            return False, False
+        route = parse_route(body)
+        if msg_type == RTM_DELROUTE:
+            if route in self._routes:
+                self._routes.discard(route)
+                return False, True
+            same = any((r.family, r.table, r.dst, r.dst_len)
+                       == (route.family, route.table, route.dst, route.dst_len)
+                       for r in self._routes)
+            self.stale = self.stale or same  # e.g. one sibling of an ECMP route
+            return False, same
+        if not plan_relevant(body):
+            return False, False
+        added = route not in self._routes
+        self._routes.add(route)
+        return added, False
+
+    def begin_reload(self) -> None:
+        """A full read starts: notifications from now on are kept to be replayed onto it
+        (a doubt raised meanwhile stays: the dump may have been read before the change)."""
+        self._log = []
+        self.stale = False
+
+    def finish_reload(self, fresh: Iterable[Route]) -> None:
+        log, self._log = self._log or [], None
+        self._routes = set(fresh)
+        for msg_type, body in log:
+            self._apply(msg_type, body)
+
+
+def all_routes() -> tuple[Route, ...]:
     """Every route of every table (the kernel dumps all tables unless asked to filter)."""
     return _dump_both_families(RTM_GETROUTE, RTMSG, parse_route)
 

@@ -1,20 +1,27 @@
 """``tna run``: keep the fast path equal to the configuration as it changes.
 
 Role in the flow: the daemon drives the control function (:mod:`tna.control`: introspect →
-plan → reconcile) in a loop.  It
-subscribes to every kernel notification that can change the plan *before* its first snapshot
-(so nothing is missed), coalesces bursts, and reconciles.  The data path's three phases put
-traffic that became unsafe back on Linux first (map writes), then swap programs.
+plan → reconcile) in a loop.  It subscribes to every kernel notification that can change the
+plan *before* its first snapshot (so nothing is missed), coalesces bursts, and reconciles.
+
+Enforcement is bounded by neither table size nor other work: a :class:`Sentinel` thread does
+nothing but read notifications and, for what they may have made unsafe, restrict at once (map
+writes only) — whatever the main thread is doing (reading a snapshot, loading programs, a full
+re-read).  The main thread's reconciliation writes its map entries under the sentinel's lock and
+leaves its relax out when the sentinel restricted since its snapshot was read; it then runs
+again from a fresh read.
 
 What needs no work at all: routes and neighbours.  ``bpf_fib_lookup`` reads the kernel's FIB
-and neighbour tables for every packet, so a route or neighbour change is followed by the very
-next packet.  Only routes that change the plan (multipath, nexthop objects) trigger a cycle.
+and neighbour tables for every packet.  The few routes the plan reads (multipath, nexthop
+objects, MTU metrics, user-added local routes: :class:`tna.introspect.PlanRoutes`) are followed
+from route notifications; the routing table is dumped in full only at start, after a netlink
+overrun (ENOBUFS) and by a rare audit.
 
 Fail to Linux: the daemon owns its links (file descriptors, not pins).  If it dies for any
 reason, even SIGKILL, the kernel releases them and Linux forwards alone.  ``--keep`` pins them
-on SIGTERM instead, so a successor adopts a running fast path without a gap.  Netlink overruns
-(ENOBUFS) are expected under bursts and answered with a full resync.  A periodic resync
-catches what has no notification (tcx attachments, iptables-legacy, some sysctls).
+on SIGTERM instead, so a successor adopts a running fast path without a gap.  A periodic,
+cheap audit catches what has no notification (tcx attachments, iptables-legacy, some sysctls)
+and reconciles only when the plan changed.
 """
 
 from __future__ import annotations
@@ -27,14 +34,17 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from tna import control, fdbrefresh, introspect, netfilter, netlink, netns, sdnotify
+from tna import control, fdbrefresh, introspect, netfilter, netlink, netns, sdnotify, watcher
 from tna.datapath.fdb import FdbMirror
-from tna.datapath.loader import Changes
+from tna.datapath.loader import Changes, Datapath
+from tna.datapath.maps import redirects_pending
+from tna.introspect import PlanRoutes
 from tna.model import NetfilterChain, NetfilterSet, XfrmPolicy
 from tna.netlink import NETLINK_GENERIC, NETLINK_NETFILTER, NETLINK_ROUTE, NETLINK_XFRM
 from tna.plan import Plan
@@ -48,15 +58,22 @@ RTM_KINDS = {(16, 18): "link", (20, 22): "addr", (24, 26): "route", (28, 30): "n
 NFNLGRP_NFTABLES = 7
 XFRMNLGRP_POLICY = 4
 RTA_MULTIPATH, RTA_NH_ID = 9, 30
+RTM_DELADDR = 21
 
 # Event kinds that may change the plan; the others need no work (see the module docstring).
 REPLAN_KINDS = frozenset({"link", "rule", "tc", "netconf", "nexthop", "netfilter", "xfrm",
-                          "netdev", "addr4"})
+                          "netdev", "addr4", "plan_route"})
 
-# What makes a cycle re-read everything, including what has no notification of its own.
-FULL_READ_KINDS = frozenset({"start", "periodic", "sighup", "overrun"})
-
+# What makes a cycle re-read everything, the routing table included.
+FULL_READ_KINDS = frozenset({"start", "audit", "sighup", "overrun"})
+# a full re-read this often (the cheap audit runs every --resync seconds); the environment
+# variable lets a test or benchmark make full re-reads overlap its changes
+FULL_AUDIT_S = 300.0
 NETNS_POLL_S = 0.5  # how often the daemon looks whether its namespace was deleted
+SWITCH_INTERVAL_S = 0.0005  # how long the sentinel may wait for the interpreter lock
+SENTINEL_RT_PRIORITY = 1  # SCHED_FIFO: woken ahead of every ordinary task on a busy machine
+SENTINEL_NICE = -10  # where real-time scheduling is refused
+
 QUIET_S = 0.001  # a burst is over when nothing arrived for this long...
 BURST_MAX_S = 0.020  # ...or when it has lasted this long
 
@@ -67,6 +84,7 @@ class Batch:
 
     kinds: set[str] = field(default_factory=set)
     count: int = 0
+    last_at: float = 0.0  # time.monotonic() of the last message
     overrun: bool = False
     multipath_route: bool = False
     first_at: float = 0.0  # time.monotonic() of the first message
@@ -79,8 +97,9 @@ class Batch:
     safe_at: float = 0.0  # time.monotonic() when the pre-emptive restriction was written
 
     def add(self, kind: str) -> None:
+        self.last_at = time.monotonic()
         if not self.count:
-            self.first_at = time.monotonic()
+            self.first_at = self.last_at
         self.count += 1
         self.kinds.add(kind)
 
@@ -88,7 +107,8 @@ class Batch:
 class EventSource:
     """Netlink sockets for every notification that can change the plan."""
 
-    def __init__(self) -> None:
+    def __init__(self, routes: PlanRoutes | None = None) -> None:
+        self.routes = routes or PlanRoutes()
         self.subs: dict[int, tuple[netlink.Subscription, Callable[[int, bytes, Batch], None]]] = {}
         self._open(NETLINK_ROUTE, list(RTNL_GROUPS), self._rtnl)
         self._open(NETLINK_NETFILTER, [NFNLGRP_NFTABLES], self._everything("netfilter"))
@@ -122,15 +142,21 @@ class EventSource:
             batch.unsafe.add(struct.unpack("=I", ifindex[:4])[0])
         batch.add("netdev")
 
-    @staticmethod
-    def _rtnl(msg_type: int, body: bytes, batch: Batch) -> None:
+    def _rtnl(self, msg_type: int, body: bytes, batch: Batch) -> None:
         kind = next((k for (lo, hi), k in RTM_KINDS.items() if lo <= msg_type < hi), "other")
         if kind == "neigh" and body[:1] == bytes([netlink.AF_BRIDGE]):  # FDB: the mirror follows it
             batch.fdb.append((msg_type, body))
             kind = "fdb"
-        elif kind == "route" and _route_is_multipath(body):
-            batch.multipath_route = batch.unsafe_all = True
-        elif kind in ("link", "tc") and len(body) >= 8:  # ifinfomsg, tcmsg: ifindex at 4
+        elif kind == "route" and msg_type in (netlink.RTM_NEWROUTE, netlink.RTM_DELROUTE):
+            added, removed = self.routes.follow(msg_type, body)
+            if added:  # a stricter plan: multipath, a smaller route MTU, a local route
+                batch.multipath_route |= _route_is_multipath(body)
+                batch.unsafe_all = True
+            if added or removed:
+                kind = "plan_route"
+        elif msg_type in (netlink.RTM_DELLINK, RTM_DELADDR):
+            self.routes.doubt()  # IPv4 routes may go with it, without a message of their own
+        if kind in ("link", "tc") and len(body) >= 8:  # ifinfomsg, tcmsg: ifindex at 4
             batch.unsafe.add(struct.unpack_from("=i", body, 4)[0])
         elif kind == "netconf":
             batch.unsafe_all |= _netconf_scope(body, batch.unsafe)
@@ -204,109 +230,65 @@ def read_state() -> dict[str, Any] | None:
     return state
 
 
-class Daemon:
-    def __init__(self, netns_name: str, keep: bool = False, resync_s: float = 1.0,
-                 log: TextIO = sys.stdout) -> None:
-        self.netns_name, self.keep, self.resync_s, self.log = netns_name, keep, resync_s, log
-        self.datapath = control.new_datapath(owned=True)
-        self.plan: Plan | None = None
-        self.state: dict[str, Any] = {"pid": os.getpid(), "netns": netns_name,
-                                      "started": time.time(), "cycles": 0, "errors": 0,
-                                      "last": None}
-        self._stop = False
-        self._resync = False
-        # netfilter and xfrm cost a subprocess each: re-read only when they may have changed
-        self._netfilter: tuple[tuple[NetfilterChain, ...], tuple[NetfilterSet, ...]] | None = None
-        self._xfrm: tuple[XfrmPolicy, ...] | None = None
-        # the bridge FDB mirror: fed by notifications, refreshed (ageing) on a timer
-        self.mirror = FdbMirror()
-        self.bridges: set[int] = set()
-        self._next_fdb_refresh = float("inf")
-        self._home = netns.Watch(netns_name)  # a deleted namespace: detach and exit
-        # called after every reconciliation: (why, succeeded, seconds by phase); for metrics
-        self.observers: list[Callable[[set[str], bool, dict[str, float]], None]] = []
+def _prioritise() -> None:
+    """Run the calling thread ahead of other work (the main thread's, other processes'): it
+    sleeps until a notification arrives and then only classifies the messages and writes a
+    few map entries (per interface), so a real-time priority starves nobody for long (and the
+    kernel's real-time throttling bounds even a storm of route messages)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(SENTINEL_RT_PRIORITY))
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SENTINEL_NICE)
 
-    # -- lifecycle --
-    def run(self) -> int:
-        other = read_state()
-        if other and other["pid"] != os.getpid():
-            raise AlreadyRunning(f"tna run already manages this namespace (pid {other['pid']})")
-        events = EventSource()  # subscribe before the first snapshot: nothing can slip by
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
-        signal.set_wakeup_fd(wake_w)
-        for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
-                             (signal.SIGHUP, self._on_hup)):
-            signal.signal(sig, handler)
+
+class Sentinel:
+    """Reads every notification as it arrives and restricts what it may have made unsafe, in a
+    thread of its own: nothing the main thread does (a snapshot, program loads, a full re-read
+    of a large routing table) delays it by more than the interpreter's switch interval.
+
+    ``lock`` guards the pending batch, the planner's routes and every map write that restricts
+    or relaxes; ``generation`` counts the restrictions written, so a reconciliation can tell
+    whether one happened since its configuration was read (:meth:`gate`)."""
+
+    def __init__(self, events: EventSource, datapath: Datapath) -> None:
+        self.events, self.datapath = events, datapath
+        self.lock = threading.RLock()
+        self.pending = Batch()
+        self.generation = 0
+        self.ready_r, self._ready_w = os.pipe2(os.O_NONBLOCK)  # the main thread waits on it
+        self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tna-sentinel", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        os.write(self._stop_w, b"x")
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+        for fd in (self.ready_r, self._ready_w, self._stop_r, self._stop_w):
+            os.close(fd)
+
+    def _run(self) -> None:
+        _prioritise()
+        fds = [*self.events.fds(), self._stop_r]
         try:
-            fdbrefresh.stop_refresher()  # one left by 'tna apply': the daemon drives it now
-            adopted = self.datapath.adopt()
-            self._emit("start", adopted=[_name(i) for i in adopted], keep=self.keep)
-            self.cycle(Batch(kinds={"start"}, first_at=time.monotonic()))
-            sdnotify.ready()  # systemd Type=notify: the first reconciliation is done
-            self._loop(events, wake_r)
-        finally:
-            events.close()
-            self.datapath.release(keep=self.keep)
-            if not self.keep:
-                control.forget_firewall()
-            self._emit("stop", kept=self.keep)
-            _remove(state_path())
-        return 0
-
-    def _on_stop(self, signum: int, frame: object) -> None:
-        self._stop = True
-
-    def _on_hup(self, signum: int, frame: object) -> None:
-        self._resync = True
-
-    def _loop(self, events: EventSource, wake_r: int) -> None:
-        next_resync = time.monotonic() + self.resync_s
-        while not self._stop:
-            if self._namespace_gone():
-                return
-            wake_at = min(next_resync, self._next_fdb_refresh,
-                          time.monotonic() + NETNS_POLL_S)
-            batch = self._collect(events, wake_r, max(0.0, wake_at - time.monotonic()))
-            if self._stop:
-                return
-            self._follow_fdb(batch)
-            if self._resync:  # SIGHUP: re-read everything, and say so
-                self._resync = False
-                batch.kinds.add("sighup")
-                self.cycle(batch)
-            elif time.monotonic() >= next_resync:  # catches what has no notification
-                next_resync = time.monotonic() + self.resync_s
-                batch.kinds.add("periodic")
-                self.cycle(batch, quiet=batch.count == 0)
-            elif self._needs_cycle(batch):
-                self.cycle(batch)
-
-    def _namespace_gone(self) -> bool:
-        """Our namespace was deleted while we kept it alive by being in it: detach (never
-        keep: nobody can adopt the links) and leave, so it can go."""
-        if not self._home.gone():
-            return False
-        self.keep = False
-        self._emit("netns_gone", netns=self.netns_name)
-        return True
-
-    def _collect(self, events: EventSource, wake_r: int, timeout: float) -> Batch:
-        """Wait for notifications, then keep reading until the burst is over."""
-        batch = Batch()
-        fds = [*events.fds(), wake_r]
-        ready, _, _ = select.select(fds, [], [], timeout)
-        deadline = time.monotonic() + BURST_MAX_S
-        while ready:
-            for fd in ready:
-                if fd == wake_r:
-                    _drain_pipe(wake_r)
-                else:
-                    events.drain(fd, batch)
-            self._preempt(batch)
-            if self._stop or time.monotonic() >= deadline:
-                break
-            ready, _, _ = select.select(fds, [], [], QUIET_S)
-        return batch
+            while True:
+                ready, _, _ = select.select(fds, [], [])
+                if self._stop_r in ready:
+                    return
+                with self.lock:
+                    for fd in ready:
+                        self.events.drain(fd, self.pending)
+                    self._preempt(self.pending)
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._ready_w, b"x")
+        except BaseException as e:  # the main thread reports it and exits: links go with it
+            self.error = e
+            with contextlib.suppress(OSError):
+                os.write(self._ready_w, b"x")
 
     def _preempt(self, batch: Batch) -> None:
         """Safety first: whatever the notifications may have made unsafe goes back to Linux
@@ -321,7 +303,166 @@ class Daemon:
             batch.restricted |= batch.unsafe
         else:
             return
+        self.generation += 1
         batch.safe_at = batch.safe_at or time.monotonic()
+
+    def take(self) -> tuple[Batch, int]:
+        """The notifications so far (a new batch starts) and the restriction count now: a
+        reconciliation from a snapshot read after this may relax only if it is unchanged."""
+        with self.lock:
+            batch, self.pending = self.pending, Batch()
+            return batch, self.generation
+
+    def wait_burst(self) -> None:
+        """Until the burst is over: nothing for QUIET_S, or BURST_MAX_S since it began."""
+        while True:
+            with self.lock:
+                first, last, count = (self.pending.first_at, self.pending.last_at,
+                                      self.pending.count)
+            now = time.monotonic()
+            if not count or now - last >= QUIET_S or now - first >= BURST_MAX_S:
+                return
+            time.sleep(QUIET_S)
+
+    def gate(self, generation: int) -> control.Gate:
+        return control.Gate(self.lock, lambda: self.generation == generation)
+
+
+class Daemon:
+    """``tna run``; with ``watch``, the watcher ``tna apply`` leaves (:mod:`tna.watcher`)."""
+
+    def __init__(self, netns_name: str, keep: bool = False, resync_s: float = 1.0,
+                 log: TextIO = sys.stdout, watch: bool = False) -> None:
+        self.netns_name, self.keep, self.resync_s, self.log = netns_name, keep, resync_s, log
+        self.watch = watch
+        self.datapath = control.new_datapath(owned=True)
+        self.plan: Plan | None = None  # the plan in force (None: unknown, reconcile again)
+        self.state: dict[str, Any] = {"pid": os.getpid(), "netns": netns_name,
+                                      "started": time.time(), "cycles": 0, "errors": 0,
+                                      "last": None}
+        self._stop = False
+        self._resync = False
+        # netfilter and xfrm cost a subprocess each: re-read only when they may have changed
+        self._netfilter: tuple[tuple[NetfilterChain, ...], tuple[NetfilterSet, ...]] | None = None
+        self._xfrm: tuple[XfrmPolicy, ...] | None = None
+        self.routes = PlanRoutes()  # the routes the planner reads, followed by the sentinel
+        self.sentinel: Sentinel | None = None
+        self._carried = Changes()  # what deferred cycles changed
+        # the bridge FDB mirror: fed by notifications, refreshed (ageing) on a timer
+        self.mirror = FdbMirror()
+        self.bridges: set[int] = set()
+        self._next_fdb_refresh = float("inf")
+        self._home = netns.Watch(netns_name)  # a deleted namespace: detach and exit
+        # called after every reconciliation: (why, succeeded, seconds by phase); for metrics
+        self.observers: list[Callable[[set[str], bool, dict[str, float]], None]] = []
+
+    # -- lifecycle --
+    def run(self) -> int:
+        if not self.watch:
+            return self._run()
+        lock = watcher.hold()
+        if lock is None:
+            return 0  # another watcher follows this namespace
+        try:
+            return self._run(lambda: watcher.mark_ready(lock))
+        finally:
+            watcher.release(lock)
+
+    def _run(self, on_ready: Callable[[], None] | None = None) -> int:
+        other = read_state()
+        if other and other["pid"] != os.getpid():
+            raise AlreadyRunning(f"tna run already manages this namespace (pid {other['pid']})")
+        events = EventSource(self.routes)  # subscribe before the first snapshot
+        self.sentinel = Sentinel(events, self.datapath)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
+        signal.set_wakeup_fd(wake_w)
+        for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
+                             (signal.SIGHUP, self._on_hup), (signal.SIGUSR1, self._on_handover)):
+            signal.signal(sig, handler)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)  # the sentinel never waits long for the GIL
+        try:
+            fdbrefresh.stop_refresher()  # one left by 'tna apply': the daemon drives it now
+            if not self.watch:
+                watcher.stop(keep=True)  # the watcher 'tna apply' left: its links are adopted
+            adopted = self.datapath.adopt()
+            self._emit("start", adopted=[_name(i) for i in adopted], keep=self.keep)
+            self.sentinel.start()
+            self.cycle(Batch(kinds={"start"}, first_at=time.monotonic()),
+                       self.sentinel.generation)
+            sdnotify.ready()  # systemd Type=notify: the first reconciliation is done
+            if on_ready is not None:
+                on_ready()
+            self._loop(wake_r)
+        finally:
+            self.sentinel.stop()
+            events.close()
+            self.datapath.release(keep=self.keep)
+            if not self.keep:
+                control.forget_firewall()
+            self._emit("stop", kept=self.keep)
+            if not self.watch:
+                _remove(state_path())
+        return 0
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        self._stop = True
+
+    def _on_hup(self, signum: int, frame: object) -> None:
+        self._resync = True
+
+    def _on_handover(self, signum: int, frame: object) -> None:
+        """SIGUSR1: exit, leaving the links pinned for whoever takes over."""
+        self.keep = self._stop = True
+
+    def _loop(self, wake_r: int) -> None:
+        assert self.sentinel is not None
+        sentinel = self.sentinel
+        now = time.monotonic()
+        full_every = _env_seconds("TNA_FULL_AUDIT_S", FULL_AUDIT_S)
+        next_audit, next_full = now + self.resync_s, now + full_every
+        while not self._stop:
+            if self._namespace_gone():
+                return
+            wake_at = min(next_audit, next_full, self._next_fdb_refresh,
+                          time.monotonic() + NETNS_POLL_S)
+            ready, _, _ = select.select([wake_r, sentinel.ready_r], [], [],
+                                        max(0.0, wake_at - time.monotonic()))
+            for fd in ready:
+                _drain_pipe(fd)
+            if sentinel.error is not None:
+                raise RuntimeError(f"notification reader failed: {sentinel.error!r}")
+            if self._stop:
+                return
+            sentinel.wait_burst()
+            batch, generation = sentinel.take()
+            self._follow_fdb(batch)
+            now = time.monotonic()
+            if self._resync:  # SIGHUP: re-read everything, and say so
+                self._resync = False
+                batch.kinds.add("sighup")
+                self.cycle(batch, generation)
+            elif batch.overrun or now >= next_full:  # the routing table read in full
+                next_full = now + full_every
+                if not batch.overrun:
+                    batch.kinds.add("audit")
+                self.cycle(batch, generation)  # logged: rare, and worth seeing
+            elif self._needs_cycle(batch):
+                self.cycle(batch, generation)
+            elif now >= next_audit:  # catches what has no notification, cheaply
+                batch.kinds.add("periodic")
+                self.cycle(batch, generation, quiet=True, audit=True)
+            else:
+                continue
+            next_audit = time.monotonic() + self.resync_s  # any cycle was an audit too
+
+    def _namespace_gone(self) -> bool:
+        """Our namespace was deleted while we kept it alive by being in it: detach (never
+        keep: nobody can adopt the links) and leave, so it can go."""
+        if not self._home.gone():
+            return False
+        self.keep = False
+        self._emit("netns_gone", netns=self.netns_name)
+        return True
 
     def _follow_fdb(self, batch: Batch) -> None:
         """FDB notifications are map updates, no cycle; a timer refreshes kernel ageing."""
@@ -337,26 +478,48 @@ class Daemon:
             self._emit("error", why=["fdb"], error=f"{type(e).__name__}: {e}")
 
     def _needs_cycle(self, batch: Batch) -> bool:
-        if (batch.overrun or batch.kinds & REPLAN_KINDS or batch.restricted
-                or batch.restricted_all):
-            return True
-        # a route burst may have removed the multipath route that holds a family on Linux
-        return "route" in batch.kinds and self.plan is not None and any(
-            s.reason == "multipath_route" for s in self.plan.slow_path)
+        return bool(batch.overrun or batch.kinds & REPLAN_KINDS or batch.restricted
+                    or batch.restricted_all or self.plan is None)
 
     # -- one reconciliation --
-    def cycle(self, batch: Batch, quiet: bool = False) -> None:
+    def _read_routes(self) -> None:
+        """The planner's routes from a full dump, with what arrived meanwhile replayed."""
+        assert self.sentinel is not None
+        with self.sentinel.lock:
+            self.routes.begin_reload()
+        fresh: tuple[Any, ...] = ()
+        try:
+            fresh = introspect.plan_routes()
+        finally:
+            with self.sentinel.lock:
+                self.routes.finish_reload(fresh)
+
+    def cycle(self, batch: Batch, generation: int, quiet: bool = False,
+              audit: bool = False) -> None:
+        """One reconciliation from a snapshot read after ``generation`` restrictions; an
+        ``audit`` reconciles only if the plan changed (or redirects await their check)."""
+        assert self.sentinel is not None
         started = time.monotonic()
         full = bool(batch.kinds & FULL_READ_KINDS)
         try:
+            if full or self.routes.stale:
+                self._read_routes()
             if full or "netfilter" in batch.kinds or self._netfilter is None:
                 self._netfilter = netfilter.ruleset()
+            elif audit:  # iptables-legacy has no notifications (nothing runs without tables)
+                self._netfilter = (tuple(c for c in self._netfilter[0]
+                                         if c.source != "iptables-legacy")
+                                   + netfilter.legacy_chains(), self._netfilter[1])
             if full or "xfrm" in batch.kinds or self._xfrm is None:
                 self._xfrm = introspect.xfrm_policies()
+            with self.sentinel.lock:
+                routes = self.routes.current()
+            unchanged = self.plan if audit and not redirects_pending() else None
             applied = control.apply(self.netns_name, self.datapath,
                                     netfilter_chains=self._netfilter[0],
                                     netfilter_sets=self._netfilter[1], xfrm=self._xfrm,
-                                    plan_only=True)
+                                    routes=routes, plan_only=True,
+                                    gate=self.sentinel.gate(generation), unchanged=unchanged)
             plan, changes = applied.plan, applied.changes
             read, planned = applied.read_at, applied.planned_at
             self.bridges = plan.bridges()
@@ -364,14 +527,24 @@ class Daemon:
                                       if self.bridges else float("inf"))
         except Exception as e:  # the daemon must outlive one bad cycle
             self.state["errors"] += 1
+            self.plan = None
             self._emit("error", why=sorted(batch.kinds), error=f"{type(e).__name__}: {e}")
             self._save()
             self._observe(batch.kinds, False, {"total": time.monotonic() - started})
             return
         done = time.monotonic()
+        if changes.deferred:  # restricted meanwhile: relax left out, the next cycle redoes it
+            self.plan = None
+            self._emit("deferred", why=sorted(batch.kinds), changes=_named(changes),
+                       ms=_ms(done - started))
+            self._carried = _merged(self._carried, changes)  # reported with the next cycle
+            return
+        self.plan = plan
+        changes, self._carried = _merged(self._carried, changes), Changes()
+        if audit and not changes:
+            return  # nothing changed, nothing to say
         self._observe(batch.kinds, True, {"read": read - started, "plan": planned - read,
                                           "apply": done - planned, "total": done - started})
-        self.plan = plan
         self.state["cycles"] += 1
         self.state["last"] = {"at": time.time(), "why": sorted(batch.kinds),
                               "events": batch.count, "duration_ms": _ms(done - started),
@@ -400,11 +573,21 @@ class Daemon:
         self.log.flush()
 
     def _save(self) -> None:
+        if self.watch:
+            return  # the state file names a 'tna run' (apply and detach refuse to act then)
         os.makedirs(control.STATE_DIR, exist_ok=True)
         tmp = state_path() + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.state, f)
         os.replace(tmp, state_path())
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if 0.1 <= value <= 86400 else default
 
 
 def _ms(seconds: float) -> float:
@@ -416,6 +599,16 @@ def _name(ifindex: int) -> str:
         return socket.if_indextoname(ifindex)
     except OSError:
         return f"ifindex{ifindex}"
+
+
+def _merged(earlier: Changes, later: Changes) -> Changes:
+    """What two reconciliations changed together (each interface once per kind)."""
+    out = Changes(safe_at=later.safe_at, firewall_written=earlier.firewall_written
+                  or later.firewall_written, deferred=later.deferred)
+    for kind, ifindexes in (*earlier.by_kind().items(), *later.by_kind().items()):
+        target = getattr(out, kind)
+        target.extend(i for i in ifindexes if i not in target)
+    return out
 
 
 def _named(changes: Changes) -> dict[str, list[str]]:

@@ -95,13 +95,14 @@ class Testbed:
 
     def destroy(self) -> None:
         """Detach TNA from every namespace, then delete them; safe to call twice."""
-        from tna import control, fdbrefresh  # late: the testbed works without BPF too
+        from tna import control, fdbrefresh, watcher  # late: the testbed works without BPF
         from tna.netns import entered
 
         for name in reversed(self.namespaces):
             if os.path.exists(f"/run/netns/{name}"):
                 try:
                     with entered(name):
+                        watcher.stop(keep=False)  # 'tna apply' leaves one
                         control.detach()
                         fdbrefresh.stop_refresher()
                 except Exception:  # teardown must go on whatever detach says

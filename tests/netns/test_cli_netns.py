@@ -57,7 +57,8 @@ def test_commands_in_an_empty_namespace(bed: Testbed) -> None:
                      "bridged_bytes": 0, "dropped_packets": 0, "punted_packets": 0,
                      "punt_reasons": {}, "interfaces": {}, "legend": {}, "firewall_rules": []}
     assert json.loads(run("--netns", ns, "status", "--json").stdout) == {"interfaces": [],
-                                                                         "daemon": None}
+                                                                         "daemon": None,
+                                                                         "watcher_pid": None}
     assert "0 interface(s)" in run("--netns", ns, "detach").stdout
     text = run("--netns", ns, "show")
     assert text.returncode == 0 and "lo" in text.stdout

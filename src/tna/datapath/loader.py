@@ -28,8 +28,8 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 from tna.datapath import libbpf
@@ -75,6 +75,7 @@ class Changes:
     relaxed: list[int] = field(default_factory=list)
     safe_at: float = 0.0  # time.monotonic() when the restrict phase was done
     firewall_written: bool = False  # a new firewall generation was written and switched to
+    deferred: bool = False  # relax left out: restricted meanwhile, to be reconciled again
 
     def by_kind(self) -> dict[str, list[int]]:
         return {k: v for k, v in vars(self).items() if isinstance(v, list) and v}
@@ -180,10 +181,21 @@ class Datapath:
             maps.close()
         return changed
 
-    def reconcile(self, ports: Sequence[Port], namespace: Namespace | None = None) -> Changes:
+    def reconcile(self, ports: Sequence[Port], namespace: Namespace | None = None,
+                  lock: AbstractContextManager[object] | None = None,
+                  may_relax: Callable[[], bool] | None = None) -> Changes:
         """Make the fast path match ``ports`` in three phases (see the module docstring).
+
+        A daemon that restricts from another thread as notifications arrive passes the
+        ``lock`` it restricts under (held here for the map writes of the restrict and relax
+        phases, never for program loads) and ``may_relax``: asked under the lock, False when
+        something was restricted since the configuration behind ``ports`` was read.  The relax
+        is then left out (``Changes.deferred``): the entries stay as restricted, and the
+        caller reconciles again from a fresh read.
+
         Without a port that gets a program nothing stays pinned: whatever ran is detached and
-        the namespace's maps are unpinned."""
+        the namespace's maps are unpinned.
+        """
         if not any(p.features is not None for p in ports):
             return self._clear()
         ensure_bpffs()
@@ -191,26 +203,35 @@ class Datapath:
         self._ensure_maps()
         wanted = {p.ifindex: p for p in ports}
         changes = Changes()
-        maps = IfaceMaps()
-        ns = NamespaceMaps()
         redirects = any(p.accept_redirects for p in ports)
         namespace = namespace or Namespace()
+        lock = lock or contextlib.nullcontext()
+        running = self.programs()
+        maps: IfaceMaps | None = None
+        ns: NamespaceMaps | None = None
         try:
-            running = self.programs()
-            self._restrict(maps, wanted, running, changes)
-            ns.restrict(namespace)
-            changes.firewall_written = self._write_firewall(ns, namespace)
+            with lock:  # entries read and narrowed with no restriction from elsewhere between
+                maps, ns = IfaceMaps(), NamespaceMaps()
+                self._restrict(maps, wanted, running, changes)
+                ns.restrict(namespace)
+                changes.firewall_written = self._write_firewall(ns, namespace)
             if redirects:
                 sync_redirects(self.redirect_exceptions, clear=False)
             changes.safe_at = time.monotonic()
             self._swap_programs(wanted, running, changes)
-            self._relax(maps, wanted, changes)
-            ns.relax(namespace)
+            with lock:
+                if may_relax is not None and not may_relax():
+                    changes.deferred = True
+                    return changes
+                self._relax(maps, wanted, changes)
+                ns.relax(namespace)
             if redirects:
                 sync_redirects(self.redirect_exceptions, clear=True)
         finally:
-            maps.close()
-            ns.close()
+            if maps is not None:
+                maps.close()
+            if ns is not None:
+                ns.close()
         return changes
 
     def _clear(self) -> Changes:

@@ -164,6 +164,19 @@ def sync_redirects(exceptions: RedirectExceptions, clear: bool) -> None:
         m.close()
 
 
+def redirects_pending() -> bool:
+    """Whether tna_redirects holds gateway routes on Linux (a redirect seen, or exceptions
+    found): only then can :func:`sync_redirects` change anything without a full check."""
+    if not os.path.exists(os.path.join(pin_dir(), "tna_redirects")):
+        return False
+    m = open_map("tna_redirects")
+    try:
+        seen, marked = ((m.lookup(u32(k)) or bytes(8))[:8] for k in (0, 1))
+        return seen != marked
+    finally:
+        m.close()
+
+
 def _src_bits(addrs: Iterable[str], size: int) -> bytes:
     """The tna_src_bits value (``size`` bytes) for these denied sources: src_bit() in
     bpf/lib/maps.h, on the address as the program loads it (network order in a host word)."""
