@@ -348,6 +348,7 @@ class Daemon:
         self.routes = PlanRoutes()  # the routes the planner reads, followed by the sentinel
         self.sentinel: Sentinel | None = None
         self._carried = Changes()  # what deferred cycles changed
+        self._carried_why: set[str] = set()  # and why they ran: said by the cycle that completes
         # the bridge FDB mirror: fed by notifications, refreshed (ageing) on a timer
         self.mirror = FdbMirror()
         self.bridges: set[int] = set()
@@ -538,15 +539,17 @@ class Daemon:
             self._emit("deferred", why=sorted(batch.kinds), changes=_named(changes),
                        ms=_ms(done - started))
             self._carried = _merged(self._carried, changes)  # reported with the next cycle
+            self._carried_why |= batch.kinds
             return
         self.plan = plan
         changes, self._carried = _merged(self._carried, changes), Changes()
+        why, self._carried_why = batch.kinds | self._carried_why, set()
         if audit and not changes:
             return  # nothing changed, nothing to say
-        self._observe(batch.kinds, True, {"read": read - started, "plan": planned - read,
-                                          "apply": done - planned, "total": done - started})
+        self._observe(why, True, {"read": read - started, "plan": planned - read,
+                                  "apply": done - planned, "total": done - started})
         self.state["cycles"] += 1
-        self.state["last"] = {"at": time.time(), "why": sorted(batch.kinds),
+        self.state["last"] = {"at": time.time(), "why": sorted(why),
                               "events": batch.count, "duration_ms": _ms(done - started),
                               "first_event_mono": batch.first_at, "done_mono": done,
                               "safe_mono": batch.safe_at or changes.safe_at,
@@ -554,7 +557,7 @@ class Daemon:
         self._save()
         preempted = (["*"] if batch.restricted_all else sorted(_name(i) for i in batch.restricted))
         if changes or not quiet:
-            self._emit("reconcile", why=sorted(batch.kinds), events=batch.count,
+            self._emit("reconcile", why=sorted(why), events=batch.count,
                        preempted=preempted, changes=_named(changes), ms=_ms(done - started),
                        read_ms=_ms(read - started),
                        latency_ms=_ms(done - batch.first_at) if batch.first_at else None,

@@ -52,14 +52,18 @@ def test_nothing_pinned_when_nothing_is_attached(bed: Testbed) -> None:
     assert "0 interface(s)" in run_tna(ns, "apply").stdout
     assert pins_of(cookie) == []
     assert "not attached" in run_tna(ns, "status").stdout
-    # positive control: with interfaces to accelerate, maps and links are pinned...
+    # positive control: with interfaces to accelerate, maps are pinned and programs attached
+    # (their links held by the watcher apply leaves)...
     two_veths(bed, ns)
     run_tna(ns, "apply")
-    assert "tna_ifaces" in pins_of(cookie) and any(p.startswith("link") for p in pins_of(cookie))
-    # ...and when a change leaves no program to run, apply unpins everything again
+    assert "tna_ifaces" in pins_of(cookie)
+    assert "not attached" not in run_tna(ns, "status").stdout
+    # ...and when a change leaves no program to run, the watcher unpins everything
     bed.sysctl(ns, "net.ipv4.ip_forward", "0")
-    assert "detached" in run_tna(ns, "apply").stdout
+    wait_for(lambda: pins_of(cookie) == [], what="the watcher to unpin everything")
+    assert "0 interface(s)" in run_tna(ns, "apply").stdout
     assert pins_of(cookie) == []
+    assert "not attached" in run_tna(ns, "status").stdout
 
 
 def state_files(cookie: int) -> list[str]:
@@ -96,6 +100,14 @@ def tna_object_ids(ns: str) -> tuple[set[int], set[int]]:
     return progs, maps
 
 
+def kill_watcher(cookie: int) -> None:
+    """SIGKILL the watcher ``tna apply`` left in the namespace of ``cookie``."""
+    with open(f"/run/tna/ns{cookie}.watcher.pid") as f:
+        pid = int(f.read().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the watcher to die")
+
+
 def test_gc_removes_what_a_deleted_namespace_left(bed: Testbed) -> None:
     ns = bed.ns("gone")
     cookie = cookie_of(ns)
@@ -108,8 +120,11 @@ def test_gc_removes_what_a_deleted_namespace_left(bed: Testbed) -> None:
     listed = json.loads(tna("status", "--all", "-j").stdout)["namespaces"]
     mine = next(n for n in listed if n["cookie"] == cookie)
     assert mine["name"] == ns and mine["alive"] and len(mine["interfaces"]) == 2
+    # the watcher apply left would notice the deletion and clean up itself: a killed one
+    # leaves everything behind, and then nothing in the kernel tells
+    kill_watcher(cookie)
     delete(bed, ns)
-    assert pins_of(cookie)  # a deleted namespace leaves its pins: nothing in the kernel tells
+    assert pins_of(cookie)
     gone = json.loads(tna("gc", "-j").stdout)["collected"]
     mine_gone = next(c for c in gone if c["cookie"] == cookie)
     assert "tna_ifaces" in mine_gone["pins"]
@@ -162,8 +177,11 @@ def test_cycles_leave_no_bpf_objects(bed: Testbed) -> None:
         if i % 2:
             run_tna(ns, "detach")
         delete(bed, ns)
-        tna("gc")
-        assert pins_of(cookie) == [] and state_files(cookie) == []
+        tna("gc")  # what the watcher (it exits when its namespace is deleted) did not remove
+
+        def cleaned(cookie: int = cookie) -> bool:
+            return pins_of(cookie) == [] and state_files(cookie) == []
+        wait_for(cleaned, timeout=3, what="the namespace's pins and state files to go")
 
     def released() -> bool:
         return not (created_progs & set(bpf_ids("prog"))
