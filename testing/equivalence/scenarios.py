@@ -28,6 +28,12 @@ in both runs:
 * fixed MAC addresses everywhere, IGMP/MLD unsolicited reports 10 ms apart so the
   announcements of the router's own groups are over before capturing starts, no DAD, no
   router solicitations.
+
+Configuration the kernel itself may revert is written only once it cannot be reverted, and
+read back: the per-device IPv6 MTU (``net.ipv6.conf.<port>.mtu``) is reset to the device MTU
+when the port becomes ready (``addrconf_notify()`` on ``NETDEV_UP``/``NETDEV_CHANGE``), and a
+veth becomes ready in link-watch work that runs *after* ``ip link set up`` returned, whenever
+the kernel gets to it (see ``set_ipv6_mtus``).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from scapy.packet import Raw
 from testing.equivalence import corpus, l2corpus
 from testing.equivalence.capture import Frame, Tap
 from testing.equivalence.corpus import CorpusFrame, Side
-from tna.testbed import Testbed
+from tna.testbed import Testbed, wait_for
 
 MARK = b"TNA-MARK:"
 
@@ -113,6 +119,35 @@ def veth(bed: Testbed, a: tuple[str, str, str], b: tuple[str, str, str],
             "peer", "name", if_b, "netns", ns_b, "address", mac_b, "mtu", str(mtu_b))
     bed.run(ns_a, "ip", "link", "set", if_a, "up")
     bed.run(ns_b, "ip", "link", "set", if_b, "up")
+
+
+def set_ipv6_mtus(bed: Testbed, ns: str, mtus: Mapping[str, int]) -> None:
+    """Set ports' IPv6 MTUs (``net.ipv6.conf.<port>.mtu``) so that they hold for the run.
+
+    When a port becomes ready (carrier on: for a veth, once both ends are up) addrconf resets
+    its IPv6 MTU to the device MTU.  That happens in link-watch work, asynchronously: ``ip link
+    set up`` returns before it ran, and on a loaded machine it can run after a sysctl written
+    right away, silently undoing it (the router then forwards what it should answer with
+    Packet Too Big).  So: wait until every port is operationally up (link-watch set it), take
+    the RTNL once (link-watch changes the operstate and notifies addrconf in one RTNL section,
+    so that section is over), write, and read back.
+    """
+    if not mtus:
+        return
+
+    def ready() -> bool:
+        out = bed.run(ns, "ip", "-o", "link", "show").stdout
+        up = {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()
+              if " state UP " in line}
+        return set(mtus) <= up
+
+    wait_for(ready, timeout=10, what=f"{', '.join(mtus)} to be ready in {ns}")
+    bed.run(ns, "ip", "link", "set", next(iter(mtus)), "up")  # a no-op that takes the RTNL
+    keys = {f"net.ipv6.conf.{port}.mtu": mtu for port, mtu in mtus.items()}
+    sysctls(bed, ns, keys)
+    got = {k: int(bed.run(ns, "sysctl", "-n", k).stdout) for k in keys}
+    if got != keys:
+        raise RuntimeError(f"IPv6 MTUs did not hold in {ns}: wrote {keys}, read {got}")
 
 
 def host_ns(bed: Testbed, role: str) -> str:
@@ -313,10 +348,10 @@ def build_router(bed: Testbed, config: RouterConfig = RouterConfig()) -> Network
     lines += ROUTES
     lines += config.ip
     values = dict(neigh_tuning([f"r{i}" for i in hosts]))
-    values.update({f"net.ipv6.conf.r{i}.mtu": m for i, m in MTU6.items()})
     values.update(config.sysctls)
     sysctls(bed, r, values)
     ip_batch(bed, r, lines)
+    set_ipv6_mtus(bed, r, {f"r{i}": m for i, m in MTU6.items()})
     if config.nft:
         bed.run(r, "nft", "-f", "-", input=config.nft, timeout=120)
     for command, text in config.restore:
