@@ -202,6 +202,7 @@ def test_a_killed_monitor_stops_costing_within_a_second(topo: RouterTopology) ->
             assert r1_reason(topo.r, "ttl") > before  # punted, counted...
             ring.poll(200)
             assert records == []  # ...but not emitted: the deadline passed
+            assert ctl(topo.r).deadline_ns == 0  # and that punt switched the monitor off
         finally:
             ring.close()
             maps.close()
