@@ -150,8 +150,9 @@ def _alive(pid: int) -> bool:
 
 ETH_P_IP, ETH_P_ARP, ETH_P_IPV6 = 0x0800, 0x0806, 0x86DD
 VLAN_TYPES = (0x8100, 0x88A8)
-L4_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 47: "gre", 50: "esp", 132: "sctp",
-            0: "hopopts", 43: "routing", 44: "frag", 60: "dstopts", 51: "ah"}
+L4_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 47: "gre", 50: "esp", 51: "ah",
+            132: "sctp"}
+V6_NAMES = {**L4_NAMES, 0: "hop-by-hop", 43: "routing", 44: "fragment", 60: "dstopts"}
 TCP_FLAG_LETTERS = "FSRPAU"
 
 
@@ -214,11 +215,11 @@ def _ipv6(b: bytes, fields: dict[str, Any]) -> tuple[str, int]:
     plen, nxt, hlim = struct.unpack("!HBB", b[4:8])
     src = str(ipaddress.IPv6Address(b[8:24]))
     dst = str(ipaddress.IPv6Address(b[24:40]))
-    fields.update(family="ipv6", src=src, dst=dst, proto=L4_NAMES.get(nxt, str(nxt)),
+    fields.update(family="ipv6", src=src, dst=dst, proto=V6_NAMES.get(nxt, str(nxt)),
                   hop_limit=hlim, payload_len=plen)
     sport, dport, extra = _l4(nxt, b[40:], fields)
     return (f"IPv6 {_endpoint(src, sport)} > {_endpoint(dst, dport)} "
-            f"{L4_NAMES.get(nxt, f'next header {nxt}')}{extra}"), hlim
+            f"{V6_NAMES.get(nxt, f'next header {nxt}')}{extra}"), hlim
 
 
 def _arp(b: bytes, fields: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ import ctypes
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from scapy.layers.inet import UDP
@@ -34,7 +35,7 @@ class Mon:
         deadline = time.monotonic_ns() + int(ahead_s * 1e9)
         self.maps.write_ctl(Ctl(deadline if ahead_s else 0, 0, ifindex, rate, 0))
 
-    def events(self) -> list[Event]:
+    def events(self) -> list[Any]:  # Event: a ctypes type made from the header
         self.records.clear()
         self.ring.poll(0)
         return [Event.from_buffer_copy(r[:ctypes.sizeof(Event)]) for r in self.records]
