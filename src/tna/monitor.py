@@ -348,7 +348,7 @@ def run(*, drops: bool = False, ifindex: int = 0, count: int | None = None,
                 names[i] = counters.ifname(i) if i else "(none)"
             return names[i]
 
-        shown = 0
+        shown, interrupted = 0, False
         with _stop_on_signals():
             try:
                 switch_on(maps, flags, ifindex, rate)
@@ -374,6 +374,8 @@ def run(*, drops: bool = False, ifindex: int = 0, count: int | None = None,
                     pending.clear()
             except _Stopped:
                 pass
+            except KeyboardInterrupt:
+                interrupted = True  # Ctrl-C: the summary, then exit status 130 as elsewhere
             finally:
                 switch_off(maps)
         if not as_json:
@@ -382,6 +384,8 @@ def run(*, drops: bool = False, ifindex: int = 0, count: int | None = None,
             if limited or lost:
                 print(f"tna monitor: {limited} events left out by the rate limit, {lost} by a "
                       "full ring", file=sys.stderr)
+        if interrupted:
+            raise KeyboardInterrupt
         return 0
     finally:
         if ring is not None:

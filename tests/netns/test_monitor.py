@@ -220,7 +220,8 @@ def test_second_monitor_refused_and_bad_options(topo: RouterTopology) -> None:
         assert proc.returncode == 1 and "another tna monitor" in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     finally:
-        assert first.stop() == 0
+        assert first.stop(signal.SIGINT) == 130  # Ctrl-C: "interrupted", as other commands
+    assert ctl(topo.r).deadline_ns == 0
     for args, needle in ((("--count", "0"), "at least 1"),
                          (("--interface", "nosuch0"), "no interface nosuch0")):
         proc = run_tna(topo.r, "monitor", *args, check=False)

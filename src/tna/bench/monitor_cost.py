@@ -81,9 +81,9 @@ def _round(fd: int, frame: bytes, ingress: int, punted: bool, runs: int, repeat:
 
 
 def measure(baseline: str | None, rounds: int, runs: int, repeat: int,
-            log: Any = print) -> list[dict[str, Any]]:
+            log: Any = print, prefix: str = "tnamonb") -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
-    with Testbed(prefix="tnamonb") as bed:
+    with Testbed(prefix=prefix) as bed:
         t = RouterTopology.build(bed)
         t.prime_neighbours()
         run_tna(t.r, "apply")
