@@ -12,7 +12,7 @@ BPF_DEPS := $(wildcard bpf/include/*.h bpf/lib/*.h)
 BENCH_SRCS := $(wildcard bpf/bench/*.bpf.c)
 BENCH_OBJS := $(patsubst bpf/bench/%.bpf.c,$(OBJDIR)/bench/%.bpf.o,$(BENCH_SRCS))
 
-.PHONY: all bootstrap build demo test test-unit lint bench bench-smoke bench-reconfig clean
+.PHONY: all bootstrap build demo test test-unit lint bench bench-smoke bench-reconfig bench-monitor clean
 
 all: build
 
@@ -70,6 +70,11 @@ bench-smoke: bootstrap
 
 bench-reconfig: bootstrap
 	$(PYTHON) -m tna.bench.reconfig
+
+# What tna monitor's switch costs the program (off, expired, on), against the object built
+# before the monitor existed when BASELINE=path/to/tna_xdp.bpf.o is given
+bench-monitor: bootstrap
+	$(PYTHON) -m tna.bench.monitor_cost $(if $(BASELINE),--baseline $(BASELINE))
 
 clean:
 	rm -rf build $(OBJDIR)/*.bpf.o $(OBJDIR)/tna_abi.h $(OBJDIR)/testing $(OBJDIR)/bench

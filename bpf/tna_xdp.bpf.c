@@ -28,6 +28,7 @@
 #include "lib/l4csum.h"
 #include "lib/l4ports.h"
 #include "lib/maps.h"
+#include "lib/monitor.h"
 #include "lib/redirects.h"
 #include "lib/stats.h"
 #include "lib/transmit.h"
@@ -77,6 +78,8 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		return punt(ctx, in->slot, TNA_PUNT_L4_CSUM);
 	if (v6 ? tna_features.firewall_ipv6 : tna_features.firewall_ipv4) {
 		rc = fw_hook(ctx, in->slot, v6, ingress, fib->ifindex, wire_len);
+		if (rc == XDP_DROP)
+			monitor_note(ctx, TNA_FW_DROPPED);
 		if (rc >= 0)
 			return rc;
 	}

@@ -235,4 +235,45 @@ struct tna_fw_v6_key {
 	__u8 addr[16];
 };
 
+/*
+ * tna monitor: punted (and, on request, firewall-dropped) frames as they happen. The program
+ * emits an event only while tna_mon_ctl says someone watches (now < deadline_ns); the check
+ * sits on the punt and drop paths only, never on the forwarded one. The monitor renews the
+ * deadline every fraction of a second and clears it on exit, so a killed monitor stops the
+ * events within TNA_MON_TTL_MS. Per CPU at most ``rate`` events a second go into the ring.
+ */
+#define TNA_MON_SNAP 96			/* frame bytes copied into an event */
+#define TNA_MON_RING_BYTES (256 * 1024)	/* tna_mon_ring: ~2000 events */
+#define TNA_MON_TTL_MS 1000		/* how far ahead the monitor sets the deadline */
+#define TNA_MON_DROPS (1U << 0)		/* tna_mon_ctl.flags: firewall drops too */
+
+/* tna_mon_ctl (one entry), written by tna monitor. */
+struct tna_mon_ctl {
+	__u64 deadline_ns;	/* bpf_ktime_get_ns() before which events are emitted; 0: off */
+	__u32 flags;		/* TNA_MON_* */
+	__u32 ifindex;		/* ingress interface to watch; 0: all */
+	__u32 rate;		/* events per second and CPU at most */
+	__u32 owner;		/* pid of the monitor that set it */
+};
+
+/* tna_mon_state (per CPU): the rate limit's window and what it and a full ring cost. */
+struct tna_mon_state {
+	__u64 window_ns;	/* start of the current one-second window */
+	__u32 sent;		/* events emitted in the window */
+	__u32 pad;
+	__u64 suppressed;	/* events the rate limit left out */
+	__u64 lost;		/* events the full ring left out */
+};
+
+/* One record in tna_mon_ring. */
+struct tna_mon_event {
+	__u64 ts_ns;		/* bpf_ktime_get_ns() */
+	__u32 ifindex;		/* ingress */
+	__u32 len;		/* the frame's length */
+	__u16 code;		/* enum tna_code */
+	__u16 snap;		/* bytes of frame[] that hold the frame's start */
+	__u32 pad;
+	__u8 frame[TNA_MON_SNAP];
+};
+
 #endif /* TNA_ABI_H */

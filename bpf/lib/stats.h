@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "maps.h"
+#include "monitor.h"
 
 /* One more packet of ``bytes`` in a per-CPU array of struct tna_counter. */
 static __always_inline void counter_add(void *map, __u32 key, __u64 bytes)
@@ -22,10 +23,11 @@ static __always_inline void count(__u32 slot, enum tna_code code, __u64 bytes)
 	counter_add(&tna_stats, slot * TNA_NR_CODES + code, bytes);
 }
 
-/* Hand the frame to the kernel and say why. */
+/* Hand the frame to the kernel and say why (also to tna monitor, while one watches). */
 static __always_inline int punt(struct xdp_md *ctx, __u32 slot, enum tna_code reason)
 {
 	count(slot, reason, frame_end(ctx) - frame_start(ctx));
+	monitor_note(ctx, reason);
 	return XDP_PASS;
 }
 

@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         ("status", cmd_status, "show attached programs, their features and size"),
         ("stats", cmd_stats, "show fast-path counters and punt reasons"),
         ("top", cmd_top, "live rates: fast path, to Linux and why, rule hits"),
+        ("monitor", cmd_monitor, "punted (and dropped) frames as they happen, with reason"),
         ("detach", cmd_detach, "remove everything TNA attached"),
         ("gc", cmd_gc, "remove pins and state files of namespaces that no longer exist"),
         ("doctor", cmd_doctor, "check a namespace: what keeps traffic on Linux, and the "
@@ -124,6 +125,14 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--iterations", type=int, default=None, metavar="N",
                     help="print N refreshes as plain text, then exit")
     sp.add_argument("--once", action="store_true", help="the same as --iterations 1")
+    sp = sub.choices["monitor"]
+    sp.add_argument("--drops", action="store_true",
+                    help="also frames a forward-hook firewall rule dropped")
+    sp.add_argument("--interface", metavar="IFACE", help="only frames arriving on IFACE")
+    sp.add_argument("--count", type=int, default=None, metavar="N",
+                    help="exit after N frames")
+    sp.add_argument("--rate", type=int, default=None, metavar="N",
+                    help="at most N frames per second and CPU (default 1000)")
     sp = sub.add_parser("explain", help="what TNA would do with a packet, and what Linux's "
                         "lookup says (nothing is sent)", description="Build the packet, run it "
                         "once through the program attached to the interface (BPF_PROG_TEST_RUN "
@@ -568,6 +577,26 @@ def cmd_top(args: argparse.Namespace) -> int:
     from tna import top  # rich only where it is used
 
     return top.run(args.all, args.interval, 1 if args.once else args.iterations)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from tna import monitor
+
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be at least 1")
+    if args.rate is not None and not 1 <= args.rate < 1 << 32:
+        raise UsageError("--rate must be at least 1")
+    ifindex = 0
+    if args.interface:
+        try:
+            ifindex = socket.if_nametoindex(args.interface)
+        except OSError:
+            raise UsageError(f"no interface {args.interface} in this namespace") from None
+    try:
+        return monitor.run(drops=args.drops, ifindex=ifindex, count=args.count,
+                           as_json=args.json, rate=args.rate or monitor.DEFAULT_RATE)
+    except monitor.MonitorError as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import ctypes.util
 import errno as errno_mod
 import os
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 BPF_XDP = 37  # enum bpf_attach_type
@@ -136,6 +137,8 @@ class BtfMember(ctypes.Structure):
                 ("offset", ctypes.c_uint32)]
 
 
+# ring_buffer_sample_fn: (ctx, data, size) -> 0 to go on
+RING_SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, c_void_p, c_void_p, ctypes.c_size_t)
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, c_void_p)
 _log: deque[str] = deque(maxlen=200)
 _lib: Any = None
@@ -181,6 +184,10 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_prog_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
     "bpf_map_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
     "bpf_prog_test_run_opts": (ctypes.c_int, [ctypes.c_int, ctypes.POINTER(TestRunOpts)]),
+    "ring_buffer__new": (c_void_p, [ctypes.c_int, RING_SAMPLE_FN, c_void_p, c_void_p]),
+    "ring_buffer__poll": (ctypes.c_int, [c_void_p, ctypes.c_int]),
+    "ring_buffer__consume": (ctypes.c_int, [c_void_p]),
+    "ring_buffer__free": (None, [c_void_p]),
     "libbpf_num_possible_cpus": (ctypes.c_int, []),
     "libbpf_set_print": (c_void_p, [_PRINT_FN]),
     "btf__parse_elf": (c_void_p, [ctypes.c_char_p, c_void_p]),
@@ -411,3 +418,32 @@ def prog_run_stats(fd: int) -> tuple[int, int]:
     check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
           "bpf_obj_get_info_by_fd(prog run stats)")
     return info.run_time_ns, info.run_cnt
+
+
+# ---- ring buffers (added for tna monitor) ------------------------------------------------------
+
+class RingBuffer:
+    """A BPF ring buffer map read with libbpf's ring_buffer__poll: ``on_record`` gets a copy of
+    each record, in the order the programs submitted them."""
+
+    def __init__(self, map_fd: int, on_record: Callable[[bytes], None]) -> None:
+        def sample(_ctx: int, data: int, size: int) -> int:
+            on_record(ctypes.string_at(data, size))
+            return 0
+
+        self._callback = RING_SAMPLE_FN(sample)  # kept alive as long as libbpf may call it
+        self._rb = check_ptr(lib().ring_buffer__new(map_fd, self._callback, None, None),
+                             "ring_buffer__new")
+
+    def poll(self, timeout_ms: int) -> int:
+        """Wait up to ``timeout_ms`` for records and hand them over; returns how many.
+        An interrupted wait (a signal) returns 0: the caller's handler decides."""
+        ret = lib().ring_buffer__poll(self._rb, timeout_ms)
+        if ret == -errno_mod.EINTR:
+            return 0
+        return check(ret, "ring_buffer__poll")
+
+    def close(self) -> None:
+        if self._rb:
+            lib().ring_buffer__free(self._rb)
+            self._rb = 0

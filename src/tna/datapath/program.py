@@ -18,9 +18,11 @@ from tna.datapath.firewall import MAP_NAMES as FIREWALL_MAPS
 from tna.datapath.pins import DatapathError, pin_dir, u32
 from tna.plan.types import Features
 
+# tna monitor's switch, rate limit and ring (bpf/lib/monitor.h)
+MONITOR_MAPS = ("tna_mon_ctl", "tna_mon_state", "tna_mon_ring")
 SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "tna_src_deny",
                "tna_config", "tna_redirects", "tna_ifidx", "tna_src_bits", "tna_brpidx",
-               *FIREWALL_MAPS)
+               *FIREWALL_MAPS, *MONITOR_MAPS)
 FEATURES_MAP = ".rodata.features"
 FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
 PROG_NAME = b"tna_xdp"
