@@ -48,10 +48,11 @@ RTM_KINDS = {(16, 18): "link", (20, 22): "addr", (24, 26): "route", (28, 30): "n
 NFNLGRP_NFTABLES = 7
 XFRMNLGRP_POLICY = 4
 RTA_MULTIPATH, RTA_NH_ID = 9, 30
+RT_TABLE_LOCAL = 255
 
 # Event kinds that may change the plan; the others need no work (see the module docstring).
 REPLAN_KINDS = frozenset({"link", "rule", "tc", "netconf", "nexthop", "netfilter", "xfrm",
-                          "netdev", "addr4"})
+                          "netdev", "addr4", "addr6", "route_local"})
 
 # What makes a cycle re-read everything, including what has no notification of its own.
 FULL_READ_KINDS = frozenset({"start", "periodic", "sighup", "overrun"})
@@ -129,6 +130,10 @@ class EventSource:
             kind = "fdb"
         elif kind == "route" and _route_is_multipath(body):
             batch.multipath_route = batch.unsafe_all = True
+        elif kind == "route" and len(body) > 4 and body[4] == RT_TABLE_LOCAL:
+            # the local table decides whether BPF_FIB_LOOKUP_DIRECT is exact (plan.router)
+            batch.unsafe_all = True
+            kind = "route_local"
         elif kind in ("link", "tc") and len(body) >= 8:  # ifinfomsg, tcmsg: ifindex at 4
             batch.unsafe.add(struct.unpack_from("=i", body, 4)[0])
         elif kind == "netconf":
@@ -139,6 +144,10 @@ class EventSource:
             # a new local IPv4 address is a source the fast path must stop forwarding from
             batch.unsafe_all = True
             kind = "addr4"
+        elif kind == "addr" and body[:1] == bytes([socket.AF_INET6]):
+            # a new local IPv6 address: fib_direct_v6 must recognise it (tna_local_v6)
+            batch.unsafe_all = True
+            kind = "addr6"
         batch.add(kind)
 
     def fds(self) -> list[int]:

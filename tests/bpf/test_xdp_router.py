@@ -427,3 +427,45 @@ def test_gateway_routes_after_a_redirect_go_to_linux(router: Router) -> None:
             assert run(router, bytes(via_gw))[0] == XDP_REDIRECT  # cleared: fast again
         finally:
             redirects.close()
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_fib_direct_punts_local_destinations(router: Router, family: str) -> None:
+    """BPF_FIB_LOOKUP_DIRECT asks the main table alone: a frame to one of the router's own
+    addresses must still go to Linux (delivered locally), recognised by tna_src_deny (IPv4) or
+    tna_local_v6 behind its bit filter (IPv6). A neighbour entry for the own address makes the
+    main table's answer "forward", so the test fails if the mirror is not consulted."""
+    own = "10.2.0.1" if family == "ipv4" else "fd00:2::1"
+    pkt = (v4(dst=own) if family == "ipv4" else v6(dst=own)) / UDP(sport=1, dport=2)
+    frame = bytes(Ether(bytes(pkt)))
+    direct = Features(True, True, fib_direct_v4=family == "ipv4",
+                      fib_direct_v6=family == "ipv6")
+    others = ({f"10.7.{i // 250}.{i % 250 + 1}" for i in range(300)} if family == "ipv4"
+              else {f"fd00:7::{i:x}" for i in range(1, 300)})
+    mirrored = (Namespace(frozenset({own} | others)) if family == "ipv4"
+                else Namespace(local_v6=frozenset({own} | others)))
+    if family == "ipv4":
+        # IPv4 keeps local routes in the main table's trie until a policy rule is added once
+        # (fib_unmerge()); unmerged, as after any rule came and went, main alone misses them
+        router.bed.run(router.ns, "ip", "rule", "add", "pref", "100", "from", "10.99.0.0/16",
+                       "lookup", "100")
+        router.bed.run(router.ns, "ip", "rule", "del", "pref", "100")
+    router.bed.run(router.ns, "ip", "neigh", "replace", own, "lladdr", H2_MAC, "dev", "r2",
+                   "nud", "permanent")
+    try:
+        with program(router, Features(True, True)), netns.entered(router.ns):  # full lookup
+            assert run(router, frame) == (XDP_PASS, frame, {"not_forwarded": 1})
+        with program(router, direct), netns.entered(router.ns):
+            sync_namespace_for_test(Namespace())
+            # without the mirror, the main table alone would forward it: what must not happen
+            assert run(router, frame)[0] == XDP_REDIRECT
+            sync_namespace_for_test(mirrored)
+            try:
+                assert run(router, frame) == (XDP_PASS, frame, {"not_forwarded": 1})
+                fwd = (forwarded_v4 if family == "ipv4" else forwarded_v6)
+                ok = (v4() if family == "ipv4" else v6()) / UDP(sport=1, dport=2)
+                assert run(router, bytes(Ether(bytes(ok))))[:2] == (XDP_REDIRECT, fwd(ok))
+            finally:
+                sync_namespace_for_test(Namespace())
+    finally:
+        router.bed.run(router.ns, "ip", "neigh", "del", own, "dev", "r2")
