@@ -62,7 +62,7 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 
 	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib),
 			    (v6 ? tna_features.fib_direct_v6 : tna_features.fib_direct_v4) ?
-			    BPF_FIB_LOOKUP_DIRECT : 0);
+			    fib_direct_flags(ctx, v6) : 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return punt(ctx, in->slot, fib_punt_reason(rc));
 	if (over_route_mtu(wire_len - sizeof(struct ethhdr), v6))
@@ -134,8 +134,6 @@ static __always_inline int ipv4_forward(struct xdp_md *ctx, const struct tna_ifa
 		return punt(ctx, in->slot, why);
 	if (src_denied(iph->saddr))
 		return punt(ctx, in->slot, TNA_PUNT_MARTIAN);
-	if (tna_features.fib_direct_v4 && local_v4(iph->daddr))	/* what the local table says */
-		return punt(ctx, in->slot, TNA_PUNT_NOT_FORWARDED);
 	if (tna_features.ipv4_rp_filter &&
 	    !ipv4_rp_ok(ctx, iph, ingress, tna_features.ipv4_rp_filter == 2))
 		return punt(ctx, in->slot, TNA_PUNT_RP_FILTER);

@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Local destinations known without the FIB's local table, so that bpf_fib_lookup() may skip the
- * policy rules and the local table (BPF_FIB_LOOKUP_DIRECT: the main table only) where the plan
- * proves that exact: default rules only, and a local table holding nothing but host routes the
- * planner mirrors here (IPv4: they are the addresses of tna_src_deny; IPv6: tna_local_v6) or
- * ranges the header checks punt anyway (127/8, ff00::/8). A frame to one of them goes to Linux,
- * which delivers it, as the full lookup would have said (BPF_FIB_LKUP_RET_NOT_FWDED).
+ * BPF_FIB_LOOKUP_DIRECT (the main table only, no policy rules) where it answers as the full
+ * lookup would. The kernel itself says whether rules could matter: net->ipv4.fib_has_custom_rules
+ * (and ipv6's) turns true the first time a rule is added or deleted in the namespace and never
+ * back, so a rule change takes effect on the very next packet, daemon or not. While it is
+ * false, IPv4 keeps the local table merged into the main one (fib_new_table()): the main table
+ * alone already answers "local" or "broadcast", and a miss there (where the full lookup would
+ * go on to the default table) is a punt either way. IPv6 keeps its local table apart, so the
+ * local and anycast addresses it holds are mirrored in tna_local_v6 (which only a daemon
+ * keeps current: the planner asks for fib_direct_v6 only under `tna run`), and a frame to one
+ * of them goes to Linux as the full lookup would have said (BPF_FIB_LKUP_RET_NOT_FWDED).
  */
 #ifndef TNA_LIB_LOCAL_H
 #define TNA_LIB_LOCAL_H
@@ -60,10 +64,45 @@ static __always_inline int local_v6(const struct in6_addr *a)
 	return bpf_map_lookup_elem(&tna_local_v6, &key) != NULL;
 }
 
-/* IPv4: the own and broadcast addresses are exactly what tna_src_deny holds (the plan checks). */
-static __always_inline int local_v4(__be32 daddr)
+/* The kernel's view, through the XDP context (CO-RE: only the fields read are declared). */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+struct netns_ipv4___tna {
+	__u8 fib_has_custom_rules;
+} __attribute__((preserve_access_index));
+
+struct netns_ipv6___tna {
+	__u8 fib6_has_custom_rules;
+} __attribute__((preserve_access_index));
+
+struct net___tna {
+	struct netns_ipv4___tna ipv4;
+	struct netns_ipv6___tna ipv6;
+} __attribute__((preserve_access_index));
+
+struct net_device___tna {
+	struct {
+		struct net___tna *net;
+	} nd_net;
+} __attribute__((preserve_access_index));
+
+struct xdp_rxq_info___tna {
+	struct net_device___tna *dev;
+} __attribute__((preserve_access_index));
+
+struct xdp_buff___tna {
+	struct xdp_rxq_info___tna *rxq;
+} __attribute__((preserve_access_index));
+
+/* BPF_FIB_LOOKUP_DIRECT if the namespace has never had a policy rule change, else 0. */
+static __always_inline __u32 fib_direct_flags(struct xdp_md *ctx, int v6)
 {
-	return src_denied(daddr);
+	struct xdp_buff___tna *xdp = bpf_cast_to_kern_ctx(ctx);
+	struct net___tna *net = xdp->rxq->dev->nd_net.net;
+
+	if (v6 ? net->ipv6.fib6_has_custom_rules : net->ipv4.fib_has_custom_rules)
+		return 0;
+	return BPF_FIB_LOOKUP_DIRECT;
 }
 
 #endif

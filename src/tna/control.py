@@ -63,13 +63,15 @@ def snapshot(netns_name: str, datapath: Datapath | None = None, **options: Any) 
 
 
 def apply(netns_name: str, datapath: Datapath | None = None,
-          tweak: Callable[[Port], Port] | None = None, **snapshot_options: Any) -> Applied:
+          tweak: Callable[[Port], Port] | None = None, followed: bool = False,
+          **snapshot_options: Any) -> Applied:
     """Snapshot → plan → reconcile, in the current namespace.  ``tweak`` changes the ports
-    before they reach the data path (the benchmark's profiling of single features)."""
+    before they reach the data path (the benchmark's profiling of single features);
+    ``followed``: the caller follows every later change (the daemon), see make_plan()."""
     datapath = datapath or new_datapath()
     snap = snapshot(netns_name, datapath, **snapshot_options)
     read_at = time.monotonic()
-    plan = make_plan(snap)
+    plan = make_plan(snap, followed)
     planned_at = time.monotonic()
     return Applied(plan, reconcile(plan, datapath, tweak), read_at, planned_at)
 

@@ -348,7 +348,7 @@ class Daemon:
                 self._netfilter = netfilter.ruleset()
             if full or "xfrm" in batch.kinds or self._xfrm is None:
                 self._xfrm = introspect.xfrm_policies()
-            applied = control.apply(self.netns_name, self.datapath,
+            applied = control.apply(self.netns_name, self.datapath, followed=True,
                                     netfilter_chains=self._netfilter[0],
                                     netfilter_sets=self._netfilter[1], xfrm=self._xfrm,
                                     plan_only=True)

@@ -60,7 +60,9 @@ def denied_sources_v4(snap: Snapshot) -> frozenset[str]:
 
 
 def routing_features(snap: Snapshot, link: Link, family_blocks: dict[int, list[SlowPath]],
-              slow: list[SlowPath]) -> Features | None:
+              slow: list[SlowPath], followed: bool = False) -> Features | None:
+    """``followed``: a daemon follows the configuration (``tna run``), so data it mirrors
+    (tna_local_v6) stays current."""
     ifs = snap.sysctls.interfaces.get(link.ifname)
     v4 = not family_blocks[AF_INET] and ifs is not None and ifs.ipv4_forwarding
     if not family_blocks[AF_INET] and not v4:
@@ -90,7 +92,7 @@ def routing_features(snap: Snapshot, link: Link, family_blocks: dict[int, list[S
                     # a veth's frames may come from a local stack with offloaded checksums
                     verify_l4_csum=link.kind == "veth",
                     fib_direct_v4=v4 and fib_direct(snap, AF_INET),
-                    fib_direct_v6=v6 and fib_direct(snap, AF_INET6))
+                    fib_direct_v6=v6 and followed and fib_direct(snap, AF_INET6))
 
 
 # ---- BPF_FIB_LOOKUP_DIRECT -------------------------------------------------------------------
@@ -127,20 +129,18 @@ def local_destinations(snap: Snapshot, af: int) -> frozenset[str] | None:
 
 
 def fib_direct(snap: Snapshot, af: int) -> bool:
-    """May the fast path ask the main table alone (BPF_FIB_LOOKUP_DIRECT)?  Exactly when the
-    full lookup could answer differently only for destinations the data path recognises
-    itself: the family's rules are the defaults (local, main, default: nothing selects
-    another table; the default table is consulted only after a miss in main, and a miss
-    punts either way), no VRF (DIRECT would use its table), and the local table holds only
-    host routes it mirrors (IPv4: tna_src_deny's addresses; IPv6: Namespace.local_v6)."""
+    """May the fast path ask the main table alone (BPF_FIB_LOOKUP_DIRECT)?  The program asks
+    only while the kernel says no policy rule ever changed (fib_has_custom_rules, read per
+    packet: a new rule counts at once); the plan asks for it where that is in sight: the
+    family's rules are the defaults (the default table is consulted only after a miss in
+    main, and a miss punts either way), no VRF (DIRECT would use its table), and for IPv6,
+    whose local table stays apart from main, a local table of host routes only, which the data
+    path mirrors (Namespace.local_v6).  IPv4 needs no mirror: without custom rules the kernel
+    keeps its local table merged into main."""
     rules = [r for r in snap.rules if r.family == af]
     if {(r.priority, r.table) for r in rules} != DEFAULT_RULES[af] or len(rules) != len(
             DEFAULT_RULES[af]) or any(r.selectors or r.action != "to_tbl" for r in rules):
         return False
     if any(lk.kind == "vrf" for lk in snap.links):
         return False
-    local = local_destinations(snap, af)
-    if local is None:
-        return False
-    return af != AF_INET or local <= denied_sources_v4(snap)
-
+    return af == AF_INET or local_destinations(snap, af) is not None

@@ -46,8 +46,8 @@ class Features:
     bridge_egress: bool = False  # the FIB may name a bridge: its FDB resolves the port
     firewall_ipv4: bool = False  # routed IPv4 passes the forward-hook classifier
     firewall_ipv6: bool = False
-    # the main table alone answers as the full lookup would (no policy rules, a local table the
-    # data path mirrors): bpf_fib_lookup() with BPF_FIB_LOOKUP_DIRECT
+    # bpf_fib_lookup() with BPF_FIB_LOOKUP_DIRECT (the main table alone) while the kernel says
+    # no policy rule ever changed; IPv6 with its local table mirrored (Namespace.local_v6)
     fib_direct_v4: bool = False
     fib_direct_v6: bool = False
 
