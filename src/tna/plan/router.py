@@ -39,7 +39,8 @@ def with_redirects(snap: Snapshot, interfaces: tuple[InterfacePlan, ...]
 
 
 def namespace_data(snap: Snapshot) -> Namespace:
-    """Sources Linux may refuse and route MTU metrics: data the fast path checks per packet."""
+    """Sources Linux may refuse, route MTU metrics and the IPv6 local addresses: data the fast
+    path checks per packet."""
     mtus = {af: [r.mtu for r in snap.routes if r.family == af and r.mtu]
             for af in (AF_INET, AF_INET6)}
     return Namespace(denied_sources_v4(snap), min(mtus[AF_INET], default=0),
