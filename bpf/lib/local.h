@@ -14,6 +14,8 @@
 #ifndef TNA_LIB_LOCAL_H
 #define TNA_LIB_LOCAL_H
 
+#include <bpf/bpf_core_read.h>
+
 #include "common.h"
 #include "maps.h"
 
@@ -94,14 +96,25 @@ struct xdp_buff___tna {
 	struct xdp_rxq_info___tna *rxq;
 } __attribute__((preserve_access_index));
 
-/* BPF_FIB_LOOKUP_DIRECT if the namespace has never had a policy rule change, else 0. */
+/*
+ * BPF_FIB_LOOKUP_DIRECT if the namespace has never had a policy rule change, else 0. A kernel
+ * built without multiple tables has no such flag (relocated to "absent" at load): then the
+ * full lookup, always.
+ */
 static __always_inline __u32 fib_direct_flags(struct xdp_md *ctx, int v6)
 {
 	struct xdp_buff___tna *xdp = bpf_cast_to_kern_ctx(ctx);
 	struct net___tna *net = xdp->rxq->dev->nd_net.net;
 
-	if (v6 ? net->ipv6.fib6_has_custom_rules : net->ipv4.fib_has_custom_rules)
-		return 0;
+	if (v6) {
+		if (!bpf_core_field_exists(net->ipv6.fib6_has_custom_rules) ||
+		    net->ipv6.fib6_has_custom_rules)
+			return 0;
+	} else {
+		if (!bpf_core_field_exists(net->ipv4.fib_has_custom_rules) ||
+		    net->ipv4.fib_has_custom_rules)
+			return 0;
+	}
 	return BPF_FIB_LOOKUP_DIRECT;
 }
 
