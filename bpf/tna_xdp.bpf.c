@@ -27,6 +27,7 @@
 #include "lib/ipv6.h"
 #include "lib/l4csum.h"
 #include "lib/l4ports.h"
+#include "lib/local.h"
 #include "lib/maps.h"
 #include "lib/monitor.h"
 #include "lib/redirects.h"
@@ -60,7 +61,9 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 	__u32 tx = 0;
 	int rc, via_gateway;
 
-	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib),
+			    (v6 ? tna_features.fib_direct_v6 : tna_features.fib_direct_v4) ?
+			    fib_direct_flags(ctx, v6) : 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return punt(ctx, in->slot, fib_punt_reason(rc));
 	if (over_route_mtu(wire_len - sizeof(struct ethhdr), v6))
@@ -164,6 +167,9 @@ static __always_inline int ipv6_forward(struct xdp_md *ctx, const struct tna_ifa
 	why = ipv6_check(ip6h, end - data);
 	if (why)
 		return punt(ctx, in->slot, why);
+
+	if (tna_features.fib_direct_v6 && local_v6(&ip6h->daddr))	/* what the local table says */
+		return punt(ctx, in->slot, TNA_PUNT_NOT_FORWARDED);
 
 	wire_len = sizeof(struct ethhdr) + sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
 	fib.family = AF_INET6;

@@ -157,6 +157,9 @@ struct tna_features {
 	__u8 bridge_egress;	/* the FIB may name a bridge: resolve its port through tna_fdb */
 	__u8 firewall_ipv4;	/* routed IPv4 passes the forward-hook classifier (tna_fw_*) */
 	__u8 firewall_ipv6;
+	__u8 fib_direct_v4;	/* BPF_FIB_LOOKUP_DIRECT (main table, no rules) while the kernel's
+				 * fib_has_custom_rules is false (lib/local.h) */
+	__u8 fib_direct_v6;	/* the same for IPv6, local destinations by tna_local_v6 */
 };
 
 /*

@@ -59,10 +59,11 @@ NFNLGRP_NFTABLES = 7
 XFRMNLGRP_POLICY = 4
 RTA_MULTIPATH, RTA_NH_ID = 9, 30
 RTM_DELADDR = 21
+RT_TABLE_LOCAL = 255
 
 # Event kinds that may change the plan; the others need no work (see the module docstring).
 REPLAN_KINDS = frozenset({"link", "rule", "tc", "netconf", "nexthop", "netfilter", "xfrm",
-                          "netdev", "addr4", "plan_route"})
+                          "netdev", "addr4", "addr6", "plan_route", "route_local"})
 
 # What makes a cycle re-read everything, the routing table included.
 FULL_READ_KINDS = frozenset({"start", "audit", "sighup", "overrun"})
@@ -154,6 +155,10 @@ class EventSource:
                 batch.unsafe_all = True
             if added or removed:
                 kind = "plan_route"
+            elif len(body) > 4 and body[4] == RT_TABLE_LOCAL:
+                # the local table decides whether BPF_FIB_LOOKUP_DIRECT is exact (plan.router)
+                batch.unsafe_all = True
+                kind = "route_local"
         elif msg_type in (netlink.RTM_DELLINK, RTM_DELADDR):
             self.routes.doubt()  # IPv4 routes may go with it, without a message of their own
         if kind in ("link", "tc") and len(body) >= 8:  # ifinfomsg, tcmsg: ifindex at 4
@@ -166,6 +171,10 @@ class EventSource:
             # a new local IPv4 address is a source the fast path must stop forwarding from
             batch.unsafe_all = True
             kind = "addr4"
+        elif kind == "addr" and body[:1] == bytes([socket.AF_INET6]):
+            # a new local IPv6 address: fib_direct_v6 must recognise it (tna_local_v6)
+            batch.unsafe_all = True
+            kind = "addr6"
         batch.add(kind)
 
     def fds(self) -> list[int]:
@@ -516,7 +525,7 @@ class Daemon:
             with self.sentinel.lock:
                 routes = self.routes.current()
             unchanged = self.plan if audit and not redirects_pending() else None
-            applied = control.apply(self.netns_name, self.datapath,
+            applied = control.apply(self.netns_name, self.datapath, followed=True,
                                     netfilter_chains=self._netfilter[0],
                                     netfilter_sets=self._netfilter[1], xfrm=self._xfrm,
                                     routes=routes, plan_only=True,

@@ -27,6 +27,7 @@ from testing.bpf_helpers import (
     forwarded_v4,
     forwarded_v6,
     program,
+    router_namespace,
     run,
     v4,
     v6,
@@ -427,3 +428,55 @@ def test_gateway_routes_after_a_redirect_go_to_linux(router: Router) -> None:
             assert run(router, bytes(via_gw))[0] == XDP_REDIRECT  # cleared: fast again
         finally:
             redirects.close()
+
+
+
+def test_fib_direct_v6_punts_local_destinations(router: Router) -> None:
+    """BPF_FIB_LOOKUP_DIRECT asks IPv6's main table alone: a frame to one of the router's own
+    addresses must still go to Linux (delivered locally), recognised by tna_local_v6 behind
+    its bit filter. A neighbour entry for the own address makes the main table's answer
+    "forward", so the test fails if the mirror is not consulted."""
+    own = "fd00:2::1"
+    frame = bytes(Ether(bytes(v6(dst=own) / UDP(sport=1, dport=2))))
+    others = {f"fd00:7::{i:x}" for i in range(1, 300)}
+    router.bed.run(router.ns, "ip", "neigh", "replace", own, "lladdr", H2_MAC, "dev", "r2",
+                   "nud", "permanent")
+    try:
+        with program(router, Features(True, True)), netns.entered(router.ns):  # full lookup
+            assert run(router, frame) == (XDP_PASS, frame, {"not_forwarded": 1})
+        with program(router, Features(True, True, fib_direct_v6=True)), \
+                netns.entered(router.ns):
+            sync_namespace_for_test(Namespace())
+            # without the mirror, the main table alone would forward it: what must not happen
+            assert run(router, frame)[0] == XDP_REDIRECT
+            sync_namespace_for_test(Namespace(local_v6=frozenset({own} | others)))
+            try:
+                assert run(router, frame) == (XDP_PASS, frame, {"not_forwarded": 1})
+                ok = v6() / UDP(sport=1, dport=2)
+                assert run(router, bytes(Ether(bytes(ok))))[:2] == (XDP_REDIRECT, forwarded_v6(ok))
+            finally:
+                sync_namespace_for_test(Namespace())
+    finally:
+        router.bed.run(router.ns, "ip", "neigh", "del", own, "dev", "r2")
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_fib_direct_yields_to_a_new_policy_rule_at_once(family: str) -> None:
+    """The kernel's own fib_has_custom_rules switches DIRECT off on the very next packet after
+    an `ip rule add`, with no control plane involved: the rule sends the flow out of r3 (not
+    an egress target: punted), where the main table alone would still say r2. Own namespace:
+    the kernel's flag never turns back."""
+    ip = ["ip"] if family == "ipv4" else ["ip", "-6"]
+    pkt = (v4() if family == "ipv4" else v6()) / UDP(sport=1, dport=2)
+    frame = bytes(Ether(bytes(pkt)))
+    src, net, gw = (("10.1.0.2", "10.2.0.0/24", "10.3.0.2") if family == "ipv4"
+                    else ("fd00:1::2", "fd00:2::/64", "fd00:3::2"))
+    direct = Features(True, True, fib_direct_v4=True, fib_direct_v6=True)
+    with router_namespace() as fresh, program(fresh, direct), netns.entered(fresh.ns):
+        fwd = forwarded_v4 if family == "ipv4" else forwarded_v6
+        assert run(fresh, frame)[:2] == (XDP_REDIRECT, fwd(pkt))  # control: DIRECT, via r2
+        fresh.bed.run(fresh.ns, *ip, "route", "add", net, "via", gw, "table", "100")
+        fresh.bed.run(fresh.ns, *ip, "rule", "add", "pref", "100", "from", src, "lookup", "100")
+        assert run(fresh, frame) == (XDP_PASS, frame, {"egress": 1})
+        fresh.bed.run(fresh.ns, *ip, "rule", "del", "pref", "100")
+        assert run(fresh, frame)[:2] == (XDP_REDIRECT, fwd(pkt))  # the full lookup, via r2

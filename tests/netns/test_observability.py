@@ -123,8 +123,8 @@ def test_prometheus_scrapes_the_daemon(topo: RouterTopology,
     try:
         page = _get(topo.r, f"http://127.0.0.1:{METRICS_PORT}/metrics").decode()
         assert 'tna_reconciles_total{result="ok"}' in page
-        assert 'tna_program_info{features="ipv4_router,ipv6_router,verify_l4_csum",' \
-               'interface="r1",mode="native"' in page
+        assert 'tna_program_info{features="ipv4_router,ipv6_router,verify_l4_csum,' \
+               'fib_direct_v4,fib_direct_v6",interface="r1",mode="native"' in page
         promtool = shutil.which("promtool")
         if promtool:
             check = subprocess.run([promtool, "check", "metrics"], input=page, text=True,

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -280,3 +281,51 @@ def test_new_local_address_stops_forwarding_from_it(topo: RouterTopology,
     entry = daemon.reconciled_after(t0, "address added")
     assert "addr4" in entry["why"] and entry["preempted"] == ["*"]
     assert spoofed_sends() == 5
+
+
+def test_new_local_ipv6_address_is_delivered_not_forwarded(topo: RouterTopology,
+                                                           daemon: DaemonProc) -> None:
+    """With fib_direct_v6 the main table alone is asked; an address the router now owns must
+    be recognised (tna_local_v6) as the local table would, or its frames would be forwarded."""
+    import socket
+
+    from scapy.layers.inet import UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    from tna import netns
+
+    target = "fd00:2::77"
+    h2_mac = topo.bed.run(topo.h2, "cat", "/sys/class/net/eth0/address").stdout.strip()
+    topo.bed.run(topo.r, "ip", "neigh", "replace", target, "lladdr", h2_mac, "dev", "r2",
+                 "nud", "permanent")
+
+    def stats() -> dict[str, Any]:
+        return dict(json.loads(tna(topo.r, "stats", "--json").stdout)["interfaces"]["r1"])
+
+    def sends() -> tuple[int, int]:
+        """(forwarded, punted as not_forwarded) of 5 frames to ``target``."""
+        before = stats()
+        r1_mac = topo.bed.run(topo.r, "cat", "/sys/class/net/r1/address").stdout.strip()
+        frame = bytes(Ether(dst=r1_mac) / IPv6(src=topo.h1_v6, dst=target) / UDP(dport=7))
+        with netns.entered(topo.h1), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind(("eth0", 0))
+            for _ in range(5):
+                s.send(frame)
+        wait_for(lambda: stats()["punted_packets"] + stats()["forwarded_packets"]
+                 >= before["punted_packets"] + before["forwarded_packets"] + 5,
+                 what="frames counted")
+        after = stats()
+        return (int(after["forwarded_packets"] - before["forwarded_packets"]),
+                int(after["punt_reasons"].get("not_forwarded", 0)
+                    - before["punt_reasons"].get("not_forwarded", 0)))
+
+    status = json.loads(tna(topo.r, "status", "--json").stdout)
+    assert all("fib_direct_v6" in r["features"] for r in status["interfaces"]
+               if r["ifname"] == "r1")
+    assert sends() == (5, 0)  # control: the neighbour makes the main table forward it
+    t0 = time.monotonic()
+    topo.bed.run(topo.r, "ip", "addr", "add", f"{target}/128", "dev", "r2")
+    entry = daemon.reconciled_after(t0, "address added")
+    assert "addr6" in entry["why"] and entry["preempted"] == ["*"]
+    assert sends() == (0, 5)

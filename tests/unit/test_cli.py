@@ -35,8 +35,10 @@ def test_plan_text_names_every_slow_path() -> None:
     snap = Snapshot.from_dict(json.loads((DATA / "router_snapshot.json").read_text()))
     text = cli.format_plan(make_plan(snap))
     assert text.splitlines() == [
-        "r1: fast path: ipv4_router, ipv6_router, verify_l4_csum; egress target: yes",
-        "r2: fast path: ipv4_router, ipv6_router, verify_l4_csum; egress target: yes",
+        "r1: fast path: ipv4_router, ipv6_router, verify_l4_csum, fib_direct_v4; "
+        "egress target: yes",
+        "r2: fast path: ipv4_router, ipv6_router, verify_l4_csum, fib_direct_v4; "
+        "egress target: yes",
     ]
 
 

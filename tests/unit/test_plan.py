@@ -27,9 +27,9 @@ from tna.model import (
 from tna.plan import Features, Plan, make_plan
 
 DATA = Path(__file__).parent / "data"
-BOTH = Features(ipv4_router=True, ipv6_router=True, verify_l4_csum=True)
+BOTH = Features(ipv4_router=True, ipv6_router=True, verify_l4_csum=True, fib_direct_v4=True)
 V6_ONLY = Features(ipv6_router=True, verify_l4_csum=True)
-V4_ONLY = Features(ipv4_router=True, verify_l4_csum=True)
+V4_ONLY = Features(ipv4_router=True, verify_l4_csum=True, fib_direct_v4=True)
 
 
 @pytest.fixture
@@ -235,9 +235,10 @@ def test_rp_filter_with_policy_rules_is_emulated(snap: Snapshot) -> None:
     rule = Rule(AF_INET, 100, 200, "to_tbl", ("from 10.1.0.0/24",))
     plan = make_plan(replace(with_if_sysctls(snap, "r1", rp_filter=1),
                              rules=(*snap.rules, rule)))
-    assert plan.interface("r1").features == replace(BOTH, ipv4_rp_filter=1)
+    # a policy rule: the main table alone may answer differently (no fib_direct_v4)
+    assert plan.interface("r1").features == replace(BOTH, ipv4_rp_filter=1, fib_direct_v4=False)
     # custom rules make Linux validate every source (full check), rp_filter 0 or not
-    assert plan.interface("r2").features == replace(BOTH, ipv4_rp_filter=2)
+    assert plan.interface("r2").features == replace(BOTH, ipv4_rp_filter=2, fib_direct_v4=False)
 
 
 def test_source_validation_with_iif_rules_is_punted(snap: Snapshot) -> None:
@@ -252,6 +253,54 @@ def test_custom_local_route_turns_on_source_validation(snap: Snapshot) -> None:
     route = Route(AF_INET, 255, "10.9.9.9", 32, "local", oif=2, protocol=3)
     plan = make_plan(replace(snap, routes=(*snap.routes, route)))
     assert {i.features for i in plan.interfaces} == {replace(BOTH, ipv4_rp_filter=2)}
+
+
+def test_fib_direct_only_with_the_default_rules(snap: Snapshot) -> None:
+    followed = replace(BOTH, fib_direct_v6=True)
+    assert make_plan(snap, followed=True).interface("r1").features == followed  # control
+    # only a daemon keeps the IPv6 local mirror current
+    assert make_plan(snap).interface("r1").features == BOTH
+    for rule in (Rule(AF_INET6, 100, 200, "to_tbl", ("from 2001:db8::/32",)),
+                 Rule(AF_INET6, 32766, 254, "to_tbl", ("fwmark 0x1",))):
+        plan = make_plan(replace(snap, rules=(*snap.rules, rule)), followed=True)
+        assert plan.interface("r1").features == BOTH
+    no_main = tuple(r for r in snap.rules if (r.family, r.table) != (AF_INET, 254))
+    assert make_plan(replace(snap, rules=no_main), followed=True).interface("r1").features == \
+        replace(followed, fib_direct_v4=False)
+
+
+@pytest.mark.parametrize("route", [
+    Route(AF_INET6, 255, "2001:db8:99::", 64, "local", oif=2),  # ip route add local <prefix>
+    Route(AF_INET6, 255, "2001:db8:99::1", 128, "unicast", oif=2),
+])
+def test_fib_direct_v6_only_with_a_mirrored_local_table(snap: Snapshot, route: Route) -> None:
+    plan = make_plan(replace(snap, routes=(*snap.routes, route)), followed=True)
+    assert plan.interface("r1").features == BOTH
+
+
+def test_fib_direct_v4_needs_no_mirror(snap: Snapshot) -> None:
+    """Without custom rules the kernel merges IPv4's local table into main: DIRECT sees it."""
+    route = Route(AF_INET, 255, "10.1.0.0", 24, "local", oif=2)
+    feats = make_plan(replace(snap, routes=(*snap.routes, route))).interface("r1").features
+    assert feats is not None and feats.fib_direct_v4
+
+
+def test_fib_direct_v6_mirrors_local_and_anycast_addresses(snap: Snapshot) -> None:
+    extra = (Route(AF_INET6, 255, "2001:db8:99::5", 128, "local", oif=2),
+             Route(AF_INET6, 255, "2001:db8:99::", 128, "anycast", oif=2),
+             Route(AF_INET6, 255, "ff00::", 8, "multicast", oif=2))  # punted by the header checks
+    plan = make_plan(replace(snap, routes=(*snap.routes, *extra)), followed=True)
+    assert plan.interface("r1").features == replace(BOTH, fib_direct_v6=True)
+    assert {"2001:db8:99::5", "2001:db8:99::"} <= plan.namespace.local_v6
+    assert not any(a.startswith(("ff", "fe80")) for a in plan.namespace.local_v6)
+    assert {r.dst for r in snap.routes if r.family == AF_INET6 and r.table == 255
+            and r.dst_len == 128 and not r.dst.startswith("fe80")} <= plan.namespace.local_v6
+
+
+def test_no_fib_direct_with_a_vrf(snap: Snapshot) -> None:
+    vrf = replace(snap.links[-1], ifindex=99, ifname="vrf1", kind="vrf")
+    plan = make_plan(replace(snap, links=(*snap.links, vrf)), followed=True)
+    assert plan.interface("r1").features == replace(BOTH, fib_direct_v4=False)
 
 
 def test_namespace_data_denies_own_and_broadcast_sources(snap: Snapshot) -> None:
@@ -329,7 +378,8 @@ def test_physical_interfaces_skip_l4_checksum_verification(snap: Snapshot) -> No
 def test_plan_json_names_features(snap: Snapshot) -> None:
     out = make_plan(with_if_sysctls(snap, "r1", rp_filter=1)).to_dict()
     assert out["interfaces"][0]["features"] == ["ipv4_router", "ipv6_router",
-                                                "ipv4_rp_filter_strict", "verify_l4_csum"]
+                                                "ipv4_rp_filter_strict", "verify_l4_csum",
+                                                "fib_direct_v4"]
     json.dumps(out)  # serialisable as is
 
 

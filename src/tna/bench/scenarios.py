@@ -233,10 +233,11 @@ class Scenario:
     # ---- TNA -------------------------------------------------------------------------------
 
     def _apply_tna(self, obj_path: str | None = None, off: tuple[str, ...] = ()) -> None:
-        """introspect -> plan -> apply, as ``tna apply`` does; ``off`` is for profiling only."""
+        """introspect -> plan -> apply, as ``tna run`` does (``followed``: nothing changes
+        while measuring, as if a daemon followed); ``off`` is for profiling only."""
         with netns.entered(self.dut):
             self.plan = control.apply(
-                self.dut, control.new_datapath(obj_path=obj_path),
+                self.dut, control.new_datapath(obj_path=obj_path), followed=True,
                 tweak=lambda p: dataclasses.replace(p, features=without(p.features, off))).plan
         self.tna_expected_last = self.tna_expected()
 

@@ -189,6 +189,20 @@ def _src_bits(addrs: Iterable[str], size: int) -> bytes:
     return struct.pack(f"={len(words)}Q", *words)
 
 
+def _local_v6_bits(addrs: Iterable[str], size: int) -> bytes:
+    """The tna_local_v6_bits value: local_v6_bit() in bpf/lib/local.h, the address's four
+    words as loaded (network order in host words) chained through src_bit()'s multiplier,
+    then hashed as src_bit()."""
+    folded = []
+    for addr in addrs:
+        w = struct.unpack("=4I", socket.inet_pton(socket.AF_INET6, addr))
+        h = w[0]
+        for word in w[1:]:
+            h = (h * 0x9E3779B1 & 0xFFFFFFFF) ^ word
+        folded.append(socket.inet_ntoa(struct.pack("=I", h)))
+    return _src_bits(folded, size)
+
+
 class NamespaceMaps:
     """tna_src_deny (with its filter tna_src_bits) and tna_config: stricter values first,
     looser ones after the swaps."""
@@ -202,11 +216,21 @@ class NamespaceMaps:
         bits = os.path.join(pin_dir(), "tna_src_bits")  # absent: only older maps pinned yet
         self.bits = open_map("tna_src_bits") if os.path.exists(bits) else None
         self._write_bits(self.current)  # also where a crash or an older TNA left it behind
+        local = os.path.join(pin_dir(), "tna_local_v6")  # absent: only older maps pinned yet
+        self.local6 = open_map("tna_local_v6") if os.path.exists(local) else None
+        self.local6_bits = open_map("tna_local_v6_bits") if self.local6 else None
+        self.local6_current = ({socket.inet_ntop(socket.AF_INET6, k)
+                                for k in self.local6.all_keys()} if self.local6 else set())
+        self._write_local6_bits(self.local6_current)
 
     def restrict(self, ns: Namespace) -> None:
         for addr in ns.denied_sources_v4 - self.current:
             self.deny.update(socket.inet_aton(addr), b"\1")
         self._write_bits(self.current | ns.denied_sources_v4)  # bits after the addresses
+        if self.local6 is not None:
+            for addr in ns.local_v6 - self.local6_current:
+                self.local6.update(socket.inet_pton(socket.AF_INET6, addr), b"\1")
+            self._write_local6_bits(self.local6_current | ns.local_v6)
         self._write(min_mtu(self.cfg.route_mtu_v4, ns.route_mtu_v4),
                     min_mtu(self.cfg.route_mtu_v6, ns.route_mtu_v6))
 
@@ -214,6 +238,10 @@ class NamespaceMaps:
         for addr in self.current - ns.denied_sources_v4:
             self.deny.delete(socket.inet_aton(addr))
         self._write_bits(ns.denied_sources_v4)
+        if self.local6 is not None:
+            for addr in self.local6_current - ns.local_v6:
+                self.local6.delete(socket.inet_pton(socket.AF_INET6, addr))
+            self._write_local6_bits(ns.local_v6)
         self._write(ns.route_mtu_v4, ns.route_mtu_v6)
 
     def _write_bits(self, addrs: Iterable[str]) -> None:
@@ -222,6 +250,13 @@ class NamespaceMaps:
         value = _src_bits(addrs, self.bits.value_size)
         if (self.bits.lookup(u32(0)) or b"")[:len(value)] != value:
             self.bits.update(u32(0), value)
+
+    def _write_local6_bits(self, addrs: Iterable[str]) -> None:
+        if self.local6_bits is None:
+            return
+        value = _local_v6_bits(addrs, self.local6_bits.value_size)
+        if (self.local6_bits.lookup(u32(0)) or b"")[:len(value)] != value:
+            self.local6_bits.update(u32(0), value)
 
     def _write(self, v4: int, v6: int) -> None:
         if (self.cfg.route_mtu_v4, self.cfg.route_mtu_v6) != (v4, v6):
@@ -244,3 +279,6 @@ class NamespaceMaps:
         self.config.close()
         if self.bits is not None:
             self.bits.close()
+        for m in (self.local6, self.local6_bits):
+            if m is not None:
+                m.close()

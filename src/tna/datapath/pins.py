@@ -116,7 +116,9 @@ def open_map(name: str) -> libbpf.Map:
         return libbpf.Map(fd, 4, ctypes.sizeof(abi.TnaConfig))
     if name == "tna_redirects":
         return libbpf.Map(fd, 4, 8)
-    if name == "tna_src_bits":
+    if name == "tna_local_v6":
+        return libbpf.Map(fd, 16, 1)
+    if name in ("tna_src_bits", "tna_local_v6_bits"):
         return libbpf.Map(fd, 4, libbpf.map_info(fd).value_size)
     return libbpf.Map(fd, 4, 4)
 

@@ -34,7 +34,9 @@ __all__ = ["BridgePortPlan", "Features", "InterfacePlan", "Namespace", "Plan", "
            "SlowPath", "bridge_port_plan", "brport_plan", "make_plan"]
 
 
-def make_plan(snap: Snapshot) -> Plan:
+def make_plan(snap: Snapshot, followed: bool = False) -> Plan:
+    """``followed``: a daemon (``tna run``) follows every change, so what only it keeps in
+    step with the kernel (the IPv6 local-address mirror behind fib_direct_v6) may be used."""
     firewalls = {af: family_firewall(snap, af) for af in (AF_INET, AF_INET6)}
     family_blocks = {af: family_guards(snap, af) + firewalls[af].blocks
                      for af in (AF_INET, AF_INET6)}
@@ -44,7 +46,8 @@ def make_plan(snap: Snapshot) -> Plan:
     bridges = {lk.ifindex: plan_bridge(snap, lk, family_blocks) for lk in snap.links
                if lk.kind == "bridge" and lk.bridge is not None}
     bridge_egress = any(b.routable_to for b in bridges.values())
-    interfaces = tuple(plan_interface(snap, link, family_blocks, bridges, bridge_egress)
+    interfaces = tuple(plan_interface(snap, link, family_blocks, bridges, bridge_egress,
+                                      followed)
                        for link in snap.links if link.ifname != "lo")
     tables = {af: None if family_blocks[af] else fw.tables for af, fw in firewalls.items()}
     interfaces = tuple(with_firewall(i, tables) for i in interfaces)
@@ -58,7 +61,8 @@ def make_plan(snap: Snapshot) -> Plan:
 # ---- per interface ---------------------------------------------------------------------------
 
 def plan_interface(snap: Snapshot, link: Link, family_blocks: dict[int, list[SlowPath]],
-                    bridges: dict[int, Bridge], bridge_egress: bool) -> InterfacePlan:
+                    bridges: dict[int, Bridge], bridge_egress: bool,
+                    followed: bool = False) -> InterfacePlan:
     if link.ifindex in bridges:
         return bridges[link.ifindex].interface_plan(link)
     if link.master in bridges and link.bridge_port is not None:
@@ -69,7 +73,7 @@ def plan_interface(snap: Snapshot, link: Link, family_blocks: dict[int, list[Slo
     if ingress_block:
         slow.append(ingress_block)
     else:
-        features = routing_features(snap, link, family_blocks, slow)
+        features = routing_features(snap, link, family_blocks, slow, followed)
         if features and bridge_egress:  # a route may point into a bridge
             features = dataclasses.replace(features, bridge_egress=True)
     egress_block = egress_guard(snap, link)

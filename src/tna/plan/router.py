@@ -39,7 +39,16 @@ def with_redirects(snap: Snapshot, interfaces: tuple[InterfacePlan, ...]
 
 
 def namespace_data(snap: Snapshot) -> Namespace:
-    """Sources Linux may refuse and route MTU metrics: data the fast path checks per packet."""
+    """Sources Linux may refuse, route MTU metrics and the IPv6 local addresses: data the fast
+    path checks per packet."""
+    mtus = {af: [r.mtu for r in snap.routes if r.family == af and r.mtu]
+            for af in (AF_INET, AF_INET6)}
+    return Namespace(denied_sources_v4(snap), min(mtus[AF_INET], default=0),
+                     min(mtus[AF_INET6], default=0),
+                     local_v6=local_destinations(snap, AF_INET6) or frozenset())
+
+
+def denied_sources_v4(snap: Snapshot) -> frozenset[str]:
     denied: set[str] = set()
     for a in snap.addresses:
         if a.family != AF_INET:
@@ -48,14 +57,13 @@ def namespace_data(snap: Snapshot) -> Namespace:
         if a.prefixlen < 31:  # fib_validate_source() full check: broadcast is no unicast
             net = ipaddress.IPv4Network(f"{a.address}/{a.prefixlen}", strict=False)
             denied.add(str(net.broadcast_address))
-    mtus = {af: [r.mtu for r in snap.routes if r.family == af and r.mtu]
-            for af in (AF_INET, AF_INET6)}
-    return Namespace(frozenset(denied), min(mtus[AF_INET], default=0),
-                     min(mtus[AF_INET6], default=0))
+    return frozenset(denied)
 
 
 def routing_features(snap: Snapshot, link: Link, family_blocks: dict[int, list[SlowPath]],
-              slow: list[SlowPath]) -> Features | None:
+              slow: list[SlowPath], followed: bool = False) -> Features | None:
+    """``followed``: a daemon follows the configuration (``tna run``), so data it mirrors
+    (tna_local_v6) stays current."""
     ifs = snap.sysctls.interfaces.get(link.ifname)
     v4 = not family_blocks[AF_INET] and ifs is not None and ifs.ipv4_forwarding
     if not family_blocks[AF_INET] and not v4:
@@ -83,5 +91,57 @@ def routing_features(snap: Snapshot, link: Link, family_blocks: dict[int, list[S
     return Features(ipv4_router=v4, ipv6_router=v6,
                     ipv4_rp_filter=rp if v4 and rp in (1, 2) else 0,
                     # a veth's frames may come from a local stack with offloaded checksums
-                    verify_l4_csum=link.kind == "veth")
+                    verify_l4_csum=link.kind == "veth",
+                    fib_direct_v4=v4 and fib_direct(snap, AF_INET),
+                    fib_direct_v6=v6 and followed and fib_direct(snap, AF_INET6))
 
+
+# ---- BPF_FIB_LOOKUP_DIRECT -------------------------------------------------------------------
+
+RT_TABLE_LOCAL, RT_TABLE_MAIN, RT_TABLE_DEFAULT = 255, 254, 253
+# The rules a namespace starts with: (priority, table) per family, all "lookup".
+DEFAULT_RULES = {AF_INET: {(0, RT_TABLE_LOCAL), (32766, RT_TABLE_MAIN), (32767, RT_TABLE_DEFAULT)},
+                 AF_INET6: {(0, RT_TABLE_LOCAL), (32766, RT_TABLE_MAIN)}}
+# Local-table ranges whose destinations the header checks punt anyway (ipv4_martian(),
+# ipv6_addr_check()): 127/8 on lo, IPv6 multicast and link-local.
+PUNTED_ANYWAY = {AF_INET: (ipaddress.ip_network("127.0.0.0/8"),),
+                 AF_INET6: (ipaddress.ip_network("ff00::/8"), ipaddress.ip_network("fe80::/10"))}
+HOST_LEN = {AF_INET: 32, AF_INET6: 128}
+LOCAL_TYPES = frozenset({"local", "broadcast", "anycast"})
+
+
+def local_destinations(snap: Snapshot, af: int) -> frozenset[str] | None:
+    """The local table's destinations the data path must recognise itself (host routes of
+    type local, broadcast or anycast, outside the ranges it punts anyway), or None if the
+    local table holds anything else (a local prefix, a unicast route, ...): then only the full
+    lookup is exact."""
+    out = set()
+    for r in snap.routes:
+        if r.family != af or r.table != RT_TABLE_LOCAL:
+            continue
+        net = ipaddress.ip_network(f"{r.dst or ('0.0.0.0' if af == AF_INET else '::')}"
+                                   f"/{r.dst_len}")
+        if any(net.subnet_of(p) for p in PUNTED_ANYWAY[af]):  # type: ignore[arg-type]
+            continue
+        if r.rtm_type not in LOCAL_TYPES or r.dst_len != HOST_LEN[af]:
+            return None
+        out.add(str(net.network_address))
+    return frozenset(out)
+
+
+def fib_direct(snap: Snapshot, af: int) -> bool:
+    """May the fast path ask the main table alone (BPF_FIB_LOOKUP_DIRECT)?  The program asks
+    only while the kernel says no policy rule ever changed (fib_has_custom_rules, read per
+    packet: a new rule counts at once); the plan asks for it where that is in sight: the
+    family's rules are the defaults (the default table is consulted only after a miss in
+    main, and a miss punts either way), no VRF (DIRECT would use its table), and for IPv6,
+    whose local table stays apart from main, a local table of host routes only, which the data
+    path mirrors (Namespace.local_v6).  IPv4 needs no mirror: without custom rules the kernel
+    keeps its local table merged into main."""
+    rules = [r for r in snap.rules if r.family == af]
+    if {(r.priority, r.table) for r in rules} != DEFAULT_RULES[af] or len(rules) != len(
+            DEFAULT_RULES[af]) or any(r.selectors or r.action != "to_tbl" for r in rules):
+        return False
+    if any(lk.kind == "vrf" for lk in snap.links):
+        return False
+    return af == AF_INET or local_destinations(snap, af) is not None

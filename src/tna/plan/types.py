@@ -46,6 +46,10 @@ class Features:
     bridge_egress: bool = False  # the FIB may name a bridge: its FDB resolves the port
     firewall_ipv4: bool = False  # routed IPv4 passes the forward-hook classifier
     firewall_ipv6: bool = False
+    # bpf_fib_lookup() with BPF_FIB_LOOKUP_DIRECT (the main table alone) while the kernel says
+    # no policy rule ever changed; IPv6 with its local table mirrored (Namespace.local_v6)
+    fib_direct_v4: bool = False
+    fib_direct_v6: bool = False
 
     @staticmethod
     def c_members() -> list[str]:
@@ -114,6 +118,9 @@ class Namespace:
     firewall: tuple[FwTables | None, FwTables | None] = (None, None)
     # net.netfilter.nf_conntrack_udp_timeout_stream and nf_conntrack_udp_timeout, in ms
     ct_timeouts_ms: tuple[int, int] = (120_000, 30_000)
+    # IPv6 local and anycast addresses (the local table's /128 routes): with fib_direct_v6,
+    # frames to them go to Linux without asking the FIB
+    local_v6: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,7 @@ class Plan:
         for i, iface in zip(out["interfaces"], self.interfaces, strict=True):
             i["features"] = iface.features.names() if iface.features else None
         out["namespace"]["denied_sources_v4"] = sorted(self.namespace.denied_sources_v4)
+        out["namespace"]["local_v6"] = sorted(self.namespace.local_v6)
         out["namespace"]["firewall"] = {
             fam: None if ft is None else {
                 "rules": len(ft.rules), "classes": len(ft.classes), "fields": sorted(ft.used),
