@@ -330,11 +330,12 @@ def _dump_both_families(msg_type: int, header: struct.Struct,
 # --- the routes the planner reads ---------------------------------------------------------------
 # bpf_fib_lookup reads the FIB per packet, so the plan needs only the few routes that change
 # what the fast path may do: multipath and nexthop-object routes (a family stays on Linux),
-# route MTU metrics (the smallest one per family) and local routes a user added (Linux then
-# validates every source).  A routing table of 100k routes has typically none of them; a cheap
-# scan finds them without decoding every route.
+# route MTU metrics (the smallest one per family), local routes a user added (Linux then
+# validates every source) and IPv6's local table (its host routes, mirrored for fib_direct_v6).
+# A routing table of 100k routes has typically a handful of them; a cheap scan finds them
+# without decoding every route.
 
-RTN_LOCAL, RTPROT_KERNEL = 2, 2
+RTN_LOCAL, RTPROT_KERNEL, RT_TABLE_LOCAL = 2, 2, 255
 
 
 def plan_relevant(body: bytes) -> bool:
@@ -343,6 +344,8 @@ def plan_relevant(body: bytes) -> bool:
         return False
     if body[7] == RTN_LOCAL and body[5] != RTPROT_KERNEL:  # rtm_type, rtm_protocol
         return True
+    if body[0] == AF_INET6 and body[4] == RT_TABLE_LOCAL:  # rtm_family, rtm_table
+        return True  # a few host routes, mirrored for fib_direct_v6 (plan.router)
     pos, end = RTMSG.size, len(body)
     while pos + 4 <= end:
         length, kind = struct.unpack_from("=HH", body, pos)
