@@ -345,7 +345,8 @@ def collect_stats() -> dict[str, Any]:
     interfaces: dict[str, Any] = {}
     for ifindex, counters in sorted(status.read_counters().items()):
         reasons = {n: c.packets for n, c in counters.items()
-                   if n not in ("forwarded", "transmitted", "bridged", "fw_dropped")}
+                   if n not in ("forwarded", "transmitted", "bridged", "fw_dropped",
+                                "nat_original", "nat_reply")}
         interfaces[_ifname(ifindex)] = {
             "ifindex": ifindex,
             "forwarded_packets": counters["forwarded"].packets,  # routed
@@ -354,6 +355,9 @@ def collect_stats() -> dict[str, Any]:
             "bridged_bytes": counters["bridged"].bytes,
             "transmitted_packets": counters["transmitted"].packets,
             "dropped_packets": counters["fw_dropped"].packets,  # by forward-hook rules
+            # forwarded packets NATed from conntrack's entry, by direction of the flow
+            "nat_original_packets": counters["nat_original"].packets,
+            "nat_reply_packets": counters["nat_reply"].packets,
             "punted_packets": sum(reasons.values()),
             "punt_reasons": reasons,
         }
@@ -367,6 +371,8 @@ def collect_stats() -> dict[str, Any]:
         "bridged_packets": sum(s["bridged_packets"] for s in interfaces.values()),
         "bridged_bytes": sum(s["bridged_bytes"] for s in interfaces.values()),
         "dropped_packets": sum(s["dropped_packets"] for s in interfaces.values()),
+        "nat_original_packets": sum(s["nat_original_packets"] for s in interfaces.values()),
+        "nat_reply_packets": sum(s["nat_reply_packets"] for s in interfaces.values()),
         "punted_packets": sum(totals.values()),
         "punt_reasons": totals,
         "interfaces": interfaces,

@@ -114,6 +114,9 @@ class Namespace:
     firewall: tuple[FwTables | None, FwTables | None] = (None, None)
     # net.netfilter.nf_conntrack_udp_timeout_stream and nf_conntrack_udp_timeout, in ms
     ct_timeouts_ms: tuple[int, int] = (120_000, 30_000)
+    # established TCP: nf_conntrack_tcp_timeout_established and _unacknowledged (ms), and
+    # nf_conntrack_tcp_be_liberal (windows are not judged)
+    ct_tcp: tuple[int, int, bool] = (432_000_000, 300_000, False)
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,7 @@ class Plan:
         out["namespace"]["firewall"] = {
             fam: None if ft is None else {
                 "rules": len(ft.rules), "classes": len(ft.classes), "fields": sorted(ft.used),
-                "stateful": ft.stateful, "unsupported": [str(u.rule) for u in ft.unsupported]}
+                "stateful": ft.stateful, "nat": ft.nat,
+                "unsupported": [str(u.rule) for u in ft.unsupported]}
             for fam, ft in zip(("ipv4", "ipv6"), self.namespace.firewall, strict=True)}
         return out
