@@ -10,11 +10,13 @@ the NAT is fast in both directions.  An out-of-window segment is still dropped a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +48,7 @@ table ip tnanat {
 table inet tnafilter {
     chain forward {
         type filter hook forward priority filter; policy drop;
-        ct state invalid drop
+        ct state invalid counter drop
         ct state established,related accept
         iifname "r1" accept
     }
@@ -60,19 +62,30 @@ class Gateway:
     liberal: bool
 
 
-@pytest.fixture(params=[False, True], ids=["be_liberal0", "be_liberal1"])
-def gateway(request: pytest.FixtureRequest) -> Iterator[Gateway]:
+@contextlib.contextmanager
+def built(liberal: bool, nat_commands: tuple[tuple[str, ...], ...] = ()) -> Iterator[Gateway]:
+    """The gateway; ``nat_commands``: iptables commands that replace the nft nat table."""
     with Testbed(prefix="tnanat") as bed:
         t = RouterTopology.build(bed)
         for host in (t.h1, t.h2):  # MTU-sized, complete frames (no TSO/GSO super-frames)
             bed.run(host, "ethtool", "-K", "eth0", "tso", "off", "gso", "off")
         t.prime_neighbours()
         bed.run(t.r, "modprobe", "nf_conntrack", check=False)
-        bed.sysctl(t.r, "net.netfilter.nf_conntrack_tcp_be_liberal", str(int(request.param)))
-        bed.run(t.r, "nft", "-f", "-", input=RULESET % {"fwd": FORWARDED_PORT, "h2": t.h2_v4,
-                                                         "port": PORT})
+        bed.sysctl(t.r, "net.netfilter.nf_conntrack_tcp_be_liberal", str(int(liberal)))
+        ruleset = RULESET % {"fwd": FORWARDED_PORT, "h2": t.h2_v4, "port": PORT}
+        if nat_commands:
+            ruleset = ruleset[ruleset.index("table inet tnafilter"):]
+            for argv in nat_commands:
+                bed.run(t.r, *argv)
+        bed.run(t.r, "nft", "-f", "-", input=ruleset)
         run_tna(t.r, "apply")
-        yield Gateway(t, request.param)
+        yield Gateway(t, liberal)
+
+
+@pytest.fixture(params=[False, True], ids=["be_liberal0", "be_liberal1"])
+def gateway(request: pytest.FixtureRequest) -> Iterator[Gateway]:
+    with built(request.param) as gw:
+        yield gw
 
 
 def payload() -> bytes:
@@ -195,3 +208,115 @@ def test_download_through_nat(gateway: Gateway, how: str, close: str,
         # every data segment would move conntrack's window, every ACK its right edge: the
         # kernel must see them all, or it would judge a later segment against a stale window
         assert after["punted"]["ct_window"] - before["punted"]["ct_window"] >= SIZE // 1500
+
+
+@pytest.mark.parametrize("nat", [
+    ("iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-o", "r2", "-j", "MASQUERADE"),
+    ("iptables-nft", "-t", "nat", "-A", "POSTROUTING", "-o", "r2", "-j", "SNAT",
+     "--to-source", "10.2.0.1"),
+], ids=["legacy-masquerade", "nft-snat"])
+def test_iptables_nat_download(nat: tuple[str, ...], record_property: Any) -> None:
+    with built(True, (nat,)) as gw:
+        t = gw.topo
+        plan = run_tna(t.r, "plan").stdout
+        assert "netfilter_hook" not in plan and "nat" in plan
+        before = counts(t.r)
+        got = download(t, (t.h2_v4, PORT), "fin")
+        after = counts(t.r)
+    assert got.received == SIZE and got.digest == hashlib.sha256(payload()).hexdigest()
+    assert got.peer[0] == t.r2_v4
+    fast, punted = flow_packets(before, after)
+    record_property("fast_share", round(fast / (fast + punted), 4))
+    assert fast / (fast + punted) >= 0.95
+    assert after["nat_reply"] - before["nat_reply"] >= SIZE // 1500
+
+
+def test_udp_through_nat_is_fast_both_ways(gateway: Gateway, record_property: Any) -> None:
+    """h1 -> h2 datagrams, echoed: after the first exchange (and the one that assures the
+    flow, 2 s in), both directions are NATed on the fast path."""
+    t = gateway.topo
+    with netns.entered(t.h2):
+        echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        echo.bind((t.h2_v4, PORT))
+        echo.settimeout(2)
+    with netns.entered(t.h1):
+        cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        cli.settimeout(2)
+    peers: set[str] = set()
+
+    def serve() -> None:
+        while True:
+            try:
+                data, peer = echo.recvfrom(2048)
+            except OSError:
+                return
+            peers.add(peer[0])
+            echo.sendto(data, peer)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    before = counts(t.r)
+    answered = 0
+    try:
+        for i in range(300):  # 3 s: past the 2 s after which udp_packet() assures the flow
+            cli.sendto(struct.pack("!I", i) + bytes(100), (t.h2_v4, PORT))
+            if cli.recv(2048)[:4] == struct.pack("!I", i):
+                answered += 1
+            time.sleep(0.01)
+    finally:
+        cli.close()
+        echo.close()
+        server.join(timeout=5)
+    after = counts(t.r)
+    assert answered == 300
+    assert peers == {t.r2_v4}
+    nat = (after["nat_original"] - before["nat_original"],
+           after["nat_reply"] - before["nat_reply"])
+    record_property("nat_packets", nat)
+    assert min(nat) >= 200  # both directions; the rest before the flow was established
+
+
+def test_out_of_window_segment_is_still_dropped(record_property: Any) -> None:
+    """Under window tracking, a segment far outside the window of an established, masqueraded
+    connection is invalid to Linux and dropped by ``ct state invalid drop``: the fast path
+    hands it to Linux instead of forwarding it."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    with built(False) as gw:
+        t = gw.topo
+        with netns.entered(t.h2):
+            srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            srv.bind((t.h2_v4, PORT))
+            srv.listen(1)
+        with netns.entered(t.h1):
+            cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            cli.connect((t.h2_v4, PORT))
+        conn, _ = srv.accept()
+        try:
+            cli.sendall(b"hello")
+            assert conn.recv(5) == b"hello"  # positive control: the connection works
+            sport = cli.getsockname()[1]
+            r1_mac = t.bed.run(t.r, "cat", "/sys/class/net/r1/address").stdout.strip()
+            before_drop, before = invalid_drops(t), counts(t.r)
+            frame = (Ether(dst=r1_mac) / IP(src=t.h1_v4, dst=t.h2_v4)
+                     / TCP(sport=sport, dport=PORT, flags="A", seq=0x12345678, ack=0x9ABCDEF0)
+                     / b"out of window")
+            with netns.entered(t.h1), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
+                raw.bind(("eth0", 0))
+                raw.send(bytes(frame))
+            wait_for(lambda: invalid_drops(t) == before_drop + 1, timeout=5,
+                     what="Linux dropping the segment as invalid")
+            after = counts(t.r)
+        finally:
+            conn.close()
+            cli.close()
+            srv.close()
+    assert after["fast"] == before["fast"]
+    assert after["punted"]["ct_window"] == before["punted"]["ct_window"] + 1
+
+
+def invalid_drops(t: RouterTopology) -> int:
+    out = t.bed.run(t.r, "nft", "list", "chain", "inet", "tnafilter", "forward").stdout
+    line = next(ln for ln in out.splitlines() if "invalid" in ln)
+    return int(line.split("packets")[1].split()[0])
