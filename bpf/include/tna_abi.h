@@ -63,7 +63,7 @@ enum tna_code {
 	TNA_PUNT_CT_PROTO = 42,		/* conntrack: only TCP and UDP flows are fast (ICMP, others) */
 	TNA_PUNT_CT_WINDOW = 43,	/* conntrack: a TCP segment the kernel's window tracking must see */
 	TNA_PUNT_CT_SETUP = 44,		/* conntrack: TCP not established, or SYN/FIN/RST/URG or no ACK */
-	TNA_PUNT_NAT_RELATED = 45,	/* NAT: ICMP (errors are related: Linux rewrites inner headers) */
+	TNA_PUNT_NAT_RELATED = 45,	/* NAT: an ICMP error (related: Linux rewrites what it quotes) */
 	TNA_PUNT_NAT = 46,		/* NAT: an entry the fast path does not rewrite (IPv6, hooks off) */
 	TNA_NAT_ORIGINAL = 47,		/* fast path NATed it, original direction (ingress slot) */
 	TNA_NAT_REPLY = 48,		/* fast path NATed it, reply direction (ingress slot) */

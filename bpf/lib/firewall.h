@@ -426,6 +426,17 @@ static __always_inline void ct_params_of(const struct tna_fw_table *hdr, struct 
 	p->tcp_unack_ms = hdr->ct_tcp_unack_ms;
 }
 
+/* An ICMP error (it quotes the packet it is about): destination unreachable, source quench,
+ * redirect, time exceeded, parameter problem; ICMPv6 types below 128. */
+static __always_inline int icmp_error(__u8 l4proto, const __u8 *l4, const void *end)
+{
+	if ((const void *)(l4 + 1) > end)
+		return 0;
+	if (l4proto == IPPROTO_ICMPV6)
+		return l4[0] < 128;
+	return l4[0] == 3 || l4[0] == 4 || l4[0] == 5 || l4[0] == 11 || l4[0] == 12;
+}
+
 /*
  * Conntrack's part of a routed packet, before the FIB lookup (conntrack runs in PREROUTING):
  * 0 to go on (the family is not tracked, or the packet belongs to an established flow whose
@@ -512,7 +523,9 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6)
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6:
 		/* errors are related to a flow; with NAT Linux rewrites the inner headers */
-		return (p.flags & TNA_FW_CT_NAT) ? TNA_PUNT_NAT_RELATED : TNA_PUNT_CT_PROTO;
+		if ((p.flags & TNA_FW_CT_NAT) && icmp_error(l4proto, l4, end))
+			return TNA_PUNT_NAT_RELATED;
+		return TNA_PUNT_CT_PROTO;
 	default:
 		return TNA_PUNT_CT_PROTO;
 	}
