@@ -59,24 +59,27 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 	enum tna_code why;
 	__u32 tx = 0;
 	int rc, via_gateway, firewall = v6 ? tna_features.firewall_ipv6 : tna_features.firewall_ipv4;
-	struct fw_scratch *fws = NULL;
+	struct fw_scratch *fws = NULL;	/* set: the packet is NATed */
 	__be32 dst4 = v6 ? 0 : iph->daddr;
+	int csum_ok = 0;
 
 	if (firewall) {
+		struct fw_scratch *s;
+
 		/* conntrack runs in PREROUTING, and with it NAT's destination manip */
 		rc = tna_fw_conntrack(ctx, v6);
 		if (rc)
 			return punt(ctx, in->slot, rc);
-		if (!v6) {
-			fws = fw_scratch();
-			if (!fws)
-				return punt(ctx, in->slot, TNA_PUNT_FIREWALL);
-			if (!fws->nat.dst && !fws->nat.src) {
-				fws = NULL;
-			} else if (fws->nat.dst) {
-				dst4 = fws->nat.daddr;
+		s = fw_scratch();
+		if (!s)
+			return punt(ctx, in->slot, TNA_PUNT_FIREWALL);
+		csum_ok = s->nat.csum_ok;
+		if (!v6 && (s->nat.dst || s->nat.src)) {
+			fws = s;
+			if (s->nat.dst) {
+				dst4 = s->nat.daddr;
 				fib->ipv4_dst = dst4;
-				fib->dport = fws->nat.dport;
+				fib->dport = s->nat.dport;
 			}
 		}
 	}
@@ -91,7 +94,7 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 	out = egress_port(fib, ingress, &tx, &why, via_gateway, tna_features.bridge_egress);
 	if (!out)
 		return punt(ctx, in->slot, why);
-	if (tna_features.verify_l4_csum && !fws &&
+	if (tna_features.verify_l4_csum && !csum_ok &&
 	    !l4_csum_settled(ctx, v6 ? ip6h->nexthdr : iph->protocol,
 			     v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP, l4_off, l4_len,
 			     v6 ? pseudo_v6(ip6h, l4_len) : pseudo_v4(iph, l4_len)))

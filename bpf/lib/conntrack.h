@@ -135,12 +135,6 @@ extern int bpf_ct_change_timeout(struct nf_conn *nfct, __u32 timeout) __ksym;
 #define seq_before(a, b) ((__s32)((a) - (b)) < 0)
 #define seq_after(a, b) seq_before(b, a)
 
-/* What the fast path needs of a conntrack table header (tna_fw_table). */
-struct ct_params {
-	__u32 flags;		/* TNA_FW_CT_* */
-	__u32 udp_stream_ms, udp_unreplied_ms, tcp_est_ms, tcp_unack_ms;
-};
-
 /*
  * The NAT an established entry does to a packet of direction ``dir``, as nf_nat_packet() would:
  * the destination manip in PREROUTING (before routing and the forward hook), the source manip
@@ -150,7 +144,7 @@ struct ct_nat {
 	__u8 dir;		/* IP_CT_DIR_ORIGINAL (0) or IP_CT_DIR_REPLY (1) */
 	__u8 dst;		/* a destination manip applies */
 	__u8 src;		/* a source manip applies */
-	__u8 pad;
+	__u8 csum_ok;		/* the L4 checksum verified (not a UDP checksum of 0) */
 	__be32 daddr, saddr;	/* IPv4 targets */
 	__be16 dport, sport;
 };
@@ -240,15 +234,15 @@ static __always_inline struct nf_conn *ct_lookup(struct xdp_md *ctx, int v6, con
  * makes the flow assured, is the kernel's). 0, or why Linux must see the datagram.
  */
 static __always_inline int ct_udp_step(const struct nf_conn *ct, unsigned long status,
-				       const struct ct_params *p, __u32 *timeout_ms)
+				       const struct tna_fw_table *p, __u32 *timeout_ms)
 {
 	if (status & CT_ASSURED) {
-		*timeout_ms = p->udp_stream_ms;
+		*timeout_ms = p->ct_timeout_ms;
 		return 0;
 	}
 	if ((__s64)(ct->proto.udp.stream_ts - bpf_jiffies64()) < 0)
 		return TNA_PUNT_CT;
-	*timeout_ms = p->udp_unreplied_ms;
+	*timeout_ms = p->ct_unreplied_ms;
 	return 0;
 }
 
@@ -324,7 +318,7 @@ static __always_inline int ct_tcp_window_still(const struct ct_tcp_seg *g,
  * bounds-checked for sizeof(*th); ``opt``: the first 4 option bytes, when doff > 5.
  */
 static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const struct tcphdr *th,
-				       __u32 l4_len, __u32 opt, const struct ct_params *p,
+				       __u32 l4_len, __u32 opt, const struct tna_fw_table *p,
 				       __u32 *timeout_ms)
 {
 	__u8 flags = ((const __u8 *)th)[13];
@@ -349,7 +343,7 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 	/* td_maxack: the kernel judges a later RST of the peer against it (in every mode) */
 	if (!(s.flags & CT_TCP_FLAG_MAXACK_SET) || seq_after(g.ack, s.maxack))
 		return TNA_PUNT_CT_WINDOW;
-	if (!(p->flags & TNA_FW_CT_LIBERAL) && !(s.flags & CT_TCP_FLAG_BE_LIBERAL)) {
+	if (!(p->ct_flags & TNA_FW_CT_LIBERAL) && !(s.flags & CT_TCP_FLAG_BE_LIBERAL)) {
 		/* a SACK block would move the ACK tcp_in_window() checks: only timestamps */
 		if ((r.flags & CT_TCP_FLAG_SACK_PERM) && doff != sizeof(*th) &&
 		    (doff != sizeof(*th) + 12 || opt != bpf_htonl(0x0101080a)))
@@ -358,10 +352,10 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 			return TNA_PUNT_CT_WINDOW;
 	}
 	/* tcp_packet()'s timeout: unacknowledged data in flight caps the established one */
-	*timeout_ms = p->tcp_est_ms;
+	*timeout_ms = p->ct_tcp_est_ms;
 	if ((g.len || ((s.flags | r.flags) & CT_TCP_FLAG_DATA_UNACKNOWLEDGED)) &&
-	    p->tcp_unack_ms < p->tcp_est_ms)
-		*timeout_ms = p->tcp_unack_ms;
+	    p->ct_tcp_unack_ms < p->ct_tcp_est_ms)
+		*timeout_ms = p->ct_tcp_unack_ms;
 	return 0;
 }
 
@@ -373,7 +367,7 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
  */
 static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8 *saddr,
 					  const __u8 *daddr, __u8 l4proto, const void *l4,
-					  __u32 l4_len, __u32 opt, const struct ct_params *p,
+					  __u32 l4_len, __u32 opt, const struct tna_fw_table *p,
 					  struct ct_nat *nat)
 {
 	const struct tcphdr *th = l4;
@@ -400,7 +394,7 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 	}
 	if (why)
 		goto linux;
-	why = ct_nat_of(ct, status, dir, v6, p->flags & TNA_FW_CT_NAT, nat);
+	why = ct_nat_of(ct, status, dir, v6, p->ct_flags & TNA_FW_CT_NAT, nat);
 	if (why)
 		goto linux;
 	/* what tcp_packet()/udp_packet() do before the forward hook, whatever it decides */

@@ -417,15 +417,6 @@ __attribute__((noinline)) int tna_fw_hook(struct xdp_md *ctx, __u32 l3_off, __u3
 
 /* ---- conntrack and NAT ---- */
 
-static __always_inline void ct_params_of(const struct tna_fw_table *hdr, struct ct_params *p)
-{
-	p->flags = hdr->ct_flags;
-	p->udp_stream_ms = hdr->ct_timeout_ms;
-	p->udp_unreplied_ms = hdr->ct_unreplied_ms;
-	p->tcp_est_ms = hdr->ct_tcp_est_ms;
-	p->tcp_unack_ms = hdr->ct_tcp_unack_ms;
-}
-
 /* An ICMP error (it quotes the packet it is about): destination unreachable, source quench,
  * redirect, time exceeded, parameter problem; ICMPv6 types below 128. */
 static __always_inline int icmp_error(__u8 l4proto, const __u8 *l4, const void *end)
@@ -450,7 +441,6 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6)
 	struct fw_scratch *s = fw_scratch();
 	const struct tna_fw_table *hdr;
 	const struct tna_config *cfg;
-	struct ct_params p;
 	__u32 zero = 0, table, l4_off, l4_len, opt = 0;
 	__u8 l4proto, *l4;
 	__u64 pseudo;
@@ -459,6 +449,7 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6)
 		return TNA_PUNT_FIREWALL;
 	s->nat.dst = 0;
 	s->nat.src = 0;
+	s->nat.csum_ok = 0;
 	cfg = bpf_map_lookup_elem(&tna_config, &zero);
 	if (!cfg)
 		return TNA_PUNT_FIREWALL;
@@ -492,12 +483,11 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6)
 		pseudo = pseudo_v4(iph, l4_len);
 	}
 	l4 = data + (l4_off & 0xff);
-	ct_params_of(hdr, &p);
 	switch (l4proto) {
 	case IPPROTO_TCP: {
 		struct tcphdr *th = (void *)l4;
 
-		if (!(p.flags & TNA_FW_CT_TCP))
+		if (!(hdr->ct_flags & TNA_FW_CT_TCP))
 			return TNA_PUNT_CT_PROTO;
 		if ((void *)(th + 1) > end || l4_len < sizeof(*th))
 			return TNA_PUNT_CT;
@@ -508,6 +498,7 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6)
 		}
 		if (!l4_csum_complete(ctx, l4_off, l4_len, pseudo))
 			return TNA_PUNT_CT;
+		s->nat.csum_ok = 1;
 		break;
 	}
 	case IPPROTO_UDP: {
@@ -516,20 +507,23 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6)
 		if ((void *)(udp + 1) > end || bpf_ntohs(udp->len) > l4_len ||
 		    bpf_ntohs(udp->len) < sizeof(*udp))
 			return TNA_PUNT_CT;
-		if (udp->check && !l4_csum_complete(ctx, l4_off, l4_len, pseudo))
-			return TNA_PUNT_CT;
+		if (udp->check) {
+			if (!l4_csum_complete(ctx, l4_off, l4_len, pseudo))
+				return TNA_PUNT_CT;
+			s->nat.csum_ok = 1;
+		}
 		break;
 	}
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6:
 		/* errors are related to a flow; with NAT Linux rewrites the inner headers */
-		if ((p.flags & TNA_FW_CT_NAT) && icmp_error(l4proto, l4, end))
+		if ((hdr->ct_flags & TNA_FW_CT_NAT) && icmp_error(l4proto, l4, end))
 			return TNA_PUNT_NAT_RELATED;
 		return TNA_PUNT_CT_PROTO;
 	default:
 		return TNA_PUNT_CT_PROTO;
 	}
-	return ct_established(ctx, v6, s->p.saddr, s->p.daddr, l4proto, l4, l4_len, opt, &p,
+	return ct_established(ctx, v6, s->p.saddr, s->p.daddr, l4proto, l4, l4_len, opt, hdr,
 			      &s->nat);
 }
 
