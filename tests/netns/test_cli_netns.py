@@ -53,7 +53,8 @@ def test_commands_in_an_empty_namespace(bed: Testbed) -> None:
     assert plan["interfaces"] == []
     stats = json.loads(run("--netns", ns, "stats", "--json").stdout)
     assert stats == {"forwarded_packets": 0, "forwarded_bytes": 0, "bridged_packets": 0,
-                     "bridged_bytes": 0, "dropped_packets": 0, "punted_packets": 0,
+                     "bridged_bytes": 0, "dropped_packets": 0, "nat_original_packets": 0,
+                     "nat_reply_packets": 0, "punted_packets": 0,
                      "punt_reasons": {}, "interfaces": {}, "firewall_rules": []}
     assert json.loads(run("--netns", ns, "status", "--json").stdout) == {"interfaces": [],
                                                                          "daemon": None}

@@ -69,7 +69,8 @@ def conntrack_slow_paths(snap: Snapshot, af: int, tracking: list[str]) -> list[S
         window = ("conntrack judges every TCP segment against the window it tracked from the "
                   "segments it saw: a segment that would move that window (new data, a new "
                   "ACK or window edge) goes to Linux, so a later verdict is never taken "
-                  "from a stale window (ct_window; docs/stateful.md)")
+                  "from a stale window (ct_window): bulk transfers stay on Linux unless "
+                  "net.netfilter.nf_conntrack_tcp_be_liberal=1 (docs/stateful.md)")
     out.append(SlowPath(f"{traffic}: TCP segments that set up, tear down or move conntrack's "
                         "view of a connection", "ct_window",
                         f"SYN, FIN, RST, URG and non-ESTABLISHED entries (ct_setup); {window}"))
