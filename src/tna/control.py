@@ -41,11 +41,13 @@ NTF_USE, NTF_MASTER = 0x01, 0x04
 @dataclass
 class Applied:
     """One run of the pipeline: the plan, what the data path changed, and when the
-    configuration had been read (``time.monotonic()``)."""
+    configuration had been read and the plan made (``time.monotonic()``)."""
 
     plan: Plan
     changes: Changes
     read_at: float
+    planned_at: float
+    snapshot: Snapshot | None = None  # what the plan was made from
 
 
 def new_datapath(owned: bool = False, obj_path: str | None = None) -> Datapath:
@@ -69,7 +71,8 @@ def apply(netns_name: str, datapath: Datapath | None = None,
     snap = snapshot(netns_name, datapath, **snapshot_options)
     read_at = time.monotonic()
     plan = make_plan(snap)
-    return Applied(plan, reconcile(plan, datapath, tweak), read_at)
+    planned_at = time.monotonic()
+    return Applied(plan, reconcile(plan, datapath, tweak), read_at, planned_at, snap)
 
 
 def reconcile(plan: Plan, datapath: Datapath, tweak: Callable[[Port], Port] | None = None
@@ -78,6 +81,9 @@ def reconcile(plan: Plan, datapath: Datapath, tweak: Callable[[Port], Port] | No
     the bridge ports and the FDB mirror (which also forgets bridges that are gone)."""
     ports = plan.ports() if tweak is None else [tweak(p) for p in plan.ports()]
     changes = datapath.reconcile(ports, plan.namespace)
+    if not ports:  # nothing attached: nothing pinned, nothing recorded, no FDB to mirror
+        forget_firewall()
+        return changes
     if changes.firewall_written:
         _record_firewall(plan.namespace.firewall)
     sync_fdb(plan.bridges(), plan.bridge_port_plans())

@@ -21,7 +21,7 @@ def _banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 74 - len(text)))
 
 
-def _tna(ns: str, *args: str) -> None:
+def _tna(ns: str, *args: str) -> str:
     print(f"$ tna --netns {ns} {shlex.join(args)}")
     proc = subprocess.run([sys.executable, "-m", "tna", "--netns", ns, *args],
                           capture_output=True, text=True, check=False)
@@ -29,6 +29,16 @@ def _tna(ns: str, *args: str) -> None:
     print("\n".join("  " + line for line in out.splitlines()))
     if proc.returncode:
         raise RuntimeError(f"tna {args[0]} failed")
+    return proc.stdout
+
+
+def _follow_fixes(plan_text: str) -> None:
+    """Run the ``fix:`` commands ``tna plan`` printed, as an operator would."""
+    for line in plan_text.splitlines():
+        if line.strip().startswith("fix: "):
+            cmd = line.split("fix: ", 1)[1]
+            print(f"$ {cmd}")
+            subprocess.run(shlex.split(cmd), check=True, capture_output=True)
 
 
 def _traffic(t: RouterTopology) -> None:
@@ -47,7 +57,9 @@ def run() -> int:
     start = time.monotonic()
     with Testbed(prefix="tnademo") as bed:
         _banner("topology: h1 (10.1.0.2, fd00:1::2) -- r -- h2 (10.2.0.2, fd00:2::2)")
-        t = RouterTopology.build(bed)
+        # veths as they come: the hosts' ends without GRO and with TX checksum offload
+        t = RouterTopology.build(bed, gro_h2=False, host_csum_offload=True)
+        bed.gro(t.h1, "eth0", False)
         print(f"  namespaces: {t.h1}, {t.r}, {t.h2}")
         t.prime_neighbours()
 
@@ -55,24 +67,29 @@ def run() -> int:
         _traffic(t)
         _tna(t.r, "status")
 
-        _banner("2. what TNA would do with this configuration")
-        _tna(t.r, "plan")
+        _banner("2. what TNA would do with this configuration, and what stops it")
+        plan = _tna(t.r, "plan")
 
-        _banner("3. apply TNA")
+        _banner("3. apply TNA: on default veths it can forward nothing, and says why")
+        _tna(t.r, "apply")
+
+        _banner("4. follow the fixes it printed, then apply again")
+        _follow_fixes(plan)
+        _follow_fixes(_tna(t.r, "plan"))  # with GRO on, the checksum offload shows next
         _tna(t.r, "apply")
         _tna(t.r, "status")
 
-        _banner("4. the same traffic, now carried by the fast path")
+        _banner("5. the same traffic, now carried by the fast path")
         _traffic(t)
         _tna(t.r, "stats")
 
-        _banner("5. what the fast path cannot do exactly, Linux still does")
+        _banner("6. what the fast path cannot do exactly, Linux still does")
         out = t.ping(t.h1, t.h2_v4, "-t", "1").stdout
         line = next((x for x in out.splitlines() if "exceeded" in x), "(no reply)")
         print(f"  ping -t 1 h1 -> h2: {line.strip()}")
         _tna(t.r, "stats")
 
-        _banner("6. an nftables forward rule: the fast path enforces it")
+        _banner("7. an nftables forward rule: the fast path enforces it")
         rules = ("table inet demo {\n  chain forward {\n    type filter hook forward priority 0;"
                  "\n    udp dport 9999 counter drop\n  }\n}\n")
         print("$ nft -f - <<EOF\n" + rules + "EOF")
@@ -83,7 +100,7 @@ def run() -> int:
             print(f"  udp  h1 -> {t.h2_v4}:{port} 100 datagrams: {got} received")
         _tna(t.r, "stats")
 
-        _banner("7. detach: the kernel carries on alone")
+        _banner("8. detach: the kernel carries on alone")
         _tna(t.r, "detach")
         ok = t.ping(t.h1, t.h2_v4).returncode == 0
         print(f"  ping h1 -> h2 after detach: {'answered' if ok else 'LOST'}")

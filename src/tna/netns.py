@@ -85,3 +85,21 @@ def cookie() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         raw = sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
     return int.from_bytes(raw, "little")
+
+
+class Watch:
+    """Whether the namespace a name stood for when we entered it is still there under that
+    name: ``ip netns del`` removes the file, a process behind ``/proc/PID/ns/net`` exits.  A
+    process inside a deleted namespace keeps it alive, so nothing else would tell it."""
+
+    def __init__(self, name: str) -> None:
+        self.path = resolve(name) if name else None
+        self.inode = os.stat("/proc/thread-self/ns/net").st_ino  # where we are: the one named
+
+    def gone(self) -> bool:
+        if self.path is None:  # our own namespace: nobody can delete it from under us
+            return False
+        try:
+            return os.stat(self.path).st_ino != self.inode
+        except OSError:
+            return True

@@ -56,6 +56,7 @@ REPLAN_KINDS = frozenset({"link", "rule", "tc", "netconf", "nexthop", "netfilter
 # What makes a cycle re-read everything, including what has no notification of its own.
 FULL_READ_KINDS = frozenset({"start", "periodic", "sighup", "overrun"})
 
+NETNS_POLL_S = 0.5  # how often the daemon looks whether its namespace was deleted
 QUIET_S = 0.001  # a burst is over when nothing arrived for this long...
 BURST_MAX_S = 0.020  # ...or when it has lasted this long
 
@@ -221,6 +222,9 @@ class Daemon:
         self.mirror = FdbMirror()
         self.bridges: set[int] = set()
         self._next_fdb_refresh = float("inf")
+        self._home = netns.Watch(netns_name)  # a deleted namespace: detach and exit
+        # called after every reconciliation: (why, succeeded, seconds by phase); for metrics
+        self.observers: list[Callable[[set[str], bool, dict[str, float]], None]] = []
 
     # -- lifecycle --
     def run(self) -> int:
@@ -258,7 +262,10 @@ class Daemon:
     def _loop(self, events: EventSource, wake_r: int) -> None:
         next_resync = time.monotonic() + self.resync_s
         while not self._stop:
-            wake_at = min(next_resync, self._next_fdb_refresh)
+            if self._namespace_gone():
+                return
+            wake_at = min(next_resync, self._next_fdb_refresh,
+                          time.monotonic() + NETNS_POLL_S)
             batch = self._collect(events, wake_r, max(0.0, wake_at - time.monotonic()))
             if self._stop:
                 return
@@ -273,6 +280,15 @@ class Daemon:
                 self.cycle(batch, quiet=batch.count == 0)
             elif self._needs_cycle(batch):
                 self.cycle(batch)
+
+    def _namespace_gone(self) -> bool:
+        """Our namespace was deleted while we kept it alive by being in it: detach (never
+        keep: nobody can adopt the links) and leave, so it can go."""
+        if not self._home.gone():
+            return False
+        self.keep = False
+        self._emit("netns_gone", netns=self.netns_name)
+        return True
 
     def _collect(self, events: EventSource, wake_r: int, timeout: float) -> Batch:
         """Wait for notifications, then keep reading until the burst is over."""
@@ -341,7 +357,8 @@ class Daemon:
                                     netfilter_chains=self._netfilter[0],
                                     netfilter_sets=self._netfilter[1], xfrm=self._xfrm,
                                     plan_only=True)
-            plan, changes, read = applied.plan, applied.changes, applied.read_at
+            plan, changes = applied.plan, applied.changes
+            read, planned = applied.read_at, applied.planned_at
             self.bridges = plan.bridges()
             self._next_fdb_refresh = (time.monotonic() + control.refresh_interval(self.bridges)
                                       if self.bridges else float("inf"))
@@ -349,8 +366,11 @@ class Daemon:
             self.state["errors"] += 1
             self._emit("error", why=sorted(batch.kinds), error=f"{type(e).__name__}: {e}")
             self._save()
+            self._observe(batch.kinds, False, {"total": time.monotonic() - started})
             return
         done = time.monotonic()
+        self._observe(batch.kinds, True, {"read": read - started, "plan": planned - read,
+                                          "apply": done - planned, "total": done - started})
         self.plan = plan
         self.state["cycles"] += 1
         self.state["last"] = {"at": time.time(), "why": sorted(batch.kinds),
@@ -368,6 +388,11 @@ class Daemon:
                        first_event_mono=batch.first_at,
                        safe_mono=batch.safe_at or changes.safe_at,
                        done_mono=done)
+
+    def _observe(self, why: set[str], ok: bool, phases: dict[str, float]) -> None:
+        for observer in self.observers:
+            with contextlib.suppress(Exception):  # metrics never stop the reconciliations
+                observer(why, ok, phases)
 
     def _emit(self, event: str, **fields: Any) -> None:
         line = {"ts": round(time.time(), 6), "event": event, **fields}

@@ -277,9 +277,9 @@ def test_udp_through_nat_is_fast_both_ways(gateway: Gateway, record_property: An
 
 
 def test_out_of_window_segment_is_still_dropped(record_property: Any) -> None:
-    """Under window tracking, a segment far outside the window of an established, masqueraded
-    connection is invalid to Linux and dropped by ``ct state invalid drop``: the fast path
-    hands it to Linux instead of forwarding it."""
+    """Under window tracking, a segment beyond the window of an established, masqueraded
+    connection is invalid to Linux ("SEQ is over upper bound") and dropped by ``ct state
+    invalid drop``: the fast path hands it to Linux instead of forwarding it."""
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
@@ -289,6 +289,9 @@ def test_out_of_window_segment_is_still_dropped(record_property: Any) -> None:
             srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             srv.bind((t.h2_v4, PORT))
             srv.listen(1)
+            sniff = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+            sniff.bind(("eth0", 0))
+            sniff.settimeout(5)
         with netns.entered(t.h1):
             cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             cli.connect((t.h2_v4, PORT))
@@ -296,11 +299,15 @@ def test_out_of_window_segment_is_still_dropped(record_property: Any) -> None:
         try:
             cli.sendall(b"hello")
             assert conn.recv(5) == b"hello"  # positive control: the connection works
-            sport = cli.getsockname()[1]
+            seq, ack = hello_segment(sniff)
             r1_mac = t.bed.run(t.r, "cat", "/sys/class/net/r1/address").stdout.strip()
+            h1_mac = t.bed.run(t.h1, "cat", "/sys/class/net/eth0/address").stdout.strip()
             before_drop, before = invalid_drops(t), counts(t.r)
-            frame = (Ether(dst=r1_mac) / IP(src=t.h1_v4, dst=t.h2_v4)
-                     / TCP(sport=sport, dport=PORT, flags="A", seq=0x12345678, ack=0x9ABCDEF0)
+            # a quarter of the sequence space past what h1 sent: over any window conntrack
+            # tracks, and not within its tolerance for overshooting senders
+            frame = (Ether(src=h1_mac, dst=r1_mac) / IP(src=t.h1_v4, dst=t.h2_v4)
+                     / TCP(sport=cli.getsockname()[1], dport=PORT, flags="A",
+                           seq=(seq + 5 + (1 << 30)) & 0xFFFFFFFF, ack=ack)
                      / b"out of window")
             with netns.entered(t.h1), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
                 raw.bind(("eth0", 0))
@@ -309,11 +316,23 @@ def test_out_of_window_segment_is_still_dropped(record_property: Any) -> None:
                      what="Linux dropping the segment as invalid")
             after = counts(t.r)
         finally:
+            sniff.close()
             conn.close()
             cli.close()
             srv.close()
     assert after["fast"] == before["fast"]
     assert after["punted"]["ct_window"] == before["punted"]["ct_window"] + 1
+
+
+def hello_segment(sniff: socket.socket) -> tuple[int, int]:
+    """(seq, ack) of the segment that carried b"hello" to h2."""
+    from scapy.layers.inet import TCP
+    from scapy.layers.l2 import Ether
+
+    while True:
+        pkt = Ether(sniff.recv(2048))
+        if TCP in pkt and bytes(pkt[TCP].payload).startswith(b"hello"):
+            return pkt[TCP].seq, pkt[TCP].ack
 
 
 def invalid_drops(t: RouterTopology) -> int:

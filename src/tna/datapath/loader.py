@@ -181,7 +181,11 @@ class Datapath:
         return changed
 
     def reconcile(self, ports: Sequence[Port], namespace: Namespace | None = None) -> Changes:
-        """Make the fast path match ``ports`` in three phases (see the module docstring)."""
+        """Make the fast path match ``ports`` in three phases (see the module docstring).
+        Without a port that gets a program nothing stays pinned: whatever ran is detached and
+        the namespace's maps are unpinned."""
+        if not any(p.features is not None for p in ports):
+            return self._clear()
         ensure_bpffs()
         os.makedirs(pin_dir(), exist_ok=True)
         self._ensure_maps()
@@ -207,6 +211,14 @@ class Datapath:
         finally:
             maps.close()
             ns.close()
+        return changes
+
+    def _clear(self) -> Changes:
+        changes = Changes(detached=self.ifindexes())
+        if changes.detached or os.path.isdir(pin_dir()):
+            self.release(keep=False)
+        self._firewall = None  # the maps are gone with their pins
+        changes.safe_at = time.monotonic()
         return changes
 
     def _write_firewall(self, ns: NamespaceMaps, namespace: Namespace) -> bool:

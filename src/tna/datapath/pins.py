@@ -7,8 +7,11 @@ for ``tna apply``, one link per interface (``link<ifindex>``).  Nothing here dec
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import re
+import stat
 import struct
 import subprocess
 
@@ -16,6 +19,9 @@ from tna import abi, netns
 from tna.datapath import libbpf
 
 BPFFS = "/sys/fs/bpf"
+PIN_ROOT = os.path.join(BPFFS, "tna")
+_NS_DIR = re.compile(r"ns(\d+)")
+_OUR_PIN = re.compile(r"tna_\w+|link\d+")  # a shared map or an interface's link
 
 
 class DatapathError(Exception):
@@ -24,6 +30,46 @@ class DatapathError(Exception):
 
 def pin_dir() -> str:
     return os.path.join(BPFFS, "tna", f"ns{netns.cookie()}")
+
+
+def _root_owned_dir(path: str) -> bool:
+    """bpffs is world-writable: a directory counts only if root made it and only root can
+    write to it."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and not st.st_mode & stat.S_IWOTH
+
+
+def namespace_dirs() -> dict[int, str]:
+    """Namespace cookie -> pin directory, for every namespace TNA has pins for."""
+    if not _root_owned_dir(PIN_ROOT):
+        return {}
+    out = {}
+    for name in os.listdir(PIN_ROOT):
+        m = _NS_DIR.fullmatch(name)
+        if m and _root_owned_dir(os.path.join(PIN_ROOT, name)):
+            out[int(m[1])] = os.path.join(PIN_ROOT, name)
+    return out
+
+
+def remove_namespace_pins(cookie: int) -> list[str]:
+    """Unpin TNA's maps and links of the namespace ``cookie`` (whatever else lies there, of
+    another name or owner, stays), then its directory if empty; the names unpinned."""
+    path = namespace_dirs().get(cookie)
+    if path is None:
+        return []
+    removed = []
+    for name in sorted(os.listdir(path)):
+        entry = os.path.join(path, name)
+        st = os.lstat(entry)
+        if _OUR_PIN.fullmatch(name) and stat.S_ISREG(st.st_mode) and st.st_uid == 0:
+            os.unlink(entry)
+            removed.append(name)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+    return removed
 
 
 def link_pin(ifindex: int) -> str:

@@ -164,8 +164,16 @@ class Plan:
     slow_path: tuple[SlowPath, ...]  # namespace-wide
     namespace: Namespace = field(default_factory=Namespace)  # namespace-wide fast-path data
 
+    @property
+    def attaches(self) -> bool:
+        """Whether any interface gets a program; without one the data path needs nothing at
+        all (no maps pinned, no FDB mirrored)."""
+        return any(i.features is not None for i in self.interfaces)
+
     def ports(self) -> list[Port]:
         """What the data path must know: interfaces with a program or usable as egress."""
+        if not self.attaches:
+            return []
         return [i.port for i in self.interfaces
                 if i.features is not None or i.egress or i.bridge]
 
@@ -174,10 +182,14 @@ class Plan:
 
     def bridge_port_plans(self) -> dict[int, BridgePortPlan]:
         """``tna_brports`` as the plan wants it: port ifindex -> entry."""
+        if not self.attaches:
+            return {}
         return {i.ifindex: i.bridge_port for i in self.interfaces if i.bridge_port}
 
     def bridges(self) -> set[int]:
         """The bridges the plan puts in ``tna_ifaces``: their FDBs are mirrored."""
+        if not self.attaches:
+            return set()
         return {i.ifindex for i in self.interfaces if i.bridge}
 
     def interface(self, ifname: str) -> InterfacePlan:
