@@ -13,8 +13,9 @@
  *     bridge_route()     to the bridge's own MAC: routed with the bridge as input device
  *   ipv4_forward()     ip_rcv()/ip_forward()'s header checks, source checks, FIB request
  *   ipv6_forward()     ipv6_rcv()/ip6_forward()'s header checks, FIB request
- *   forward_tail()     both families: FIB lookup, route MTU, egress, veth checksums, forward
- *                      hook (firewall), trim, TTL/hop limit, MAC rewrite, redirect
+ *   forward_tail()     both families: conntrack (and NAT's destination), FIB lookup, route
+ *                      MTU, egress, veth checksums, forward hook (firewall), trim, NAT, TTL/hop
+ *                      limit, MAC rewrite, redirect
  *
  * over helpers with one concern per header in lib/ (each includes only what it uses).
  */
@@ -59,8 +60,31 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 	__sum16 old_check = 0;
 	enum tna_code why;
 	__u32 tx = 0;
-	int rc, via_gateway;
+	int rc, via_gateway, firewall = v6 ? tna_features.firewall_ipv6 : tna_features.firewall_ipv4;
+	struct fw_scratch *fws = NULL;	/* set: the packet is NATed */
+	__be32 dst4 = v6 ? 0 : iph->daddr;
+	int csum_ok = 0;
 
+	if (firewall) {
+		struct fw_scratch *s;
+
+		/* conntrack runs in PREROUTING, and with it NAT's destination manip */
+		rc = tna_fw_conntrack(ctx, v6);
+		if (rc)
+			return punt(ctx, in->slot, rc);
+		s = fw_scratch();
+		if (!s)
+			return punt(ctx, in->slot, TNA_PUNT_FIREWALL);
+		csum_ok = s->nat.csum_ok;
+		if (!v6 && (s->nat.dst || s->nat.src)) {
+			fws = s;
+			if (s->nat.dst) {
+				dst4 = s->nat.daddr;
+				fib->ipv4_dst = dst4;
+				fib->dport = s->nat.dport;
+			}
+		}
+	}
 	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib),
 			    (v6 ? tna_features.fib_direct_v6 : tna_features.fib_direct_v4) ?
 			    fib_direct_flags(ctx, v6) : 0);
@@ -70,16 +94,16 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		return punt(ctx, in->slot, TNA_PUNT_FRAG_NEEDED);
 	/* bpf_fib_lookup() put the IPv4 gateway, if any, in ipv4_dst; IPv6 routers ignore
 	 * redirects */
-	via_gateway = !v6 && fib->ipv4_dst != iph->daddr;
+	via_gateway = !v6 && fib->ipv4_dst != dst4;
 	out = egress_port(fib, ingress, &tx, &why, via_gateway, tna_features.bridge_egress);
 	if (!out)
 		return punt(ctx, in->slot, why);
-	if (tna_features.verify_l4_csum &&
+	if (tna_features.verify_l4_csum && !csum_ok &&
 	    !l4_csum_settled(ctx, v6 ? ip6h->nexthdr : iph->protocol,
 			     v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP, l4_off, l4_len,
 			     v6 ? pseudo_v6(ip6h, l4_len) : pseudo_v4(iph, l4_len)))
 		return punt(ctx, in->slot, TNA_PUNT_L4_CSUM);
-	if (v6 ? tna_features.firewall_ipv6 : tna_features.firewall_ipv4) {
+	if (firewall) {
 		rc = fw_hook(ctx, in->slot, v6, ingress, fib->ifindex, wire_len);
 		if (rc == XDP_DROP)
 			monitor_note(ctx, TNA_FW_DROPPED);
@@ -101,22 +125,48 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 	if (tna_features.bridge_egress && tx != fib->ifindex && !fits_mtu(ctx, tx))
 		return punt(ctx, in->slot, TNA_PUNT_TOO_BIG);
 
+	/* NAT as the kernel orders it: DNAT (PREROUTING), TTL (ip_forward), SNAT (POSTROUTING) */
+	if (fws && (tna_nat_keep(ctx, 0) ||
+		    (fws->nat.dst && tna_nat_manip(ctx, 0))))
+		return punt(ctx, in->slot, TNA_PUNT_MALFORMED);
+	data = frame_start(ctx);
+	end = frame_end(ctx);
+	iph = data + sizeof(struct ethhdr);
+	ip6h = (void *)iph;
 	if (v6) {
+		if ((void *)(ip6h + 1) > end)
+			return punt(ctx, in->slot, TNA_PUNT_MALFORMED);
 		ip6h->hop_limit--;
 	} else {
+		if ((void *)(iph + 1) > end)
+			return punt(ctx, in->slot, TNA_PUNT_MALFORMED);
 		old_ttl = iph->ttl;
 		old_check = iph->check;
 		ipv4_decrease_ttl(iph);
 	}
+	if (fws && fws->nat.src && tna_nat_manip(ctx, 1))
+		return punt(ctx, in->slot, TNA_PUNT_MALFORMED);	/* not reached: checked above */
+	data = frame_start(ctx);
+	end = frame_end(ctx);
+	if (data + sizeof(struct ethhdr) > end)
+		return punt(ctx, in->slot, TNA_PUNT_MALFORMED);
 	rewrite_macs(data, fib, &saved);
-	if (send(tx, in->slot, out->slot, wire_len) == XDP_REDIRECT)
+	if (send(tx, in->slot, out->slot, wire_len) == XDP_REDIRECT) {
+		if (fws)
+			count(in->slot, fws->nat.dir ? TNA_NAT_REPLY : TNA_NAT_ORIGINAL, wire_len);
 		return XDP_REDIRECT;
+	}
 	restore_macs(data, &saved);
+	iph = data + sizeof(struct ethhdr);
+	ip6h = (void *)iph;
 	if (v6) {
-		ip6h->hop_limit++;
-	} else {
+		if ((void *)(ip6h + 1) <= end)
+			ip6h->hop_limit++;
+	} else if ((void *)(iph + 1) <= end) {
 		iph->ttl = old_ttl;
 		iph->check = old_check;
+		if (fws)
+			tna_nat_keep(ctx, 1);
 	}
 	return punt(ctx, in->slot, TNA_PUNT_EGRESS);
 }

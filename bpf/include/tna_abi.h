@@ -60,8 +60,14 @@ enum tna_code {
 	TNA_FW_DROPPED = 39,		/* firewall: a forward-hook rule (or policy) dropped it */
 	TNA_PUNT_FIREWALL = 40,		/* firewall: a rule the fast path does not model may match */
 	TNA_PUNT_CT = 41,		/* conntrack: not an established, assured flow it may refresh */
-	TNA_PUNT_CT_PROTO = 42,		/* conntrack: only UDP flows are fast (TCP windows, ICMP) */
-	TNA_NR_CODES_USED = 43,
+	TNA_PUNT_CT_PROTO = 42,		/* conntrack: only TCP and UDP flows are fast (ICMP, others) */
+	TNA_PUNT_CT_WINDOW = 43,	/* conntrack: a TCP segment the kernel's window tracking must see */
+	TNA_PUNT_CT_SETUP = 44,		/* conntrack: TCP not established, or SYN/FIN/RST/URG or no ACK */
+	TNA_PUNT_NAT_RELATED = 45,	/* NAT: an ICMP error (related: Linux rewrites what it quotes) */
+	TNA_PUNT_NAT = 46,		/* NAT: an entry the fast path does not rewrite (IPv6, hooks off) */
+	TNA_NAT_ORIGINAL = 47,		/* fast path NATed it, original direction (ingress slot) */
+	TNA_NAT_REPLY = 48,		/* fast path NATed it, reply direction (ingress slot) */
+	TNA_NR_CODES_USED = 49,
 };
 
 /* One row of the tna_stats per-CPU array: index = slot * TNA_NR_CODES + code. */
@@ -204,7 +210,15 @@ struct tna_fw_table {
 	__u32 iif_default;	/* class of an input interface no rule names */
 	__u32 oif_default;
 	__u32 ct_unreplied_ms;	/* net.netfilter.nf_conntrack_udp_timeout: replied, not a stream */
+	__u32 ct_flags;		/* TNA_FW_CT_*: what conntrack's fast path may serve */
+	__u32 ct_tcp_est_ms;	/* net.netfilter.nf_conntrack_tcp_timeout_established, in ms */
+	__u32 ct_tcp_unack_ms;	/* net.netfilter.nf_conntrack_tcp_timeout_unacknowledged, in ms */
+	__u32 pad;
 };
+
+#define TNA_FW_CT_TCP (1U << 0)		/* established TCP may be fast (else TCP punts ct_proto) */
+#define TNA_FW_CT_LIBERAL (1U << 1)	/* nf_conntrack_tcp_be_liberal: windows are not judged */
+#define TNA_FW_CT_NAT (1U << 2)		/* nat hooks are registered: NAT entries are rewritten */
 
 /* tna_fw_ifs key: tag = t * 2 + (0 iif, 1 oif); value: class. */
 struct tna_fw_if_key {

@@ -1,26 +1,79 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Conntrack from XDP, through the upstream kfuncs (net/netfilter/nf_conntrack_bpf.c): is a
- * datagram part of an established UDP flow, and what would conntrack refresh it to? Used by
- * the forward hook (firewall.h) when the ruleset makes the kernel track connections. The
- * entry's fields are read with CO-RE, so only the ones named here must exist in the kernel.
+ * Conntrack from XDP, through the upstream kfuncs (net/netfilter/nf_conntrack_bpf.c): does a
+ * packet belong to an established TCP or UDP flow whose next step the kernel would take as a
+ * mere timeout refresh, and which NAT rewrite does that flow's entry record? Used by the forward
+ * hook (firewall.h) when the ruleset makes the kernel track connections. The entry's fields are
+ * read with CO-RE, so only the ones named here must exist in the kernel. The entry is read-only
+ * here except for its timeout: the fast path never creates, revives or changes an entry.
+ *
+ * TCP: conntrack judges every segment against the window it tracked from the segments it saw
+ * (tcp_in_window()). A forwarded segment does not move that window, so a segment is fast only
+ * if, seen by the kernel, it would have left the verdict-relevant state as it is (docs/
+ * stateful.md explains why nothing weaker keeps every later verdict Linux's). With
+ * nf_conntrack_tcp_be_liberal the window is not judged; the highest ACK still is (RST checks).
  */
 #ifndef TNA_LIB_CONNTRACK_H
 #define TNA_LIB_CONNTRACK_H
 
 #include "common.h"
 #include "l4csum.h"
+#include <linux/tcp.h>
 #include <linux/udp.h>
 
 struct nf_ct_udp {
 	unsigned long stream_ts;	/* jiffies after which a replied flow is a stream */
 } __attribute__((preserve_access_index));
 
+struct ip_ct_tcp_state {
+	__u32 td_end;		/* max of seq + len */
+	__u32 td_maxend;	/* max of ack + max(win, 1) */
+	__u32 td_maxwin;	/* max(win) */
+	__u32 td_maxack;	/* max of ack */
+	__u8 td_scale;
+	__u8 flags;
+} __attribute__((preserve_access_index));
+
+struct ip_ct_tcp {
+	struct ip_ct_tcp_state seen[2];
+	__u8 state;
+} __attribute__((preserve_access_index));
+
 union nf_conntrack_proto {
 	struct nf_ct_udp udp;
+	struct ip_ct_tcp tcp;
+} __attribute__((preserve_access_index));
+
+union nf_inet_addr___tna {
+	__u32 all[4];
+} __attribute__((preserve_access_index));
+
+union nf_conntrack_man_proto___tna {
+	__be16 all;
+} __attribute__((preserve_access_index));
+
+struct nf_conntrack_man___tna {
+	union nf_inet_addr___tna u3;
+	union nf_conntrack_man_proto___tna u;
+} __attribute__((preserve_access_index));
+
+struct nf_conntrack_tuple___tna {
+	struct nf_conntrack_man___tna src;
+	struct {
+		union nf_inet_addr___tna u3;
+		union {
+			__be16 all;
+		} u;
+	} dst;
+} __attribute__((preserve_access_index));
+
+struct nf_conntrack_tuple_hash___tna {
+	struct nf_conntrack_tuple___tna tuple;
 } __attribute__((preserve_access_index));
 
 struct nf_conn {
+	__u32 timeout;		/* jiffies (32 bits) when the entry expires */
+	struct nf_conntrack_tuple_hash___tna tuplehash[2];
 	unsigned long status;
 	union nf_conntrack_proto proto;
 } __attribute__((preserve_access_index));
@@ -29,7 +82,7 @@ struct bpf_ct_opts___local {
 	__s32 netns_id;
 	__s32 error;
 	__u8 l4proto;
-	__u8 dir;
+	__u8 dir;		/* out: the direction of the tuple that matched */
 	__u8 reserved[2];
 };
 
@@ -47,6 +100,8 @@ extern int bpf_ct_change_timeout(struct nf_conn *nfct, __u32 timeout) __ksym;
 #define CT_SRC_NAT (1UL << 4)
 #define CT_DST_NAT (1UL << 5)
 #define CT_SEQ_ADJUST (1UL << 6)
+#define CT_SRC_NAT_DONE (1UL << 7)
+#define CT_DST_NAT_DONE (1UL << 8)
 #define CT_DYING (1UL << 9)
 #define CT_FIXED_TIMEOUT (1UL << 10)
 #define CT_TEMPLATE (1UL << 11)
@@ -56,72 +111,297 @@ extern int bpf_ct_change_timeout(struct nf_conn *nfct, __u32 timeout) __ksym;
 #define CT_HW_OFFLOAD (1UL << 15)
 /* established: seen both ways, in the table */
 #define CT_NEEDED (CT_SEEN_REPLY | CT_CONFIRMED)
-/* NAT rewrites, helpers inspect, fixed timeouts are not refreshed, related flows: Linux */
-#define CT_REFUSED (CT_EXPECTED | CT_SRC_NAT | CT_DST_NAT | CT_SEQ_ADJUST | CT_DYING | \
-		    CT_FIXED_TIMEOUT | CT_TEMPLATE | CT_UNTRACKED | CT_HELPER | CT_OFFLOAD | \
-		    CT_HW_OFFLOAD)
+/* helpers inspect, seq-adjusted NAT rewrites sequence numbers, fixed timeouts are not
+ * refreshed, related flows and offloaded ones are someone else's: Linux */
+#define CT_REFUSED (CT_EXPECTED | CT_SEQ_ADJUST | CT_DYING | CT_FIXED_TIMEOUT | CT_TEMPLATE | \
+		    CT_UNTRACKED | CT_HELPER | CT_OFFLOAD | CT_HW_OFFLOAD)
 #define BPF_F_CURRENT_NETNS (-1)
 
-/* net.netfilter.nf_conntrack_udp_timeout_stream and nf_conntrack_udp_timeout, in ms */
-struct ct_udp_timeouts {
-	__u32 stream_ms;
-	__u32 unreplied_ms;
-};
+/* enum tcp_conntrack, and the per-direction flags of struct ip_ct_tcp_state */
+#define CT_TCP_ESTABLISHED 3
+#define CT_TCP_FLAG_SACK_PERM 0x02
+#define CT_TCP_FLAG_BE_LIBERAL 0x08
+#define CT_TCP_FLAG_DATA_UNACKNOWLEDGED 0x10
+#define CT_TCP_FLAG_MAXACK_SET 0x20
+#define CT_MAXACKWINCONST 66000		/* MAXACKWINCONST of nf_conntrack_proto_tcp.c */
+
+#define TCPF_FIN 0x01
+#define TCPF_SYN 0x02
+#define TCPF_RST 0x04
+#define TCPF_ACK 0x10
+#define TCPF_URG 0x20
+
+/* sequence number comparisons modulo 2^32, as the kernel's before()/after() */
+#define seq_before(a, b) ((__s32)((a) - (b)) < 0)
+#define seq_after(a, b) seq_before(b, a)
 
 /*
- * The established UDP flow of a datagram, referenced (bpf_ct_release() it), or NULL: then
- * udp_packet() would do more than refresh a timeout, or udp_error() might call the datagram
- * invalid (length beyond the datagram, or, as net.netfilter.nf_conntrack_checksum has it by
- * default and is verified here always, a checksum that does not hold). *timeout_ms is what
- * udp_packet() would refresh the flow to: the stream timeout once it is assured, the
- * unreplied one before stream_ts (the packet after, which makes it assured, is the kernel's).
+ * The NAT an established entry does to a packet of direction ``dir``, as nf_nat_packet() would:
+ * the destination manip in PREROUTING (before routing and the forward hook), the source manip
+ * in POSTROUTING. The targets are the other direction's tuple, inverted.
  */
-static __always_inline struct nf_conn *ct_udp_flow(struct xdp_md *ctx, int v6, const __u8 *saddr,
-						   const __u8 *daddr, const struct udphdr *udp,
-						   __u32 l4_off, __u32 l4_len, __u64 pseudo,
-						   const struct ct_udp_timeouts *t,
-						   __u32 *timeout_ms)
+struct ct_nat {
+	__u8 dir;		/* IP_CT_DIR_ORIGINAL (0) or IP_CT_DIR_REPLY (1) */
+	__u8 dst;		/* a destination manip applies */
+	__u8 src;		/* a source manip applies */
+	__u8 csum_ok;		/* the L4 checksum verified (not a UDP checksum of 0) */
+	__be32 daddr, saddr;	/* IPv4 targets */
+	__be16 dport, sport;
+};
+
+/* The flow is gone or going: Linux must not see it revived (nf_ct_is_expired()). */
+static __always_inline int ct_expired(const struct nf_conn *ct)
 {
-	struct bpf_ct_opts___local opts = { .netns_id = BPF_F_CURRENT_NETNS,
-					    .l4proto = IPPROTO_UDP };
+	return (__s32)(ct->timeout - (__u32)bpf_jiffies64()) <= 0;
+}
+
+static __always_inline int ipv4_unroutable(__be32 addr)
+{
+	__u8 first = bpf_ntohl(addr) >> 24;
+
+	return first == 0 || first == 127 || first >= 224;
+}
+
+/*
+ * Fill *nat for an entry with NAT: 0, or why the fast path leaves it to Linux. ``nat_on``: the
+ * family's nat hooks are registered (without them the kernel applies no NAT at all).
+ */
+static __always_inline int ct_nat_of(const struct nf_conn *ct, unsigned long status, int dir,
+				     int v6, int nat_on, struct ct_nat *nat)
+{
+	unsigned long dst_bit = dir ? CT_SRC_NAT : CT_DST_NAT;
+	unsigned long src_bit = dir ? CT_DST_NAT : CT_SRC_NAT;
+
+	nat->dst = !!(status & dst_bit);
+	nat->src = !!(status & src_bit);
+	nat->dir = dir;
+	if (!nat->dst && !nat->src)
+		return 0;
+	if (v6 || !nat_on)
+		return TNA_PUNT_NAT;
+	/* a manip not yet set up: the kernel still has a first packet to NAT */
+	if (((status & CT_SRC_NAT) && !(status & CT_SRC_NAT_DONE)) ||
+	    ((status & CT_DST_NAT) && !(status & CT_DST_NAT_DONE)))
+		return TNA_PUNT_NAT;
+	/* nf_nat_manip_pkt(): the target is the other direction's tuple, inverted */
+	if (dir) {
+		nat->saddr = ct->tuplehash[0].tuple.dst.u3.all[0];
+		nat->sport = ct->tuplehash[0].tuple.dst.u.all;
+		nat->daddr = ct->tuplehash[0].tuple.src.u3.all[0];
+		nat->dport = ct->tuplehash[0].tuple.src.u.all;
+	} else {
+		nat->saddr = ct->tuplehash[1].tuple.dst.u3.all[0];
+		nat->sport = ct->tuplehash[1].tuple.dst.u.all;
+		nat->daddr = ct->tuplehash[1].tuple.src.u3.all[0];
+		nat->dport = ct->tuplehash[1].tuple.src.u.all;
+	}
+	if ((nat->dst && ipv4_unroutable(nat->daddr)) || (nat->src && ipv4_unroutable(nat->saddr)))
+		return TNA_PUNT_NAT;
+	return 0;
+}
+
+/* The entry of a TCP/UDP packet, referenced (bpf_ct_release() it), or NULL; *dir its side. */
+static __always_inline struct nf_conn *ct_lookup(struct xdp_md *ctx, int v6, const __u8 *saddr,
+						 const __u8 *daddr, __be16 sport, __be16 dport,
+						 __u8 l4proto, int *dir)
+{
+	struct bpf_ct_opts___local opts = { .netns_id = BPF_F_CURRENT_NETNS, .l4proto = l4proto };
 	struct bpf_sock_tuple tuple = {};
 	struct nf_conn *ct;
 	__u32 tuple_len;
 
-	if ((const void *)(udp + 1) > frame_end(ctx) || bpf_ntohs(udp->len) > l4_len ||
-	    bpf_ntohs(udp->len) < sizeof(*udp))
-		return NULL;
-	if (udp->check && !l4_csum_complete(ctx, l4_off, l4_len, pseudo))
-		return NULL;
 	if (v6) {
 		__builtin_memcpy(tuple.ipv6.saddr, saddr, 16);
 		__builtin_memcpy(tuple.ipv6.daddr, daddr, 16);
-		tuple.ipv6.sport = udp->source;
-		tuple.ipv6.dport = udp->dest;
+		tuple.ipv6.sport = sport;
+		tuple.ipv6.dport = dport;
 		tuple_len = sizeof(tuple.ipv6);
 	} else {
 		__builtin_memcpy(&tuple.ipv4.saddr, saddr, 4);
 		__builtin_memcpy(&tuple.ipv4.daddr, daddr, 4);
-		tuple.ipv4.sport = udp->source;
-		tuple.ipv4.dport = udp->dest;
+		tuple.ipv4.sport = sport;
+		tuple.ipv4.dport = dport;
 		tuple_len = sizeof(tuple.ipv4);
 	}
 	ct = bpf_xdp_ct_lookup(ctx, &tuple, tuple_len, &opts, sizeof(opts));
-	if (!ct)
-		return NULL;
-	if ((ct->status & CT_NEEDED) != CT_NEEDED || (ct->status & CT_REFUSED))
-		goto linux;
-	if (ct->status & CT_ASSURED) {
-		*timeout_ms = t->stream_ms;
-	} else {
-		if ((__s64)(ct->proto.udp.stream_ts - bpf_jiffies64()) < 0)
-			goto linux;
-		*timeout_ms = t->unreplied_ms;
-	}
+	*dir = opts.dir & 1;
 	return ct;
+}
+
+/*
+ * udp_packet() for an established flow: *timeout_ms is what it would refresh the flow to: the
+ * stream timeout once assured, the unreplied one before stream_ts (the packet after, which
+ * makes the flow assured, is the kernel's). 0, or why Linux must see the datagram.
+ */
+static __always_inline int ct_udp_step(const struct nf_conn *ct, unsigned long status,
+				       const struct tna_fw_table *p, __u32 *timeout_ms)
+{
+	if (status & CT_ASSURED) {
+		*timeout_ms = p->ct_timeout_ms;
+		return 0;
+	}
+	if ((__s64)(ct->proto.udp.stream_ts - bpf_jiffies64()) < 0)
+		return TNA_PUNT_CT;
+	*timeout_ms = p->ct_unreplied_ms;
+	return 0;
+}
+
+/* One direction's tracked window, read through CO-RE (the index must be a constant). */
+struct ct_tcp_side {
+	__u32 end, maxend, maxwin, maxack;
+	__u8 scale, flags;
+};
+
+static __always_inline void ct_tcp_side(const struct nf_conn *ct, int i, struct ct_tcp_side *s)
+{
+	if (i) {
+		s->end = ct->proto.tcp.seen[1].td_end;
+		s->maxend = ct->proto.tcp.seen[1].td_maxend;
+		s->maxwin = ct->proto.tcp.seen[1].td_maxwin;
+		s->maxack = ct->proto.tcp.seen[1].td_maxack;
+		s->scale = ct->proto.tcp.seen[1].td_scale;
+		s->flags = ct->proto.tcp.seen[1].flags;
+	} else {
+		s->end = ct->proto.tcp.seen[0].td_end;
+		s->maxend = ct->proto.tcp.seen[0].td_maxend;
+		s->maxwin = ct->proto.tcp.seen[0].td_maxwin;
+		s->maxack = ct->proto.tcp.seen[0].td_maxack;
+		s->scale = ct->proto.tcp.seen[0].td_scale;
+		s->flags = ct->proto.tcp.seen[0].flags;
+	}
+}
+
+/* What of a TCP segment tcp_in_window() looks at. */
+struct ct_tcp_seg {
+	__u32 seq, ack, end, win;	/* host order; win unscaled */
+	__u32 len;			/* payload bytes */
+};
+
+/*
+ * Would tcp_in_window() accept the segment, from its own tracked window and without updating
+ * anything that a later verdict depends on? ``s``: the sender's side, ``r``: the receiver's.
+ * The conditions are tcp_in_window()'s, read as "nothing to update" (see docs/stateful.md):
+ *   - seq within the receiver's advertised window, ACK of data the kernel has seen, neither
+ *     below the lower bounds (which would make the kernel ignore the segment);
+ *   - no new data (end <= td_end): a later ACK of data the kernel did not see would be
+ *     "ACK is over upper bound", INVALID;
+ *   - no new right window edge, no larger window, no higher ACK than tracked: a later segment
+ *     in the newly opened window would be "SEQ is over upper bound", a later RST judged
+ *     against a stale td_maxack;
+ *   - no acknowledgement that would clear the receiver's "data unacknowledged" mark (timeout).
+ */
+static __always_inline int ct_tcp_window_still(const struct ct_tcp_seg *g,
+					       const struct ct_tcp_side *s,
+					       const struct ct_tcp_side *r)
+{
+	__u32 maxackwin = s->maxwin > CT_MAXACKWINCONST ? s->maxwin : CT_MAXACKWINCONST;
+	__u32 win = g->win << (s->scale & 15);
+
+	if (seq_after(g->seq, s->maxend) || seq_after(g->ack, r->end))
+		return 0;
+	if (r->maxwin && !seq_after(g->end, s->end - r->maxwin - 1))
+		return 0;
+	if (!seq_after(g->ack, r->end - maxackwin - 1))
+		return 0;
+	if (seq_after(g->end, s->end) || seq_after(g->end, s->maxend))
+		return 0;
+	if (!g->win || seq_after(g->ack + win, r->maxend) || win > s->maxwin)
+		return 0;
+	if (g->ack == r->end && (r->flags & CT_TCP_FLAG_DATA_UNACKNOWLEDGED))
+		return 0;
+	return 1;
+}
+
+/*
+ * tcp_packet() for an established flow whose segment changes nothing but the timeout: 0 and
+ * *timeout_ms, or why Linux must see it. ``dir``: the segment's direction; ``th``: its header,
+ * bounds-checked for sizeof(*th); ``opt``: the first 4 option bytes, when doff > 5.
+ */
+static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const struct tcphdr *th,
+				       __u32 l4_len, __u32 opt, const struct tna_fw_table *p,
+				       __u32 *timeout_ms)
+{
+	__u8 flags = ((const __u8 *)th)[13];
+	struct ct_tcp_side s, r;
+	struct ct_tcp_seg g;
+	__u32 doff = th->doff * 4;
+
+	if (ct->proto.tcp.state != CT_TCP_ESTABLISHED)
+		return TNA_PUNT_CT_SETUP;
+	/* only ACK_SET segments keep an established flow established; URG: keep it simple */
+	if ((flags & (TCPF_FIN | TCPF_SYN | TCPF_RST | TCPF_URG | TCPF_ACK)) != TCPF_ACK)
+		return TNA_PUNT_CT_SETUP;
+	if (doff < sizeof(*th) || doff > l4_len)
+		return TNA_PUNT_CT;	/* tcp_error(): Linux calls it invalid */
+	ct_tcp_side(ct, dir, &s);
+	ct_tcp_side(ct, !dir, &r);
+	g.seq = bpf_ntohl(th->seq);
+	g.ack = bpf_ntohl(th->ack_seq);
+	g.win = bpf_ntohs(th->window);
+	g.len = l4_len - doff;
+	g.end = g.seq + g.len;
+	/* td_maxack: the kernel judges a later RST of the peer against it (in every mode) */
+	if (!(s.flags & CT_TCP_FLAG_MAXACK_SET) || seq_after(g.ack, s.maxack))
+		return TNA_PUNT_CT_WINDOW;
+	if (!(p->ct_flags & TNA_FW_CT_LIBERAL) && !(s.flags & CT_TCP_FLAG_BE_LIBERAL)) {
+		/* a SACK block would move the ACK tcp_in_window() checks: only timestamps */
+		if ((r.flags & CT_TCP_FLAG_SACK_PERM) && doff != sizeof(*th) &&
+		    (doff != sizeof(*th) + 12 || opt != bpf_htonl(0x0101080a)))
+			return TNA_PUNT_CT_WINDOW;
+		if (!ct_tcp_window_still(&g, &s, &r))
+			return TNA_PUNT_CT_WINDOW;
+	}
+	/* tcp_packet()'s timeout: unacknowledged data in flight caps the established one */
+	*timeout_ms = p->ct_tcp_est_ms;
+	if ((g.len || ((s.flags | r.flags) & CT_TCP_FLAG_DATA_UNACKNOWLEDGED)) &&
+	    p->ct_tcp_unack_ms < p->ct_tcp_est_ms)
+		*timeout_ms = p->ct_tcp_unack_ms;
+	return 0;
+}
+
+/*
+ * Conntrack's part of a TCP/UDP packet of an established flow: 0 when the fast path may take it
+ * (the entry's timeout then refreshed as the kernel would, *nat filled), or why Linux must.
+ * ``l4``: the L4 header, at least 8 bytes (UDP) or sizeof(struct tcphdr) (TCP) checked by the
+ * caller; ``csum_ok``: the L4 checksum verifies (nf_conntrack_checksum; UDP 0 is "none").
+ */
+static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8 *saddr,
+					  const __u8 *daddr, __u8 l4proto, const void *l4,
+					  __u32 l4_len, __u32 opt, const struct tna_fw_table *p,
+					  struct ct_nat *nat)
+{
+	const struct tcphdr *th = l4;
+	struct nf_conn *ct;
+	unsigned long status;
+	__u32 timeout_ms = 0;
+	int dir = 0, why;
+
+	ct = ct_lookup(ctx, v6, saddr, daddr, th->source, th->dest, l4proto, &dir);
+	if (!ct)
+		return TNA_PUNT_CT;
+	status = ct->status;
+	why = TNA_PUNT_CT;
+	if ((status & CT_NEEDED) != CT_NEEDED || (status & CT_REFUSED) || ct_expired(ct))
+		goto linux;
+	if (l4proto == IPPROTO_TCP) {
+		if (!(status & CT_ASSURED)) {
+			why = TNA_PUNT_CT_SETUP;
+			goto linux;
+		}
+		why = ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms);
+	} else {
+		why = ct_udp_step(ct, status, p, &timeout_ms);
+	}
+	if (why)
+		goto linux;
+	why = ct_nat_of(ct, status, dir, v6, p->ct_flags & TNA_FW_CT_NAT, nat);
+	if (why)
+		goto linux;
+	/* what tcp_packet()/udp_packet() do before the forward hook, whatever it decides */
+	bpf_ct_change_timeout(ct, timeout_ms);
 linux:
 	bpf_ct_release(ct);
-	return NULL;
+	return why;
 }
 
 #endif

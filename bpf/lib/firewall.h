@@ -9,10 +9,10 @@
  * The cost depends on the number of 64-rule words, not on what the rules say.
  *
  * Conntrack: when the ruleset makes the kernel track connections, a packet is fast only if it
- * belongs to an established UDP flow that the kernel would treat as udp_packet() does: refresh
- * the timeout (stream or unreplied, as the flow's age says), nothing else. The refresh happens whether the
- * verdict is accept or drop, as conntrack runs before the forward hook. Everything else
- * (new flows, TCP, whose window tracking needs every segment, ICMP) goes to Linux.
+ * belongs to an established TCP or UDP flow whose next step in the kernel would be a timeout
+ * refresh (conntrack.h), done here before the FIB lookup as conntrack runs before routing. An
+ * entry with NAT also gives the rewrite: the destination manip before the FIB lookup and the
+ * classifier (as PREROUTING does it), the source manip last (POSTROUTING), tna_nat_manip().
  */
 #ifndef TNA_LIB_FIREWALL_H
 #define TNA_LIB_FIREWALL_H
@@ -47,10 +47,19 @@ struct fw_loop {
 					 * of several base chains), counted with the decision */
 };
 
+/* The header fields NAT rewrites, as received: put back if the redirect fails. */
+struct nat_saved {
+	__be32 saddr, daddr;
+	__be16 sport, dport;
+	__sum16 ip_check, l4_check;
+};
+
 struct fw_scratch {
 	struct tna_fw_bits match;	/* rules the packet matches */
 	struct fw_loop l;
 	struct fw_packet p;
+	struct ct_nat nat;		/* the conntrack step's NAT for the packet, if any */
+	struct nat_saved saved;
 };
 
 struct {
@@ -325,18 +334,16 @@ static __always_inline int fw_parse_l4(struct fw_packet *p, const void *l4, cons
 	}
 }
 
-/* Classification, conntrack and the rule counters for a parsed packet (see tna_fw_hook). */
+/* Classification and the rule counters for a parsed packet (see tna_fw_hook). */
 static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch *s,
-					   const void *l4, __u32 l4_off, __u32 l4_len,
-					   __u64 pseudo, __u64 bytes)
+					   const void *l4, __u64 bytes)
 {
 	__u32 zero = 0;
 	const struct tna_config *cfg = bpf_map_lookup_elem(&tna_config, &zero);
 	struct fw_packet *p = &s->p;
 	const struct tna_fw_table *hdr;
-	struct nf_conn *ct;
 	struct fw_loop *l;
-	__u32 table, timeout_ms = 0;
+	__u32 table;
 	int verdict;
 
 	if (!cfg)
@@ -347,6 +354,10 @@ static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch
 		return TNA_PUNT_FIREWALL;
 	if (fw_parse_l4(p, l4, frame_end(ctx)))
 		return TNA_PUNT_MALFORMED;
+	if (s->nat.dst) {	/* the forward hook sees the packet after PREROUTING's DNAT */
+		__builtin_memcpy(p->daddr, &s->nat.daddr, 4);
+		p->dport = bpf_ntohs(s->nat.dport);
+	}
 	l = &s->l;
 	__builtin_memset(l, 0, sizeof(*l));
 	l->table = table;
@@ -356,20 +367,6 @@ static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch
 	verdict = fw_classify(hdr, s);
 	if (verdict == TNA_FW_PUNT)
 		return TNA_PUNT_FIREWALL;
-	if (hdr->stateful) {
-		/* the rules were compiled for ct state "established": make sure it is */
-		struct ct_udp_timeouts t = { hdr->ct_timeout_ms, hdr->ct_unreplied_ms };
-
-		if (p->l4proto != IPPROTO_UDP)
-			return TNA_PUNT_CT_PROTO;
-		ct = ct_udp_flow(ctx, p->v6, p->saddr, p->daddr, l4, l4_off, l4_len, pseudo, &t,
-				 &timeout_ms);
-		if (!ct)
-			return TNA_PUNT_CT;
-		/* what udp_packet() does before the forward hook, whatever the hook decides */
-		bpf_ct_change_timeout(ct, timeout_ms);
-		bpf_ct_release(ct);
-	}
 	fw_count_decision(l, bytes);
 	return verdict == TNA_FW_ACCEPT ? 0 : TNA_FW_DROPPED;
 }
@@ -386,7 +383,6 @@ __attribute__((noinline)) int tna_fw_hook(struct xdp_md *ctx, __u32 l3_off, __u3
 	struct fw_scratch *s = fw_scratch();
 	struct fw_packet *p;
 	__u32 l4_off, l4_len;
-	__u64 pseudo;
 
 	if (l3_off != sizeof(struct ethhdr) || !s)
 		return TNA_PUNT_MALFORMED;
@@ -405,7 +401,6 @@ __attribute__((noinline)) int tna_fw_hook(struct xdp_md *ctx, __u32 l3_off, __u3
 		__builtin_memcpy(p->daddr, &ip6h->daddr, 16);
 		p->l4proto = ip6h->nexthdr;
 		l4_off = sizeof(struct ethhdr) + sizeof(*ip6h);
-		pseudo = pseudo_v6(ip6h, l4_len);
 	} else {
 		struct iphdr *iph = data + sizeof(struct ethhdr);
 
@@ -416,9 +411,222 @@ __attribute__((noinline)) int tna_fw_hook(struct xdp_md *ctx, __u32 l3_off, __u3
 		__builtin_memcpy(p->daddr, &iph->daddr, 4);
 		p->l4proto = iph->protocol;
 		l4_off = sizeof(struct ethhdr) + sizeof(*iph);
+	}
+	return fw_forward_hook(ctx, s, data + l4_off, l4_off + l4_len);
+}
+
+/* ---- conntrack and NAT ---- */
+
+/* An ICMP error (it quotes the packet it is about): destination unreachable, source quench,
+ * redirect, time exceeded, parameter problem; ICMPv6 types below 128. */
+static __always_inline int icmp_error(__u8 l4proto, const __u8 *l4, const void *end)
+{
+	if ((const void *)(l4 + 1) > end)
+		return 0;
+	if (l4proto == IPPROTO_ICMPV6)
+		return l4[0] < 128;
+	return l4[0] == 3 || l4[0] == 4 || l4[0] == 5 || l4[0] == 11 || l4[0] == 12;
+}
+
+/*
+ * Conntrack's part of a routed packet, before the FIB lookup (conntrack runs in PREROUTING):
+ * 0 to go on (the family is not tracked, or the packet belongs to an established flow whose
+ * timeout was refreshed; s->nat then says which NAT applies), or the reason to hand it to
+ * Linux. The L3 header (no IPv4 options, no IPv6 extension headers) follows the Ethernet one.
+ * Checks tcp_error()/udp_error() make: L4 header and length, checksum (nf_conntrack_checksum).
+ */
+__attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6)
+{
+	void *data = frame_start(ctx), *end = frame_end(ctx);
+	struct fw_scratch *s = fw_scratch();
+	const struct tna_fw_table *hdr;
+	const struct tna_config *cfg;
+	__u32 zero = 0, table, l4_off, l4_len, opt = 0;
+	__u8 l4proto, *l4;
+	__u64 pseudo;
+
+	if (!s)
+		return TNA_PUNT_FIREWALL;
+	s->nat.dst = 0;
+	s->nat.src = 0;
+	s->nat.csum_ok = 0;
+	cfg = bpf_map_lookup_elem(&tna_config, &zero);
+	if (!cfg)
+		return TNA_PUNT_FIREWALL;
+	table = (cfg->fw_gen & 1) * 2 + !!v6;
+	hdr = bpf_map_lookup_elem(&tna_fw_tables, &table);
+	if (!hdr || !hdr->nrules)
+		return TNA_PUNT_FIREWALL;
+	if (!hdr->stateful)
+		return 0;
+	if (v6) {
+		struct ipv6hdr *ip6h = data + sizeof(struct ethhdr);
+
+		if ((void *)(ip6h + 1) > end)
+			return TNA_PUNT_MALFORMED;
+		l4_len = bpf_ntohs(ip6h->payload_len);
+		__builtin_memcpy(s->p.saddr, &ip6h->saddr, 16);
+		__builtin_memcpy(s->p.daddr, &ip6h->daddr, 16);
+		l4proto = ip6h->nexthdr;
+		l4_off = sizeof(struct ethhdr) + sizeof(*ip6h);
+		pseudo = pseudo_v6(ip6h, l4_len);
+	} else {
+		struct iphdr *iph = data + sizeof(struct ethhdr);
+
+		if ((void *)(iph + 1) > end || bpf_ntohs(iph->tot_len) < sizeof(*iph))
+			return TNA_PUNT_MALFORMED;
+		l4_len = bpf_ntohs(iph->tot_len) - sizeof(*iph);
+		__builtin_memcpy(s->p.saddr, &iph->saddr, 4);
+		__builtin_memcpy(s->p.daddr, &iph->daddr, 4);
+		l4proto = iph->protocol;
+		l4_off = sizeof(struct ethhdr) + sizeof(*iph);
 		pseudo = pseudo_v4(iph, l4_len);
 	}
-	return fw_forward_hook(ctx, s, data + l4_off, l4_off, l4_len, pseudo, l4_off + l4_len);
+	l4 = data + (l4_off & 0xff);
+	switch (l4proto) {
+	case IPPROTO_TCP: {
+		struct tcphdr *th = (void *)l4;
+
+		if (!(hdr->ct_flags & TNA_FW_CT_TCP))
+			return TNA_PUNT_CT_PROTO;
+		if ((void *)(th + 1) > end || l4_len < sizeof(*th))
+			return TNA_PUNT_CT;
+		if (th->doff > 5) {
+			if ((void *)(th + 1) + 4 > end)
+				return TNA_PUNT_CT;
+			opt = *(__u32 *)(th + 1);
+		}
+		if (!l4_csum_complete(ctx, l4_off, l4_len, pseudo))
+			return TNA_PUNT_CT;
+		s->nat.csum_ok = 1;
+		break;
+	}
+	case IPPROTO_UDP: {
+		struct udphdr *udp = (void *)l4;
+
+		if ((void *)(udp + 1) > end || bpf_ntohs(udp->len) > l4_len ||
+		    bpf_ntohs(udp->len) < sizeof(*udp))
+			return TNA_PUNT_CT;
+		if (udp->check) {
+			if (!l4_csum_complete(ctx, l4_off, l4_len, pseudo))
+				return TNA_PUNT_CT;
+			s->nat.csum_ok = 1;
+		}
+		break;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		/* errors are related to a flow; with NAT Linux rewrites the inner headers */
+		if ((hdr->ct_flags & TNA_FW_CT_NAT) && icmp_error(l4proto, l4, end))
+			return TNA_PUNT_NAT_RELATED;
+		return TNA_PUNT_CT_PROTO;
+	default:
+		return TNA_PUNT_CT_PROTO;
+	}
+	return ct_established(ctx, v6, s->p.saddr, s->p.daddr, l4proto, l4, l4_len, opt, hdr,
+			      &s->nat);
+}
+
+/* Linux's csum_replace4()/inet_proto_csum_replace4() on an unoffloaded checksum: the same
+ * arithmetic (RFC 1624, eqn. 3), so the bytes are the ones Linux would write. */
+static __always_inline __u32 csum_add32(__u32 a, __u32 b)
+{
+	__u32 r = a + b;
+
+	return r + (r < a);
+}
+
+static __always_inline __sum16 csum_replace(__sum16 check, __u32 from, __u32 to)
+{
+	__u32 sum = csum_add32(csum_add32(~(__u32)(__u16)check, ~from), to);
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__sum16)~sum;
+}
+
+/* Where the L4 checksum of an option-less IPv4 TCP/UDP packet is, or NULL. */
+static __always_inline __sum16 *nat_l4_check(struct iphdr *iph, void *end)
+{
+	__u8 *l4 = (void *)(iph + 1);
+
+	if (iph->protocol == IPPROTO_TCP && (void *)(l4 + sizeof(struct tcphdr)) <= end)
+		return (__sum16 *)(l4 + 16);
+	if (iph->protocol == IPPROTO_UDP && (void *)(l4 + sizeof(struct udphdr)) <= end)
+		return (__sum16 *)(l4 + 6);
+	return NULL;
+}
+
+/*
+ * One manip of nf_nat_manip_pkt() on the frame's option-less IPv4 TCP/UDP packet, with the
+ * conntrack step's targets: ``src`` 0 the destination (PREROUTING), 1 the source
+ * (POSTROUTING). In the kernel's order: L4 checksum for the address (pseudo-header), for the
+ * port, the port, then the address and the IP header checksum. A UDP checksum of 0 ("none")
+ * stays 0; one that becomes 0 is sent as 0xffff (CSUM_MANGLED_0). 0, or -1 if malformed.
+ */
+__attribute__((noinline)) int tna_nat_manip(struct xdp_md *ctx, __u32 src)
+{
+	void *data = frame_start(ctx), *end = frame_end(ctx);
+	struct iphdr *iph = data + sizeof(struct ethhdr);
+	struct fw_scratch *s = fw_scratch();
+	__be16 *port, to_port;
+	__be32 *addr, to;
+	__sum16 *check;
+
+	if (!s || (void *)(iph + 1) > end)
+		return -1;
+	check = nat_l4_check(iph, end);
+	if (!check)
+		return -1;
+	port = (__be16 *)(iph + 1) + (src ? 0 : 1);
+	addr = src ? &iph->saddr : &iph->daddr;
+	to = src ? s->nat.saddr : s->nat.daddr;
+	to_port = src ? s->nat.sport : s->nat.dport;
+	if (iph->protocol == IPPROTO_TCP || *check) {
+		*check = csum_replace(*check, *addr, to);
+		*check = csum_replace(*check, *port, to_port);
+		if (iph->protocol == IPPROTO_UDP && !*check)
+			*check = (__sum16)0xffff;
+	}
+	*port = to_port;
+	iph->check = csum_replace(iph->check, *addr, to);
+	*addr = to;
+	return 0;
+}
+
+/* Before the manips: keep the fields they rewrite (``undo`` 0), or put them back (1). */
+__attribute__((noinline)) int tna_nat_keep(struct xdp_md *ctx, __u32 undo)
+{
+	void *data = frame_start(ctx), *end = frame_end(ctx);
+	struct iphdr *iph = data + sizeof(struct ethhdr);
+	struct fw_scratch *s = fw_scratch();
+	struct nat_saved *k;
+	__be16 *ports;
+	__sum16 *check;
+
+	if (!s || (void *)(iph + 1) > end)
+		return -1;
+	check = nat_l4_check(iph, end);
+	if (!check)
+		return -1;
+	ports = (__be16 *)(iph + 1);
+	k = &s->saved;
+	if (undo) {
+		iph->saddr = k->saddr;
+		iph->daddr = k->daddr;
+		ports[0] = k->sport;
+		ports[1] = k->dport;
+		iph->check = k->ip_check;
+		*check = k->l4_check;
+	} else {
+		k->saddr = iph->saddr;
+		k->daddr = iph->daddr;
+		k->sport = ports[0];
+		k->dport = ports[1];
+		k->ip_check = iph->check;
+		k->l4_check = *check;
+	}
+	return 0;
 }
 
 /*

@@ -33,7 +33,8 @@ from tna.firewall.tables import FwTables
 RuleTables = tuple[FwTables | None, FwTables | None]
 
 STATE_DIR = "/run/tna"
-VERDICT_NAMES = ("forwarded", "transmitted", "bridged", "fw_dropped")
+VERDICT_NAMES = ("forwarded", "transmitted", "bridged", "fw_dropped", "nat_original",
+                 "nat_reply")
 
 Rows = dict[int, dict[str, status.Counter]]
 
@@ -141,6 +142,9 @@ def interface_summary(ifindex: int, row: dict[str, status.Counter]) -> dict[str,
         "bridged_bytes": row.get("bridged", zero).bytes,
         "transmitted_packets": row.get("transmitted", zero).packets,
         "dropped_packets": row.get("fw_dropped", zero).packets,  # by forward-hook rules
+        # forwarded packets NATed from conntrack's entry, by the entry's direction
+        "nat_original_packets": row.get("nat_original", zero).packets,
+        "nat_reply_packets": row.get("nat_reply", zero).packets,
         "punted_packets": sum(c.packets for c in punts.values()),
         "punted_bytes": sum(c.bytes for c in punts.values()),
         "punt_reasons": {n: c.packets for n, c in punts.items()},
@@ -174,6 +178,8 @@ def summary(readout: Readout, describe_all: bool = False) -> dict[str, Any]:
         "bridged_packets": sum(s["bridged_packets"] for s in everything),
         "bridged_bytes": sum(s["bridged_bytes"] for s in everything),
         "dropped_packets": sum(s["dropped_packets"] for s in everything),
+        "nat_original_packets": sum(s["nat_original_packets"] for s in everything),
+        "nat_reply_packets": sum(s["nat_reply_packets"] for s in everything),
         "punted_packets": sum(totals.values()),
         "punt_reasons": totals,
         "interfaces": interfaces,
@@ -181,7 +187,8 @@ def summary(readout: Readout, describe_all: bool = False) -> dict[str, Any]:
     if unknown:
         out["unknown_ingress"] = unknown
     done = {"forwarded": out["forwarded_packets"], "bridged": out["bridged_packets"],
-            "fw_dropped": out["dropped_packets"]}
+            "fw_dropped": out["dropped_packets"], "nat_original": out["nat_original_packets"],
+            "nat_reply": out["nat_reply_packets"]}
     seen = [n for n in reasons.REASONS if totals.get(n) or done.get(n)]
     out["legend"] = reasons.legend(None if describe_all else seen)
     return out

@@ -614,6 +614,11 @@ def sysctls(ifnames: Iterable[str]) -> Sysctls:
         or 120,
         conntrack_udp_timeout=_read_int("netfilter/nf_conntrack_udp_timeout") or 30,
         conntrack_acct=bool(_read_int("netfilter/nf_conntrack_acct")),
+        conntrack_tcp_timeout_established=_read_int(
+            "netfilter/nf_conntrack_tcp_timeout_established") or 432000,
+        conntrack_tcp_timeout_unacknowledged=_read_int(
+            "netfilter/nf_conntrack_tcp_timeout_unacknowledged") or 300,
+        conntrack_tcp_be_liberal=bool(_read_int("netfilter/nf_conntrack_tcp_be_liberal")),
     )
 
 

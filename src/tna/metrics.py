@@ -38,6 +38,10 @@ VERDICT_METRICS = {
                     "interface"),
     "fw_dropped": ("tna_firewall_dropped", "dropped by a forward-hook firewall rule or policy "
                    "in the fast path, counted on the ingress interface"),
+    "nat_original": ("tna_nat_original", "NATed by the fast path from conntrack's entry, "
+                     "original direction (also counted as forwarded), on the ingress interface"),
+    "nat_reply": ("tna_nat_reply", "NATed by the fast path from conntrack's entry, reply "
+                  "direction (also counted as forwarded), on the ingress interface"),
 }
 PUNT_HELP = ("handed to Linux (XDP_PASS) by the fast path, by interface and reason; "
              "tna_reason_info and 'tna stats --describe' explain each reason")

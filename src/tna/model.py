@@ -221,6 +221,11 @@ class Sysctls:
     conntrack_udp_timeout_stream: int = 120
     conntrack_udp_timeout: int = 30
     conntrack_acct: bool = False
+    # TCP: the timeouts the fast path refreshes established flows to (seconds), and whether
+    # the kernel judges TCP windows at all (nf_conntrack_tcp_be_liberal)
+    conntrack_tcp_timeout_established: int = 432000
+    conntrack_tcp_timeout_unacknowledged: int = 300
+    conntrack_tcp_be_liberal: bool = False
 
 
 @dataclass(frozen=True)

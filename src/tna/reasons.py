@@ -93,10 +93,24 @@ REASONS: dict[str, Reason] = {
                          "net.ipv4.conf.IFACE.accept_redirects=0"),
     "firewall": Reason(PUNT, "a firewall rule the fast path does not model may match",
                        "the rule ('tna plan --json' lists the unsupported rules)"),
-    "ct": Reason(PUNT, "conntrack: not an established, assured UDP flow (new, related, "
-                 "NAT ...)", "transient per flow; stateful rules in the forward chain"),
-    "ct_proto": Reason(PUNT, "conntrack: only UDP flows are fast (TCP, ICMP and others go to "
-                       "Linux)", "stateful rules in the forward chain"),
+    "ct": Reason(PUNT, "conntrack: not an established, assured TCP/UDP flow (new, related, "
+                 "invalid, helper ...)", "transient per flow; stateful rules in the forward "
+                 "chain"),
+    "ct_proto": Reason(PUNT, "conntrack: only TCP and UDP flows are fast (ICMP and others go "
+                       "to Linux)", "stateful rules in the forward chain"),
+    "ct_window": Reason(PUNT, "conntrack: a TCP segment that moves conntrack's tracked window "
+                        "(new data, ACK, window edge)",
+                        "net.netfilter.nf_conntrack_tcp_be_liberal=1 (docs/stateful.md)"),
+    "ct_setup": Reason(PUNT, "conntrack: TCP connection setup or teardown (SYN, FIN, RST, "
+                       "URG, or not ESTABLISHED)"),
+    "nat_related": Reason(PUNT, "NAT: an ICMP error about a NATed flow: Linux rewrites the "
+                          "header it quotes"),
+    "nat": Reason(PUNT, "NAT: an entry the fast path does not rewrite (IPv6, not set up yet, "
+                  "no nat hooks)", "see 'tna plan'"),
+    "nat_original": Reason(FAST, "NATed by the fast path from conntrack's entry, original "
+                           "direction (also counted as forwarded)"),
+    "nat_reply": Reason(FAST, "NATed by the fast path from conntrack's entry, reply "
+                        "direction (also counted as forwarded)"),
 }
 
 

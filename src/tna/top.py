@@ -23,7 +23,7 @@ from tna.counters import RuleTables
 from tna.datapath import status
 
 FAST = ("forwarded", "bridged")  # work the fast path did, counted on the ingress interface
-NOT_LINUX = (*FAST, "transmitted", "fw_dropped")
+NOT_LINUX = (*FAST, "transmitted", "fw_dropped", "nat_original", "nat_reply")
 TOP_REASONS = 3
 
 

@@ -979,6 +979,7 @@ def _fw_sized(family: int, dst: str, total: int, dport: int, **ip: Any) -> Build
 
 
 H1_4, H2_4, H3_4 = "10.1.0.2", "10.2.0.2", "10.3.0.2"
+R2_4 = "10.2.0.1"  # the router on link 2: the NAT gateway's public address
 H1_6, H2_6, H3_6 = "fd00:1::2", "fd00:2::2", "fd00:3::2"
 
 FIREWALL_ENTRIES: tuple[Entry, ...] = (
@@ -1085,6 +1086,32 @@ FIREWALL_ENTRIES: tuple[Entry, ...] = (
     _e("st6_udp_c_reply2", "st_wan2", _fw6(H1_6, _fw_udp(40003, sport=7000))),
     _e("st4_tcp_t_data_in", "st_wan2", _fw4(H1_4, _fw_tcp(41001, "PA", 80, 5001,
                                                          ack=1001 + 32))),
+    # The NAT gateway (scenario fw_nat_gateway): the stateful firewall above, r masquerading
+    # out of r2 (10.2.0.1, ports kept) and forwarding 10.2.0.1:8053/udp to h3:53.  Bursts as
+    # above: flows opened, answered, then going on both ways (then NATed by the fast path).
+    # burst 1, LAN: new flows out through the masquerade
+    _e("nat4_udp_out1", "nat_lan", _fw4(H2_4, _fw_udp(7000, sport=40101))),
+    _e("nat4_tcp_syn", "nat_lan", _fw4(H2_4, _fw_tcp(80, "S", 41101, 1000, data=False))),
+    # burst 2, WAN: replies to the masqueraded address, a port forward, strays
+    _e("nat4_udp_reply1", "nat_wan", _fw4(R2_4, _fw_udp(40101, sport=7000))),
+    _e("nat4_tcp_synack", "nat_wan", _fw4(R2_4, _fw_tcp(41101, "SA", 80, 5000, ack=1001,
+                                                       data=False))),
+    _e("nat4_dnat_query1", "nat_wan", _fw4(R2_4, _fw_udp(8053, sport=40201))),
+    _e("nat4_icmp_related", "nat_wan", _fw4(R2_4, _fw_unreach(R2_4, H2_4, 40101, 7000))),
+    _e("nat4_udp_unmapped", "nat_wan", _fw4(R2_4, _fw_udp(40199, sport=7000))),
+    # burst 3, server: the port forward's answer (the entry's reply direction)
+    _e("nat4_dnat_answer1", "nat_srv", _fw4(H2_4, _fw_udp(40201, sport=53))),
+    # burst 4, LAN: established flows go on
+    _e("nat4_udp_out2", "nat_lan2", _fw4(H2_4, _fw_udp(7000, sport=40101))),
+    _e("nat4_tcp_ack", "nat_lan2", _fw4(H2_4, _fw_tcp(80, "A", 41101, 1001, ack=5001,
+                                                     data=False))),
+    _e("nat4_tcp_data", "nat_lan2", _fw4(H2_4, _fw_tcp(80, "PA", 41101, 1001, ack=5001))),
+    # burst 5, WAN and server: established both ways
+    _e("nat4_udp_reply2", "nat_wan2", _fw4(R2_4, _fw_udp(40101, sport=7000))),
+    _e("nat4_dnat_query2", "nat_wan2", _fw4(R2_4, _fw_udp(8053, sport=40201))),
+    _e("nat4_tcp_data_in", "nat_wan2", _fw4(R2_4, _fw_tcp(41101, "PA", 80, 5001,
+                                                         ack=1001 + 32))),
+    _e("nat4_dnat_answer2", "nat_srv2", _fw4(H2_4, _fw_udp(40201, sport=53))),
 )
 ENTRIES = ENTRIES + FIREWALL_ENTRIES
 

@@ -24,7 +24,7 @@ def _rates(name: str, prefix: str, modes: tuple[str, ...]) -> dict[str, float]:
     return {r.mode: r.samples[0].pps for r in report.results}
 
 
-@pytest.mark.parametrize("name", ["firewall-stateful", "firewall-ipt"])
+@pytest.mark.parametrize("name", ["firewall-stateful", "firewall-ipt", "nat-udp"])
 def test_firewall_scenario_forwards(name: str, prefix: str) -> None:
     rates = _rates(name, prefix, (scenarios.LINUX, scenarios.TNA))
     assert rates[scenarios.LINUX] > 1000 and rates[scenarios.TNA] > 1000, rates

@@ -116,7 +116,8 @@ def test_codes_are_the_header_enum() -> None:
             for n, v in c_codes.items()} == abi.codes()
     verdicts = {int(v) for n, v in c_codes.items() if not n.startswith("TNA_PUNT_")}
     assert set(abi.VERDICTS) == verdicts == {abi.FORWARDED, abi.TRANSMITTED, abi.BRIDGED,
-                                             abi.FW_DROPPED}
+                                             abi.FW_DROPPED, abi.code("nat_original"),
+                                             abi.code("nat_reply")}
     assert set(abi.punt_reasons()) == set(abi.codes()) - verdicts
 
 

@@ -268,7 +268,8 @@ def test_stateful_only_established_assured_udp_is_fast(router: Router) -> None:
         assert _timeout(router, 4001) > 100  # refreshed to the stream timeout (120 s)
         for frame, reason in ((v4() / UDP(sport=4002, dport=53), "ct"),
                               (v4() / UDP(sport=4003, dport=53), "ct"),  # no flow at all
-                              (v4() / TCP(sport=4001, dport=53, flags="A"), "ct_proto")):
+                              (v4() / TCP(sport=4001, dport=53, flags="A"), "ct"),
+                              (v4() / ICMP(type=0), "ct_proto")):
             got, _, moved = run(router, bytes(frame))
             assert (got, moved) == (XDP_PASS, {reason: 1})
         # the reply direction of the flow is established too

@@ -54,7 +54,8 @@ def test_commands_in_an_empty_namespace(bed: Testbed) -> None:
     stats = json.loads(run("--netns", ns, "stats", "--json").stdout)
     assert stats == {"since": None, "created": None, "reset": None,
                      "forwarded_packets": 0, "forwarded_bytes": 0, "bridged_packets": 0,
-                     "bridged_bytes": 0, "dropped_packets": 0, "punted_packets": 0,
+                     "bridged_bytes": 0, "dropped_packets": 0, "nat_original_packets": 0,
+                     "nat_reply_packets": 0, "punted_packets": 0,
                      "punt_reasons": {}, "interfaces": {}, "legend": {}, "firewall_rules": []}
     assert json.loads(run("--netns", ns, "status", "--json").stdout) == {"interfaces": [],
                                                                          "daemon": None,

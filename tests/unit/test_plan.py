@@ -139,15 +139,53 @@ def test_conntrack_rules_anywhere_make_forwarding_stateful(snap: Snapshot) -> No
     plan = make_plan(with_chain(snap, family="inet", hook="input", priority=0, type="filter",
                                 policy="drop", rules=("ct state established accept",),
                                 exprs=(ct,), handles=(2,)))
-    assert {s.reason for s in plan.slow_path} == {"conntrack"}
+    assert {s.reason for s in plan.slow_path} == {"conntrack", "ct_window"}
     v4, v6 = plan.namespace.firewall
     assert v4 is not None and v4.stateful and v6 is not None and v6.stateful
+    assert not v4.nat and not v6.nat
     acct = replace(snap, sysctls=replace(snap.sysctls, conntrack_acct=True))
     plan = make_plan(with_chain(acct, family="inet", hook="input", priority=0, type="filter",
                                 policy="drop", rules=("ct state established accept",),
                                 exprs=(ct,), handles=(2,)))
     assert "conntrack_acct" in reasons(plan)
     assert {i.features for i in plan.interfaces} == {None}
+
+
+@pytest.mark.parametrize(("source", "family", "table"), [
+    ("nftables", "ip", "t"), ("nftables", "inet", "t"), ("iptables-legacy", "ip", "nat")])
+def test_nat_chains_decide_first_packets_only(snap: Snapshot, source: str, family: str,
+                                              table: str) -> None:
+    """A nat chain keeps no family on Linux: its rules see a connection's first packet only
+    (never fast), and conntrack's entry says what NAT does to the rest of the flow."""
+    masq = ('[{"match":{"op":"==","left":{"meta":{"key":"oifname"}},"right":"r2"}},'
+            '{"masquerade":null}]')
+    plan = make_plan(with_chain(snap, source=source, family=family, table=table,
+                                name="POSTROUTING", hook="postrouting", priority=100,
+                                type="nat", policy="accept",
+                                rules=("oifname r2 masquerade",), exprs=(masq,), handles=(3,)))
+    assert "netfilter_hook" not in reasons(plan)
+    assert {"conntrack", "ct_window", "nat"} <= reasons(plan)
+    v4, v6 = plan.namespace.firewall
+    assert v4 is not None and v4.stateful and v4.nat
+    assert {i.features for i in plan.interfaces} == {WITH_FIREWALL[family]}
+    nat = next(s for s in plan.slow_path if s.reason == "nat" and s.traffic.startswith("ipv4"))
+    assert "POSTROUTING" in nat.detail and "masquerade" in nat.detail
+    if family == "inet":  # IPv6 NAT entries are not rewritten: their flows stay on Linux
+        assert v6 is not None and v6.nat
+        assert any(s.reason == "nat" and s.traffic.startswith("ipv6") for s in plan.slow_path)
+
+
+def test_be_liberal_is_shown_and_carried_to_the_data_path(snap: Snapshot) -> None:
+    ct = ('[{"match":{"op":"in","left":{"ct":{"key":"state"}},"right":["established"]}},'
+          '{"accept":null}]')
+    liberal = replace(snap, sysctls=replace(snap.sysctls, conntrack_tcp_be_liberal=True,
+                                            conntrack_tcp_timeout_established=600))
+    plan = make_plan(with_chain(liberal, family="ip", hook="forward", priority=0, type="filter",
+                                policy="drop", rules=("ct state established accept",),
+                                exprs=(ct,), handles=(2,)))
+    assert plan.namespace.ct_tcp == (600_000, 300_000, True)
+    window = next(s for s in plan.slow_path if s.reason == "ct_window")
+    assert "be_liberal" in window.detail
 
 
 @pytest.mark.parametrize(("hook", "policy", "rules"), [
@@ -440,6 +478,6 @@ def test_plan_json_summarises_the_classifier(snap: Snapshot) -> None:
     out = json.loads(json.dumps(plan.to_dict()))
     assert out["namespace"]["firewall"] == {
         "ipv4": {"rules": 2, "classes": len(v4.classes), "fields": ["dport", "l4proto"],
-                 "stateful": False, "unsupported": []},
+                 "stateful": False, "nat": False, "unsupported": []},
         "ipv6": None}
     assert len(json.dumps(out)) < 20_000  # not the 65536-entry port table

@@ -40,7 +40,7 @@ def test_entries_are_one_line_for_a_person() -> None:
         assert r.description and "\n" not in r.description and len(r.description) < 110, name
         assert r.setting is None or ("\n" not in r.setting and r.setting), name
     assert {n for n, r in reasons.REASONS.items() if r.kind != reasons.PUNT} == \
-        {"forwarded", "transmitted", "bridged", "fw_dropped"}
+        {"forwarded", "transmitted", "bridged", "fw_dropped", "nat_original", "nat_reply"}
 
 
 def test_an_unknown_code_still_gets_a_line() -> None:

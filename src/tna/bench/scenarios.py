@@ -267,7 +267,8 @@ class Scenario:
             ifindex = ifindex_of(self.ingress_if)
             row = loader.read_counters().get(ifindex, {})
         reasons = {n: c.packets for n, c in row.items()
-                   if n not in ("forwarded", "bridged", "transmitted") and c.packets}
+                   if n not in ("forwarded", "bridged", "transmitted", "nat_original",
+                                "nat_reply") and c.packets}
         fwd = sum(row[n].packets for n in ("forwarded", "bridged") if n in row)
         return FastPath(fwd, sum(reasons.values()), reasons)
 
@@ -470,6 +471,36 @@ class StatefulFirewall(Firewall):
                 "the reverse flow; the benchmark flow is established (reply direction)")
 
 
+class NatUdp(StatefulFirewall):
+    """The stateful firewall behind a UDP port forward: the opener from h2 goes to r2's own
+    address (10.2.0.1) and is DNATed to h1; the benchmark flow (h1 -> h2) is that entry's
+    reply direction, so every frame leaves with its source rewritten to 10.2.0.1 (NAT from
+    conntrack's entry, docs/stateful.md)."""
+
+    name, title = "nat-udp", "IPv4 NAT gateway (UDP port forward, established flow)"
+
+    def _build(self) -> None:
+        super()._build()
+        self.bed.run(self.dut, "nft", "-f", "-", input=(
+            "table ip tna_bench_nat {\n  chain pre {\n"
+            "    type nat hook prerouting priority dstnat; policy accept;\n"
+            f'    iifname "r2" udp dport {frames.FrameSpec.sport} dnat to {self.src_ip}\n'
+            "  }\n}\n"))
+
+    def establish(self) -> None:
+        spec = frames.FrameSpec(H2_MAC, P2_MAC, self.dst_ip, "10.2.0.1", size=64,
+                                sport=frames.FrameSpec.dport, dport=frames.FrameSpec.sport)
+        with netns.entered(self.receiver), socket.socket(socket.AF_PACKET,
+                                                         socket.SOCK_RAW) as s:
+            s.bind((self.receiver_if, 0))
+            s.send(frames.build(spec))
+
+    def describe(self) -> str:
+        return ("IPv4 router, the stateful nft forward chain of firewall-stateful, and a nat "
+                "prerouting chain forwarding 10.2.0.1's UDP port to h1; the benchmark flow is "
+                "the port forward's reply direction (source NATed back to 10.2.0.1)")
+
+
 def firewall_ruleset(n: int) -> str:
     """An ip-family forward chain: ``n`` rules that never match the benchmark flow, accept."""
     return ("table ip tna_bench {\n  chain forward {\n"
@@ -592,7 +623,7 @@ class BridgeRouting(Scenario):
 
 FIREWALLS: tuple[type[Firewall], ...] = (
     Firewall, Firewall1000, FirewallIpt, FirewallIpt1000, FirewallLegacy, FirewallLegacy1000,
-    StatefulFirewall)
+    StatefulFirewall, NatUdp)
 _ALL: tuple[type[Scenario], ...] = (Router, RouterV6, ManyFlows, PuntAll,
                                     *(f for f in FIREWALLS if f.available()), Bridge,
                                     BridgeRouting, BridgeFdb)

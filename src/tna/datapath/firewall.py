@@ -28,6 +28,8 @@ MAP_NAMES = ("tna_fw_tables", "tna_fw_rules", "tna_fw_classes", "tna_fw_ifs", "t
 SMALL_FIELDS = ("l4proto", "tcpflags", "icmptype")
 PORT_FIELDS = ("sport", "dport")
 FAMILIES = (0, 1)  # table = generation * 2 + family: 0 IPv4, 1 IPv6
+# established TCP: timeouts (ms, established and unacknowledged) and be_liberal (Namespace.ct_tcp)
+DEFAULT_CT_TCP = (432_000_000, 300_000, False)
 
 
 def _u32(v: int) -> bytes:
@@ -52,6 +54,7 @@ class Written:
 
     tables: tuple[FwTables | None, FwTables | None]
     ct_timeouts_ms: tuple[int, int]
+    ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP
 
 
 class FirewallMaps:
@@ -65,7 +68,8 @@ class FirewallMaps:
             m.close()
 
     def write_generation(self, gen: int, tables: Sequence[FwTables | None],
-                         ct_timeouts_ms: tuple[int, int]) -> None:
+                         ct_timeouts_ms: tuple[int, int],
+                         ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP) -> None:
         """Fill generation ``gen`` (not in use) with one table per family."""
         for fam in FAMILIES:
             self.maps["tna_fw_tables"].update(_u32(gen * 2 + fam), bytes(abi.TnaFwTable()))
@@ -74,9 +78,10 @@ class FirewallMaps:
             t = gen * 2 + fam
             ft = tables[fam]
             if ft is not None:
-                self._write_table(t, ft, ct_timeouts_ms)
+                self._write_table(t, ft, ct_timeouts_ms, ct_tcp)
 
-    def _write_table(self, t: int, ft: FwTables, ct_timeouts_ms: tuple[int, int]) -> None:
+    def _write_table(self, t: int, ft: FwTables, ct_timeouts_ms: tuple[int, int],
+                     ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP) -> None:
         check_fits(ft)
         self._write_classes(t, ft)
         self._write_rules(t, ft)
@@ -84,8 +89,11 @@ class FirewallMaps:
         self._zero_counters(t, len(ft.rules))
         used = sum(1 << i for i, f in enumerate(FIELDS) if f in ft.used)
         nwords = (len(ft.rules) + 63) // 64
+        ct_flags = (abi.TNA_FW_CT_TCP | (abi.TNA_FW_CT_LIBERAL if ct_tcp[2] else 0)
+                    | (abi.TNA_FW_CT_NAT if ft.nat else 0))
         hdr = abi.TnaFwTable(len(ft.rules), nwords, used, int(ft.stateful), ct_timeouts_ms[0],
-                             ft.iif_default + 1, ft.oif_default + 1, ct_timeouts_ms[1])
+                             ft.iif_default + 1, ft.oif_default + 1, ct_timeouts_ms[1],
+                             ct_flags, ct_tcp[0], ct_tcp[1])
         self.maps["tna_fw_tables"].update(_u32(t), bytes(hdr))  # last: the table goes live
 
     def _write_classes(self, t: int, ft: FwTables) -> None:

@@ -73,10 +73,12 @@ def compile_family(chains: Iterable[NetfilterChain], sets: Iterable[NetfilterSet
     """
     chains = tuple(chains)
     model = rs.build(chains, sets, ifindexes)
-    return compile_ruleset(model, af, stateful=bool(conntrack_users(chains, af)))
+    return compile_ruleset(model, af, stateful=bool(conntrack_users(chains, af)),
+                           nat=bool(nat_chains(chains, af)))
 
 
-def compile_ruleset(model: rs.Ruleset, af: int, stateful: bool = False) -> FwTables:
+def compile_ruleset(model: rs.Ruleset, af: int, stateful: bool = False,
+                    nat: bool = False) -> FwTables:
     """The classifier of ``model``'s forward hook for ``af``; raises :class:`FirewallError`."""
     flat = _Flattener(model, af)
     flat.run(forward_chains(model, af))
@@ -84,7 +86,7 @@ def compile_ruleset(model: rs.Ruleset, af: int, stateful: bool = False) -> FwTab
     tables = _classify(rules, af)
     return FwTables(
         rules=tuple(FwRule(r.verdict, r.target, r.counter) for r in rules),
-        stateful=stateful, counters=tuple(flat.counters),
+        stateful=stateful, nat=nat, counters=tuple(flat.counters),
         unsupported=tuple(flat.unsupported.values()), **tables)
 
 
@@ -141,6 +143,17 @@ def conntrack_users(chains: Iterable[NetfilterChain], af: int) -> list[str]:
                 if keys:
                     out.append(f"{where} handle {handle}: {', '.join(keys)}")
     return out
+
+
+def nat_chains(chains: Iterable[NetfilterChain], af: int) -> list[NetfilterChain]:
+    """The base chains of type nat that see ``af`` (nft, iptables-nft, iptables-legacy -t nat).
+
+    Any one of them registers the family's nat hooks, and those apply every conntrack entry's
+    NAT to the packets of its flow.  Their rules run for a connection's first packet only (the
+    one that picks the mapping, always on Linux since the fast path takes established flows
+    only), so what they say does not matter to the fast path: only that they exist.
+    """
+    return [c for c in chains if c.type == "nat" and c.hook is not None and _sees(c, af)]
 
 
 def _nft_ct_keys(node: Any) -> set[str]:

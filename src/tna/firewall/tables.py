@@ -95,6 +95,7 @@ class FwTables:
     sport: tuple[int, ...] = ()  # 65536
     dport: tuple[int, ...] = ()  # 65536
     stateful: bool = False  # conntrack is active for the family: only established flows fast
+    nat: bool = False  # a nat chain registers the family's nat hooks: NAT entries are rewritten
     counters: tuple[RuleRef, ...] = ()
     unsupported: tuple[Unsupported, ...] = ()
 

@@ -54,7 +54,10 @@ def make_plan(snap: Snapshot, followed: bool = False) -> Plan:
     namespace = dataclasses.replace(
         namespace_data(snap), firewall=(tables[AF_INET], tables[AF_INET6]),
         ct_timeouts_ms=(snap.sysctls.conntrack_udp_timeout_stream * 1000,
-                        snap.sysctls.conntrack_udp_timeout * 1000))
+                        snap.sysctls.conntrack_udp_timeout * 1000),
+        ct_tcp=(snap.sysctls.conntrack_tcp_timeout_established * 1000,
+                snap.sysctls.conntrack_tcp_timeout_unacknowledged * 1000,
+                snap.sysctls.conntrack_tcp_be_liberal))
     return Plan(snap.netns, with_redirects(snap, interfaces), global_slow, namespace)
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field
 
-from tna.firewall.compile import FirewallError, compile_family, conntrack_users
+from tna.firewall.compile import FirewallError, compile_family, conntrack_users, nat_chains
 from tna.firewall.tables import FirewallTooLarge, FwTables, check_fits
 from tna.model import AF_INET, AF_INET6, NetfilterChain, NetfilterSet, Snapshot
 from tna.plan.guards import FAMILY_NAME, chain_sees_forwarding, handled_by_firewall
@@ -48,12 +48,46 @@ def family_firewall(snap: Snapshot, af: int) -> FamilyFirewall:
     partial = [SlowPath(f"{traffic}: {u.traffic}", "firewall_rule", f"{u.rule}: {u.why}")
                for u in tables.unsupported]
     if tracking:
-        partial.append(SlowPath(f"{traffic}: every flow but established UDP", "conntrack",
-                                f"conntrack is active ({tracking[0]}"
-                                f"{f' and {len(tracking) - 1} more' if len(tracking) > 1 else ''})"
-                                ": new flows, TCP (window tracking needs every segment) and "
-                                "ICMP go to Linux"))
+        partial += conntrack_slow_paths(snap, af, tracking)
     return FamilyFirewall(tables, partial=partial)
+
+
+def conntrack_slow_paths(snap: Snapshot, af: int, tracking: list[str]) -> list[SlowPath]:
+    """What conntrack (and NAT) keep on Linux when the family is tracked; the rest of an
+    established TCP or UDP flow is fast, NATed from conntrack's own entry."""
+    traffic = f"{FAMILY_NAME[af]} forwarding"
+    more = f" and {len(tracking) - 1} more" if len(tracking) > 1 else ""
+    out = [SlowPath(f"{traffic}: every packet but those of established TCP and UDP flows",
+                    "conntrack", f"conntrack is active ({tracking[0]}{more}): new flows, "
+                    "related and invalid packets, ICMP and other protocols go to Linux, which "
+                    "creates and changes entries (ct, ct_proto)")]
+    if snap.sysctls.conntrack_tcp_be_liberal:
+        window = ("net.netfilter.nf_conntrack_tcp_be_liberal is on: the kernel does not judge "
+                  "TCP windows, so only a segment acknowledging beyond the highest ACK "
+                  "conntrack tracked goes to Linux (ct_window)")
+    else:
+        window = ("conntrack judges every TCP segment against the window it tracked from the "
+                  "segments it saw: a segment that would move that window (new data, a new "
+                  "ACK or window edge) goes to Linux, so a later verdict is never taken "
+                  "from a stale window (ct_window): bulk transfers stay on Linux unless "
+                  "net.netfilter.nf_conntrack_tcp_be_liberal=1 (docs/stateful.md)")
+    out.append(SlowPath(f"{traffic}: TCP segments that set up, tear down or move conntrack's "
+                        "view of a connection", "ct_window",
+                        f"SYN, FIN, RST, URG and non-ESTABLISHED entries (ct_setup); {window}"))
+    nat = nat_chains(snap.netfilter, af)
+    if nat:
+        names = ", ".join(f"{c.source} {c.family} {c.table} {c.name}" for c in nat)
+        how = ("established flows are NATed by the fast path with the addresses and ports of "
+               "conntrack's entry (masquerade, snat, dnat; redirect delivers locally, so "
+               "Linux)" if af == AF_INET else
+               "the fast path does not rewrite IPv6 NAT entries: their flows stay on Linux "
+               "(nat)")
+        out.append(SlowPath(f"{traffic}: each NATed connection's first packet, ICMP errors "
+                            "of NATed flows", "nat",
+                            f"nat chains ({names}) pick a mapping for a new connection on "
+                            f"Linux; {how}; related ICMP errors need their inner headers "
+                            "rewritten (nat_related)"))
+    return out
 
 
 @functools.lru_cache(maxsize=8)

@@ -34,7 +34,8 @@ def family_guards(snap: Snapshot, af: int) -> list[SlowPath]:
     if not enabled:
         out.append(SlowPath(traffic, "forwarding_disabled", f"{fam} forwarding is off"))
     for chain in snap.netfilter:
-        if chain_sees_forwarding(chain, af) and not handled_by_firewall(chain):
+        if (chain_sees_forwarding(chain, af) and not handled_by_firewall(chain)
+                and not nat_chain(chain)):
             out.append(SlowPath(traffic, "netfilter_hook",
                                 f"{chain.source} {chain.family} {chain.table} {chain.name} "
                                 f"(hook {chain.hook}) could act on forwarded packets"))
@@ -50,6 +51,12 @@ def family_guards(snap: Snapshot, af: int) -> list[SlowPath]:
     if af == AF_INET6 and snap.sysctls.ipv6_proxy_ndp:
         out.append(SlowPath(traffic, "proxy_ndp", "net.ipv6.conf.all.proxy_ndp is on"))
     return out
+
+
+def nat_chain(chain: NetfilterChain) -> bool:
+    """A nat base chain: it decides a connection's first packet only (always Linux's, as the
+    fast path takes established flows only); conntrack's entry then says what NAT does."""
+    return chain.type == "nat" and chain.hook is not None
 
 
 def chain_sees_forwarding(chain: NetfilterChain, af: int) -> bool:

@@ -121,6 +121,9 @@ class Namespace:
     # IPv6 local and anycast addresses (the local table's /128 routes): with fib_direct_v6,
     # frames to them go to Linux without asking the FIB
     local_v6: frozenset[str] = frozenset()
+    # established TCP: nf_conntrack_tcp_timeout_established and _unacknowledged (ms), and
+    # nf_conntrack_tcp_be_liberal (windows are not judged)
+    ct_tcp: tuple[int, int, bool] = (432_000_000, 300_000, False)
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,7 @@ class Plan:
         out["namespace"]["firewall"] = {
             fam: None if ft is None else {
                 "rules": len(ft.rules), "classes": len(ft.classes), "fields": sorted(ft.used),
-                "stateful": ft.stateful, "unsupported": [str(u.rule) for u in ft.unsupported]}
+                "stateful": ft.stateful, "nat": ft.nat,
+                "unsupported": [str(u.rule) for u in ft.unsupported]}
             for fam, ft in zip(("ipv4", "ipv6"), self.namespace.firewall, strict=True)}
         return out

@@ -1,0 +1,292 @@
+"""Established TCP and NAT from conntrack's entry, through BPF_PROG_TEST_RUN.
+
+UDP entries come from ``conntrack -I`` (with ``--src-nat``/``--dst-nat``); the TCP entry from a
+real handshake that the router namespace's Linux forwards and masquerades (so conntrack has
+tracked windows). Every expected frame is built by scapy from the translated header fields
+with its checksums computed from scratch: an independent check of the data path's incremental
+updates, byte for byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import struct
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet, Raw
+from scapy.sendrecv import sendp
+
+from testing.bpf_helpers import (
+    H1_MAC,
+    H2_MAC,
+    R1_MAC,
+    R2_MAC,
+    XDP_PASS,
+    XDP_REDIRECT,
+    Router,
+    program,
+    run,
+    v4,
+)
+from testing.datapath_hooks import sync_firewall_for_test
+from tna import netns
+from tna.datapath.firewall import DEFAULT_CT_TCP
+from tna.firewall.tables import VERDICT_ACCEPT, FwRule, FwTables
+from tna.plan.types import Features, Namespace
+
+pytestmark = pytest.mark.root
+
+PUBLIC = "10.2.0.1"  # r2: the masquerading address
+FIREWALL = Features(True, True, firewall_ipv4=True, firewall_ipv6=True)
+
+
+def nat_table(nat: bool = True) -> FwTables:
+    """A stateful forward hook that accepts everything established; ``nat``: nat hooks."""
+    return FwTables(rules=(FwRule(VERDICT_ACCEPT),), classes=(), stateful=True, nat=nat)
+
+
+@contextlib.contextmanager
+def gateway(router: Router, table: FwTables, liberal: bool = False,
+            features: Features = FIREWALL) -> Iterator[None]:
+    ct_tcp = (*DEFAULT_CT_TCP[:2], liberal)
+    with program(router, features), netns.entered(router.ns):
+        sync_firewall_for_test(Namespace(firewall=(table, None), ct_tcp=ct_tcp))
+        yield
+
+
+def conntrack(router: Router, *args: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", router.ns, "conntrack", *args],
+                          capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def flows(router: Router) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "netns", "exec", router.ns, "conntrack", "-F"],
+                       capture_output=True, check=False)
+
+
+def udp_entry(router: Router, src: str, dst: str, sport: int, dport: int, *nat: str) -> None:
+    conntrack(router, "-I", "-p", "udp", "-s", src, "-d", dst, "--sport", str(sport),
+              "--dport", str(dport), "-t", "30", "--status", "ASSURED,SEEN_REPLY", *nat)
+
+
+def expected(pkt: Packet, src: str, sport: int, dst: str, dport: int, l4: type[Packet],
+             keep_l4_csum: bool = False) -> bytes:
+    """``pkt`` routed out r2 with the translated fields; checksums recomputed by scapy."""
+    out = pkt.copy()
+    out[Ether].src, out[Ether].dst = R2_MAC, H2_MAC
+    out[IP].src, out[IP].dst, out[IP].ttl = src, dst, out[IP].ttl - 1
+    out[l4].sport, out[l4].dport = sport, dport
+    del out[IP].chksum
+    if not keep_l4_csum:
+        del out[l4].chksum
+    return bytes(out)
+
+
+def csum16(data: bytes) -> int:
+    """Ones'-complement sum of 16-bit words: to pick a payload, not to check the output."""
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+@pytest.mark.usefixtures("flows")
+def test_snat_original_direction_udp(router: Router) -> None:
+    udp_entry(router, "10.1.0.2", "10.2.0.2", 4001, 53, "--src-nat", f"{PUBLIC}:40001")
+    pkt = Ether(bytes(v4() / UDP(sport=4001, dport=53) / b"query"))
+    with gateway(router, nat_table()):
+        got, out, moved = run(router, bytes(pkt))
+    assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
+    assert out == expected(pkt, PUBLIC, 40001, "10.2.0.2", 53, UDP)
+
+
+@pytest.mark.usefixtures("flows")
+def test_dnat_original_direction_routes_on_the_translated_destination(router: Router) -> None:
+    """r1's own address is DNATed to h2: only a FIB lookup on the translation forwards it."""
+    udp_entry(router, "10.1.0.2", "10.1.0.1", 4003, 8053, "--dst-nat", "10.2.0.2:53")
+    pkt = Ether(bytes(v4(dst="10.1.0.1") / UDP(sport=4003, dport=8053) / (b"x" * 7)))
+    with gateway(router, nat_table()):
+        got, out, moved = run(router, bytes(pkt))
+    assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
+    assert out == expected(pkt, "10.1.0.2", 4003, "10.2.0.2", 53, UDP)
+
+
+@pytest.mark.usefixtures("flows")
+def test_dnat_reply_direction_restores_the_public_source(router: Router) -> None:
+    """A server behind a port forward answers: the reply leaves with the forwarded address."""
+    udp_entry(router, "10.2.0.2", "10.9.9.9", 5000, 80, "--dst-nat", "10.1.0.2:8080")
+    pkt = Ether(bytes(v4(src="10.1.0.2", dst="10.2.0.2") / UDP(sport=8080, dport=5000) / b"ok"))
+    with gateway(router, nat_table()):
+        got, out, moved = run(router, bytes(pkt))
+    assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_reply": 1})
+    assert out == expected(pkt, "10.9.9.9", 80, "10.2.0.2", 5000, UDP)
+
+
+@pytest.mark.usefixtures("flows")
+def test_zero_udp_checksum_stays_zero_and_zero_result_is_mangled(router: Router) -> None:
+    udp_entry(router, "10.1.0.2", "10.2.0.2", 4005, 53, "--src-nat", f"{PUBLIC}:40005")
+    none = Ether(bytes(v4() / UDP(sport=4005, dport=53, chksum=0) / b"abcd"))
+    # a payload word for which the translated datagram's checksum comes out as 0: Linux then
+    # sends 0xffff (CSUM_MANGLED_0), which is also what scapy writes for a zero sum
+    after = (bytes(IP(src=PUBLIC, dst="10.2.0.2"))[12:20] + b"\x00\x11\x00\x0a"
+             + struct.pack("!HHH", 40005, 53, 10))
+    word = 0xFFFF - csum16(after)
+    mangled = Ether(bytes(v4() / UDP(sport=4005, dport=53) / struct.pack("!H", word)))
+    with gateway(router, nat_table()):
+        got, out, _ = run(router, bytes(none))
+        assert got == XDP_REDIRECT
+        assert out == expected(none, PUBLIC, 40005, "10.2.0.2", 53, UDP, keep_l4_csum=True)
+        assert Ether(out)[UDP].chksum == 0
+        got, out, _ = run(router, bytes(mangled))
+    assert got == XDP_REDIRECT
+    assert Ether(out)[UDP].chksum == 0xFFFF
+    assert out == expected(mangled, PUBLIC, 40005, "10.2.0.2", 53, UDP)
+
+
+@pytest.mark.usefixtures("flows")
+def test_veth_ingress_zero_udp_checksum_is_not_nated(router: Router) -> None:
+    """On a veth, a UDP checksum of 0 may be a local sender's offload left to finish: such a
+    datagram goes to Linux (l4_csum) even when its flow is NATed; a verified one is fast."""
+    udp_entry(router, "10.1.0.2", "10.2.0.2", 4009, 53, "--src-nat", f"{PUBLIC}:40009")
+    none = bytes(v4() / UDP(sport=4009, dport=53, chksum=0) / b"abcd")
+    with gateway(router, nat_table(), features=dataclasses.replace(FIREWALL,
+                                                                   verify_l4_csum=True)):
+        assert run(router, bytes(v4() / UDP(sport=4009, dport=53) / b"abcd"))[0] == XDP_REDIRECT
+        got, out, moved = run(router, none)
+    assert (got, out, moved) == (XDP_PASS, none, {"l4_csum": 1})
+
+
+@pytest.mark.usefixtures("flows")
+def test_nat_entries_without_nat_hooks_and_icmp_go_to_linux(router: Router) -> None:
+    udp_entry(router, "10.1.0.2", "10.2.0.2", 4007, 53, "--src-nat", f"{PUBLIC}:40007")
+    pkt = bytes(v4() / UDP(sport=4007, dport=53))
+    with gateway(router, nat_table()):
+        assert run(router, pkt)[0] == XDP_REDIRECT  # positive control
+        got, _, moved = run(router, bytes(v4() / ICMP(type=3, code=3) / IP() / UDP()))
+        assert (got, moved) == (XDP_PASS, {"nat_related": 1})
+    with gateway(router, nat_table(nat=False)):  # no nat chain: the kernel applies no NAT
+        got, out, moved = run(router, pkt)
+    assert (got, out, moved) == (XDP_PASS, pkt, {"nat": 1})
+
+
+# ---- TCP: an entry conntrack tracked from a real handshake, masqueraded ----------------------
+
+SEQ, SERVER_SEQ, WIN = 1000, 5000, 20000
+
+
+@pytest.fixture
+def tcp_flow(router: Router) -> Iterator[int]:
+    """h1:4100 -> h2:80 through r's Linux (masquerade, ct state invalid drop): SYN, SYN-ACK
+    and ACK sent into r1/r2 from the hosts' ends; yields the masqueraded source port."""
+    rules = """
+table ip tnat {
+    chain post {
+        type nat hook postrouting priority srcnat;
+        oifname "r2" masquerade
+    }
+}
+table ip tfw {
+    chain forward {
+        type filter hook forward priority filter;
+        ct state invalid drop
+    }
+}
+"""
+    subprocess.run(["ip", "netns", "exec", router.ns, "nft", "-f", "-"], input=rules,
+                   text=True, check=True)
+    try:
+        host = next(ns for ns in router.bed.namespaces if ns.endswith("-h"))
+        h1 = Ether(src=H1_MAC, dst=R1_MAC) / IP(src="10.1.0.2", dst="10.2.0.2")
+        with netns.entered(host):
+            sendp(h1 / TCP(sport=4100, dport=80, flags="S", seq=SEQ - 1, window=WIN),
+                  iface="h1", verbose=False)
+        port = _masqueraded_port(router)
+        h2 = Ether(src=H2_MAC, dst=R2_MAC) / IP(src="10.2.0.2", dst=PUBLIC)
+        with netns.entered(host):
+            sendp(h2 / TCP(sport=80, dport=port, flags="SA", seq=SERVER_SEQ - 1, ack=SEQ,
+                           window=WIN), iface="h2", verbose=False)
+            sendp(h1 / TCP(sport=4100, dport=80, flags="A", seq=SEQ, ack=SERVER_SEQ,
+                           window=WIN), iface="h1", verbose=False)
+        _wait_established(router)
+        yield port
+    finally:
+        subprocess.run(["ip", "netns", "exec", router.ns, "nft", "flush", "ruleset"],
+                       check=False)
+        subprocess.run(["ip", "netns", "exec", router.ns, "conntrack", "-F"],
+                       capture_output=True, check=False)
+
+
+def _tcp_entry(router: Router) -> str:
+    out = subprocess.run(["ip", "netns", "exec", router.ns, "conntrack", "-L", "-p", "tcp",
+                          "--orig-port-src", "4100"], capture_output=True, text=True,
+                         check=False).stdout
+    return out.strip()
+
+
+def _masqueraded_port(router: Router) -> int:
+    from tna.testbed import wait_for
+
+    wait_for(lambda: "SYN_SENT" in _tcp_entry(router), timeout=5, what="the SYN tracked")
+    return int(re.findall(r"dport=(\d+)", _tcp_entry(router))[-1])
+
+
+def _wait_established(router: Router) -> None:
+    from tna.testbed import wait_for
+
+    wait_for(lambda: "ESTABLISHED" in _tcp_entry(router) and "ASSURED" in _tcp_entry(router),
+             timeout=5, what="the handshake tracked")
+
+
+def h1_segment(flags: str = "A", payload: bytes = b"", **tcp: Any) -> Packet:
+    fields: dict[str, Any] = {"seq": SEQ, "ack": SERVER_SEQ, "window": WIN, **tcp}
+    return Ether(bytes(v4() / TCP(sport=4100, dport=80, flags=flags, **fields) / Raw(payload)))
+
+
+def test_tcp_ack_inside_the_tracked_window_is_fast_and_masqueraded(router: Router,
+                                                                   tcp_flow: int) -> None:
+    ack = h1_segment()
+    with gateway(router, nat_table()):
+        got, out, moved = run(router, bytes(ack))
+    assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
+    assert out == expected(ack, PUBLIC, tcp_flow, "10.2.0.2", 80, TCP)
+
+
+@pytest.mark.parametrize(("segment", "reason"), [
+    (lambda: h1_segment(payload=b"new data"), "ct_window"),  # would move td_end
+    (lambda: h1_segment(ack=SERVER_SEQ + 10), "ct_window"),  # acks data conntrack never saw
+    (lambda: h1_segment(window=WIN + 10000), "ct_window"),  # a new right window edge
+    (lambda: h1_segment(seq=SEQ + 10 * WIN), "ct_window"),  # out of window: Linux's invalid
+    (lambda: h1_segment("FA"), "ct_setup"),
+    (lambda: h1_segment("RA"), "ct_setup"),
+    (lambda: h1_segment("UA"), "ct_setup"),
+])
+def test_tcp_segments_the_kernel_must_see(router: Router, tcp_flow: int, segment: object,
+                                          reason: str) -> None:
+    pkt = bytes(segment())  # type: ignore[operator]
+    with gateway(router, nat_table()):
+        assert run(router, bytes(h1_segment()))[0] == XDP_REDIRECT  # positive control
+        got, out, moved = run(router, pkt)
+    assert (got, out, moved) == (XDP_PASS, pkt, {reason: 1})
+
+
+def test_be_liberal_forwards_data_but_not_a_new_highest_ack(router: Router,
+                                                           tcp_flow: int) -> None:
+    data = h1_segment("PA", b"GET / HTTP/1.0\r\n\r\n")
+    with gateway(router, nat_table(), liberal=True):
+        got, out, moved = run(router, bytes(data))
+        assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
+        assert out == expected(data, PUBLIC, tcp_flow, "10.2.0.2", 80, TCP)
+        higher = bytes(h1_segment(ack=SERVER_SEQ + 10))
+        got, _, moved = run(router, higher)
+    assert (got, moved) == (XDP_PASS, {"ct_window": 1})
