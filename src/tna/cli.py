@@ -8,8 +8,10 @@ line on stderr and a non-zero exit; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import socket
 import sys
@@ -17,7 +19,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from tna import abi, control, fdbrefresh, netns, sdnotify, sync
+from tna import abi, control, fdbrefresh, netns, owner, rootdir, sdnotify, sync
 from tna.datapath import firewall as fw_datapath
 from tna.datapath import libbpf, status
 from tna.datapath.libbpf import LibbpfError
@@ -28,6 +30,7 @@ from tna.netfilter import NetfilterError
 from tna.plan import Plan, make_plan
 
 MIN_KERNEL = (5, 15)  # BPF links for XDP, test-run ingress_ifindex, netns cookies
+PERIOD_RANGE_S = (0.05, 3600.0)  # what --resync and --interval accept
 
 
 class UsageError(Exception):
@@ -52,9 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _normalise(args)
         _preflight(args)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
     except (UsageError, netns.NetnsError, DatapathError, NetfilterError,
-            abi.BuildMissing) as e:
+            abi.BuildMissing, owner.Busy, rootdir.UnsafeDir) as e:
         print(f"tna: {e}", file=sys.stderr)
     except LibbpfError as e:
         print(f"tna: {e}", file=sys.stderr)
@@ -66,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `tna show --json | head`: the reader left, not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # the environment (a read-only bpffs, a full /run): one line
+        print(f"tna: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
+              file=sys.stderr)
     return 1
 
 
@@ -212,16 +220,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_if_daemon(action: str) -> None:
-    state = sync.read_state()
-    if state:
-        raise UsageError(f"tna run (pid {state['pid']}) manages this namespace; stop it "
-                         f"before '{action}'")
+def _own(action: str) -> owner.Lock:
+    """The namespace's lock for one command; refused while ``tna run`` owns the namespace,
+    a few seconds granted to another brief writer."""
+    try:
+        return owner.acquire(action, wait=30.0)
+    except owner.Busy as e:
+        if e.holder.get("role") == "run":
+            raise UsageError(f"tna run (pid {e.holder['pid']}) manages this namespace; stop "
+                             f"it before '{action}'") from None
+        raise
+
+
+def _period(option: str, value: float) -> float:
+    """A period in seconds within PERIOD_RANGE_S (nan, inf and 1e-9 are refused)."""
+    lo, hi = PERIOD_RANGE_S
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise UsageError(f"{option} must be a number of seconds from {lo:g} to {hi:g}, "
+                         f"not {value!r}")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.resync <= 0:
-        raise UsageError("--resync must be positive")
+    _period("--resync", args.resync)
     try:
         return sync.Daemon(args.netns, keep=args.keep, resync_s=args.resync).run()
     except sync.AlreadyRunning as e:
@@ -229,8 +250,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    _refuse_if_daemon("apply")
-    applied = control.apply(args.netns)
+    with _own("apply"):
+        try:
+            applied = control.apply(args.netns)
+        except BaseException:
+            # nothing half-done stays behind: no pins, no links; the kernel forwards alone
+            with contextlib.suppress(Exception):
+                control.detach()
+            raise
     plan, changes = applied.plan, applied.changes
     refresher = fdbrefresh.ensure_refresher(args.netns) if plan.bridge_ports() else None
     if args.json:
@@ -247,8 +274,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_fdb_refresh(args: argparse.Namespace) -> int:
-    if args.interval is not None and args.interval <= 0:
-        raise UsageError("--interval must be positive")
+    if args.interval is not None:
+        _period("--interval", args.interval)
     return fdbrefresh.Refresher(args.netns, args.interval).run(once=args.once)
 
 
@@ -259,6 +286,7 @@ def format_changes(changes: Changes) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    status.bind_attached()
     rows = status_rows()
     daemon = sync.read_state()
     if args.json:
@@ -286,6 +314,7 @@ def status_rows() -> list[dict[str, Any]]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    status.bind_attached()
     stats = collect_stats()
     attached = bool(status.attached())
     # rule counters are attributed only while programs run: with none, there is nothing stale
@@ -383,8 +412,8 @@ def _ifname(ifindex: int) -> str:
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
-    _refuse_if_daemon("detach")
-    n = control.detach()
+    with _own("detach"):
+        n = control.detach()
     if args.json:
         _print_json({"detached": n})
         return 0

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from tna import control, fdbrefresh, introspect, netfilter, netlink, netns, sdnotify
+from tna import control, fdbrefresh, introspect, netfilter, netlink, netns, owner, sdnotify
 from tna.datapath.fdb import FdbMirror
 from tna.datapath.loader import Changes
 from tna.model import NetfilterChain, NetfilterSet, XfrmPolicy
@@ -190,17 +190,21 @@ def state_path() -> str:
 
 
 def read_state() -> dict[str, Any] | None:
-    """The running daemon's state for this namespace, or None if no daemon is alive."""
+    """The running daemon's state for this namespace, or None if no daemon runs.
+
+    Who runs is the namespace lock's holder (:mod:`tna.owner`), never the state file: that
+    only adds the daemon's counters when it is the holder's own."""
+    holder = owner.holder()
+    if holder is None or holder.get("role") != "run":
+        return None
     try:
         with open(state_path()) as f:
             state: dict[str, Any] = json.load(f)
     except (OSError, ValueError):
-        return None
-    try:
-        os.kill(int(state["pid"]), 0)
-    except (OSError, KeyError, ValueError):
-        return None
-    return state
+        state = {}
+    if state.get("pid") != holder["pid"]:  # not written yet, or a dead daemon's
+        state = {"cycles": 0, "errors": 0, "last": None}
+    return {**state, "pid": holder["pid"]}
 
 
 class Daemon:
@@ -208,6 +212,8 @@ class Daemon:
                  log: TextIO = sys.stdout) -> None:
         self.netns_name, self.keep, self.resync_s, self.log = netns_name, keep, resync_s, log
         self.datapath = control.new_datapath(owned=True)
+        self.datapath.warn = lambda message: self._emit("warning", message=message)
+        self._lock: owner.Lock | None = None
         self.plan: Plan | None = None
         self.state: dict[str, Any] = {"pid": os.getpid(), "netns": netns_name,
                                       "started": time.time(), "cycles": 0, "errors": 0,
@@ -224,9 +230,10 @@ class Daemon:
 
     # -- lifecycle --
     def run(self) -> int:
-        other = read_state()
-        if other and other["pid"] != os.getpid():
-            raise AlreadyRunning(f"tna run already manages this namespace (pid {other['pid']})")
+        try:  # the namespace's one owner, for the daemon's whole life (released at exit)
+            self._lock = owner.acquire("run")
+        except owner.Busy as e:
+            raise AlreadyRunning(str(e)) from None
         events = EventSource()  # subscribe before the first snapshot: nothing can slip by
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
         signal.set_wakeup_fd(wake_w)
@@ -375,7 +382,7 @@ class Daemon:
         self.log.flush()
 
     def _save(self) -> None:
-        os.makedirs(control.STATE_DIR, exist_ok=True)
+        owner.state_dir()
         tmp = state_path() + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.state, f)

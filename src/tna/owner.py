@@ -1,0 +1,127 @@
+"""One owner per namespace, known by the kernel: an exclusive ``flock`` on
+``/run/tna/ns<cookie>.lock``.
+
+Role in the flow: every writer of a namespace's fast path holds this lock while it writes — the
+daemon (``tna run``) for its whole life, ``tna apply`` and ``tna detach`` for one command.
+Liveness *is* the lock: the kernel drops it when its holder exits, however it exits (SIGKILL
+included), so no PID check, stale file or reused PID can make a dead owner look alive or a live
+one look dead.  The holder writes who it is into the file (``{"pid", "role"}``) for ``tna
+status`` and error messages; that record decides nothing.  ``/run/tna`` is a directory only
+root controls (:mod:`tna.rootdir`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tna import netns, rootdir
+
+STATE_DIR = "/run/tna"
+
+
+class Busy(Exception):
+    """Another process owns the namespace; ``holder`` is its record (may be empty)."""
+
+    def __init__(self, holder: dict[str, Any]) -> None:
+        self.holder = holder
+        who = (f"tna {holder.get('role', '?')} (pid {holder['pid']})" if holder.get("pid")
+               else "another tna process")
+        super().__init__(f"{who} already manages this namespace")
+
+
+def state_dir() -> str:
+    """``/run/tna``, created 0700 and checked (see :mod:`tna.rootdir`)."""
+    return rootdir.ensure(STATE_DIR)
+
+
+def lock_path() -> str:
+    return os.path.join(STATE_DIR, f"ns{netns.cookie()}.lock")
+
+
+@dataclass
+class Lock:
+    """The namespace's lock, held until :meth:`release` or the process's exit."""
+
+    fd: int
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the only descriptor drops the flock
+            self.fd = -1
+
+    def __enter__(self) -> Lock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def acquire(role: str, wait: float = 0.0) -> Lock:
+    """Take the namespace's exclusive lock as ``role`` ("run", "apply", "detach").
+
+    ``wait`` seconds are granted to a brief holder (another ``apply``), never to a daemon:
+    :class:`Busy` at once when ``tna run`` holds it."""
+    state_dir()
+    fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                record = holder() or {}
+                if record.get("role") == "run" or time.monotonic() >= deadline:
+                    raise Busy(record) from None
+                time.sleep(0.02)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "role": role}).encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Lock(fd)
+
+
+def holder() -> dict[str, Any] | None:
+    """Who holds the namespace's lock now, or None when nobody does: the pid is the kernel's
+    (``/proc/locks``); the role comes from the holder's record when the record is its own.
+    Takes no lock itself, so looking never gets in an owner's way."""
+    try:
+        st = os.lstat(lock_path())
+    except OSError:
+        return None
+    pid = _lock_pid(st)
+    if pid is None:
+        return None
+    for _ in range(20):  # the holder writes its record right after taking the lock
+        record = _read_record()
+        if record.get("pid") == pid:
+            return {"pid": pid, "role": record.get("role")}
+        time.sleep(0.005)
+    return {"pid": pid, "role": None}
+
+
+def _lock_pid(st: os.stat_result) -> int | None:
+    """The pid holding a flock on the file ``st`` describes, from /proc/locks."""
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            # "1: FLOCK  ADVISORY  WRITE 1234 00:1a:567 0 EOF"; waiters have "->" after "1:"
+            if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == ident:
+                return int(fields[4])
+    return None
+
+
+def _read_record() -> dict[str, Any]:
+    try:
+        with open(lock_path(), "rb") as f:
+            record = json.loads(f.read() or b"null")
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
