@@ -41,7 +41,8 @@ def check(path: str) -> bool:
 
 
 def ensure(path: str) -> str:
-    """``path`` as a directory only root controls: created 0700 when absent, checked always."""
+    """``path`` as a directory only root controls: created 0700 when absent, checked always
+    (one an older TNA left readable by others is narrowed to 0700)."""
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
@@ -49,4 +50,10 @@ def ensure(path: str) -> str:
     except OSError as e:
         raise UnsafeDir(f"cannot create {path}: {e.strerror}") from None
     check(path)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
     return path

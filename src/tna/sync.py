@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from tna import control, fdbrefresh, introspect, netfilter, netlink, netns, owner, sdnotify
+from tna.datapath import pins
 from tna.datapath.fdb import FdbMirror
 from tna.datapath.loader import Changes
 from tna.model import NetfilterChain, NetfilterSet, XfrmPolicy
@@ -234,6 +235,7 @@ class Daemon:
             self._lock = owner.acquire("run")
         except owner.Busy as e:
             raise AlreadyRunning(str(e)) from None
+        pins.make_pin_dir()  # refuse at once, not every cycle, a directory root does not own
         events = EventSource()  # subscribe before the first snapshot: nothing can slip by
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
         signal.set_wakeup_fd(wake_w)
