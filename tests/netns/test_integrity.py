@@ -92,11 +92,18 @@ def forwarded(ns: str) -> int:
     return int(tna_stats(ns)["forwarded_packets"])
 
 
-def add_drop_rule(t: RouterTopology) -> float:
-    """An nft forward-hook drop for the flood; returns when nft returned."""
+def add_forward_chain(t: RouterTopology) -> None:
+    """A forward-hook chain the fast path models (its firewall is on), so that a rule added
+    later is a map-only change: the case where maps nobody reads would go unnoticed."""
     t.bed.run(t.r, "nft", "-f", "-", input=(
         "table inet tnaprobe {\n chain probe {\n  type filter hook forward priority 0;\n"
-        f"  udp dport {PORT} drop\n }}\n}}\n"))
+        "  udp dport 9 drop\n }\n}\n"))
+
+
+def add_drop_rule(t: RouterTopology) -> float:
+    """An nft forward-hook drop for the flood; returns when nft returned."""
+    t.bed.run(t.r, "nft", "add", "rule", "inet", "tnaprobe", "probe", "udp", "dport",
+              str(PORT), "drop")
     return time.monotonic()
 
 
@@ -128,6 +135,7 @@ def pin_dir_of(ns: str) -> str:
 def topo() -> Iterator[RouterTopology]:
     with Testbed(prefix="tnaown") as bed:
         t = RouterTopology.build(bed)
+        add_forward_chain(t)
         t.prime_neighbours()
         yield t
 
