@@ -32,7 +32,7 @@ from tna.plan.types import (
 )
 
 __all__ = ["BridgePortPlan", "Features", "InterfacePlan", "Namespace", "Plan", "Port",
-           "SlowPath", "bridge_port_plan", "brport_plan", "make_plan"]
+           "SlowPath", "bridge_port_plan", "brport_plan", "make_plan", "within_slots"]
 
 
 def make_plan(snap: Snapshot) -> Plan:
