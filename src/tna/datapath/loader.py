@@ -271,8 +271,8 @@ class Datapath:
         Links nobody holds a handle to are taken over; programs on any other map set are
         detached, since nothing would ever write what they read."""
         programs = tna_programs()
-        own = {frozenset(m.items()) for m in (prog_maps(libbpf.link_info(fd).prog_id)
-                                              for fd in self.links.values()) if m}
+        own_progs = {libbpf.link_info(fd).prog_id for fd in self.links.values()}
+        own = {frozenset(m.items()) for m in map(prog_maps, own_progs) if m}
         chosen: MapIds | None = (dict(own.pop()) if self.owned and len(own) == 1
                                  else main_map_set(programs))
         known = set(self.ifindexes())
