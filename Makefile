@@ -8,6 +8,9 @@ OBJDIR := src/tna/bpf
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(patsubst bpf/%.bpf.c,$(OBJDIR)/%.bpf.o,$(BPF_SRCS))
 BPF_DEPS := $(wildcard bpf/include/*.h bpf/lib/*.h)
+# tna bench's own programs (traffic sources, sink, references): package data under bench/
+BENCH_SRCS := $(wildcard bpf/bench/*.bpf.c)
+BENCH_OBJS := $(patsubst bpf/bench/%.bpf.c,$(OBJDIR)/bench/%.bpf.o,$(BENCH_SRCS))
 
 .PHONY: all bootstrap build demo test test-unit lint bench bench-smoke bench-reconfig clean
 
@@ -22,7 +25,7 @@ bootstrap:
 BROKEN_VARIANTS := skip_ttl_check skip_csum_check
 BROKEN_OBJS := $(patsubst %,$(OBJDIR)/testing/tna_xdp_broken_%.bpf.o,$(BROKEN_VARIANTS))
 
-build: $(BPF_OBJS) $(OBJDIR)/tna_abi.h $(BROKEN_OBJS)
+build: $(BPF_OBJS) $(OBJDIR)/tna_abi.h $(BROKEN_OBJS) $(BENCH_OBJS)
 
 $(OBJDIR)/testing/tna_xdp_broken_%.bpf.o: bpf/tests/tna_xdp_broken.bpf.c bpf/tna_xdp.bpf.c $(BPF_DEPS)
 	@mkdir -p $(OBJDIR)/testing
@@ -34,6 +37,12 @@ $(OBJDIR)/%.bpf.o: bpf/%.bpf.c $(BPF_DEPS)
 	@mkdir -p $(OBJDIR)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@.tmp
 	llvm-strip -g $@.tmp  # keep BTF, drop DWARF
+	mv $@.tmp $@
+
+$(OBJDIR)/bench/%.bpf.o: bpf/bench/%.bpf.c bpf/bench/bench_gen.h $(BPF_DEPS)
+	@mkdir -p $(OBJDIR)/bench
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@.tmp
+	llvm-strip -g $@.tmp
 	mv $@.tmp $@
 
 $(OBJDIR)/tna_abi.h: bpf/include/tna_abi.h
@@ -63,4 +72,4 @@ bench-reconfig: bootstrap
 	$(PYTHON) -m tna.bench.reconfig
 
 clean:
-	rm -rf build $(OBJDIR)/*.bpf.o $(OBJDIR)/tna_abi.h $(OBJDIR)/testing
+	rm -rf build $(OBJDIR)/*.bpf.o $(OBJDIR)/tna_abi.h $(OBJDIR)/testing $(OBJDIR)/bench

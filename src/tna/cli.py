@@ -19,8 +19,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from tna import abi, control, fdbrefresh, netns, owner, rootdir, sdnotify, sync
-from tna.datapath import firewall as fw_datapath
+from tna import abi, control, counters, fdbrefresh, netns, owner, rootdir, sdnotify, sync
 from tna.datapath import libbpf, status
 from tna.datapath.libbpf import LibbpfError
 from tna.datapath.loader import Changes
@@ -30,7 +29,7 @@ from tna.netfilter import NetfilterError
 from tna.plan import Plan, make_plan
 
 MIN_KERNEL = (5, 15)  # BPF links for XDP, test-run ingress_ifindex, netns cookies
-PERIOD_RANGE_S = (0.05, 3600.0)  # what --resync and --interval accept
+PERIOD_RANGE_S = (0.05, 3600.0)  # what every period option (--resync, --interval) accepts
 
 
 class UsageError(Exception):
@@ -101,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         ("apply", cmd_apply, "load and attach the fast path for the current configuration"),
         ("status", cmd_status, "show attached programs, their features and size"),
         ("stats", cmd_stats, "show fast-path counters and punt reasons"),
+        ("top", cmd_top, "live rates: fast path, to Linux and why, rule hits"),
         ("detach", cmd_detach, "remove everything TNA attached"),
         ("demo", cmd_demo, "build a demo router in namespaces and show TNA at work"),
     ]
@@ -109,6 +109,38 @@ def _parser() -> argparse.ArgumentParser:
                             epilog=EXIT_CODES,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(func=func)
+    sp = sub.choices["stats"]
+    sp.add_argument("--describe", action="store_true",
+                    help="explain every counter and the setting that would change it")
+    sp.add_argument("--reset", action="store_true",
+                    help="count from now on (the kernel's counters are left alone)")
+    sp.add_argument("--format", choices=("text", "json", "prometheus"), default="text",
+                    help="output format; prometheus: for node-exporter's textfile collector")
+    sp = sub.choices["top"]
+    sp.add_argument("--all", action="store_true", help="every namespace 'ip netns' names too")
+    sp.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                    help="refresh period (default 1)")
+    sp.add_argument("--iterations", type=int, default=None, metavar="N",
+                    help="print N refreshes as plain text, then exit")
+    sp.add_argument("--once", action="store_true", help="the same as --iterations 1")
+    sp = sub.add_parser("explain", help="what TNA would do with a packet, and what Linux's "
+                        "lookup says (nothing is sent)", description="Build the packet, run it "
+                        "once through the program attached to the interface (BPF_PROG_TEST_RUN "
+                        "with its real maps: the run is counted) and compare with Linux's "
+                        "route lookup. Example: tna explain --in r1 udp 10.1.0.2:40000 '>' "
+                        "10.2.0.9:443 --ttl 64", parents=[common])
+    sp.add_argument("--in", dest="ingress", required=True, metavar="IFACE",
+                    help="the interface the packet arrives on")
+    sp.add_argument("packet", nargs="+", metavar="PROTO SRC[:PORT] > DST[:PORT]",
+                    help="udp, tcp or icmp (echo request); IPv4 or IPv6 ([ADDR]:PORT)")
+    sp.add_argument("--ttl", type=int, help="TTL / hop limit (default 64)")
+    sp.add_argument("--size", type=int, help="frame length in bytes (default: minimal)")
+    sp.add_argument("--flags", dest="tcp_flags", metavar="FSRPAU", help="TCP flags (default S)")
+    sp.add_argument("--src-mac", help="source MAC (default 02:00:00:00:00:01)")
+    sp.add_argument("--dst-mac", help="destination MAC (default: the interface's)")
+    sp.add_argument("--bad-ip-csum", action="store_true", help="corrupt the IPv4 checksum")
+    sp.add_argument("--bad-l4-csum", action="store_true", help="corrupt the L4 checksum")
+    sp.set_defaults(func=cmd_explain)
     sp = sub.add_parser("run", help="apply, then keep the fast path in sync with the "
                         "configuration (daemon)", description="Apply, then follow every "
                         "configuration change. Logs one JSON line per change (with or without "
@@ -118,6 +150,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="on SIGTERM leave the fast path attached for a successor to adopt")
     sp.add_argument("--resync", type=float, default=1.0, metavar="SECONDS",
                     help="full resync period, for changes without notifications (default 1)")
+    sp.add_argument("--metrics", metavar="[ADDRESS:]PORT", default="",
+                    help="serve Prometheus metrics over HTTP (address 127.0.0.1 unless given)")
     sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("fdb-refresh", help="keep the bridge FDB mirror current (started by "
                         "'apply' in the background)", description="Follow the kernel's bridge "
@@ -243,8 +277,18 @@ def _period(option: str, value: float) -> float:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _period("--resync", args.resync)
+    daemon = sync.Daemon(args.netns, keep=args.keep, resync_s=args.resync)
+    if args.metrics:
+        from tna import metrics  # prometheus_client only where it is used
+
+        try:
+            daemon.observers.append(metrics.serve(
+                args.metrics, lambda: daemon.plan.namespace.firewall if daemon.plan else None
+            ).observe)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     try:
-        return sync.Daemon(args.netns, keep=args.keep, resync_s=args.resync).run()
+        return daemon.run()
     except sync.AlreadyRunning as e:
         raise UsageError(str(e)) from None
 
@@ -315,11 +359,18 @@ def status_rows() -> list[dict[str, Any]]:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     status.bind_attached()
-    stats = collect_stats()
+    if args.reset:
+        return _reset_stats(args)
+    if args.format == "prometheus":
+        from tna import metrics  # prometheus_client only where it is used
+
+        sys.stdout.write(metrics.exposition(control.firewall_record()))
+        return 0
+    stats = collect_stats(describe_all=args.describe)
     attached = bool(status.attached())
     # rule counters are attributed only while programs run: with none, there is nothing stale
     stats["firewall_rules"] = firewall_rule_stats(args) if attached else []
-    if args.json:
+    if args.json or args.format == "json":
         _print_json(stats)
         return 0
     if not attached:
@@ -327,79 +378,59 @@ def cmd_stats(args: argparse.Namespace) -> int:
             "; counters of the last programs:" if stats["interfaces"] else ""))
         if not stats["interfaces"]:
             return 0
-    print(f"forwarded (routed) {stats['forwarded_packets']} packets "
-          f"({stats['forwarded_bytes']} bytes), bridged {stats['bridged_packets']} packets "
-          f"({stats['bridged_bytes']} bytes), dropped by forward-hook rules "
-          f"{stats['dropped_packets']}, punted {stats['punted_packets']} to Linux")
-    for ifname, s in stats["interfaces"].items():
-        if s["ifindex"] == 0 and not s["punted_packets"]:
-            continue
-        reasons = ", ".join(f"{k}={v}" for k, v in s["punt_reasons"].items() if v)
-        print(f"  {ifname:<12} forwarded {s['forwarded_packets']:>10}  bridged "
-              f"{s['bridged_packets']:>10}  transmitted {s['transmitted_packets']:>10}  "
-              f"punted {s['punted_packets']:>8}" + (f"  ({reasons})" if reasons else ""))
-    for r in stats["firewall_rules"]:
-        print(f"  rule {r['rule']}: {r['packets']} packets ({r['bytes']} bytes) "
-              f"{r.get('stale', 'accepted or dropped by the fast path')}")
+    print(format_stats(stats, describe_all=args.describe))
     return 0
 
 
+def _reset_stats(args: argparse.Namespace) -> int:
+    done = counters.reset(control.firewall_record())
+    if done.created is None:
+        print("TNA is not attached in this namespace: no counters to reset")
+    else:
+        print(f"counters reset at {counters.summary(done)['since']} (the kernel's counters, "
+              "and Prometheus, keep counting from their creation)")
+    return 0
+
+
+def format_stats(stats: dict[str, Any], describe_all: bool = False) -> str:
+    since = stats["since"]
+    lines = [f"since {since} ({'reset' if stats['reset'] else 'created'})" if since else
+             "TNA has no counters in this namespace",
+             f"forwarded (routed) {stats['forwarded_packets']} packets "
+             f"({stats['forwarded_bytes']} bytes), bridged {stats['bridged_packets']} packets "
+             f"({stats['bridged_bytes']} bytes), dropped by forward-hook rules "
+             f"{stats['dropped_packets']}, punted {stats['punted_packets']} to Linux"]
+    rows = list(stats["interfaces"].items())
+    if "unknown_ingress" in stats:
+        rows.append(("(no entry)", stats["unknown_ingress"]))
+    for ifname, s in rows:
+        reasons = ", ".join(f"{k}={v}" for k, v in s["punt_reasons"].items() if v)
+        lines.append(f"  {ifname:<12} forwarded {s['forwarded_packets']:>10}  bridged "
+                     f"{s['bridged_packets']:>10}  transmitted {s['transmitted_packets']:>10}  "
+                     f"punted {s['punted_packets']:>8}" + (f"  ({reasons})" if reasons else ""))
+    for r in stats["firewall_rules"]:
+        lines.append(f"  rule {r['rule']}: {r['packets']} packets ({r['bytes']} bytes) "
+                     f"{r.get('stale', 'accepted or dropped by the fast path')}")
+    legend = stats["legend"]
+    if legend:
+        lines.append("all counters:" if describe_all else "legend:")
+        width = max(len(n) for n in legend)
+        for name, d in legend.items():
+            setting = f"  [setting: {d['setting']}]" if d["setting"] else ""
+            lines.append(f"  {name:<{width}}  {d['description']}{setting}")
+    return "\n".join(lines)
+
+
 def firewall_rule_stats(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Per netfilter rule: what the fast path accepted or dropped under it.  The rules are
-    named from the record the last reconciliation wrote with the tables
-    (``control.firewall_record``), so nothing is compiled again; counts are attributed only
-    while the loaded tables are the recorded ones."""
-    out: list[dict[str, Any]] = []
-    rules: dict[str, dict[str, Any]] = {}  # an inet rule counts for IPv4 and IPv6: one row
-    for family, ft in enumerate(control.firewall_record()):
-        if ft is None:
-            continue
-        loaded, counts = status.firewall_state(family)
-        if loaded != [(r.verdict, int(r.counter >= 0), r.target) for r in ft.rules]:
-            out.append({"rule": f"{('ipv4', 'ipv6')[family]} forward hook", "packets": 0,
-                        "bytes": 0, "stale": "loaded tables differ from the ruleset: "
-                        "run tna apply"})
-            continue
-        for ref, (packets, nbytes) in fw_datapath.rule_counters(ft, counts).items():
-            row = rules.setdefault(str(ref), {
-                "rule": str(ref), "family": ref.family, "table": ref.table, "chain": ref.chain,
-                "handle": ref.handle, "packets": 0, "bytes": 0})
-            row["packets"] += packets
-            row["bytes"] += nbytes
-    return out + list(rules.values())
+    """Per netfilter rule: what the fast path accepted or dropped under it, named from the
+    record the last reconciliation wrote with the tables (``control.firewall_record``): nothing
+    is compiled again."""
+    return counters.rule_rows(control.firewall_record())
 
 
-def collect_stats() -> dict[str, Any]:
-    """The ``tna stats --json`` object: totals, then per interface."""
-    interfaces: dict[str, Any] = {}
-    for ifindex, counters in sorted(status.read_counters().items()):
-        reasons = {n: c.packets for n, c in counters.items()
-                   if n not in ("forwarded", "transmitted", "bridged", "fw_dropped")}
-        interfaces[_ifname(ifindex)] = {
-            "ifindex": ifindex,
-            "forwarded_packets": counters["forwarded"].packets,  # routed
-            "forwarded_bytes": counters["forwarded"].bytes,
-            "bridged_packets": counters["bridged"].packets,  # switched by a bridge port
-            "bridged_bytes": counters["bridged"].bytes,
-            "transmitted_packets": counters["transmitted"].packets,
-            "dropped_packets": counters["fw_dropped"].packets,  # by forward-hook rules
-            "punted_packets": sum(reasons.values()),
-            "punt_reasons": reasons,
-        }
-    totals: dict[str, int] = {}
-    for s in interfaces.values():
-        for name, n in s["punt_reasons"].items():
-            totals[name] = totals.get(name, 0) + n
-    return {
-        "forwarded_packets": sum(s["forwarded_packets"] for s in interfaces.values()),
-        "forwarded_bytes": sum(s["forwarded_bytes"] for s in interfaces.values()),
-        "bridged_packets": sum(s["bridged_packets"] for s in interfaces.values()),
-        "bridged_bytes": sum(s["bridged_bytes"] for s in interfaces.values()),
-        "dropped_packets": sum(s["dropped_packets"] for s in interfaces.values()),
-        "punted_packets": sum(totals.values()),
-        "punt_reasons": totals,
-        "interfaces": interfaces,
-    }
+def collect_stats(describe_all: bool = False) -> dict[str, Any]:
+    """The ``tna stats --json`` object: since when, totals, per interface, legend."""
+    return counters.summary(counters.read(), describe_all=describe_all)
 
 
 def _ifname(ifindex: int) -> str:
@@ -411,9 +442,39 @@ def _ifname(ifindex: int) -> str:
         return f"ifindex{ifindex}"
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    _period("--interval", args.interval)
+    if args.iterations is not None and args.iterations < 1:
+        raise UsageError("--iterations must be at least 1")
+    if args.all and args.netns:
+        raise UsageError("top: give --netns or --all, not both")
+    from tna import top  # rich only where it is used
+
+    return top.run(args.all, args.interval, 1 if args.once else args.iterations)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from tna import explain
+
+    try:
+        spec = explain.parse(args.packet, ttl=args.ttl, size=args.size, tcp_flags=args.tcp_flags,
+                             src_mac=args.src_mac, dst_mac=args.dst_mac,
+                             bad_ip_csum=args.bad_ip_csum or None,
+                             bad_l4_csum=args.bad_l4_csum or None)
+        doc = explain.explain(args.ingress, spec, control.firewall_record())
+    except (explain.BadPacket, explain.NotAttached) as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        _print_json(doc)
+    else:
+        print(explain.format_text(doc))
+    return 0
+
+
 def cmd_detach(args: argparse.Namespace) -> int:
     with _own("detach"):
         n = control.detach()
+    counters.forget_reset()  # the counters are gone, and their zero point with them
     if args.json:
         _print_json({"detached": n})
         return 0

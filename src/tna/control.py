@@ -41,11 +41,12 @@ NTF_USE, NTF_MASTER = 0x01, 0x04
 @dataclass
 class Applied:
     """One run of the pipeline: the plan, what the data path changed, and when the
-    configuration had been read (``time.monotonic()``)."""
+    configuration had been read and the plan made (``time.monotonic()``)."""
 
     plan: Plan
     changes: Changes
     read_at: float
+    planned_at: float
 
 
 def new_datapath(owned: bool = False, obj_path: str | None = None) -> Datapath:
@@ -69,7 +70,8 @@ def apply(netns_name: str, datapath: Datapath | None = None,
     snap = snapshot(netns_name, datapath, **snapshot_options)
     read_at = time.monotonic()
     plan = make_plan(snap)
-    return Applied(plan, reconcile(plan, datapath, tweak), read_at)
+    planned_at = time.monotonic()
+    return Applied(plan, reconcile(plan, datapath, tweak), read_at, planned_at)
 
 
 def reconcile(plan: Plan, datapath: Datapath, tweak: Callable[[Port], Port] | None = None

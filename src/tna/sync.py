@@ -228,6 +228,8 @@ class Daemon:
         self.mirror = FdbMirror()
         self.bridges: set[int] = set()
         self._next_fdb_refresh = float("inf")
+        # called after every reconciliation: (why, succeeded, seconds by phase); for metrics
+        self.observers: list[Callable[[set[str], bool, dict[str, float]], None]] = []
 
     # -- lifecycle --
     def run(self) -> int:
@@ -350,7 +352,8 @@ class Daemon:
                                     netfilter_chains=self._netfilter[0],
                                     netfilter_sets=self._netfilter[1], xfrm=self._xfrm,
                                     plan_only=True)
-            plan, changes, read = applied.plan, applied.changes, applied.read_at
+            plan, changes = applied.plan, applied.changes
+            read, planned = applied.read_at, applied.planned_at
             self.bridges = plan.bridges()
             self._next_fdb_refresh = (time.monotonic() + control.refresh_interval(self.bridges)
                                       if self.bridges else float("inf"))
@@ -358,8 +361,11 @@ class Daemon:
             self.state["errors"] += 1
             self._emit("error", why=sorted(batch.kinds), error=f"{type(e).__name__}: {e}")
             self._save()
+            self._observe(batch.kinds, False, {"total": time.monotonic() - started})
             return
         done = time.monotonic()
+        self._observe(batch.kinds, True, {"read": read - started, "plan": planned - read,
+                                          "apply": done - planned, "total": done - started})
         self.plan = plan
         self.state["cycles"] += 1
         self.state["last"] = {"at": time.time(), "why": sorted(batch.kinds),
@@ -377,6 +383,11 @@ class Daemon:
                        first_event_mono=batch.first_at,
                        safe_mono=batch.safe_at or changes.safe_at,
                        done_mono=done)
+
+    def _observe(self, why: set[str], ok: bool, phases: dict[str, float]) -> None:
+        for observer in self.observers:
+            with contextlib.suppress(Exception):  # metrics never stop the reconciliations
+                observer(why, ok, phases)
 
     def _emit(self, event: str, **fields: Any) -> None:
         line = {"ts": round(time.time(), 6), "event": event, **fields}

@@ -16,8 +16,11 @@ def _rates(name: str, prefix: str, modes: tuple[str, ...]) -> dict[str, float]:
     cfg = Config(scenarios=(name,), modes=modes, runs=1, seconds=0.2, warmup=0.1, cpu=0,
                  micro_iterations=0, profile=False, retries=0, ns_prefix=prefix)
     report = run_scenario(name, cfg, lambda _msg: None)
+    source = report.meta["source"]  # whichever the host allows
+    assert source in ("live", "skb")
     for r in report.results:
         assert r.status == "ok", f"{name} {r.mode}: {r.status} {r.note}"
+        assert r.source == source
     return {r.mode: r.samples[0].pps for r in report.results}
 
 

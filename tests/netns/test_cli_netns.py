@@ -52,9 +52,10 @@ def test_commands_in_an_empty_namespace(bed: Testbed) -> None:
     plan = json.loads(run("--netns", ns, "plan", "--json").stdout)
     assert plan["interfaces"] == []
     stats = json.loads(run("--netns", ns, "stats", "--json").stdout)
-    assert stats == {"forwarded_packets": 0, "forwarded_bytes": 0, "bridged_packets": 0,
+    assert stats == {"since": None, "created": None, "reset": None,
+                     "forwarded_packets": 0, "forwarded_bytes": 0, "bridged_packets": 0,
                      "bridged_bytes": 0, "dropped_packets": 0, "punted_packets": 0,
-                     "punt_reasons": {}, "interfaces": {}, "firewall_rules": []}
+                     "punt_reasons": {}, "interfaces": {}, "legend": {}, "firewall_rules": []}
     assert json.loads(run("--netns", ns, "status", "--json").stdout) == {"interfaces": [],
                                                                          "daemon": None}
     assert "0 interface(s)" in run("--netns", ns, "detach").stdout

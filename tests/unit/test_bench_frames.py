@@ -130,3 +130,27 @@ def test_task_ticks_parses_names_with_spaces(tmp_path: Any) -> None:
     stat.write_text("123 (tna bench gen) S 1 1 1 0 -1 4194560 0 0 0 0 17 25 0 0 20 0 1 0\n")
     assert cpu._task_ticks(str(stat)) == 42
     assert cpu._task_ticks(str(tmp_path / "gone")) == 0
+
+
+def test_first_fragment() -> None:
+    f = frames.build(FrameSpec(**{**V4.__dict__, "fragment": True}))
+    assert struct.unpack("!H", f[20:22])[0] == frames.IPV4_MF  # MF, offset 0, no DF
+    assert frames.checksum(f[14:34]) == 0
+    assert struct.unpack("!H", frames.build(V4)[20:22])[0] == frames.IPV4_DF
+
+
+def test_judge_punt_all() -> None:
+    from tna.bench.report import Result, Sample
+    from tna.bench.runner import judge_punt_all
+
+    ok = Result("punt-all", 64, "tna", [Sample(1e6, delivered=1000, fast_path=0.0,
+                                               punts={"fragment": 1003})])
+    judge_punt_all(ok)
+    assert ok.status == "ok" and "fragment" in ok.note
+    fwd = Result("punt-all", 64, "tna", [Sample(1e6, delivered=1000, fast_path=1.0)])
+    judge_punt_all(fwd)
+    assert fwd.status == "invalid"
+    few = Result("punt-all", 64, "tna", [Sample(1e6, delivered=1000, fast_path=0.0,
+                                                punts={"fragment": 10})])
+    judge_punt_all(few)
+    assert few.status == "invalid"

@@ -1,13 +1,16 @@
 """``tna bench``: packet rates of Linux, TNA and the XDP limit on scenario topologies.
 
 Role in the flow: outside the data path.  Builds each scenario in throw-away namespaces
-(``scenarios``), drives it with an XDP live-frames generator (``generator``) in serial mode,
-counts what a sink delivers, micro-benchmarks the loaded programs (``micro``) and writes JSON,
-a Markdown table and a PNG chart (``report``).  ``docs/benchmarks.md`` explains the method.
+(``scenarios``), drives it with a traffic source (``generator``: live XDP frames where the host
+allows them, else skbs through ``bpf_clone_redirect()``) in serial mode, counts what a sink
+delivers, micro-benchmarks the loaded programs (``micro``) and writes JSON, a Markdown table
+and a PNG chart (``report``), each naming the source.  ``docs/benchmarks.md`` explains the
+method.
 
     tna bench                         # everything, 3 runs, results in build/bench/
     tna bench --smoke                 # a few seconds: does the harness work (CI)
     tna bench --scenarios router-v4 --runs 5 --seconds 3 --json
+    tna bench --source skb            # the skb source even where live frames work
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from types import FrameType
 
 from tna import abi
 from tna.bench import report as rep
-from tna.bench.runner import Config, pick_cpu, run
+from tna.bench.generator import AUTO, SOURCES
+from tna.bench.runner import Config, RetryBudget, pick_cpu, run
 from tna.bench.scenarios import ALL_MODES, SCENARIOS, Options
 
 DEFAULT_OUT = "build/bench"
@@ -58,14 +62,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", type=_csv, default=(),
                    help=f"only these modes, from: {', '.join(ALL_MODES)}")
     p.add_argument("--runs", type=int, default=3, help="runs per mode; the median is reported")
-    p.add_argument("--seconds", type=float, default=2.0, help="length of a timed window")
-    p.add_argument("--warmup", type=float, default=1.0, help="warm-up before each window")
+    p.add_argument("--seconds", type=float, default=1.5, help="length of a timed window")
+    p.add_argument("--warmup", type=float, default=0.5, help="warm-up before each window")
+    p.add_argument("--retry-budget", type=float, default=120.0,
+                   help="seconds the run may spend measuring windows again that other tasks "
+                   "disturbed (default 120)")
     p.add_argument("--cpu", type=int, default=None,
                    help="the CPU for generator and forwarding (default: the highest one)")
     p.add_argument("--flows", type=int, default=10_000,
                    help="destinations of many-flows / FDB entries of bridge-fdb")
     p.add_argument("--fw-rules", type=int, default=50, help="rules of the firewall scenario")
-    p.add_argument("--micro-iterations", type=int, default=20_000,
+    p.add_argument("--micro-iterations", type=int, default=10_000,
                    help="test runs per program in the micro-benchmark (0: skip it)")
     p.add_argument("--no-profile", dest="profile", action="store_false",
                    help="skip the windows with BPF run-time statistics (per-program ns)")
@@ -75,6 +82,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--without", action="append", default=[], metavar="FEATURE",
                    help="profiling: also measure TNA with this feature forced off (mode "
                    "tna:-FEATURE), e.g. verify_l4_csum; never a safe configuration")
+    p.add_argument("--source", choices=(AUTO, *SOURCES), default=AUTO,
+                   help="traffic source: live XDP frames, skbs through bpf_clone_redirect(), "
+                   "or auto (live where the kernel allows it, else skb; default)")
+    p.add_argument("--no-compare", dest="compare", action="store_false",
+                   help="with live frames, skip measuring router-v4, bridge and punt-all "
+                   "once more with the skb source")
     p.add_argument("--smoke", action="store_true",
                    help="seconds-long check that the harness works (router-v4, 64 B, 1 run)")
     p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
@@ -103,11 +116,12 @@ def config(args: argparse.Namespace) -> Config:
         return Config(scenarios=SMOKE_SCENARIOS, sizes=SMOKE_SIZES, modes=args.modes, runs=1,
                       seconds=SMOKE_SECONDS, warmup=SMOKE_WARMUP, cpu=cpu,
                       micro_iterations=SMOKE_MICRO, profile=args.profile, options=options,
-                      ns_prefix=args.ns_prefix)
+                      ns_prefix=args.ns_prefix, source=args.source, compare=False)
     return Config(scenarios=args.scenarios, sizes=sizes, modes=args.modes, runs=args.runs,
                   seconds=args.seconds, warmup=args.warmup, cpu=cpu,
                   micro_iterations=args.micro_iterations, profile=args.profile,
-                  options=options, ns_prefix=args.ns_prefix)
+                  options=options, ns_prefix=args.ns_prefix, source=args.source,
+                  compare=args.compare, retry_budget=RetryBudget(args.retry_budget))
 
 
 def _cpu_model() -> str:
@@ -153,6 +167,7 @@ def meta(cfg: Config, smoke: bool, started: str) -> dict[str, object]:
         "smoke": smoke, "flows": cfg.options.flows, "fw_rules": cfg.options.fw_rules,
         "micro_iterations": cfg.micro_iterations,
         "variants": dict(cfg.options.variants), "without": list(cfg.options.without),
+        "source_requested": cfg.source,
     }
 
 
@@ -201,9 +216,13 @@ def main(argv: Sequence[str]) -> int:
             print(f"tna bench: {e}", file=sys.stderr)
             return 2
         started = _now()
-        with _sigterm_unwinds():
-            report = run(cfg)
-        report.meta = meta(cfg, args.smoke, started)
+        try:
+            with _sigterm_unwinds():
+                report = run(cfg)
+        except ValueError as e:  # e.g. --source live where the kernel refuses it
+            print(f"tna bench: {e}", file=sys.stderr)
+            return 2
+        report.meta = {**meta(cfg, args.smoke, started), **report.meta}
     for msg in write_outputs(report, args.out):
         print(f"tna bench: {msg}", file=sys.stderr)
     if args.json:

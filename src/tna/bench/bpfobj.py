@@ -1,9 +1,10 @@
-"""The benchmark's own BPF objects (generator, sink, speed-of-light) and unpinned XDP links.
+"""The benchmark's own BPF objects (traffic sources, sink, references) and unpinned XDP links.
 
-Role in the flow: loads ``bench_*.bpf.o`` through TNA's libbpf binding with their load-time
-configuration in ``.rodata.cfg``, attaches them with BPF links that are never pinned (closing
-the link fd detaches; deleting the namespace does too) and reads the sink's per-CPU counter.
-Nothing here touches TNA's pinned maps or links.
+Role in the flow: loads ``bench/bench_*.bpf.o`` (package data, built from ``bpf/bench/``)
+through TNA's libbpf binding with their load-time configuration in ``.rodata.cfg``, attaches
+the XDP ones with BPF links that are never pinned (closing the link fd detaches; deleting the
+namespace does too) and reads the sink's per-CPU counter.  Nothing here touches TNA's pinned
+maps or links.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from tna.datapath import libbpf
 from tna.testbed import Testbed
 
 CFG_MAP = ".rodata.cfg"
-HDR_LEN = 64  # BENCH_HDR_LEN in bpf/bench_gen.bpf.c
+HDR_LEN = 64  # BENCH_HDR_LEN in bpf/bench/bench_gen.h
+MAX_BURST = 256  # BENCH_MAX_BURST in bpf/bench/bench_skbgen.bpf.c
 
 
 class GenCfg(ctypes.Structure):
-    """struct bench_gen_cfg (bpf/bench_gen.bpf.c)."""
+    """struct bench_gen_cfg (bpf/bench/bench_gen.h)."""
 
     _fields_ = [("hdr", ctypes.c_uint8 * HDR_LEN), ("var_off", ctypes.c_uint32),
                 ("var_count", ctypes.c_uint32), ("var_base", ctypes.c_uint32),
@@ -31,8 +33,14 @@ class GenCfg(ctypes.Structure):
                 ("pad", ctypes.c_uint8 * 6)]
 
 
+class SkbGenCfg(ctypes.Structure):
+    """struct bench_skbgen_cfg (bpf/bench/bench_skbgen.bpf.c)."""
+
+    _fields_ = [("gen", GenCfg), ("ifindex", ctypes.c_uint32), ("burst", ctypes.c_uint32)]
+
+
 class SolCfg(ctypes.Structure):
-    """struct bench_sol_cfg (bpf/bench_sol.bpf.c)."""
+    """struct bench_sol_cfg (bpf/bench/bench_sol.bpf.c)."""
 
     _fields_ = [("dmac", ctypes.c_uint8 * 6), ("smac", ctypes.c_uint8 * 6),
                 ("ifindex", ctypes.c_uint32), ("rewrite_l2", ctypes.c_uint8),
@@ -40,7 +48,7 @@ class SolCfg(ctypes.Structure):
 
 
 def object_path(name: str) -> str:
-    path = abi.BPF_DIR / f"{name}.bpf.o"
+    path = abi.BPF_DIR / "bench" / f"{name}.bpf.o"
     if not path.exists():
         raise abi.BuildMissing(f"{path} is missing: run 'make build'")
     return str(path)
@@ -107,6 +115,20 @@ def attach(ns: str, ifname: str, prog_fd: int) -> Link:
     return Link(fd, ifindex)
 
 
+BPF_TCX_INGRESS = 46  # enum bpf_attach_type
+
+
+def attach_tcx(ns: str, ifname: str, prog_fd: int) -> Link:
+    """Attach the SCHED_CLS ``prog_fd`` to tcx ingress of ``ifname`` in ``ns`` (a BPF link)."""
+    with netns.entered(ns):
+        ifindex = ifindex_of(ifname)
+        opts = libbpf.LinkCreateOpts(sz=ctypes.sizeof(libbpf.LinkCreateOpts))
+        fd = libbpf.check(libbpf.lib().bpf_link_create(prog_fd, ifindex, BPF_TCX_INGRESS,
+                                                         ctypes.byref(opts)),
+                          f"attach tcx ingress to {ifname}")
+    return Link(fd, ifindex)
+
+
 def ifindex_of(ifname: str) -> int:
     """ifindex of ``ifname`` in the current thread's namespace.
 
@@ -117,13 +139,18 @@ def ifindex_of(ifname: str) -> int:
 
 
 class Sink:
-    """bench_sink attached to one interface; ``packets()`` sums its per-CPU counter."""
+    """bench_sink attached to one interface; ``packets()`` sums its per-CPU counter.
 
-    def __init__(self, ns: str, ifname: str) -> None:
+    ``tc``: bench_tc_sink at tcx ingress instead of XDP (no skb-to-XDP conversion on a veth).
+    """
+
+    def __init__(self, ns: str, ifname: str, tc: bool = False) -> None:
         self.obj = BpfObject("bench_sink")
+        self.prog = "bench_tc_sink" if tc else "bench_sink"
         self.counter = libbpf.Map(os.dup(self.obj.map_fd("bench_count")), 4, 16, percpu=True)
         try:
-            self.link = attach(ns, ifname, self.obj.prog_fd("bench_sink"))
+            how = attach_tcx if tc else attach
+            self.link = how(ns, ifname, self.obj.prog_fd(self.prog))
         except Exception:
             self.counter.close()
             self.obj.close()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 ETH_LEN, IPV4_LEN, IPV6_LEN, UDP_LEN = 14, 20, 40, 8
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 IPPROTO_UDP = 17
+IPV4_DF, IPV4_MF = 0x4000, 0x2000  # flags in the fragment-offset field
 MIN_FRAME = 64  # the generator rewrites the first 64 bytes of every frame
 MAX_FRAME = 1514  # MTU 1500 everywhere in the topologies
 IPV4_DST_OFFSET = ETH_LEN + 16  # where the generator varies the IPv4 destination
@@ -65,6 +66,7 @@ class FrameSpec:
     sport: int = 4321
     dport: int = 9  # discard
     udp_csum: bool = True  # IPv4 only: False sends checksum 0 ("none"), legal for UDP/IPv4
+    fragment: bool = False  # IPv4 only: a first fragment (MF set, offset 0) instead of DF
 
     @property
     def family(self) -> int:
@@ -84,7 +86,8 @@ def build(spec: FrameSpec) -> bytes:
         udp_len = UDP_LEN + len(payload)
         pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, IPPROTO_UDP, udp_len)
         udp = _udp(pseudo, spec.sport, spec.dport, payload, spec.udp_csum)
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, IPV4_LEN + udp_len, 0, 0x4000, spec.ttl,
+        flags = IPV4_MF if spec.fragment else IPV4_DF
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, IPV4_LEN + udp_len, 0, flags, spec.ttl,
                          IPPROTO_UDP, 0, src.packed, dst.packed)
         ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
         return l2 + struct.pack("!H", ETH_P_IP) + ip + udp

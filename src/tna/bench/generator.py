@@ -1,26 +1,111 @@
-"""The traffic generator: BPF_PROG_TEST_RUN live frames, XDP_TX out of the sender's veth.
+"""The traffic sources: live XDP frames where the host allows them, real skbs where it does not.
 
 Role in the flow: a background thread, pinned to one CPU and moved into the sender's
-namespace, calls ``test_run`` in live-frames mode again and again; every frame the kernel
-injects runs ``bench_gen`` (which rewrites its header from the template) and leaves the veth
-with XDP_TX.  The veth peer's NAPI runs in the softirq of the same CPU, so generator, device
-under test and sink share that CPU ("serial mode"), which makes the rate a cost per packet.
+namespace, calls ``BPF_PROG_TEST_RUN`` again and again; each call sends frames out of the
+sender's veth towards the device under test.  The veth peer's NAPI runs in the softirq of the
+same CPU, so source, device under test and sink share that CPU ("serial mode"), which makes
+the rate a cost per packet.  Two sources:
+
+``live``  ``bench_gen`` in live-frames mode (``BPF_F_TEST_XDP_LIVE_FRAMES``, kernel >= 5.18):
+          every injected frame leaves with XDP_TX.  The cheapest source, but hardened hosts,
+          containers and older kernels refuse it (EPERM, EINVAL).
+``skb``   ``bench_skbgen``, a SCHED_CLS program run by plain test_run: each run sends
+          ``BURST`` clones of the test skb out of the veth with ``bpf_clone_redirect()``.
+          Works wherever test_run does; each frame is an skb, which native XDP on a veth first
+          converts (copies) into an XDP buffer, and Linux does not (docs/benchmarks.md).
+
+``probe_live_frames`` asks the kernel once (a live-frames run of an XDP_DROP program) and
+``choose`` picks the source for ``--source auto``.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import threading
 import time
+from dataclasses import dataclass
 
 from tna import netns
-from tna.bench.bpfobj import HDR_LEN, BpfObject, GenCfg, Park, ifindex_of
+from tna.bench.bpfobj import (
+    HDR_LEN,
+    MAX_BURST,
+    BpfObject,
+    GenCfg,
+    Link,
+    Park,
+    SkbGenCfg,
+    ifindex_of,
+)
 from tna.bench.frames import Variation
 from tna.datapath import libbpf
+from tna.datapath.libbpf import LibbpfError
 
-BATCH = 64  # frames per live-frames batch: one xdp_do_flush, one softirq pass per batch
+LIVE, SKB = "live", "skb"
+SOURCES = (LIVE, SKB)
+SOURCE_LABEL = {
+    LIVE: "live XDP frames (BPF_F_TEST_XDP_LIVE_FRAMES, XDP_TX)",
+    SKB: "skbs (bpf_clone_redirect() from a test_run tc program)",
+}
+AUTO = "auto"
+ENOTSUPP = 524  # the kernel's internal "not supported", which test_run can leak to user space
+# What a kernel without (or refusing) live frames answers: the fallback, not an error.
+REFUSALS = (errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL, ENOTSUPP)
+ERRNO_NAMES = {errno.EOPNOTSUPP: "EOPNOTSUPP", ENOTSUPP: "ENOTSUPP"}  # not ENOTSUP
+
+BATCH = 64  # live: frames per batch, one xdp_do_flush and one softirq pass per batch
+BURST = 32  # skb: clones per program run, softirqs run after each run (local_bh_enable)
 CALL_SECONDS = 0.1  # aim for test_run calls this long, so stop() answers quickly
 MIN_REPEAT, MAX_REPEAT = 1 << 12, 1 << 22
+
+
+# ---- choosing a source -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Probe:
+    """Whether live-frames test_run works here, and in words why (not)."""
+
+    live: bool
+    reason: str
+
+
+def probe_live_frames(frame: bytes) -> Probe:
+    """One live-frames test_run of an XDP_DROP program in the current namespace.
+
+    Sends nothing (the program drops its one frame); it only asks the kernel whether the mode
+    is allowed.
+    """
+    obj = BpfObject("bench_sink")
+    try:
+        libbpf.test_run(obj.prog_fd("bench_nop"), frame, repeat=1,
+                        flags=libbpf.BPF_F_TEST_XDP_LIVE_FRAMES)
+    except LibbpfError as e:
+        if e.errno not in REFUSALS:
+            raise
+        return Probe(False, refused(e.errno))
+    finally:
+        obj.close()
+    return Probe(True, "live-frames test_run works")
+
+
+def refused(err: int) -> str:
+    """The one-line reason for a refusal, e.g. ``live-frames test_run refused: EPERM``."""
+    name = ERRNO_NAMES.get(err) or errno.errorcode.get(err, str(err))
+    return f"live-frames test_run refused: {name}"
+
+
+def choose(requested: str, probe: Probe) -> tuple[str, str]:
+    """(source, why) for ``--source requested``; ValueError when ``live`` is asked in vain."""
+    if requested == AUTO:
+        if probe.live:
+            return LIVE, "auto: live frames work here"
+        return SKB, f"auto: {probe.reason}"
+    if requested == LIVE and not probe.live:
+        raise ValueError(f"--source live: {probe.reason}")
+    if requested not in SOURCES:
+        raise ValueError(f"unknown source {requested!r}; have {AUTO}, {', '.join(SOURCES)}")
+    return requested, "requested"
 
 
 def gen_config(frame: bytes, var: Variation | None) -> GenCfg:
@@ -35,46 +120,75 @@ def gen_config(frame: bytes, var: Variation | None) -> GenCfg:
     return cfg
 
 
+def skbgen_config(frame: bytes, var: Variation | None, ifindex: int, burst: int = BURST
+                  ) -> SkbGenCfg:
+    if not 1 <= burst <= MAX_BURST:
+        raise ValueError(f"burst {burst} outside 1..{MAX_BURST}")
+    return SkbGenCfg(gen=gen_config(frame, var), ifindex=ifindex, burst=burst)
+
+
+def skb_test_run(prog_fd: int, packet: bytes, repeat: int) -> tuple[int, int]:
+    """BPF_PROG_TEST_RUN of a SCHED_CLS program on ``packet``: (last run's return, ns/run)."""
+    out = ctypes.create_string_buffer(len(packet) + 512)
+    opts = libbpf.TestRunOpts(sz=ctypes.sizeof(libbpf.TestRunOpts))
+    opts.data_in = ctypes.cast(ctypes.c_char_p(packet), ctypes.c_void_p)
+    opts.data_size_in = len(packet)
+    opts.data_out = ctypes.cast(out, ctypes.c_void_p)
+    opts.data_size_out = len(out)
+    opts.repeat = repeat
+    libbpf.check(libbpf.lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)),
+                 "bpf_prog_test_run (tc)")
+    return opts.retval, opts.duration
+
+
+# ---- the sources -----------------------------------------------------------------------------
+
 class Generator:
-    """Sends ``frame`` (varied by ``var``) out of ``ifname`` in ``ns`` from CPU ``cpu``."""
+    """The thread that drives a source: ``frame`` (varied by ``var``) out of ``ifname``."""
+
+    kind = ""
+    prog_name = ""
 
     def __init__(self, ns: str, ifname: str, frame: bytes, var: Variation | None,
-                 cpu: int, park: Park) -> None:
+                 cpu: int) -> None:
         if len(frame) < HDR_LEN:
             raise ValueError(f"frames must be at least {HDR_LEN} bytes")
-        self.ns, self.frame, self.cpu = ns, frame, cpu
+        self.ns, self.frame, self.var, self.cpu = ns, frame, var, cpu
         with netns.entered(ns):
             self.ifindex = ifindex_of(ifname)
-        self.obj = BpfObject("bench_gen", gen_config(frame, var))
-        self.prog_fd = self.obj.prog_fd("bench_gen")
-        try:
-            self.parked = park.attach(self.prog_fd)  # else every call waits for RCU
-        except Exception:
-            self.obj.close()
-            raise
+        self.obj: BpfObject | None = None
+        self.prog_fd = -1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
-        self._frames = 0  # frames injected by completed calls
-        self._busy_ns = 0  # kernel time of those calls
-        self._repeat = 1 << 16
+        self._frames = 0  # frames offered by completed calls
+        self._busy_ns = 0  # wall time of those calls
+        self._repeat = 1 << 12
         self.tid = 0  # the thread's kernel id while it runs (CPU accounting)
 
     # ---- one call --------------------------------------------------------------------------
 
+    def _send(self, repeat: int) -> int:
+        """One test_run call of ``repeat`` runs; the frames it offered."""
+        raise NotImplementedError
+
     def _call(self) -> None:
         repeat = self._repeat
         t0 = time.perf_counter_ns()
-        libbpf.test_run(self.prog_fd, self.frame, ingress_ifindex=self.ifindex, repeat=repeat,
-                        flags=libbpf.BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=BATCH)
+        sent = self._send(repeat)
         elapsed = max(time.perf_counter_ns() - t0, 1)
         with self._lock:
-            self._frames += repeat
+            self._frames += sent
             self._busy_ns += elapsed
         # Size the next call from this one's rate.
         wanted = int(repeat * CALL_SECONDS * 1e9 / elapsed)
-        self._repeat = max(MIN_REPEAT, min(MAX_REPEAT, wanted))
+        self._repeat = max(MIN_REPEAT // self.per_run, min(MAX_REPEAT // self.per_run, wanted))
+
+    @property
+    def per_run(self) -> int:
+        """Frames one program run sends."""
+        return 1
 
     def _loop(self) -> None:
         self.tid = threading.get_native_id()
@@ -115,7 +229,7 @@ class Generator:
             raise RuntimeError(f"generator failed: {self._error}") from self._error
 
     def progress(self) -> tuple[int, int]:
-        """(frames injected, ns spent injecting them) over completed calls so far."""
+        """(frames offered, ns spent offering them) over completed calls so far."""
         with self._lock:
             return self._frames, self._busy_ns
 
@@ -123,5 +237,71 @@ class Generator:
         try:
             self.stop()
         finally:
-            self.parked.close()
+            if self.obj is not None:
+                self.obj.close()
+                self.obj = None
+
+
+class LiveGenerator(Generator):
+    """Live frames: ``bench_gen`` returns XDP_TX for every frame the kernel injects."""
+
+    kind, prog_name = LIVE, "bench_gen"
+
+    def __init__(self, ns: str, ifname: str, frame: bytes, var: Variation | None,
+                 cpu: int, park: Park) -> None:
+        super().__init__(ns, ifname, frame, var, cpu)
+        self.obj = BpfObject("bench_gen", gen_config(frame, var))
+        self.prog_fd = self.obj.prog_fd("bench_gen")
+        self._repeat = 1 << 16
+        try:
+            self.parked: Link | None = park.attach(self.prog_fd)  # else each call waits for RCU
+        except Exception:
             self.obj.close()
+            raise
+
+    def _send(self, repeat: int) -> int:
+        libbpf.test_run(self.prog_fd, self.frame, ingress_ifindex=self.ifindex, repeat=repeat,
+                        flags=libbpf.BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=BATCH)
+        return repeat
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.parked is not None:
+                self.parked.close()
+                self.parked = None
+
+
+class SkbGenerator(Generator):
+    """skbs: each run of ``bench_skbgen`` clones the test skb ``burst`` times out of the veth."""
+
+    kind, prog_name = SKB, "bench_skbgen"
+
+    def __init__(self, ns: str, ifname: str, frame: bytes, var: Variation | None,
+                 cpu: int, burst: int = BURST) -> None:
+        super().__init__(ns, ifname, frame, var, cpu)
+        self.burst = burst
+        self.obj = BpfObject("bench_skbgen", skbgen_config(frame, var, self.ifindex, burst))
+        self.prog_fd = self.obj.prog_fd("bench_skbgen")
+
+    @property
+    def per_run(self) -> int:
+        return self.burst
+
+    def _send(self, repeat: int) -> int:
+        sent, _ = skb_test_run(self.prog_fd, self.frame, repeat)
+        if sent == 0:  # e.g. the veth is down: say so instead of measuring nothing
+            raise RuntimeError(f"bpf_clone_redirect() sent nothing out of ifindex "
+                               f"{self.ifindex}")
+        return repeat * self.burst
+
+
+def make(kind: str, ns: str, ifname: str, frame: bytes, var: Variation | None, cpu: int,
+         park: Park) -> Generator:
+    """A source of ``kind`` (``live`` or ``skb``) ready to start."""
+    if kind == LIVE:
+        return LiveGenerator(ns, ifname, frame, var, cpu, park)
+    if kind == SKB:
+        return SkbGenerator(ns, ifname, frame, var, cpu)
+    raise ValueError(f"unknown source {kind!r}")

@@ -5,6 +5,14 @@ derived (medians, ns/packet, spread, TNA/Linux and TNA/limit ratios, acceptance 
 computed here, from the samples alone, so the unit tests can check it without root and a JSON
 file from an earlier run can be re-rendered.  matplotlib is optional: without it the chart is
 skipped with a message.
+
+Two kinds of numbers: *end to end* (e2e) is what the sink receives, so it includes the traffic
+source's and the sink's own cost; *path* ns is a mode's ns/packet minus the ``null`` mode's
+(source straight into a drop on the DUT's ingress), the cost of the device under test alone.
+A slower source adds the same ns to every mode and pulls e2e ratios towards 1; path ratios
+do not move with the source, so the acceptance goals are judged on them.  Every result names
+its traffic source; the report's own source (``meta["source"]``) is the one its tables show,
+results from the other source appear in the comparison table only.
 """
 
 from __future__ import annotations
@@ -16,12 +24,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Mode order for tables and the chart.
-MODE_ORDER = ("null", "linux", "linux-no-brnf", "tna", "fib", "sol")
-MODE_LABEL = {"null": "null (generator -> drop)", "linux": "Linux", "tna": "TNA",
-              "linux-no-brnf": "Linux, br_netfilter off", "fib": "bare XDP fib router",
-              "sol": "speed of light"}
+MODE_ORDER = ("null", "null-tc", "linux", "linux-no-brnf", "xdp-pass", "tna", "fib", "sol")
+MODE_LABEL = {"null": "null (source -> drop)", "null-tc": "null, tc sink", "linux": "Linux",
+              "tna": "TNA",
+              "linux-no-brnf": "Linux, br_netfilter off", "xdp-pass": "Linux + XDP_PASS",
+              "fib": "bare XDP fib router", "sol": "speed of light"}
+SOURCE_LABEL = {"live": "live XDP frames", "skb": "skbs via bpf_clone_redirect()"}
+PUNT_ALL = "punt-all"
 
-# Acceptance goals of the benchmark issue, checked on the 64-byte rows.
+# Acceptance goals of the benchmark issue, checked on the 64-byte rows (path cost).
 GOALS = (
     ("router-v4", "tna", "linux", 2.4, "TNA >= 2.4x Linux, IPv4 routing"),
     ("router-v4", "tna", "sol", 0.70, "TNA >= 70% of the speed-of-light reference, IPv4"),
@@ -51,6 +62,14 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def path_ratio(slow_ns: float | None, fast_ns: float | None) -> float | None:
+    """How many times cheaper the ``fast_ns`` path is; None unless both costs are positive
+    (a path at or below the null mode's cost is noise, not a speed-up)."""
+    if slow_ns is None or fast_ns is None or slow_ns <= 0 or fast_ns <= 0:
+        return None
+    return slow_ns / fast_ns
+
+
 def ns_per_packet(pps: float | None) -> float | None:
     return 1e9 / pps if pps else None
 
@@ -62,7 +81,8 @@ class Sample:
     """One timed window: packets per second delivered at the sink."""
 
     pps: float
-    offered_pps: float | None = None  # what the generator injected meanwhile
+    delivered: int = 0  # packets the sink counted in the window
+    offered_pps: float | None = None  # what the source offered meanwhile
     fast_path: float | None = None  # TNA mode: share of ingress packets the fast path forwarded
     punts: dict[str, int] = field(default_factory=dict)
     cpu_other: float | None = None  # share of the measured CPU other tasks used meanwhile
@@ -79,6 +99,7 @@ class Result:
     samples: list[Sample] = field(default_factory=list)
     status: str = "ok"  # ok | n/a | invalid (e.g. TNA mostly punted) | error
     note: str = ""
+    source: str = "live"  # the traffic source (runs before sources existed used live frames)
 
     @property
     def measured(self) -> bool:
@@ -148,6 +169,7 @@ class ProgProfile:
     mode: str
     ns: dict[str, float]  # "generator" / "dut" / "sink" -> ns per run, median of runs
     runs: list[dict[str, float]] = field(default_factory=list)
+    source: str = "live"
 
     @property
     def dut_net(self) -> float | None:
@@ -163,27 +185,53 @@ class Report:
     micro: list[MicroResult] = field(default_factory=list)
     profile: list[ProgProfile] = field(default_factory=list)
 
-    def result(self, scenario: str, size: int, mode: str) -> Result | None:
+    @property
+    def source(self) -> str:
+        """The traffic source of the main results (reports before sources: live frames)."""
+        return str(self.meta.get("source", "live"))
+
+    def sources(self) -> list[str]:
+        """Every source with results: the main one first."""
+        return list(dict.fromkeys([self.source] + [r.source for r in self.results]))
+
+    def result(self, scenario: str, size: int, mode: str, source: str | None = None
+               ) -> Result | None:
+        want = (scenario, size, mode, source or self.source)
         return next((r for r in self.results
-                     if (r.scenario, r.size, r.mode) == (scenario, size, mode)), None)
+                     if (r.scenario, r.size, r.mode, r.source) == want), None)
+
+    def main_results(self) -> list[Result]:
+        return [r for r in self.results if r.source == self.source]
 
     def modes(self) -> list[str]:
         """Every mode measured: the standard ones in their order, then the rest (variants)."""
-        seen = [r.mode for r in self.results]
+        seen = [r.mode for r in self.main_results()]
         return [m for m in MODE_ORDER if m in seen] + \
             list(dict.fromkeys(m for m in seen if m not in MODE_ORDER))
 
-    def groups(self) -> list[tuple[str, int]]:
-        """(scenario, size) pairs in the order they were measured."""
+    def groups(self, source: str | None = None) -> list[tuple[str, int]]:
+        """(scenario, size) pairs of one source's results, in the order they were measured."""
         out: list[tuple[str, int]] = []
         for r in self.results:
-            if (r.scenario, r.size) not in out:
+            if r.source == (source or self.source) and (r.scenario, r.size) not in out:
                 out.append((r.scenario, r.size))
         return out
 
-    def mpps(self, scenario: str, size: int, mode: str) -> float | None:
-        r = self.result(scenario, size, mode)
+    def mpps(self, scenario: str, size: int, mode: str, source: str | None = None
+             ) -> float | None:
+        r = self.result(scenario, size, mode, source)
         return r.mpps if r is not None and r.status == "ok" else None
+
+    def path(self, scenario: str, size: int, mode: str, source: str | None = None
+             ) -> float | None:
+        """ns/packet of ``mode`` minus the null mode's: what the DUT's path costs."""
+        if mode.startswith("null"):
+            return None
+        r, null = (self.result(scenario, size, m, source) for m in (mode, "null"))
+        if r is None or null is None or r.status != "ok" or null.status != "ok" \
+                or r.ns is None or null.ns is None:
+            return None
+        return r.ns - null.ns
 
 
 # ---- JSON ------------------------------------------------------------------------------------
@@ -193,18 +241,22 @@ def to_json(report: Report) -> dict[str, Any]:
     results = []
     for r in report.results:
         d = asdict(r)
-        d.update(mpps=r.mpps, ns_per_packet=r.ns, spread=r.spread if r.measured else None,
+        d.update(mpps=r.mpps, ns_per_packet=r.ns,
+                 path_ns=report.path(r.scenario, r.size, r.mode, r.source),
+                 spread=r.spread if r.measured else None,
                  offered_mpps=r.offered_mpps, fast_path=r.fast_path, cpu_other=r.cpu_other)
         results.append(d)
     return {"meta": report.meta, "scenarios": report.scenarios, "results": results,
-            "summary": summary(report), "goals": goals(report),
+            "summary": summary(report), "goals": goals(report), "punt_all": punt_all(report),
+            "comparison": comparison(report),
             "micro": [asdict(m) for m in report.micro],
             "profile": [asdict(p) for p in report.profile]}
 
 
 def from_json(doc: dict[str, Any]) -> Report:
     results = [Result(r["scenario"], r["size"], r["mode"],
-                      [Sample(**s) for s in r["samples"]], r["status"], r["note"])
+                      [Sample(**s) for s in r["samples"]], r["status"], r["note"],
+                      r.get("source", "live"))
                for r in doc["results"]]
     micro = [MicroResult(**m) for m in doc.get("micro", [])]
     profile = [ProgProfile(**p) for p in doc.get("profile", [])]
@@ -217,31 +269,90 @@ def dumps(report: Report) -> str:
 
 # ---- derived tables --------------------------------------------------------------------------
 
-def summary(report: Report) -> list[dict[str, Any]]:
-    """One row per (scenario, size): each mode's Mpps and the ratios that matter."""
+def summary(report: Report, source: str | None = None) -> list[dict[str, Any]]:
+    """One row per (scenario, size): each mode's Mpps and path ns, and the ratios that matter.
+
+    ``x_vs_y`` compares end-to-end rates; ``x_vs_y_path`` compares path costs (y's path ns
+    over x's: how many times cheaper x's path is).
+    """
     rows = []
-    for scenario, size in report.groups():
-        row: dict[str, Any] = {"scenario": scenario, "size": size}
+    src = source or report.source
+    for scenario, size in report.groups(src):
+        row: dict[str, Any] = {"scenario": scenario, "size": size, "source": src}
         for mode in MODE_ORDER:
-            row[mode] = report.mpps(scenario, size, mode)
-        tna = report.result(scenario, size, "tna")
+            row[mode] = report.mpps(scenario, size, mode, src)
+            row[f"{mode}_path_ns"] = report.path(scenario, size, mode, src)
+        tna = report.result(scenario, size, "tna", src)
         row["tna_note"] = tna.note if tna is not None and tna.status != "ok" else ""
-        row["tna_vs_linux"] = ratio(row["tna"], row["linux"])
-        row["tna_vs_limit"] = ratio(row["tna"], row["sol"])
-        row["tna_vs_fib"] = ratio(row["tna"], row["fib"])
-        row["limit_vs_linux"] = ratio(row["sol"], row["linux"])
+        for name, a, b in (("tna_vs_linux", "tna", "linux"), ("tna_vs_limit", "tna", "sol"),
+                           ("tna_vs_fib", "tna", "fib"), ("limit_vs_linux", "sol", "linux")):
+            row[name] = ratio(row[a], row[b])
+            row[f"{name}_path"] = path_ratio(row[f"{b}_path_ns"], row[f"{a}_path_ns"])
         rows.append(row)
     return rows
 
 
 def goals(report: Report) -> list[dict[str, Any]]:
-    """The issue's acceptance goals on the 64-byte frames: value, target, met (None: n/a)."""
+    """The issue's acceptance goals on the 64-byte frames, judged on path cost (the source's
+    own cost taken out): value, the end-to-end value beside it, target, met (None: n/a)."""
     out = []
     for scenario, mode, versus, target, text in GOALS:
-        value = ratio(report.mpps(scenario, 64, mode), report.mpps(scenario, 64, versus))
+        value = path_ratio(report.path(scenario, 64, versus), report.path(scenario, 64, mode))
+        e2e = ratio(report.mpps(scenario, 64, mode), report.mpps(scenario, 64, versus))
         out.append({"goal": text, "scenario": scenario, "target": target, "value": value,
-                    "met": None if value is None else value >= target})
+                    "e2e": e2e, "met": None if value is None else value >= target})
     return out
+
+
+def punt_all(report: Report) -> list[dict[str, Any]]:
+    """Per source: what TNA attached costs traffic it hands to Linux, per packet.
+
+    ``overhead_ns`` = TNA's e2e ns/packet minus Linux's (both see the same source, so the
+    source's cost cancels); ``xdp_ns`` the part any XDP program on the ingress costs
+    (``xdp-pass`` minus Linux), the rest is TNA's program up to its punt decision.
+    ``conversion_ns`` = null minus null-tc: what native XDP on a veth costs an arriving frame
+    before any program runs (an skb source's skb copied into an XDP buffer).
+    """
+    out = []
+    for src in report.sources():
+        for scenario, size in report.groups(src):
+            if scenario != PUNT_ALL:
+                continue
+            r = {m: report.result(scenario, size, m, src)
+                 for m in ("null", "null-tc", "linux", "xdp-pass", "tna")}
+            ns = {m: (x.ns if x is not None and x.status == "ok" else None) for m, x in r.items()}
+            tna = r["tna"]
+            out.append({
+                "source": src, "size": size, "linux_ns": ns["linux"],
+                "xdp_pass_ns": ns["xdp-pass"], "tna_ns": ns["tna"],
+                "overhead_ns": _minus(ns["tna"], ns["linux"]),
+                "xdp_ns": _minus(ns["xdp-pass"], ns["linux"]),
+                "conversion_ns": _minus(ns["null"], ns["null-tc"]),
+                "tna_vs_linux": ratio(report.mpps(scenario, size, "tna", src),
+                                      report.mpps(scenario, size, "linux", src)),
+                "note": tna.note if tna is not None else ""})
+    return out
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return a - b if a is not None and b is not None else None
+
+
+def comparison(report: Report) -> list[dict[str, Any]]:
+    """(scenario, size, mode) measured with more than one source: Mpps and path ns of each."""
+    srcs = report.sources()
+    if len(srcs) < 2:
+        return []
+    rows = []
+    for scenario, size in report.groups(srcs[1]):
+        for mode in MODE_ORDER:
+            per = {s: (report.mpps(scenario, size, mode, s), report.path(scenario, size, mode, s))
+                   for s in srcs}
+            if any(m is not None for m, _ in per.values()):
+                rows.append({"scenario": scenario, "size": size, "mode": mode,
+                             **{f"{s}_mpps": m for s, (m, _) in per.items()},
+                             **{f"{s}_path_ns": p for s, (_, p) in per.items()}})
+    return rows
 
 
 # ---- Markdown --------------------------------------------------------------------------------
@@ -272,20 +383,22 @@ def summary_table(report: Report) -> str:
     rows = []
     for s in summary(report):
         tna = fmt_mpps(s["tna"]) if s["tna"] is not None else (s["tna_note"] or "-")
-        rows.append([s["scenario"], str(s["size"]), fmt_mpps(s["linux"]), tna,
-                     fmt_mpps(s["fib"]), fmt_mpps(s["sol"]), fmt_mpps(s["null"]),
-                     fmt_ratio(s["tna_vs_linux"]), fmt_pct(s["tna_vs_limit"]),
-                     fmt_pct(s["tna_vs_fib"]), fmt_ratio(s["limit_vs_linux"])])
-    return _table(["scenario", "frame B", "Linux Mpps", "TNA Mpps", "fib ref. Mpps",
-                   "limit Mpps", "null Mpps", "TNA/Linux", "TNA/limit", "TNA/fib ref.",
-                   "limit/Linux"], rows)
+        rows.append([s["scenario"], str(s["size"]), fmt_mpps(s["null"]), fmt_mpps(s["linux"]),
+                     tna, fmt_mpps(s["fib"]), fmt_mpps(s["sol"]),
+                     fmt_ns(s["linux_path_ns"]), fmt_ns(s["tna_path_ns"]),
+                     fmt_ns(s["sol_path_ns"]),
+                     fmt_ratio(s["tna_vs_linux"]), fmt_ratio(s["tna_vs_linux_path"]),
+                     fmt_pct(s["tna_vs_limit"]), fmt_pct(s["tna_vs_limit_path"]),
+                     fmt_pct(s["tna_vs_fib"])])
+    return _table(["scenario", "frame B", "null Mpps", "Linux Mpps", "TNA Mpps",
+                   "fib ref. Mpps", "limit Mpps", "Linux path ns", "TNA path ns",
+                   "limit path ns", "TNA/Linux e2e", "TNA/Linux path", "TNA/limit e2e",
+                   "TNA/limit path", "TNA/fib ref. e2e"], rows)
 
 
 def detail_table(report: Report) -> str:
     rows = []
     for scenario, size in report.groups():
-        null = report.result(scenario, size, "null")
-        null_ns = null.ns if null is not None and null.status == "ok" else None
         for mode in report.modes():
             r = report.result(scenario, size, mode)
             if r is None:
@@ -293,8 +406,7 @@ def detail_table(report: Report) -> str:
             if not r.measured:
                 rows.append([scenario, str(size), mode, r.note or r.status] + ["-"] * 7)
                 continue
-            path = r.ns - null_ns if r.ns is not None and null_ns is not None and \
-                mode != "null" else None
+            path = report.path(scenario, size, mode) if r.status == "ok" else None
             runs = f"{min(r.pps) / 1e6:.2f}-{max(r.pps) / 1e6:.2f}"
             note = r.note if r.status == "ok" else f"**{r.status}**: {r.note}"
             rows.append([scenario, str(size), mode, fmt_mpps(r.mpps), runs,
@@ -303,6 +415,26 @@ def detail_table(report: Report) -> str:
                          fmt_pct(r.cpu_other, 1), note])
     return _table(["scenario", "frame B", "mode", "Mpps", "runs min-max", "spread", "ns/pkt",
                    "path ns", "fast path", "other tasks", "note"], rows)
+
+
+def punt_all_table(report: Report) -> str:
+    rows = [[p["source"], str(p["size"]), fmt_ns(p["linux_ns"]), fmt_ns(p["xdp_pass_ns"]),
+             fmt_ns(p["tna_ns"]), fmt_ns(p["overhead_ns"]), fmt_ns(p["xdp_ns"]),
+             fmt_ns(p["conversion_ns"]), fmt_ratio(p["tna_vs_linux"]), p["note"]]
+            for p in punt_all(report)]
+    return _table(["source", "frame B", "Linux ns/pkt", "Linux + XDP_PASS ns/pkt",
+                   "TNA (all punted) ns/pkt", "TNA overhead ns", "XDP_PASS overhead ns",
+                   "XDP on veth: null - null-tc ns", "TNA/Linux e2e", "TNA's counters"], rows)
+
+
+def comparison_table(report: Report) -> str:
+    srcs = report.sources()
+    rows = [[c["scenario"], str(c["size"]), c["mode"]]
+            + [f(c[f"{s}_{k}"]) for s in srcs for k, f in (("mpps", fmt_mpps),
+                                                             ("path_ns", fmt_ns))]
+            for c in comparison(report)]
+    return _table(["scenario", "frame B", "mode"]
+                  + [f"{s} {k}" for s in srcs for k in ("Mpps", "path ns")], rows)
 
 
 def _verdicts(m: MicroResult) -> str:
@@ -318,18 +450,12 @@ def micro_table(report: Report) -> str:
                    "ns/pkt (- empty program)", "verdict"], rows)
 
 
-def path_ns(report: Report, scenario: str, size: int, mode: str) -> float | None:
-    """ns/packet of ``mode`` minus the null case: what the DUT's path costs."""
-    r, null = report.result(scenario, size, mode), report.result(scenario, size, "null")
-    if r is None or null is None or r.ns is None or null.ns is None or mode == "null":
-        return None
-    return r.ns - null.ns
-
-
 def profile_table(report: Report) -> str:
     rows = []
     for p in report.profile:
-        path = path_ns(report, p.scenario, p.size, p.mode)
+        if p.source != report.source:
+            continue
+        path = report.path(p.scenario, p.size, p.mode)
         net = p.dut_net
         rest = path - net if path is not None and net is not None else None
         rows.append([p.scenario, str(p.size), p.mode, fmt_ns(p.ns.get("generator")),
@@ -345,9 +471,18 @@ def goals_table(report: Report) -> str:
         target = f">= {g['target'] * 100:.0f}%" if g["target"] < 1 else f">= {g['target']}x"
         value = (fmt_pct(g["value"], 1) if g["target"] < 1 else fmt_ratio(g["value"])) \
             if g["value"] is not None else "n/a"
+        e2e = fmt_pct(g["e2e"], 1) if g["target"] < 1 else fmt_ratio(g["e2e"])
         met = {True: "met", False: "**missed**", None: "not measurable"}[g["met"]]
-        rows.append([g["goal"], target, value, met])
-    return _table(["goal (64-byte frames)", "target", "measured", "verdict"], rows)
+        rows.append([g["goal"], target, value, e2e, met])
+    return _table(["goal (64-byte frames)", "target", "path cost", "end to end",
+                   "verdict (on path cost)"], rows)
+
+
+def source_line(report: Report) -> str:
+    src = report.source
+    why = report.meta.get("source_reason")
+    return (f"Traffic source: **{src}** ({SOURCE_LABEL.get(src, src)}"
+            + (f"; {why}" if why else "") + ").")
 
 
 def markdown(report: Report) -> str:
@@ -356,6 +491,8 @@ def markdown(report: Report) -> str:
         f"Run {m.get('date', '?')} on {m.get('machine', '?')}, kernel {m.get('kernel', '?')}; "
         f"serial mode on CPU {m.get('cpu', '?')}; {m.get('runs', '?')} run(s) of "
         f"{m.get('seconds', '?')} s after {m.get('warmup', '?')} s warm-up, median.",
+        source_line(report) + " *e2e*: end to end, as the sink counts; *path ns*: ns/packet "
+        "minus the null mode's (source and sink), the device under test's own cost.",
         "",
         "Scenarios: " + "; ".join(f"`{k}` {v}" for k, v in report.scenarios.items()) + ".",
         "",
@@ -365,6 +502,12 @@ def markdown(report: Report) -> str:
         "",
         detail_table(report),
     ]
+    if punt_all(report):
+        parts += ["", "Punt-all: TNA attached, every frame handed to Linux, per source:", "",
+                  punt_all_table(report)]
+    if comparison(report):
+        parts += ["", "The same scenarios with each traffic source (64-byte frames):", "",
+                  comparison_table(report)]
     if report.profile:
         parts += ["", profile_table(report)]
     if report.micro:
@@ -384,6 +527,7 @@ def plot(report: Report, path: str) -> str | None:
     except ImportError:
         return "matplotlib is not installed (pip install 'tna[plot]'): chart skipped"
     groups = report.groups()
+    src = report.source
     modes = [mode for mode in report.modes()
              if any(report.mpps(s, z, mode) is not None for s, z in groups)]
     width = 0.8 / max(len(modes), 1)
@@ -404,9 +548,10 @@ def plot(report: Report, path: str) -> str | None:
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([f"{s}\n{z} B" for s, z in groups], fontsize=8)
     ax.set_ylabel("delivered Mpps (median; bars: min-max of runs)")
-    ax.set_title(f"tna bench - serial mode, one CPU ({report.meta.get('kernel', '')})")
+    ax.set_title(f"tna bench - source: {src} ({SOURCE_LABEL.get(src, src)}) - serial mode, "
+                 f"one CPU ({report.meta.get('kernel', '')})", fontsize=9)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(modes),
-              frameon=False)
+              frameon=False, title=f"mode (traffic source: {src})", title_fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

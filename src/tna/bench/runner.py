@@ -1,25 +1,31 @@
 """Runs the benchmark: scenarios x frame sizes x runs x modes, then the micro-benchmark.
 
-Role in the flow: for each scenario a fresh :class:`~tna.testbed.Testbed` (deleted on any exit)
-holds the topology; for each frame size one generator; each run measures every mode once, in
+Role in the flow: first the traffic source is chosen (``--source``; ``auto`` asks the kernel
+whether live-frames test_run works, in a throw-away namespace).  Then for each scenario a fresh
+:class:`~tna.testbed.Testbed` (deleted on any exit) holds the topology; for each frame size one
+traffic source (``generator``); each run measures every mode once, in
 turn, so slow drifts of a noisy VM hit all modes alike.  One measurement = switch the DUT to
 the mode, start the generator, warm up, read the sink counter before and after a timed window;
 for modes with XDP programs a second window follows with BPF run-time statistics on (what each
 program on the path costs in situ; kept apart because the statistics cost time themselves).
-In TNA mode the fast path's own counters say which share of the packets it forwarded.
+In TNA mode the fast path's own counters say which share of the packets it forwarded.  When
+the run uses live frames, a few scenarios are measured once more with the skb source, so the
+two sources can be compared on one machine in one run.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from tna.bench import cpu, micro
+from tna import netns
+from tna.bench import cpu, frames, generator, micro
 from tna.bench.bpfobj import Park
-from tna.bench.generator import Generator
+from tna.bench.generator import AUTO, LIVE, SKB, Generator, Probe
 from tna.bench.report import ProgProfile, Report, Result, Sample, median
 from tna.bench.scenarios import (
     FAST_PATH_MIN,
@@ -34,11 +40,29 @@ from tna.bench.scenarios import (
 from tna.datapath import libbpf
 from tna.testbed import Testbed
 
+# Measured once more with the skb source when the run uses live frames (64-byte frames).
+COMPARE_SCENARIOS = ("router-v4", "bridge", "punt-all")
+COMPARE_SIZE = 64
+
 Log = Callable[[str], None]
 
 
 def stderr_log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+class RetryBudget:
+    """Seconds a whole run may spend measuring disturbed windows again: on a busy machine
+    nearly every window is disturbed, and retrying them all would triple the run's length."""
+
+    def __init__(self, seconds: float = 120.0) -> None:
+        self.left = seconds
+
+    def take(self, seconds: float) -> bool:
+        if self.left < seconds:
+            return False
+        self.left -= seconds
+        return True
 
 
 @dataclass(frozen=True)
@@ -47,15 +71,40 @@ class Config:
     sizes: tuple[int, ...] = ()  # () = each scenario's own
     modes: tuple[str, ...] = ()  # () = each scenario's own
     runs: int = 3
-    seconds: float = 2.0
-    warmup: float = 1.0
+    seconds: float = 1.5
+    warmup: float = 0.5
     cpu: int = 0
-    micro_iterations: int = 20_000  # 0 = no micro-benchmark
-    profile: bool = True  # a window with BPF run-time statistics after each XDP mode's window
+    micro_iterations: int = 10_000  # 0 = no micro-benchmark
+    profile: bool = True  # a window with BPF run-time statistics after each XDP mode's first
+    #                       window (first run only)
     max_other: float = 0.03  # a window where other tasks took more of the CPU is measured again
     retries: int = 2  # ... at most this often; the least disturbed attempt is kept
+    retry_budget: RetryBudget = field(default_factory=RetryBudget)  # shared by the whole run
     ns_prefix: str = "tnabench"  # namespaces are <prefix>-<tag>-<role>
     options: Options = field(default_factory=Options)
+    source: str = AUTO  # auto | live | skb
+    compare: bool = True  # with live frames, also measure COMPARE_SCENARIOS with skbs
+
+
+# ---- the traffic source ----------------------------------------------------------------------
+
+@functools.cache
+def live_frames_probe(prefix: str = "tnabench") -> Probe:
+    """Whether live-frames test_run works on this host (asked once per process, in a
+    namespace of its own so nothing reaches the caller's)."""
+    with Testbed(prefix=prefix) as bed:
+        ns = bed.ns("probe")
+        spec = frames.FrameSpec("02:00:00:00:00:02", "02:00:00:00:00:01", "10.0.0.1",
+                                "10.0.0.2")
+        with netns.entered(ns):
+            return generator.probe_live_frames(frames.build(spec))
+
+
+def resolve_source(cfg: Config) -> tuple[str, str]:
+    """(source, why) of this configuration: ``auto`` becomes ``live`` or ``skb``."""
+    if cfg.source == SKB:
+        return SKB, "requested"
+    return generator.choose(cfg.source, live_frames_probe(cfg.ns_prefix))
 
 
 # ---- one measurement -------------------------------------------------------------------------
@@ -74,7 +123,7 @@ def _window(scn: Scenario, mode: str, gen: Generator, seconds: float) -> Sample:
     cpu1 = cpu.sample(gen.cpu, tasks)
     f1, busy1 = gen.progress()
     fp1 = scn.fast_path() if tna else None
-    sample = Sample(pps=(c1 - c0) / (t1 - t0))
+    sample = Sample(pps=(c1 - c0) / (t1 - t0), delivered=c1 - c0)
     sample.cpu_other, sample.steal = cpu.interference(cpu0, cpu1)
     if busy1 > busy0:
         sample.offered_pps = (f1 - f0) * 1e9 / (busy1 - busy0)
@@ -89,7 +138,7 @@ def _program_fds(scn: Scenario, mode: str, gen: Generator) -> dict[str, int]:
     """New fds of the programs on the path: generator, DUT ingress (if any), sink."""
     assert scn.sink is not None
     fds = {"generator": os.dup(gen.prog_fd)}
-    if mode != NULL:  # in null mode the receiver's sink is off the path
+    if not mode.startswith(NULL):  # in null modes the receiver's sink is off the path
         fds["sink"] = os.dup(scn.sink.obj.prog_fd("bench_sink"))
     dut = scn.ingress_prog_fd(mode)
     if dut is not None:
@@ -99,7 +148,7 @@ def _program_fds(scn: Scenario, mode: str, gen: Generator) -> dict[str, int]:
 
 def _profile_window(scn: Scenario, mode: str, gen: Generator, seconds: float
                     ) -> dict[str, float]:
-    """ns per run of each program on the path, from BPF_ENABLE_STATS run-time counters."""
+    """ns per frame of each program on the path, from BPF_ENABLE_STATS run-time counters."""
     fds = _program_fds(scn, mode, gen)
     stats_fd = -1
     try:
@@ -113,7 +162,8 @@ def _profile_window(scn: Scenario, mode: str, gen: Generator, seconds: float
             os.close(stats_fd)
         for fd in fds.values():
             os.close(fd)
-    return {k: (after[k][0] - before[k][0]) / (after[k][1] - before[k][1])
+    per_frame = {"generator": gen.per_run}  # the skb source sends a burst per run
+    return {k: (after[k][0] - before[k][0]) / (after[k][1] - before[k][1]) / per_frame.get(k, 1)
             for k in fds if after[k][1] > before[k][1]}
 
 
@@ -158,46 +208,71 @@ def judge_tna(res: Result, expected: bool, why: str) -> None:
                     f"{', '.join(f'{k}={v}' for k, v in punts.items()) or 'none counted'})")
 
 
+def judge_punt_all(res: Result) -> None:
+    """punt-all measures TNA handing everything to Linux: the punt counter must account for
+    (nearly) every frame the sink received, and the fast path must have forwarded none."""
+    punted = sum(sum(s.punts.values()) for s in res.samples)
+    delivered = sum(s.delivered for s in res.samples)
+    fp = res.fast_path
+    if delivered and punted >= FAST_PATH_MIN * delivered and fp is not None \
+            and fp <= 1 - FAST_PATH_MIN:
+        res.note = (f"punted {punted / delivered:.0%} of the delivered frames ("
+                    + ", ".join(f"{k}" for k in sorted({k for s in res.samples
+                                                        for k in s.punts})) + ")")
+        return
+    res.status = "invalid"
+    res.note = (f"expected every frame punted: punted {punted} of {delivered} delivered, "
+                f"fast path {fp or 0:.1%}")
+
+
 # ---- scenarios -------------------------------------------------------------------------------
 
 def _profiled(mode: str) -> bool:
     return not mode.startswith(LINUX)  # Linux modes have no program on the DUT
 
 
-def _measure_quiet(scn: Scenario, mode: str, gen: Generator, cfg: Config, log: Log
-                   ) -> tuple[Sample, dict[str, float] | None]:
+def _measure_quiet(scn: Scenario, mode: str, gen: Generator, cfg: Config, log: Log,
+                   profile: bool) -> tuple[Sample, dict[str, float] | None]:
     """``measure``, again if other tasks took the CPU meanwhile; the least disturbed try."""
     best: tuple[Sample, dict[str, float] | None] | None = None
+    profile = profile and _profiled(mode)
     for attempt in range(cfg.retries + 1):
-        got = measure(scn, mode, gen, cfg.warmup, cfg.seconds, cfg.profile and _profiled(mode))
+        t0 = time.monotonic()
+        got = measure(scn, mode, gen, cfg.warmup, cfg.seconds, profile)
         other = got[0].cpu_other or 0.0
         if best is None or other < (best[0].cpu_other or 0.0):
             best = got
-        if other <= cfg.max_other:
+        if other <= cfg.max_other or attempt == cfg.retries:
             break
-        if attempt < cfg.retries:
-            log(f"  {scn.name} {mode}: other tasks took {other:.0%} of CPU {gen.cpu}; again")
+        if not cfg.retry_budget.take(time.monotonic() - t0):
+            log(f"  {scn.name} {mode}: other tasks took {other:.0%} of CPU {gen.cpu}; "
+                "retry budget spent, kept")
+            break
+        log(f"  {scn.name} {mode}: other tasks took {other:.0%} of CPU {gen.cpu}; again")
     assert best is not None
     return best
 
 
 def _measure_size(scn: Scenario, size: int, modes: Sequence[str], park: Park, cfg: Config,
-                  log: Log, out: Report) -> None:
+                  source: str, log: Log, out: Report) -> None:
     """Every run of every mode at one frame size."""
-    results = {mode: Result(scn.name, size, mode) for mode in modes}
+    results = {mode: Result(scn.name, size, mode, source=source) for mode in modes}
     profiles: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     if scn.tna_na:
-        out.results.append(Result(scn.name, size, TNA, status="n/a", note=scn.tna_na))
+        out.results.append(Result(scn.name, size, TNA, status="n/a", note=scn.tna_na,
+                                  source=source))
     out.results += results.values()
-    gen = Generator(scn.sender, scn.sender_if, scn.frame_bytes(size), scn.variation, cfg.cpu,
-                    park)
+    gen = generator.make(source, scn.sender, scn.sender_if, scn.frame_bytes(size),
+                         scn.variation, cfg.cpu, park)
     try:
         for run in range(cfg.runs):
             for mode, res in results.items():
                 if res.status == "error":
                     continue
                 try:
-                    sample, prof = _measure_quiet(scn, mode, gen, cfg, log)
+                    # the in-situ profile once (first run): it moves little between runs
+                    sample, prof = _measure_quiet(scn, mode, gen, cfg, log,
+                                                  cfg.profile and run == 0)
                 except Exception as e:  # reported in the results; the other modes go on
                     res.status, res.note = "error", f"{type(e).__name__}: {e}"
                     log(f"  {scn.name} {size}B {mode}: ERROR {res.note}")
@@ -208,16 +283,19 @@ def _measure_size(scn: Scenario, size: int, modes: Sequence[str], park: Park, cf
                 if prof:
                     profiles[mode].append(prof)
                     extra += "; in situ " + ", ".join(f"{k} {v:.0f} ns" for k, v in prof.items())
-                log(f"  {scn.name} {size}B run {run + 1}/{cfg.runs} {mode:<14} "
+                log(f"  {scn.name} {size}B {source} run {run + 1}/{cfg.runs} {mode:<14} "
                     f"{sample.pps / 1e6:6.2f} Mpps{extra}")
     finally:
         gen.close()
     for mode, res in results.items():
         if mode.startswith(TNA) and res.status == "ok":
-            judge_tna(res, *scn.tna_expected_last)
+            if scn.punts_all:
+                judge_punt_all(res)
+            else:
+                judge_tna(res, *scn.tna_expected_last)
         if profiles[mode]:
             out.profile.append(ProgProfile(scn.name, size, mode, median_profile(profiles[mode]),
-                                           profiles[mode]))
+                                           profiles[mode], source=source))
 
 
 def median_profile(runs: Sequence[dict[str, float]]) -> dict[str, float]:
@@ -225,9 +303,15 @@ def median_profile(runs: Sequence[dict[str, float]]) -> dict[str, float]:
     return {k: median([r[k] for r in runs if k in r]) for k in keys}
 
 
-def run_scenario(name: str, cfg: Config, log: Log) -> Report:
-    """Build scenario ``name``, measure it, tear it down (always); its part of the report."""
+def run_scenario(name: str, cfg: Config, log: Log, source: str | None = None) -> Report:
+    """Build scenario ``name``, measure it, tear it down (always); its part of the report.
+
+    ``source`` None: the configuration's (``auto`` resolved); the report's meta names it.
+    """
     out = Report()
+    if source is None:
+        source, why = resolve_source(cfg)
+        out.meta.update(source=source, source_reason=why)
     with Testbed(prefix=cfg.ns_prefix) as bed:
         scn = SCENARIOS[name](bed, cfg.options)
         park = Park(bed)
@@ -238,8 +322,9 @@ def run_scenario(name: str, cfg: Config, log: Log) -> Report:
             if TNA in modes:
                 modes += cfg.options.tna_modes()
             for size in cfg.sizes or scn.sizes:
-                _measure_size(scn, size, modes, park, cfg, log, out)
-            if cfg.micro_iterations and TNA in modes and scn.tna_expected_last[0]:
+                _measure_size(scn, size, modes, park, cfg, source, log, out)
+            if cfg.micro_iterations and TNA in modes and scn.tna_expected_last[0] \
+                    and not scn.punts_all:
                 log(f"  {name}: program micro-benchmark ({cfg.micro_iterations} runs each)")
                 out.micro += micro.run(scn, park, cfg.micro_iterations, cfg.options.variants,
                                        log)
@@ -250,7 +335,9 @@ def run_scenario(name: str, cfg: Config, log: Log) -> Report:
 
 
 def run(cfg: Config, log: Log = stderr_log) -> Report:
-    report = Report()
+    source, why = resolve_source(cfg)
+    log(f"traffic source: {source} ({why})")
+    report = Report(meta={"source": source, "source_reason": why})
     home = os.sched_getaffinity(0)
     others = home - {cfg.cpu}
     if others:  # keep this (mostly sleeping) thread off the measured CPU
@@ -258,14 +345,22 @@ def run(cfg: Config, log: Log = stderr_log) -> Report:
     try:
         for name in cfg.scenarios:
             log(f"{name}:")
-            part = run_scenario(name, cfg, log)
-            report.scenarios.update(part.scenarios)
-            report.results += part.results
-            report.micro += part.micro
-            report.profile += part.profile
+            _merge(report, run_scenario(name, cfg, log, source))
+        if source == LIVE and cfg.compare:
+            compare_cfg = replace(cfg, sizes=(COMPARE_SIZE,), micro_iterations=0, profile=False)
+            for name in (n for n in COMPARE_SCENARIOS if n in cfg.scenarios):
+                log(f"{name}, once more with the skb source:")
+                _merge(report, run_scenario(name, compare_cfg, log, SKB))
     finally:
         os.sched_setaffinity(0, home)
     return report
+
+
+def _merge(report: Report, part: Report) -> None:
+    report.scenarios.update(part.scenarios)
+    report.results += part.results
+    report.micro += part.micro
+    report.profile += part.profile
 
 
 def pick_cpu(requested: int | None, available: Sequence[int]) -> int:

@@ -4,8 +4,12 @@ Role in the flow: every scenario builds sender -- device under test (DUT) -- rec
 veth pairs (``tna.testbed``), keeps a counting XDP sink on the receiver's veth for its whole
 life (which also makes XDP redirects into the receiver legal) and switches the DUT between:
 
-``null``           the sink sits on the DUT's ingress: generator and veth cost alone
+``null``           the sink sits on the DUT's ingress: traffic source and veth cost alone
+``null-tc``        punt-all only: as null, the sink at tcx ingress instead of XDP (the
+                   difference is native XDP's skb-to-XDP conversion on a veth)
 ``linux``          no XDP on the DUT; GRO on its ingress veth so it accepts XDP-sent frames
+``xdp-pass``       punt-all only: Linux behind an XDP program that passes everything (what
+                   native XDP on a veth costs by itself, e.g. converting an skb source's skbs)
 ``linux-no-brnf``  bridges only: as ``linux`` with br_netfilter's bridge-nf-call-* off
 ``tna``            the real fast path: introspect -> plan -> reconcile (tna.control) in the DUT
 ``fib``            routers only: a bare XDP router (bpf_fib_lookup, rewrite, redirect; no
@@ -35,9 +39,9 @@ from tna.datapath.loader import Features
 from tna.plan import Plan
 from tna.testbed import Testbed
 
-NULL, LINUX, LINUX_NO_BRNF, TNA, FIB, SOL = \
-    "null", "linux", "linux-no-brnf", "tna", "fib", "sol"
-ALL_MODES = (NULL, LINUX, LINUX_NO_BRNF, TNA, FIB, SOL)
+NULL, NULL_TC, LINUX, LINUX_NO_BRNF, XDP_PASS, TNA, FIB, SOL = \
+    "null", "null-tc", "linux", "linux-no-brnf", "xdp-pass", "tna", "fib", "sol"
+ALL_MODES = (NULL, NULL_TC, LINUX, LINUX_NO_BRNF, XDP_PASS, TNA, FIB, SOL)
 REFERENCE_PROGRAMS = {SOL: "bench_sol", FIB: "bench_fib"}  # in bench_sol.bpf.o
 BRNF_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables")
 FAST_PATH_MIN = 0.95  # below this share of fast-path forwards a TNA number is not a TNA number
@@ -96,6 +100,7 @@ class Scenario:
     sizes: tuple[int, ...] = (64,)
     modes: tuple[str, ...] = (NULL, LINUX, SOL)
     tna_na = ""  # why TNA is not measured here ("" when it is)
+    punts_all = False  # TNA must hand every frame to Linux (punt-all)
     sol_l2 = sol_l3 = True  # what the speed-of-light program rewrites
 
     def __init__(self, bed: Testbed, opts: Options) -> None:
@@ -112,6 +117,7 @@ class Scenario:
         self._mode_links: list[Link] = []
         self._mode_objs: list[BpfObject] = []
         self._null_sink: Sink | None = None
+        self._pass: tuple[BpfObject, Link] | None = None
         self.sink: Sink | None = None
 
     # ---- building --------------------------------------------------------------------------
@@ -145,17 +151,24 @@ class Scenario:
     # ---- modes -----------------------------------------------------------------------------
 
     def enter(self, mode: str) -> None:
-        if mode == NULL:
-            self._null_sink = Sink(self.dut, self.ingress_if)
+        if mode in (NULL, NULL_TC):
+            self._null_sink = Sink(self.dut, self.ingress_if, tc=mode == NULL_TC)
         elif mode in REFERENCE_PROGRAMS:
             self._attach_reference(REFERENCE_PROGRAMS[mode])
         elif mode.startswith(TNA):
             self._apply_tna(*self.opts.tna_variant(mode))
         elif mode == LINUX_NO_BRNF:
             self._brnf(False)
+        elif mode == XDP_PASS:
+            obj = BpfObject("bench_sink")
+            try:
+                self._pass = obj, attach(self.dut, self.ingress_if, obj.prog_fd("bench_pass"))
+            except Exception:
+                obj.close()
+                raise
 
     def leave(self, mode: str) -> None:
-        if mode == NULL and self._null_sink:
+        if mode in (NULL, NULL_TC) and self._null_sink:
             self._null_sink.close()
             self._null_sink = None
         elif mode in REFERENCE_PROGRAMS:
@@ -171,10 +184,15 @@ class Scenario:
             self.plan = None
         elif mode == LINUX_NO_BRNF:
             self._brnf(True)
+        elif mode == XDP_PASS and self._pass:
+            obj, link = self._pass
+            link.close()
+            obj.close()
+            self._pass = None
 
     def counter(self, mode: str) -> Callable[[], int]:
         """Reads the packets delivered so far in ``mode``."""
-        sink = self._null_sink if mode == NULL else self.sink
+        sink = self._null_sink if mode in (NULL, NULL_TC) else self.sink
         assert sink is not None
         return sink.packets
 
@@ -190,10 +208,12 @@ class Scenario:
 
     def ingress_prog_fd(self, mode: str) -> int | None:
         """A new fd of the program on the DUT's ingress in ``mode`` (None: no program)."""
-        if mode == NULL and self._null_sink:
-            return os.dup(self._null_sink.obj.prog_fd("bench_sink"))
+        if mode in (NULL, NULL_TC) and self._null_sink:
+            return os.dup(self._null_sink.obj.prog_fd(self._null_sink.prog))
         if mode in REFERENCE_PROGRAMS and self._mode_objs:
             return os.dup(self._mode_objs[-1].prog_fd(REFERENCE_PROGRAMS[mode]))
+        if mode == XDP_PASS and self._pass:
+            return os.dup(self._pass[0].prog_fd("bench_pass"))
         if mode.startswith(TNA):
             with netns.entered(self.dut):
                 ingress = ifindex_of(self.ingress_if)
@@ -254,7 +274,7 @@ class Scenario:
 
     def close(self) -> None:
         """Detach what the scenario attached; the Testbed deletes the namespaces."""
-        for mode in (NULL, SOL):  # SOL and FIB share the clean-up
+        for mode in (NULL, SOL, XDP_PASS):  # SOL and FIB share the clean-up
             self.leave(mode)
         if self.sink:
             self.sink.close()
@@ -335,6 +355,24 @@ class ManyFlows(Router):
 
     def describe(self) -> str:
         return f"IPv4 router, {self.flows} destinations (permanent neighbours in one /16)"
+
+
+class PuntAll(Router):
+    """The IPv4 router, but every frame is a first fragment (MF set): TNA attached hands each
+    one to Linux (``fragment``: reassembly is Linux's business), Linux forwards it as any
+    other packet.  What TNA costs the traffic it cannot help, against Linux alone and against
+    an XDP program that passes everything (``xdp-pass``)."""
+
+    name, title, sizes = "punt-all", "IPv4 router, every frame punted to Linux", (64,)
+    modes: tuple[str, ...] = (NULL, NULL_TC, LINUX, XDP_PASS, TNA)
+    punts_all = True
+
+    def frame(self, size: int) -> FrameSpec:
+        return dataclasses.replace(super().frame(size), fragment=True)
+
+    def describe(self) -> str:
+        return ("IPv4 router; every frame an IPv4 first fragment, which TNA punts to Linux "
+                "(reason `fragment`) and Linux forwards")
 
 
 class Firewall(Router):
@@ -554,7 +592,7 @@ class BridgeRouting(Scenario):
 FIREWALLS: tuple[type[Firewall], ...] = (
     Firewall, Firewall1000, FirewallIpt, FirewallIpt1000, FirewallLegacy, FirewallLegacy1000,
     StatefulFirewall)
-_ALL: tuple[type[Scenario], ...] = (Router, RouterV6, ManyFlows,
+_ALL: tuple[type[Scenario], ...] = (Router, RouterV6, ManyFlows, PuntAll,
                                     *(f for f in FIREWALLS if f.available()), Bridge,
                                     BridgeRouting, BridgeFdb)
 SCENARIOS: dict[str, type[Scenario]] = {cls.name: cls for cls in _ALL}

@@ -6,6 +6,13 @@
  *
  * bench_nop is the empty program: its BPF_PROG_TEST_RUN time is the test harness's own cost,
  * subtracted from the program-only measurements.
+ *
+ * bench_tc_sink is the same sink at the first hook an skb meets in the stack (tcx ingress): on
+ * the router's ingress it measures the source without native XDP's skb-to-XDP conversion.
+ *
+ * bench_pass does nothing and returns XDP_PASS: on the router's ingress it makes native XDP
+ * on the veth convert every frame (an skb source's skb into an XDP buffer and back), which is
+ * what an skb source charges any XDP program and Linux alone never pays.
  */
 #include "lib/common.h"
 
@@ -34,10 +41,29 @@ int bench_sink(struct xdp_md *ctx)
 	return XDP_DROP;
 }
 
+SEC("tc")
+int bench_tc_sink(struct __sk_buff *skb)
+{
+	__u32 key = 0;
+	struct bench_count *c = bpf_map_lookup_elem(&bench_count, &key);
+
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
+	return 2;	/* TC_ACT_SHOT */
+}
+
 SEC("xdp")
 int bench_nop(struct xdp_md *ctx)
 {
 	return XDP_DROP;
+}
+
+SEC("xdp")
+int bench_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
 }
 
 char _license[] SEC("license") = "GPL";
