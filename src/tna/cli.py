@@ -472,8 +472,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
-    with _own("detach"):
+    with _own("detach") as lock:
         n = control.detach()
+        lock.forget()  # nothing left to own: no lock file either
     counters.forget_reset()  # the counters are gone, and their zero point with them
     if args.json:
         _print_json({"detached": n})

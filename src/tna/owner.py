@@ -12,6 +12,7 @@ root controls (:mod:`tna.rootdir`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -49,6 +50,14 @@ class Lock:
 
     fd: int
 
+    def forget(self) -> None:
+        """Remove the lock file, still holding it: nothing of TNA is left in the namespace.
+        A waiter that then gets the old file sees it is no longer at its path and retries."""
+        if self.fd >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path())
+        self.release()
+
     def release(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)  # closing the only descriptor drops the flock
@@ -67,24 +76,40 @@ def acquire(role: str, wait: float = 0.0) -> Lock:
     ``wait`` seconds are granted to a brief holder (another ``apply``), never to a daemon:
     :class:`Busy` at once when ``tna run`` holds it."""
     state_dir()
-    fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     deadline = time.monotonic() + wait
+    while True:
+        fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            record = holder() or {}
+            if record.get("role") == "run" or time.monotonic() >= deadline:
+                raise Busy(record) from None
+            time.sleep(0.02)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if _same_file(fd):
+            break
+        os.close(fd)  # a holder removed the file (:func:`Lock.forget`) meanwhile: again
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                record = holder() or {}
-                if record.get("role") == "run" or time.monotonic() >= deadline:
-                    raise Busy(record) from None
-                time.sleep(0.02)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "role": role}).encode(), 0)
     except BaseException:
         os.close(fd)
         raise
     return Lock(fd)
+
+
+def _same_file(fd: int) -> bool:
+    try:
+        path = os.lstat(lock_path())
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (path.st_dev, path.st_ino)
 
 
 def holder() -> dict[str, Any] | None:

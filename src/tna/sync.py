@@ -258,6 +258,8 @@ class Daemon:
                 control.forget_firewall()
             self._emit("stop", kept=self.keep)
             _remove(state_path())
+            if not self.keep and self._lock is not None:
+                self._lock.forget()  # nothing left to own: no lock file either
         return 0
 
     def _on_stop(self, signum: int, frame: object) -> None:

@@ -318,8 +318,12 @@ def test_detach_keeps_the_root_pin_directory(topo: RouterTopology) -> None:
     assert st.st_uid == 0 and st.st_mode & 0o777 == 0o700
     assert os.lstat(pin_dir_of(topo.r)).st_mode & 0o777 == 0o700
     assert os.lstat(owner.STATE_DIR).st_mode & 0o777 == 0o700
+    with netns.entered(topo.r):
+        lock = owner.lock_path()
+    assert os.path.exists(lock)  # control: apply held the namespace's lock
     run_tna(topo.r, "detach")
     assert os.path.isdir(root)  # never removed: nobody can race its re-creation
+    assert not os.path.exists(lock)  # detach leaves nothing to own behind
 
 
 # ---- limits and inputs -----------------------------------------------------------------------
