@@ -547,7 +547,9 @@ class Daemon:
                 self._xfrm = introspect.xfrm_policies()
             with self.sentinel.lock:
                 routes = self.routes.current()
-            unchanged = self.plan if audit and not redirects_pending() else None
+            # an audit also notices pins removed or moved: the reconciliation puts them back
+            unchanged = (self.plan if audit and not redirects_pending()
+                         and self.datapath.pins_intact() else None)
             applied = control.apply(self.netns_name, self.datapath,
                                     netfilter_chains=self._netfilter[0],
                                     netfilter_sets=self._netfilter[1], xfrm=self._xfrm,

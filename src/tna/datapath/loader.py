@@ -59,12 +59,14 @@ from tna.datapath.pins import (
     DatapathError,
     MapIds,
     bind,
+    bound,
     has_map,
     is_bound,
     link_pin,
     make_pin_dir,
     pin_dir,
     pinned_links,
+    pins_intact,
     prog_maps,
     repin,
 )
@@ -263,6 +265,8 @@ class Datapath:
                 sync_redirects(self.redirect_exceptions, clear=False)
             changes.safe_at = time.monotonic()
             self._swap_programs(wanted, running, changes)
+            if changes.attached or bound() is None:
+                self._bind_own()  # later writes (the sentinel's too) reach what they read
             with lock:
                 if may_relax is not None and not may_relax():
                     changes.deferred = True
@@ -331,6 +335,21 @@ class Datapath:
                     os.close(fd)
                 self.warn(f"re-pinned the link of ifindex {ifindex}, attached without a pin")
         bind(chosen)
+
+    def _bind_own(self) -> None:
+        """Bind the map writers to the maps of the programs just attached (the claim at the
+        start of a reconciliation saw none when this one attached the first)."""
+        for ifindex in self.ifindexes():
+            with self._link(ifindex) as fd:
+                maps = prog_maps(libbpf.link_info(fd).prog_id) if fd is not None else None
+            if maps:
+                bind(maps)
+                return
+
+    def pins_intact(self) -> bool:
+        """Whether the pins still are the maps the running programs read (a reconciliation
+        puts back what is not, and says so)."""
+        return pins_intact(SHARED_MAPS)
 
     def _repin(self) -> None:
         fixed = repin(SHARED_MAPS)

@@ -206,6 +206,17 @@ def has_map(name: str) -> bool:
     return (maps is not None and name in maps) or pinned(name)
 
 
+def pins_intact(names: tuple[str, ...] | list[str]) -> bool:
+    """Whether the pins of ``names`` are the bound maps (nothing removed, moved or replaced):
+    a few syscalls, for a cheap audit to notice what :func:`repin` would put back."""
+    maps = bound()
+    if maps is None:
+        return True
+    base = os.path.join(BPFFS, "tna", f"ns{netns.cookie()}")  # unchecked: only looked at
+    return all(_pinned_id(os.path.join(base, name)) == maps[name]
+               for name in names if name in maps)
+
+
 def repin(names: tuple[str, ...] | list[str]) -> list[str]:
     """Make the pins of ``names`` be the bound maps (removed, moved or replaced pins are put
     back); return the names that had to be re-pinned."""
