@@ -422,8 +422,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
             # nothing half-done stays behind: no pins, no links; the kernel forwards alone
             with contextlib.suppress(Exception):
                 control.detach()
+            lock.forget()  # nor a lock file
             raise
         plan, changes = applied.plan, applied.changes
+        if not plan.attaches:
+            lock.forget()  # nothing left to own (the maps went with the last program)
         assert applied.snapshot is not None
         guidance = advise(applied.snapshot, plan)
         try:
