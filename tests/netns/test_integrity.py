@@ -231,6 +231,46 @@ def test_two_daemons_started_together_50_times(bed: Testbed) -> None:
                     p.communicate(timeout=20)
 
 
+def _holder(ns: str) -> dict[str, object] | None:
+    with netns.entered(ns):
+        return owner.holder()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_the_watcher_apply_leaves_owns_the_namespace(topo: RouterTopology) -> None:
+    """apply hands its lock to the watcher it starts; a later apply and 'tna run' take over
+    from it (it pins its links, then lets the lock go); apply and detach refuse a run."""
+    run_tna(topo.r, "apply")
+    first = _holder(topo.r)
+    assert first is not None and first["role"] == "watch", first
+    run_tna(topo.r, "apply")  # takes over from the first watcher, hands to a second
+    second = _holder(topo.r)
+    assert second is not None and second["role"] == "watch", second
+    assert second["pid"] != first["pid"] and not _alive(int(str(first["pid"])))
+    assert len(xdp_programs(topo.r)) == 2
+    d = DaemonProcess(topo.r)  # takes over from the watcher and adopts its links
+    try:
+        assert _holder(topo.r) == {"pid": d.proc.pid, "role": "run"}
+        wait_for(lambda: not _alive(int(str(second["pid"]))), timeout=5,
+                 what="the second watcher gone")
+        assert d.lines[0]["event"] == "start" and len(d.lines[0]["adopted"]) == 2
+        for cmd in ("apply", "detach"):
+            refused = run_tna(topo.r, cmd, check=False)
+            assert refused.returncode == 1 and "manages this namespace" in refused.stderr
+        assert_rule_holds(topo, "apply and detach were refused under run")
+    finally:
+        _stop(d)
+    assert _holder(topo.r) is None and xdp_programs(topo.r) == {}
+
+
 def test_two_daemons_drop_rule_holds(topo: RouterTopology) -> None:
     procs = [_start_run(topo.r), _start_run(topo.r)]
     try:
