@@ -8,8 +8,10 @@ line on stderr and a non-zero exit; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import socket
 import sys
@@ -17,7 +19,20 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from tna import abi, control, counters, doctor, fdbrefresh, gc, netns, sdnotify, sync, watcher
+from tna import (
+    abi,
+    control,
+    counters,
+    doctor,
+    fdbrefresh,
+    gc,
+    netns,
+    owner,
+    rootdir,
+    sdnotify,
+    sync,
+    watcher,
+)
 from tna.datapath import libbpf, status
 from tna.datapath.libbpf import LibbpfError
 from tna.datapath.loader import Changes
@@ -27,6 +42,7 @@ from tna.netfilter import NetfilterError
 from tna.plan import Plan, SlowPath, make_plan
 
 MIN_KERNEL = (5, 15)  # BPF links for XDP, test-run ingress_ifindex, netns cookies
+PERIOD_RANGE_S = (0.05, 3600.0)  # what every period option (--resync, --interval) accepts
 
 
 class UsageError(Exception):
@@ -51,9 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _normalise(args)
         _preflight(args)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
     except (UsageError, netns.NetnsError, DatapathError, NetfilterError,
-            abi.BuildMissing) as e:
+            abi.BuildMissing, owner.Busy, rootdir.UnsafeDir) as e:
         print(f"tna: {e}", file=sys.stderr)
     except LibbpfError as e:
         print(f"tna: {e}", file=sys.stderr)
@@ -65,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `tna show --json | head`: the reader left, not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # the environment (a read-only bpffs, a full /run): one line
+        print(f"tna: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
+              file=sys.stderr)
     return 1
 
 
@@ -301,11 +322,39 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_if_daemon(action: str) -> None:
-    state = sync.read_state()
-    if state:
-        raise UsageError(f"tna run (pid {state['pid']}) manages this namespace; stop it "
-                         f"before '{action}'")
+def _own(action: str) -> owner.Lock:
+    """The namespace's lock for one command; refused while ``tna run`` owns the namespace,
+    a few seconds granted to another brief writer, taken over from the watcher an earlier
+    ``apply`` left (it pins its links and exits)."""
+    try:
+        return owner.acquire(action, wait=30.0, take_over=("watch",))
+    except owner.Busy as e:
+        if e.holder.get("role") == "run":
+            raise UsageError(f"tna run (pid {e.holder['pid']}) manages this namespace; stop "
+                             f"it before '{action}'") from None
+        raise
+
+
+def _detach_unfollowed(error: Exception) -> None:
+    """The watcher did not start: never a fast path nobody follows.  Detached under the lock
+    again, unless a 'tna run' took the namespace over meanwhile (it follows it then)."""
+    try:
+        lock = owner.acquire("apply", wait=30.0, take_over=("watch",))
+    except owner.Busy as e:
+        raise UsageError(f"{error}; {e}") from None
+    with lock:
+        control.detach()
+        lock.forget()
+    raise UsageError(f"{error}; TNA detached again, Linux forwards alone") from None
+
+
+def _period(option: str, value: float) -> float:
+    """A period in seconds within PERIOD_RANGE_S (nan, inf and 1e-9 are refused)."""
+    lo, hi = PERIOD_RANGE_S
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise UsageError(f"{option} must be a number of seconds from {lo:g} to {hi:g}, "
+                         f"not {value!r}")
+    return value
 
 
 def collect_garbage(args: argparse.Namespace) -> list[gc.Collected]:
@@ -346,8 +395,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.resync <= 0:
-        raise UsageError("--resync must be positive")
+    _period("--resync", args.resync)
     collect_garbage(args)
     daemon = sync.Daemon(args.netns, keep=args.keep, resync_s=args.resync)
     if args.metrics:
@@ -367,21 +415,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     collect_garbage(args)
-    _refuse_if_daemon("apply")
-    try:
-        watcher.stop(keep=True)  # a previous apply's watcher: its links become pins again
-    except watcher.WatcherError as e:
-        raise UsageError(str(e)) from None
-    applied = control.apply(args.netns)
-    plan, changes = applied.plan, applied.changes
-    assert applied.snapshot is not None
-    guidance = advise(applied.snapshot, plan)
-    try:
-        # later changes are followed at once (a rule added after apply is never bypassed)
-        pid = watcher.start(args.netns) if plan.attaches else None
-    except watcher.WatcherError as e:
-        control.detach()  # never a fast path nobody follows
-        raise UsageError(f"{e}; TNA detached again, Linux forwards alone") from None
+    with _own("apply") as lock:  # a previous apply's watcher hands over: its links become pins
+        try:
+            applied = control.apply(args.netns)
+        except BaseException:
+            # nothing half-done stays behind: no pins, no links; the kernel forwards alone
+            with contextlib.suppress(Exception):
+                control.detach()
+            lock.forget()  # nor a lock file
+            raise
+        plan, changes = applied.plan, applied.changes
+        if not plan.attaches:
+            lock.forget()  # nothing left to own (the maps went with the last program)
+        assert applied.snapshot is not None
+        guidance = advise(applied.snapshot, plan)
+        try:
+            # later changes are followed at once (a rule added after apply is never bypassed):
+            # the watcher waits for the lock, which is handed to it as it starts
+            pid = watcher.start(args.netns, on_spawned=lock.release) if plan.attaches else None
+        except watcher.WatcherError as e:
+            _detach_unfollowed(e)
     if args.json:
         _print_json({**apply_json(plan, changes, pid), "guidance": guidance.to_dict()})
         return 0
@@ -410,8 +463,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_fdb_refresh(args: argparse.Namespace) -> int:
-    if args.interval is not None and args.interval <= 0:
-        raise UsageError("--interval must be positive")
+    if args.interval is not None:
+        _period("--interval", args.interval)
     return fdbrefresh.Refresher(args.netns, args.interval).run(once=args.once)
 
 
@@ -425,6 +478,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     collect_garbage(args)
     if args.all:
         return status_all(args)
+    status.bind_attached()
     rows = status_rows()
     daemon = sync.read_state()
     watching = watcher.running()
@@ -484,6 +538,7 @@ def status_rows() -> list[dict[str, Any]]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    status.bind_attached()
     if args.reset:
         return _reset_stats(args)
     if args.format == "prometheus":
@@ -568,8 +623,7 @@ def _ifname(ifindex: int) -> str:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    if args.interval <= 0:
-        raise UsageError("--interval must be positive")
+    _period("--interval", args.interval)
     if args.iterations is not None and args.iterations < 1:
         raise UsageError("--iterations must be at least 1")
     if args.all and args.netns:
@@ -618,12 +672,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
-    _refuse_if_daemon("detach")
-    try:
-        watcher.stop(keep=True)  # first: it would otherwise follow the detach and re-apply
-    except watcher.WatcherError as e:
-        raise UsageError(str(e)) from None
-    n = control.detach()
+    with _own("detach") as lock:  # the watcher hands over first: it would follow the detach
+        n = control.detach()
+        lock.forget()  # nothing left to own: no lock file either
     counters.forget_reset()  # the counters are gone, and their zero point with them
     if args.json:
         _print_json({"detached": n})

@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from tna import introspect, netlink, netns, routecache
+from tna import introspect, netlink, netns, owner, routecache
 from tna.datapath.fdb import FdbMirror, SyncResult
 from tna.datapath.loader import Changes, Datapath, detach_all
 from tna.datapath.maps import mac_bytes
@@ -34,7 +34,7 @@ from tna.firewall.tables import FwRule, FwTables, RuleRef
 from tna.model import FdbEntry, Snapshot
 from tna.plan import BridgePortPlan, Plan, Port, brport_plan, make_plan
 
-STATE_DIR = "/run/tna"  # per-namespace state files, named by the namespace cookie
+STATE_DIR = owner.STATE_DIR  # per-namespace state files, named by the namespace cookie
 NUD_REACHABLE = 0x02
 NTF_USE, NTF_MASTER = 0x01, 0x04
 
@@ -214,7 +214,7 @@ def _record_firewall(tables: tuple[FwTables | None, FwTables | None]) -> None:
     record = [None if ft is None else {
         "rules": [[r.verdict, r.target, r.counter] for r in ft.rules],
         "counters": [dataclasses.asdict(ref) for ref in ft.counters]} for ft in tables]
-    os.makedirs(STATE_DIR, exist_ok=True)
+    owner.state_dir()
     tmp = _firewall_record_path() + ".tmp"
     with open(tmp, "w") as f:
         json.dump(record, f)

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-from tna import control, netlink, netns
+from tna import control, netlink, netns, owner
 from tna.datapath.fdb import FdbMirror, mirrored_bridges
 from tna.datapath.pins import pinned
 
@@ -53,7 +53,7 @@ def running_refresher() -> int | None:
 
 def _lock_pidfile() -> int | None:
     """The pidfile, open and exclusively locked; None when a live refresher holds it."""
-    os.makedirs(control.STATE_DIR, exist_ok=True)
+    owner.state_dir()
     fd = os.open(pidfile(), os.O_RDWR | os.O_CREAT, 0o644)
     for _ in range(5):  # running_refresher() may hold a shared lock for an instant
         try:

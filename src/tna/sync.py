@@ -40,7 +40,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from tna import control, fdbrefresh, introspect, netfilter, netlink, netns, sdnotify, watcher
+from tna import (
+    control,
+    fdbrefresh,
+    introspect,
+    netfilter,
+    netlink,
+    netns,
+    owner,
+    sdnotify,
+    watcher,
+)
+from tna.datapath import pins
 from tna.datapath.fdb import FdbMirror
 from tna.datapath.loader import Changes, Datapath
 from tna.datapath.maps import redirects_pending
@@ -70,6 +81,7 @@ FULL_READ_KINDS = frozenset({"start", "audit", "sighup", "overrun"})
 # a full re-read this often (the cheap audit runs every --resync seconds); the environment
 # variable lets a test or benchmark make full re-reads overlap its changes
 FULL_AUDIT_S = 300.0
+WATCH_LOCK_WAIT_S = 30.0  # for a brief holder (apply handing over) or a watcher handing over
 NETNS_POLL_S = 0.5  # how often the daemon looks whether its namespace was deleted
 SWITCH_INTERVAL_S = 0.0005  # how long the sentinel may wait for the interpreter lock
 SENTINEL_RT_PRIORITY = 1  # SCHED_FIFO: woken ahead of every ordinary task on a busy machine
@@ -226,17 +238,21 @@ def state_path() -> str:
 
 
 def read_state() -> dict[str, Any] | None:
-    """The running daemon's state for this namespace, or None if no daemon is alive."""
+    """The running daemon's state for this namespace, or None if no daemon runs.
+
+    Who runs is the namespace lock's holder (:mod:`tna.owner`), never the state file: that
+    only adds the daemon's counters when it is the holder's own."""
+    holder = owner.holder()
+    if holder is None or holder.get("role") != "run":
+        return None
     try:
         with open(state_path()) as f:
             state: dict[str, Any] = json.load(f)
     except (OSError, ValueError):
-        return None
-    try:
-        os.kill(int(state["pid"]), 0)
-    except (OSError, KeyError, ValueError):
-        return None
-    return state
+        state = {}
+    if state.get("pid") != holder["pid"]:  # not written yet, or a dead daemon's
+        state = {"cycles": 0, "errors": 0, "last": None}
+    return {**state, "pid": holder["pid"]}
 
 
 def _prioritise() -> None:
@@ -345,6 +361,8 @@ class Daemon:
         self.netns_name, self.keep, self.resync_s, self.log = netns_name, keep, resync_s, log
         self.watch = watch
         self.datapath = control.new_datapath(owned=True)
+        self.datapath.warn = lambda message: self._emit("warning", message=message)
+        self._lock: owner.Lock | None = None  # the namespace's, for the daemon's whole life
         self.plan: Plan | None = None  # the plan in force (None: unknown, reconcile again)
         self.state: dict[str, Any] = {"pid": os.getpid(), "netns": netns_name,
                                       "started": time.time(), "cycles": 0, "errors": 0,
@@ -368,20 +386,36 @@ class Daemon:
 
     # -- lifecycle --
     def run(self) -> int:
-        if not self.watch:
-            return self._run()
-        lock = watcher.hold()
-        if lock is None:
-            return 0  # another watcher follows this namespace
+        # a hand-over request may come as soon as the lock is ours (see owner.acquire)
+        signal.signal(signal.SIGUSR1, self._on_handover)
+        try:  # the namespace's one owner, for the daemon's whole life (released at exit)
+            if self.watch:  # 'tna apply' started us and hands its lock over as it returns
+                self._lock = owner.acquire("watch", wait=WATCH_LOCK_WAIT_S,
+                                           refuse=("run", "watch"))
+            else:  # 'tna run' takes over from the watcher 'tna apply' left
+                self._lock = owner.acquire("run", wait=WATCH_LOCK_WAIT_S, take_over=("watch",))
+        except owner.Busy as e:
+            if self.watch and e.holder.get("role") == "watch":
+                return 0  # another watcher follows this namespace
+            raise AlreadyRunning(str(e)) from None
         try:
-            return self._run(lambda: watcher.mark_ready(lock))
+            pins.make_pin_dir()  # refuse at once, not every cycle, a directory root does not own
+            if not self.watch:
+                return self._run()
+            pidfile = watcher.hold()
+            if pidfile is None:
+                return 0  # another watcher follows this namespace
+            try:
+                return self._run(lambda: watcher.mark_ready(pidfile))
+            finally:
+                watcher.release(pidfile)  # before the lock: a successor finds no stale watcher
         finally:
-            watcher.release(lock)
+            if not self.keep:
+                self._lock.forget()  # nothing left to own: no lock file either
+            else:
+                self._lock.release()
 
     def _run(self, on_ready: Callable[[], None] | None = None) -> int:
-        other = read_state()
-        if other and other["pid"] != os.getpid():
-            raise AlreadyRunning(f"tna run already manages this namespace (pid {other['pid']})")
         events = EventSource(self.routes)  # subscribe before the first snapshot
         self.sentinel = Sentinel(events, self.datapath)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
@@ -392,8 +426,6 @@ class Daemon:
         sys.setswitchinterval(SWITCH_INTERVAL_S)  # the sentinel never waits long for the GIL
         try:
             fdbrefresh.stop_refresher()  # one left by 'tna apply': the daemon drives it now
-            if not self.watch:
-                watcher.stop(keep=True)  # the watcher 'tna apply' left: its links are adopted
             adopted = self.datapath.adopt()
             self._emit("start", adopted=[_name(i) for i in adopted], keep=self.keep)
             self.sentinel.start()
@@ -524,7 +556,9 @@ class Daemon:
                 self._xfrm = introspect.xfrm_policies()
             with self.sentinel.lock:
                 routes = self.routes.current()
-            unchanged = self.plan if audit and not redirects_pending() else None
+            # an audit also notices pins removed or moved: the reconciliation puts them back
+            unchanged = (self.plan if audit and not redirects_pending()
+                         and self.datapath.pins_intact() else None)
             applied = control.apply(self.netns_name, self.datapath, followed=True,
                                     netfilter_chains=self._netfilter[0],
                                     netfilter_sets=self._netfilter[1], xfrm=self._xfrm,
@@ -586,8 +620,8 @@ class Daemon:
 
     def _save(self) -> None:
         if self.watch:
-            return  # the state file names a 'tna run' (apply and detach refuse to act then)
-        os.makedirs(control.STATE_DIR, exist_ok=True)
+            return  # the state file is a 'tna run''s (its counters for 'tna status')
+        owner.state_dir()
         tmp = state_path() + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.state, f)

@@ -9,9 +9,11 @@ it hands its links back as pins (``SIGUSR1``) to a later ``apply``, ``detach`` o
 Like the daemon it holds the links as file descriptors: if it dies, even by SIGKILL, the
 kernel detaches them and Linux forwards alone — never a fast path without its watcher.
 
-One watcher per namespace: it holds an exclusive lock on its pidfile for its whole life, so
-the lock (not the process table) says whether one runs.  The pidfile says ``<pid> ready``
-once the first reconciliation is done.
+One watcher per namespace: like ``tna run`` it owns the namespace's lock (:mod:`tna.owner`,
+role ``watch``) for its whole life, which ``apply`` hands to it as it starts it and which
+``apply``, ``detach`` and ``tna run`` take over (``SIGUSR1``).  Inside it, it holds an
+exclusive lock on its pidfile, so the lock (not the process table) says whether one runs; the
+pidfile says ``<pid> ready`` once the first reconciliation is done.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from tna import control, netns
 
@@ -89,17 +92,23 @@ def release(fd: int) -> None:
     os.close(fd)
 
 
-def start(netns_name: str, timeout: float = 20.0) -> int:
+def start(netns_name: str, timeout: float = 20.0,
+          on_spawned: Callable[[], None] | None = None) -> int:
     """Start ``tna watch`` in the background unless one runs; return its pid once it follows
-    every notification and has reconciled once."""
+    every notification and has reconciled once.  ``on_spawned`` runs once the watcher is
+    started: ``apply`` hands it the namespace's lock there (the watcher waits for it)."""
     pid = running()
     if pid:
+        if on_spawned is not None:
+            on_spawned()
         return pid
     argv = [sys.executable, "-m", "tna", *(["--netns", netns_name] if netns_name else []),
             "watch"]
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # not apply's unit's
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True, env=env)
+    if on_spawned is not None:
+        on_spawned()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid, ready = _read()

@@ -186,7 +186,7 @@ def test_top_shows_rates_and_reasons(topo: RouterTopology) -> None:
     (("run", "--metrics", "localhost:x"), "expected [ADDRESS:]PORT"),
     (("run", "--metrics", "70000"), "port out of range"),
     (("top", "--iterations", "0"), "at least 1"),
-    (("top", "--interval", "0"), "must be positive"),
+    (("top", "--interval", "0"), "must be a number of seconds"),
     (("top", "--all"), "not both"),
 ])
 def test_bad_options_are_one_line(bed: Testbed, args: tuple[str, ...], needle: str) -> None:

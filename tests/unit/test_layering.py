@@ -22,9 +22,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # the firewall compiler is pure: rules (parsed by tna.netfilter's text parsers) → tables
     "tna.firewall": ("tna.model", "tna.abi", "tna.netfilter"),
     "tna.plan": ("tna.model", "tna.firewall", "tna.abi"),
-    # the data path knows the plan's types, not how plans are made
+    # the data path knows the plan's types, not how plans are made; from the base layers it
+    # takes the netlink walker (finding attached programs) and the root-only directory check
     "tna.datapath": ("tna.plan.types", "tna.abi", "tna.netns", "tna.model",
-                     "tna.firewall.tables"),
+                     "tna.firewall.tables", "tna.netlink", "tna.rootdir"),
 }
 
 

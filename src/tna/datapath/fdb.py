@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from tna import abi
 from tna.datapath import libbpf
 from tna.datapath.maps import mac_bytes, read_ifaces
-from tna.datapath.pins import open_map, pinned
+from tna.datapath.pins import has_map, open_map
 from tna.model import FdbEntry
 from tna.plan.types import BridgePortPlan
 
@@ -72,7 +72,7 @@ class _BrportArray:
     TNA's maps are pinned."""
 
     def __init__(self) -> None:
-        self.m = open_map("tna_brpidx") if pinned("tna_brpidx") else None
+        self.m = open_map("tna_brpidx") if has_map("tna_brpidx") else None
         self.size = libbpf.map_info(self.m.fd).max_entries if self.m else 0
 
     def write(self, key: bytes, value: bytes) -> None:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import os
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tna import abi
 from tna.datapath import libbpf
-from tna.datapath.pins import pin_dir
+from tna.datapath.pins import map_fd
 from tna.firewall.tables import FIELDS, MAX_CLASSES, MAX_RULES, FwTables, RuleRef, check_fits
 
 MAP_NAMES = ("tna_fw_tables", "tna_fw_rules", "tna_fw_classes", "tna_fw_ifs", "tna_fw_small",
@@ -42,7 +41,7 @@ def _u32s(values: Iterable[int]) -> bytes:
 
 
 def _open(name: str) -> libbpf.Map:
-    fd = libbpf.obj_get(os.path.join(pin_dir(), name))
+    fd = map_fd(name)
     info = libbpf.map_info(fd)
     return libbpf.Map(fd, info.key_size, info.value_size,
                       percpu=name == "tna_fw_counters")

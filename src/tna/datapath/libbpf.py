@@ -182,6 +182,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_link_update": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, c_void_p]),
     "bpf_link_detach": (ctypes.c_int, [ctypes.c_int]),
     "bpf_prog_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
+    "bpf_link_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
+    "bpf_link_get_next_id": (ctypes.c_int, [ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)]),
     "bpf_map_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
     "bpf_prog_test_run_opts": (ctypes.c_int, [ctypes.c_int, ctypes.POINTER(TestRunOpts)]),
     "ring_buffer__new": (c_void_p, [ctypes.c_int, RING_SAMPLE_FN, c_void_p, c_void_p]),
@@ -252,14 +254,16 @@ def prog_info(fd: int) -> ProgInfo:
     return info
 
 
-def prog_map_ids(fd: int, most: int = 32) -> list[int]:
+def prog_map_ids(fd: int, most: int = 64) -> list[int]:
     """Ids of the maps a loaded program uses."""
     ids = (ctypes.c_uint32 * most)()
     info = ProgInfo(nr_map_ids=most, map_ids=ctypes.addressof(ids))
     size = ctypes.c_uint32(ctypes.sizeof(info))
     check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
           "bpf_obj_get_info_by_fd(prog maps)")
-    return list(ids[:min(info.nr_map_ids, most)])
+    if info.nr_map_ids > most:  # the kernel says how many there are: ask again for all
+        return prog_map_ids(fd, info.nr_map_ids)
+    return list(ids[:info.nr_map_ids])
 
 
 def map_info(fd: int) -> MapInfo:
@@ -309,6 +313,19 @@ def link_update(link_fd: int, prog_fd: int) -> None:
 
 def link_detach(link_fd: int) -> None:
     check(lib().bpf_link_detach(link_fd), "bpf_link_detach")
+
+
+def link_ids() -> list[int]:
+    """Ids of every BPF link on the machine (all namespaces)."""
+    out: list[int] = []
+    nxt = ctypes.c_uint32(0)
+    while lib().bpf_link_get_next_id(nxt.value, ctypes.byref(nxt)) == 0:
+        out.append(nxt.value)
+    return out
+
+
+def link_get_fd_by_id(link_id: int) -> int:
+    return check(lib().bpf_link_get_fd_by_id(link_id), f"bpf_link_get_fd_by_id({link_id})")
 
 
 def prog_get_fd_by_id(prog_id: int) -> int:

@@ -18,6 +18,12 @@ and never waits for the slower program loads:
 Links are either pinned (``tna apply``: the fast path outlives the command) or owned by the
 process (``tna run``: if the daemon dies, the kernel detaches them and Linux carries on alone).
 
+Programs and their maps are one unit: each reconciliation first finds TNA's programs attached
+in the namespace from the kernel (recognised by what they are, not by pins), binds the map
+writers to the maps those programs read (:func:`~tna.datapath.pins.bind`), takes over links it
+did not know (a moved pin directory), detaches TNA programs that read any other map set (no
+writer would ever reach them), and re-pins what was removed or moved — each repair logged.
+
 The kernel state the plan does not carry (the route cache's redirect exceptions) is read by
 the control side and handed in (``redirect_exceptions``).
 """
@@ -25,8 +31,10 @@ the control side and handed in (``redirect_exceptions``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -34,6 +42,7 @@ from dataclasses import dataclass, field
 
 from tna.datapath import libbpf
 from tna.datapath.firewall import Written
+from tna.datapath.libbpf import LibbpfError
 from tna.datapath.links import create_link, detach_link
 from tna.datapath.maps import (
     NOTHING,
@@ -48,14 +57,21 @@ from tna.datapath.maps import (
 )
 from tna.datapath.pins import (
     DatapathError,
-    ensure_bpffs,
+    MapIds,
+    bind,
+    bound,
+    has_map,
+    is_bound,
     link_pin,
+    make_pin_dir,
     pin_dir,
-    pinned,
     pinned_links,
+    pins_intact,
+    prog_maps,
+    repin,
 )
 from tna.datapath.program import SHARED_MAPS, Program, program_features
-from tna.datapath.status import attached, read_counters
+from tna.datapath.status import attached, main_map_set, read_counters, tna_programs
 from tna.plan.types import Features, Namespace, Port
 
 # Read-back and loading live in their own modules now; these names stay importable from here
@@ -84,6 +100,31 @@ class Changes:
         return bool(self.by_kind())
 
 
+BPF_LINK_TYPE_XDP = 6
+
+
+def find_links(wanted: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """(prog id, ifindex) -> a new descriptor of the XDP link attaching that program there,
+    found among the machine's links (a program id belongs to one namespace)."""
+    out: dict[tuple[int, int], int] = {}
+    for link_id in libbpf.link_ids() if wanted else []:
+        try:
+            fd = libbpf.link_get_fd_by_id(link_id)
+        except LibbpfError:
+            continue  # gone since the listing
+        info = libbpf.link_info(fd)
+        key = (info.prog_id, info.xdp_ifindex)
+        if info.type == BPF_LINK_TYPE_XDP and key in wanted and key not in out:
+            out[key] = fd
+        else:
+            os.close(fd)
+    return out
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"tna: warning: {message}", file=sys.stderr)
+
+
 def _link_program(link_fd: int) -> tuple[int, Features | None]:
     prog_id = libbpf.link_info(link_fd).prog_id
     prog_fd = libbpf.prog_get_fd_by_id(prog_id)
@@ -101,8 +142,10 @@ class Datapath:
     """
 
     def __init__(self, owned: bool = False, obj_path: str | None = None,
-                 redirect_exceptions: RedirectExceptions | None = None) -> None:
+                 redirect_exceptions: RedirectExceptions | None = None,
+                 warn: Callable[[str], None] = _stderr_warning) -> None:
         self.owned = owned
+        self.warn = warn  # repairs (re-pinned maps, taken-over links) are logged through it
         self.obj_path = obj_path
         # read by the control side (the kernel's route cache); without it, assume some exist
         self.redirect_exceptions = redirect_exceptions or (lambda: 1)
@@ -165,7 +208,9 @@ class Datapath:
         """Hand all traffic of ``ifindexes`` (None: every interface) back to Linux at once:
         no egress, no family. Map writes only; the next reconciliation relaxes what the new
         plan allows. Returns the interfaces whose entries changed."""
-        if not pinned(SHARED_MAPS[0]):
+        if not is_bound():  # the maps the running programs read, found once
+            self._claim_attached()
+        if not has_map(SHARED_MAPS[0]):
             return []
         maps = IfaceMaps()
         changed = []
@@ -198,8 +243,9 @@ class Datapath:
         """
         if not any(p.features is not None for p in ports):
             return self._clear()
-        ensure_bpffs()
-        os.makedirs(pin_dir(), exist_ok=True)
+        make_pin_dir()
+        self._claim_attached()
+        self._repin()
         self._ensure_maps()
         wanted = {p.ifindex: p for p in ports}
         changes = Changes()
@@ -219,6 +265,8 @@ class Datapath:
                 sync_redirects(self.redirect_exceptions, clear=False)
             changes.safe_at = time.monotonic()
             self._swap_programs(wanted, running, changes)
+            if changes.attached or bound() is None:
+                self._bind_own()  # later writes (the sentinel's too) reach what they read
             with lock:
                 if may_relax is not None and not may_relax():
                     changes.deferred = True
@@ -253,8 +301,64 @@ class Datapath:
         self._firewall = wanted
         return True
 
+    # -- programs and their maps, one unit --
+    def _claim_attached(self) -> None:
+        """Find TNA's programs attached here (from the kernel) and bind the map writers to
+        the maps they read: the daemon's own links decide, else what most programs read.
+        Links nobody holds a handle to are taken over; programs on any other map set are
+        detached, since nothing would ever write what they read."""
+        programs = tna_programs()
+        own_progs = {libbpf.link_info(fd).prog_id for fd in self.links.values()}
+        own = {frozenset(m.items()) for m in map(prog_maps, own_progs) if m}
+        chosen: MapIds | None = (dict(own.pop()) if self.owned and len(own) == 1
+                                 else main_map_set(programs))
+        known = set(self.ifindexes())
+        stray = {(prog_id, i) for i, (prog_id, _, maps) in programs.items()
+                 if maps != chosen or i not in known}
+        links = find_links(stray)
+        for (_, ifindex), fd in links.items():
+            if programs[ifindex][2] != chosen:
+                self.warn(f"detached a TNA program on ifindex {ifindex} that read maps no "
+                          "writer reaches")
+                try:
+                    detach_link(fd)
+                finally:
+                    os.close(fd)
+            elif self.owned:
+                self.links[ifindex] = fd
+                self.warn(f"took over the link of ifindex {ifindex}, attached without a pin")
+            else:
+                try:
+                    make_pin_dir()
+                    libbpf.obj_pin(fd, link_pin(ifindex))
+                finally:
+                    os.close(fd)
+                self.warn(f"re-pinned the link of ifindex {ifindex}, attached without a pin")
+        bind(chosen)
+
+    def _bind_own(self) -> None:
+        """Bind the map writers to the maps of the programs just attached (the claim at the
+        start of a reconciliation saw none when this one attached the first)."""
+        for ifindex in self.ifindexes():
+            with self._link(ifindex) as fd:
+                maps = prog_maps(libbpf.link_info(fd).prog_id) if fd is not None else None
+            if maps:
+                bind(maps)
+                return
+
+    def pins_intact(self) -> bool:
+        """Whether the pins still are the maps the running programs read (a reconciliation
+        puts back what is not, and says so)."""
+        return pins_intact(SHARED_MAPS)
+
+    def _repin(self) -> None:
+        fixed = repin(SHARED_MAPS)
+        if fixed:
+            self.warn(f"re-pinned {len(fixed)} map(s) of the running programs in {pin_dir()} "
+                      f"(removed or replaced): {', '.join(fixed)}")
+
     def _ensure_maps(self) -> None:
-        if not all(pinned(n) for n in SHARED_MAPS):
+        if not all(has_map(n) for n in SHARED_MAPS):
             Program(Features(), obj_path=self.obj_path).close()  # creates and pins them
 
     def _restrict(self, maps: IfaceMaps, wanted: dict[int, Port],
@@ -329,11 +433,14 @@ class Datapath:
         with self._link(ifindex) as fd:
             if fd is not None:
                 detach_link(fd)
-        os.unlink(link_pin(ifindex))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link_pin(ifindex))
 
     def release(self, keep: bool) -> None:
         """Daemon exit: ``keep`` pins the links for a successor; otherwise detach everything."""
         if keep and self.owned:
+            make_pin_dir()
+            self._repin()
             for ifindex, fd in self.links.items():
                 libbpf.obj_pin(fd, link_pin(ifindex))
                 os.close(fd)
@@ -341,15 +448,39 @@ class Datapath:
             return
         for ifindex in self.ifindexes():
             self._detach(ifindex)
-        shutil.rmtree(pin_dir(), ignore_errors=True)
-        with contextlib.suppress(OSError):  # the last namespace gone: leave bpffs as found
-            os.rmdir(os.path.dirname(pin_dir()))
+        detach_all()
 
 
 def detach_all() -> int:
-    """Remove every pinned link and map TNA has in this namespace; return links removed."""
-    if not os.path.isdir(pin_dir()):
-        return 0
-    links = pinned_links()
-    Datapath(owned=False).release(keep=False)
-    return len(links)
+    """Detach every TNA program attached in this namespace — found from the kernel, wherever
+    (or whether) its link is pinned — and remove the pin directory; return the interfaces.
+
+    ``/sys/fs/bpf/tna`` itself stays: removing it would let another user re-create it."""
+    programs = tna_programs()
+    links = find_links({(prog_id, i) for i, (prog_id, _, _) in programs.items()})
+    for fd in links.values():
+        try:
+            detach_link(fd)
+        finally:
+            os.close(fd)
+    done = {i for _, i in links}
+    for ifindex in pinned_links():  # links whose device is gone, or attached otherwise
+        done.add(ifindex)
+        try:
+            fd = libbpf.obj_get(link_pin(ifindex))
+        except LibbpfError:
+            continue
+        try:
+            detach_link(fd)
+        finally:
+            os.close(fd)
+    path = pin_dir()  # checked: never remove through another user's directory
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise DatapathError(f"cannot remove {path}: {e.strerror}") from None
+    bind(None)
+    return len(done)

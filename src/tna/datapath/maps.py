@@ -8,7 +8,6 @@ meanwhile never sees more permission than both the old and the new plan allow.
 from __future__ import annotations
 
 import ctypes
-import os
 import socket
 import struct
 from collections.abc import Callable, Iterable
@@ -16,7 +15,7 @@ from collections.abc import Callable, Iterable
 from tna import abi
 from tna.datapath import libbpf
 from tna.datapath.firewall import FirewallMaps
-from tna.datapath.pins import DatapathError, open_map, pin_dir, u32
+from tna.datapath.pins import DatapathError, has_map, open_map, u32
 from tna.plan.types import Features, Namespace
 
 # How the control side tells how many redirect exceptions the kernel's route cache holds.
@@ -137,7 +136,7 @@ class IfaceMaps:
 
 def _open_ifidx() -> tuple[libbpf.Map | None, int]:
     """tna_ifidx and its size, or None where only an older TNA's maps are pinned so far."""
-    if not os.path.exists(os.path.join(pin_dir(), "tna_ifidx")):
+    if not has_map("tna_ifidx"):
         return None, 0
     m = open_map("tna_ifidx")
     return m, libbpf.map_info(m.fd).max_entries
@@ -167,7 +166,7 @@ def sync_redirects(exceptions: RedirectExceptions, clear: bool) -> None:
 def redirects_pending() -> bool:
     """Whether tna_redirects holds gateway routes on Linux (a redirect seen, or exceptions
     found): only then can :func:`sync_redirects` change anything without a full check."""
-    if not os.path.exists(os.path.join(pin_dir(), "tna_redirects")):
+    if not has_map("tna_redirects"):
         return False
     m = open_map("tna_redirects")
     try:
@@ -213,11 +212,11 @@ class NamespaceMaps:
         raw = self.config.lookup(u32(0))
         self.cfg = abi.TnaConfig.from_buffer_copy(raw[:ctypes.sizeof(abi.TnaConfig)]) \
             if raw else abi.TnaConfig()
-        bits = os.path.join(pin_dir(), "tna_src_bits")  # absent: only older maps pinned yet
-        self.bits = open_map("tna_src_bits") if os.path.exists(bits) else None
+        # absent: only older maps pinned yet
+        self.bits = open_map("tna_src_bits") if has_map("tna_src_bits") else None
         self._write_bits(self.current)  # also where a crash or an older TNA left it behind
-        local = os.path.join(pin_dir(), "tna_local_v6")  # absent: only older maps pinned yet
-        self.local6 = open_map("tna_local_v6") if os.path.exists(local) else None
+        # absent: only older maps pinned yet
+        self.local6 = open_map("tna_local_v6") if has_map("tna_local_v6") else None
         self.local6_bits = open_map("tna_local_v6_bits") if self.local6 else None
         self.local6_current = ({socket.inet_ntop(socket.AF_INET6, k)
                                 for k in self.local6.all_keys()} if self.local6 else set())

@@ -15,7 +15,15 @@ import os
 from tna import abi
 from tna.datapath import libbpf
 from tna.datapath.firewall import MAP_NAMES as FIREWALL_MAPS
-from tna.datapath.pins import DatapathError, pin_dir, u32
+from tna.datapath.pins import (
+    FEATURES_MAP_KERNEL_NAME,
+    PROG_NAME,
+    DatapathError,
+    has_map,
+    map_fd,
+    pin_dir,
+    u32,
+)
 from tna.plan.types import Features
 
 # tna monitor's switch, rate limit and ring (bpf/lib/monitor.h)
@@ -25,8 +33,6 @@ SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "t
                "tna_local_v6", "tna_local_v6_bits",
                *FIREWALL_MAPS, *MONITOR_MAPS)
 FEATURES_MAP = ".rodata.features"
-FEATURES_MAP_KERNEL_NAME = FEATURES_MAP[:15]  # the kernel keeps 15 characters of a map name
-PROG_NAME = b"tna_xdp"
 BPF_F_MMAPABLE = 1 << 10
 
 
@@ -61,17 +67,17 @@ class Program:
             self.obj, name.encode()), f"find map {name}")
 
     def _reuse_pinned_maps(self) -> list[str]:
-        """Point the object at the namespace's pinned shared maps, where they exist.
+        """Point the object at the namespace's shared maps, where they exist: those the
+        running programs read, or else the pinned ones (:func:`~tna.datapath.pins.map_fd`).
 
         Done by hand rather than with libbpf's pin_path: the kernel adds BPF_F_RDONLY_PROG to
         device maps, so libbpf's compatibility check would refuse the pinned tna_tx.
         """
         reused = []
         for name in self._shared_maps():
-            path = os.path.join(pin_dir(), name)
-            if not os.path.exists(path):
+            if not has_map(name):
                 continue
-            fd = libbpf.obj_get(path)
+            fd = map_fd(name)
             try:
                 check_compatible(name, fd)
                 libbpf.check(libbpf.lib().bpf_map__reuse_fd(self._map(name), fd), f"reuse {name}")

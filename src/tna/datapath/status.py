@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import ctypes
 import os
-import socket
+import struct
+from collections import Counter as Tally
 from dataclasses import dataclass
 
-from tna import abi
+from tna import abi, netlink
 from tna.datapath import libbpf
 from tna.datapath.firewall import FirewallMaps
 from tna.datapath.libbpf import LibbpfError
 from tna.datapath.maps import read_ifaces
-from tna.datapath.pins import open_map, pin_dir, pinned, u32
+from tna.datapath.pins import MapIds, bind, has_map, open_map, prog_maps, u32
 from tna.datapath.program import program_features
 from tna.plan.types import Features
 
@@ -33,47 +34,72 @@ class Attached:
     mode: str  # "native" or "generic"
 
 
-def _our_ifaces_map_id() -> int | None:
-    if not pinned("tna_ifaces"):
-        return None
-    fd = libbpf.obj_get(os.path.join(pin_dir(), "tna_ifaces"))
-    try:
-        return libbpf.map_info(fd).id
-    finally:
-        os.close(fd)
+RTM_GETLINK, IFLA_XDP = 18, 43
+IFLA_XDP_ATTACHED, IFLA_XDP_PROG_ID = 2, 4
+IFLA_XDP_MODE_PROG_IDS = (5, 6, 7)  # drv, skb, hw: in "multi" mode there is no single id
+IFINFOMSG = struct.Struct("=BxHiII")
 
 
 def xdp_programs() -> dict[int, tuple[int, str]]:
-    """ifindex -> (prog id, mode) of every XDP program attached in this namespace."""
+    """ifindex -> (prog id, mode) of every XDP program attached in this namespace (one link
+    dump, whatever the number of interfaces)."""
     out = {}
-    for ifindex, _ in socket.if_nameindex():
-        try:
-            query = libbpf.xdp_query(ifindex)
-        except LibbpfError:
-            continue  # the device went away since the listing
-        mode = XDP_MODES.get(query.attach_mode)
-        # in "multi" mode there is no single program id, only the per-mode ones
-        prog_id = query.prog_id or query.drv_prog_id or query.skb_prog_id or query.hw_prog_id
+    for _, body in netlink.dump(netlink.NETLINK_ROUTE, RTM_GETLINK,
+                                IFINFOMSG.pack(0, 0, 0, 0, 0)):
+        ifindex = IFINFOMSG.unpack_from(body)[2]
+        raw = netlink.parse_attrs(body[IFINFOMSG.size:]).get(IFLA_XDP)
+        if raw is None:
+            continue
+        xdp = netlink.parse_attrs(raw)
+        mode = XDP_MODES.get(xdp.get(IFLA_XDP_ATTACHED, b"\0")[0])
+        ids = [struct.unpack("=I", xdp[a][:4])[0]
+               for a in (IFLA_XDP_PROG_ID, *IFLA_XDP_MODE_PROG_IDS) if a in xdp]
+        prog_id = next((i for i in ids if i), 0)
         if mode and prog_id:
             out[ifindex] = (prog_id, mode)
     return out
 
 
+def tna_programs() -> dict[int, tuple[int, str, MapIds]]:
+    """ifindex -> (prog id, mode, maps) of every TNA program attached in this namespace,
+    recognised by what it is (:func:`~tna.datapath.pins.tna_maps`), not by any pin."""
+    out = {}
+    seen: dict[int, MapIds | None] = {}  # programs are shared by interfaces: look once
+    for ifindex, (prog_id, mode) in xdp_programs().items():
+        if prog_id not in seen:
+            seen[prog_id] = prog_maps(prog_id)
+        maps = seen[prog_id]
+        if maps is not None:
+            out[ifindex] = (prog_id, mode, maps)
+    return out
+
+
+def main_map_set(programs: dict[int, tuple[int, str, MapIds]]) -> MapIds | None:
+    """The map set most of TNA's programs here read (normally all of them read one)."""
+    tally = Tally(frozenset(maps.items()) for _, _, maps in programs.values())
+    if not tally:
+        return None
+    return dict(tally.most_common(1)[0][0])
+
+
+def bind_attached() -> MapIds | None:
+    """Open this namespace's maps through the programs attached here from now on (see
+    :func:`~tna.datapath.pins.bind`); nothing attached: through the pins."""
+    maps = main_map_set(tna_programs())
+    bind(maps)
+    return maps
+
+
 def attached() -> list[Attached]:
-    """Every TNA program attached in this namespace (pinned or owned by a daemon), read back
-    from the kernel: a program is ours when it uses this namespace's pinned ``tna_ifaces``."""
-    ours = _our_ifaces_map_id()
-    if ours is None:
-        return []
+    """Every TNA program attached in this namespace (pinned, moved, or owned by a daemon),
+    read back from the kernel."""
     out = []
-    for ifindex, (prog_id, mode) in sorted(xdp_programs().items()):
+    for ifindex, (prog_id, mode, _) in sorted(tna_programs().items()):
         try:
             prog_fd = libbpf.prog_get_fd_by_id(prog_id)
         except LibbpfError:
             continue  # replaced or gone since the dump
         try:
-            if ours not in libbpf.prog_map_ids(prog_fd):
-                continue
             info = libbpf.prog_info(prog_fd)
             features = program_features(prog_fd) or Features()
         finally:
@@ -94,7 +120,7 @@ class Counter:
 
 def read_counters() -> dict[int, dict[str, Counter]]:
     """ifindex (0 = unknown ingress) -> counter name -> totals over all CPUs."""
-    if not pinned("tna_stats"):
+    if not has_map("tna_stats"):
         return {}
     ifaces, stats = open_map("tna_ifaces"), open_map("tna_stats")
     try:
@@ -117,7 +143,7 @@ def read_counters() -> dict[int, dict[str, Counter]]:
 def firewall_state(family: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
     """The table in use for ``family`` (0 v4, 1 v6): its rules as (verdict, counted, target)
     and their (packets, bytes); empty when nothing was loaded."""
-    if not pinned("tna_fw_tables"):
+    if not has_map("tna_fw_tables"):
         return [], []
     config = open_map("tna_config")
     fw = FirewallMaps()

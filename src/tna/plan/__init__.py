@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from tna import abi
 from tna.model import AF_INET, AF_INET6, Link, Snapshot
 from tna.plan.bridge import Bridge, bridge_port_plan, brport_plan, plan_bridge, plan_bridge_port
 from tna.plan.firewall import family_firewall, with_firewall
@@ -31,7 +32,7 @@ from tna.plan.types import (
 )
 
 __all__ = ["BridgePortPlan", "Features", "InterfacePlan", "Namespace", "Plan", "Port",
-           "SlowPath", "bridge_port_plan", "brport_plan", "make_plan"]
+           "SlowPath", "bridge_port_plan", "brport_plan", "make_plan", "within_slots"]
 
 
 def make_plan(snap: Snapshot, followed: bool = False) -> Plan:
@@ -50,7 +51,7 @@ def make_plan(snap: Snapshot, followed: bool = False) -> Plan:
                                       followed)
                        for link in snap.links if link.ifname != "lo")
     tables = {af: None if family_blocks[af] else fw.tables for af, fw in firewalls.items()}
-    interfaces = tuple(with_firewall(i, tables) for i in interfaces)
+    interfaces = within_slots(tuple(with_firewall(i, tables) for i in interfaces))
     namespace = dataclasses.replace(
         namespace_data(snap), firewall=(tables[AF_INET], tables[AF_INET6]),
         ct_timeouts_ms=(snap.sysctls.conntrack_udp_timeout_stream * 1000,
@@ -62,6 +63,32 @@ def make_plan(snap: Snapshot, followed: bool = False) -> Plan:
 
 
 # ---- per interface ---------------------------------------------------------------------------
+
+def within_slots(interfaces: tuple[InterfacePlan, ...], slots: int | None = None
+                 ) -> tuple[InterfacePlan, ...]:
+    """At most ``slots`` interfaces in the data path (``TNA_MAX_IFACES`` - 1: slot 0 counts
+    unknown ingress ports): the first ones by ifindex keep their plan, a bridge and its ports
+    together or not at all; the rest stay on Linux (``iface_limit``), nothing fails."""
+    slots = abi.max_ifaces() - 1 if slots is None else slots
+    groups: dict[int, list[InterfacePlan]] = {}
+    for i in sorted(interfaces, key=lambda i: i.ifindex):
+        if i.features is not None or i.egress or i.bridge:
+            groups.setdefault(i.bridge_port.bridge if i.bridge_port else i.ifindex, []).append(i)
+    if sum(map(len, groups.values())) <= slots:
+        return interfaces
+    cut: set[int] = set()
+    used = 0
+    for members in sorted(groups.values(), key=lambda g: min(i.ifindex for i in g)):
+        if used + len(members) <= slots:
+            used += len(members)
+        else:
+            cut.update(i.ifindex for i in members)
+    reason = SlowPath("all", "iface_limit", f"more than {slots} interfaces: the fast path "
+                      f"serves the first {slots} (by ifindex), this one stays on Linux")
+    return tuple(dataclasses.replace(i, features=None, egress=False, bridge=False,
+                                     bridge_port=None, slow_path=(*i.slow_path, reason))
+                 if i.ifindex in cut else i for i in interfaces)
+
 
 def plan_interface(snap: Snapshot, link: Link, family_blocks: dict[int, list[SlowPath]],
                     bridges: dict[int, Bridge], bridge_egress: bool,
