@@ -37,7 +37,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct tna_src_bits);
-} tna_local_v6_bits SEC(".maps");
+} tna_local6_bits SEC(".maps");
 
 /*
  * The four words of the address (as loaded, network order) chained through the multiplier of
@@ -57,7 +57,7 @@ static __always_inline __u32 local_v6_bit(const struct in6_addr *a)
 static __always_inline int local_v6(const struct in6_addr *a)
 {
 	__u32 zero = 0, bit = local_v6_bit(a);
-	const struct tna_src_bits *bits = bpf_map_lookup_elem(&tna_local_v6_bits, &zero);
+	const struct tna_src_bits *bits = bpf_map_lookup_elem(&tna_local6_bits, &zero);
 	struct in6_addr key;
 
 	if (bits && !(bits->words[bit / 64] & (1ULL << (bit % 64))))

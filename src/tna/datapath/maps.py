@@ -189,7 +189,7 @@ def _src_bits(addrs: Iterable[str], size: int) -> bytes:
 
 
 def _local_v6_bits(addrs: Iterable[str], size: int) -> bytes:
-    """The tna_local_v6_bits value: local_v6_bit() in bpf/lib/local.h, the address's four
+    """The tna_local6_bits value: local_v6_bit() in bpf/lib/local.h, the address's four
     words as loaded (network order in host words) chained through src_bit()'s multiplier,
     then hashed as src_bit()."""
     folded = []
@@ -217,7 +217,7 @@ class NamespaceMaps:
         self._write_bits(self.current)  # also where a crash or an older TNA left it behind
         # absent: only older maps pinned yet
         self.local6 = open_map("tna_local_v6") if has_map("tna_local_v6") else None
-        self.local6_bits = open_map("tna_local_v6_bits") if self.local6 else None
+        self.local6_bits = open_map("tna_local6_bits") if self.local6 else None
         self.local6_current = ({socket.inet_ntop(socket.AF_INET6, k)
                                 for k in self.local6.all_keys()} if self.local6 else set())
         self._write_local6_bits(self.local6_current)

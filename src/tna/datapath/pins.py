@@ -141,6 +141,11 @@ def u32(v: int) -> bytes:
 # ---- the maps of the running programs --------------------------------------------------------
 
 MapIds = dict[str, int]  # map name (as the kernel keeps it) -> map id
+# Maps each loaded program has for itself: libbpf's sections (names with a dot: the feature
+# block, .rodata) and per-CPU scratch space.  They differ between programs of one namespace and
+# say nothing about which shared maps a program reads (tests/unit/test_map_names.py keeps this
+# list and the program's declarations in step).
+PRIVATE_MAPS = ("tna_fw_scratch",)
 _bound: dict[int, MapIds | None] = {}  # namespace cookie -> the maps TNA's programs read
 
 
@@ -159,7 +164,9 @@ def tna_maps(prog_fd: int) -> MapIds | None:
             out[libbpf.map_info(fd).name.decode()] = map_id
         finally:
             os.close(fd)
-    return out if FEATURES_MAP_KERNEL_NAME in out and "tna_ifaces" in out else None
+    if FEATURES_MAP_KERNEL_NAME not in out or "tna_ifaces" not in out:
+        return None
+    return {n: i for n, i in out.items() if "." not in n and n not in PRIVATE_MAPS}
 
 
 def prog_maps(prog_id: int) -> MapIds | None:
@@ -272,6 +279,6 @@ def open_map(name: str) -> libbpf.Map:
         return libbpf.Map(fd, 4, 8)
     if name == "tna_local_v6":
         return libbpf.Map(fd, 16, 1)
-    if name in ("tna_src_bits", "tna_local_v6_bits"):
+    if name in ("tna_src_bits", "tna_local6_bits"):
         return libbpf.Map(fd, 4, libbpf.map_info(fd).value_size)
     return libbpf.Map(fd, 4, 4)

@@ -30,7 +30,7 @@ from tna.plan.types import Features
 MONITOR_MAPS = ("tna_mon_ctl", "tna_mon_state", "tna_mon_ring")
 SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "tna_src_deny",
                "tna_config", "tna_redirects", "tna_ifidx", "tna_src_bits", "tna_brpidx",
-               "tna_local_v6", "tna_local_v6_bits",
+               "tna_local_v6", "tna_local6_bits",
                *FIREWALL_MAPS, *MONITOR_MAPS)
 FEATURES_MAP = ".rodata.features"
 BPF_F_MMAPABLE = 1 << 10
