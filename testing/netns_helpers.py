@@ -14,7 +14,7 @@ from typing import Any
 
 from tna import abi, netns
 from tna.datapath import fdb
-from tna.testbed import BridgeTopology, RouterTopology, Testbed
+from tna.testbed import BridgeTopology, RouterTopology, Testbed, run_tna
 from tna.testbed import tna_stats as stats
 
 
@@ -55,3 +55,17 @@ def mirror_learnt(t: BridgeTopology, host: str, behind: str | None = None) -> Ca
 
 def ifindex(t: BridgeTopology, ifname: str) -> int:
     return int(t.bed.run(t.sw, "cat", f"/sys/class/net/{ifname}/ifindex").stdout)
+
+
+@contextlib.contextmanager
+def router_with_ruleset(prefix: str, ruleset: str) -> Iterator[RouterTopology]:
+    """A primed router topology with an nft ``ruleset`` and TNA applied; detached at the end."""
+    with Testbed(prefix=prefix) as bed:
+        t = RouterTopology.build(bed)
+        t.prime_neighbours()
+        bed.run(t.r, "nft", "-f", "-", input=ruleset)
+        run_tna(t.r, "apply")
+        try:
+            yield t
+        finally:
+            run_tna(t.r, "detach", check=False)

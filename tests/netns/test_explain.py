@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from testing.netns_helpers import router_with_ruleset
 from tna import netns
 from tna.datapath import status
 from tna.testbed import BridgeTopology, RouterTopology, Testbed, run_tna, wait_for
@@ -55,15 +56,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def topo() -> Iterator[RouterTopology]:
-    with Testbed(prefix="tnaexpl") as bed:
-        t = RouterTopology.build(bed)
-        t.prime_neighbours()
-        bed.run(t.r, "nft", "-f", "-", input=RULESET)
-        run_tna(t.r, "apply")
-        try:
-            yield t
-        finally:
-            run_tna(t.r, "detach", check=False)
+    with router_with_ruleset("tnaexpl", RULESET) as t:
+        yield t
 
 
 def counts(ns: str, ifname: str) -> dict[str, int]:

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
+from testing.netns_helpers import router_with_ruleset
 from tna import abi, netns
 from tna.datapath import libbpf, status
 from tna.monitor import MonitorMaps
-from tna.testbed import RouterTopology, Testbed, run_tna, tna_stats, wait_for
+from tna.testbed import RouterTopology, run_tna, tna_stats, wait_for
 
 RULESET = """table inet tnamon {
     chain forward {
@@ -32,15 +33,8 @@ RULESET = """table inet tnamon {
 
 @pytest.fixture(scope="module")
 def topo() -> Iterator[RouterTopology]:
-    with Testbed(prefix="tnamon") as bed:
-        t = RouterTopology.build(bed)
-        t.prime_neighbours()
-        bed.run(t.r, "nft", "-f", "-", input=RULESET)
-        run_tna(t.r, "apply")
-        try:
-            yield t
-        finally:
-            run_tna(t.r, "detach", check=False)
+    with router_with_ruleset("tnamon", RULESET) as t:
+        yield t
 
 
 def ctl(ns: str) -> Any:

@@ -202,6 +202,16 @@ def _local_v6_bits(addrs: Iterable[str], size: int) -> bytes:
     return _src_bits(folded, size)
 
 
+def _write_filter(bits: libbpf.Map | None, addrs: Iterable[str],
+                  value_of: Callable[[Iterable[str], int], bytes]) -> None:
+    """Write a bit filter (tna_src_bits, tna_local6_bits) for ``addrs``, where it changed."""
+    if bits is None:
+        return
+    value = value_of(addrs, bits.value_size)
+    if (bits.lookup(u32(0)) or b"")[:len(value)] != value:
+        bits.update(u32(0), value)
+
+
 class NamespaceMaps:
     """tna_src_deny (with its filter tna_src_bits) and tna_config: stricter values first,
     looser ones after the swaps."""
@@ -244,18 +254,10 @@ class NamespaceMaps:
         self._write(ns.route_mtu_v4, ns.route_mtu_v6)
 
     def _write_bits(self, addrs: Iterable[str]) -> None:
-        if self.bits is None:
-            return
-        value = _src_bits(addrs, self.bits.value_size)
-        if (self.bits.lookup(u32(0)) or b"")[:len(value)] != value:
-            self.bits.update(u32(0), value)
+        _write_filter(self.bits, addrs, _src_bits)
 
     def _write_local6_bits(self, addrs: Iterable[str]) -> None:
-        if self.local6_bits is None:
-            return
-        value = _local_v6_bits(addrs, self.local6_bits.value_size)
-        if (self.local6_bits.lookup(u32(0)) or b"")[:len(value)] != value:
-            self.local6_bits.update(u32(0), value)
+        _write_filter(self.local6_bits, addrs, _local_v6_bits)
 
     def _write(self, v4: int, v6: int) -> None:
         if (self.cfg.route_mtu_v4, self.cfg.route_mtu_v6) != (v4, v6):
