@@ -458,12 +458,16 @@ class StatefulFirewall(Firewall):
     def establish(self) -> None:
         """The reply direction first (again before every mode: the conntrack entry may have
         timed out while another mode bypassed Linux)."""
-        spec = frames.FrameSpec(H2_MAC, P2_MAC, self.dst_ip, self.src_ip, size=64,
+        spec = frames.FrameSpec(H2_MAC, P2_MAC, self.dst_ip, self.opener_dst(), size=64,
                                 sport=frames.FrameSpec.dport, dport=frames.FrameSpec.sport)
         with netns.entered(self.receiver), socket.socket(socket.AF_PACKET,
                                                          socket.SOCK_RAW) as s:
             s.bind((self.receiver_if, 0))
             s.send(frames.build(spec))
+
+    def opener_dst(self) -> str:
+        """Where the reply-direction opener goes: the benchmark flow's source."""
+        return self.src_ip
 
     def describe(self) -> str:
         return (f"IPv4 router, nft forward chain, policy drop: ct state established,related "
@@ -487,13 +491,8 @@ class NatUdp(StatefulFirewall):
             f'    iifname "r2" udp dport {frames.FrameSpec.sport} dnat to {self.src_ip}\n'
             "  }\n}\n"))
 
-    def establish(self) -> None:
-        spec = frames.FrameSpec(H2_MAC, P2_MAC, self.dst_ip, "10.2.0.1", size=64,
-                                sport=frames.FrameSpec.dport, dport=frames.FrameSpec.sport)
-        with netns.entered(self.receiver), socket.socket(socket.AF_PACKET,
-                                                         socket.SOCK_RAW) as s:
-            s.bind((self.receiver_if, 0))
-            s.send(frames.build(spec))
+    def opener_dst(self) -> str:
+        return "10.2.0.1"  # r2's own address: the port forward DNATs it to h1
 
     def describe(self) -> str:
         return ("IPv4 router, the stateful nft forward chain of firewall-stateful, and a nat "
