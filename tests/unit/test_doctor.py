@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from testing.snapshots import with_link
 from tna import doctor
 from tna.doctor import Peer
 from tna.model import XDP_ACT_NDO_XMIT, Snapshot, XdpAttachment
@@ -24,10 +24,6 @@ PEERS = {289: Peer(2, "eth0", "h1", 0, tx_csum=False), 292: Peer(2, "eth0", "h2"
 def snap() -> Snapshot:
     return Snapshot.from_dict(json.loads((DATA / "router_snapshot.json").read_text()))
 
-
-def with_link(snap: Snapshot, ifname: str, **changes: Any) -> Snapshot:
-    links = tuple(replace(lk, **changes) if lk.ifname == ifname else lk for lk in snap.links)
-    return replace(snap, links=links)
 
 
 def no_gro(snap: Snapshot, ifname: str) -> Snapshot:

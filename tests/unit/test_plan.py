@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from testing.snapshots import with_link
 from tna import abi
 from tna.firewall.tables import VERDICT_ACCEPT, VERDICT_DROP, VERDICT_PUNT
 from tna.model import (
@@ -36,10 +37,6 @@ V4_ONLY = Features(ipv4_router=True, verify_l4_csum=True, fib_direct_v4=True)
 def snap() -> Snapshot:
     return Snapshot.from_dict(json.loads((DATA / "router_snapshot.json").read_text()))
 
-
-def with_link(snap: Snapshot, ifname: str, **changes: Any) -> Snapshot:
-    links = tuple(replace(lk, **changes) if lk.ifname == ifname else lk for lk in snap.links)
-    return replace(snap, links=links)
 
 
 def with_if_sysctls(snap: Snapshot, ifname: str, **changes: Any) -> Snapshot:

@@ -7,10 +7,10 @@ import json
 import struct
 import time
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
+from testing.snapshots import with_link
 from tna import abi, control, introspect, netlink
 from tna.datapath import fdb
 from tna.model import (
@@ -57,10 +57,6 @@ def snapshot(*, bridge: BridgeInfo | None = None, port: BridgePort | None = None
     return Snapshot(netns="", kernel="6.18", links=links, addresses=addresses,
                     sysctls=Sysctls(True, True, interfaces=ifs, **sysctls), netfilter=chains)
 
-
-def with_link(snap: Snapshot, name: str, **changes: Any) -> Snapshot:
-    return replace(snap, links=tuple(replace(lk, **changes) if lk.ifname == name else lk
-                                     for lk in snap.links))
 
 
 def chain(family: str, hook: str, rules: tuple[str, ...] = ("drop",), **kw: object
