@@ -541,7 +541,7 @@ def markdown(report: Report) -> str:
         parts += ["", "The same scenarios with each traffic source (64-byte frames):", "",
                   comparison_table(report)]
     if report.cores:
-        cpus = sorted({c for r in report.cores for c in r.cpus})
+        cpus = max((r.cpus for r in report.cores), key=len)
         parts += ["", f"Both CPUs: one traffic source per CPU ({', '.join(map(str, cpus))}), "
                   "a veth queue per CPU, 64-byte frames; each run measures 1 CPU and then all "
                   "of them back to back (docs/benchmarks.md, \"Both CPUs\"):", "",
