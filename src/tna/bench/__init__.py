@@ -3,9 +3,10 @@
 Role in the flow: outside the data path.  Builds each scenario in throw-away namespaces
 (``scenarios``), drives it with a traffic source (``generator``: live XDP frames where the host
 allows them, else skbs through ``bpf_clone_redirect()``) in serial mode, counts what a sink
-delivers, micro-benchmarks the loaded programs (``micro``) and writes JSON, a Markdown table
-and a PNG chart (``report``), each naming the source.  ``docs/benchmarks.md`` explains the
-method.
+delivers, measures a few scenarios again with a source on each of several CPUs
+(``multicore``, ``--cpus``), micro-benchmarks the loaded programs (``micro``) and writes
+JSON, a Markdown table and a PNG chart (``report``), each naming the source.
+``docs/benchmarks.md`` explains the method.
 
     tna bench                         # everything, 3 runs, results in build/bench/
     tna bench --smoke                 # a few seconds: does the harness work (CI)
