@@ -9,7 +9,7 @@ import pytest
 
 from tna.bench import report as rep
 from tna.bench import scaling
-from tna.bench.multicore import pick_cpus
+from tna.bench.multicore import cpumask, pick_cpus
 from tna.bench.report import Report
 from tna.bench.scaling import CoreResult, CoreSample
 
@@ -85,3 +85,9 @@ def test_pick_cpus() -> None:
         pick_cpus(3, 1, [0, 1])
     with pytest.raises(ValueError):
         pick_cpus(0, 1, [0, 1])
+
+
+def test_cpumask() -> None:
+    assert cpumask(0) == "00000001"
+    assert cpumask(1) == "00000002"
+    assert cpumask(35) == "00000008,00000000"

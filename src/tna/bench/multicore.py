@@ -98,30 +98,33 @@ def pick_cpus(n: int, first: int, available: Sequence[int]) -> list[int]:
 
 # ---- topology --------------------------------------------------------------------------------
 
-def queues() -> int:
-    """Queue pairs per veth: one per possible CPU (veth's maximum), so CPU i owns queue i."""
-    return os.cpu_count() or 1
-
-
-def spread_queues(bed: Testbed, namespaces: Sequence[str]) -> None:
-    """Every veth in ``namespaces``: a queue pair per CPU, XPS sending CPU i on queue i.
+def spread_queues(bed: Testbed, namespaces: Sequence[str], cpus: Sequence[int]) -> None:
+    """Every veth in ``namespaces``: queue pairs 0..max(cpus), XPS sending CPU i on queue i
+    (the queue ``veth_xdp_xmit`` picks for CPU i too: ``smp_processor_id() % queues``).
 
     Receive queues first, everywhere: veth refuses more TX queues than an XDP-enabled peer
     (the sink) has RX queues.
     """
-    n = queues()
+    n = max(cpus) + 1
     devs = {ns: [link["ifname"] for link in json.loads(
         bed.run(ns, "ip", "-j", "link", "show", "type", "veth").stdout or "[]")]
         for ns in namespaces}
     steps = [lambda dev: [f"ethtool -L {dev} rx {n}"],
              lambda dev: [f"ethtool -L {dev} tx {n}"] + [
-                 f"echo {1 << q:x} > /sys/class/net/{dev}/queues/tx-{q}/xps_cpus"
+                 f"echo {cpumask(q)} > /sys/class/net/{dev}/queues/tx-{q}/xps_cpus"
                  for q in range(n)]]
     for step in steps:
         for ns, names in devs.items():
             cmds = [c for dev in names for c in step(dev)]
             if cmds:  # ip netns exec mounts the namespace's own /sys
                 bed.run(ns, "sh", "-ec", "\n".join(cmds))
+
+
+def cpumask(cpu: int) -> str:
+    """The sysfs form of a mask with ``cpu`` alone: hex in comma-separated 32-bit groups."""
+    digits = f"{1 << cpu:x}"
+    digits = digits.zfill(-(-len(digits) // 8) * 8)
+    return ",".join(digits[i:i + 8] for i in range(0, len(digits), 8))
 
 
 def flow_frame(scn: Scenario, size: int, i: int) -> bytes:
@@ -274,7 +277,7 @@ def run_scenario(name: str, cfg: Config, cpus: Sequence[int], source: str, log: 
         gens: list[Generator] = []
         try:
             scn.build()
-            spread_queues(bed, list(bed.namespaces))
+            spread_queues(bed, list(bed.namespaces), cpus)
             modes = [m for m in MODES if m in scn.modes and (not cfg.modes or m in cfg.modes)]
             results = {(m, n): CoreResult(name, SIZE, m, list(cpus[:n]), source=source)
                        for m in modes for n in counts}
