@@ -83,7 +83,7 @@ def test_pick_cpus() -> None:
     assert pick_cpus(3, 0, [0, 1, 2, 3]) == [0, 3, 2]
     with pytest.raises(ValueError, match="may use 2 CPU"):
         pick_cpus(3, 1, [0, 1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=">= 1"):
         pick_cpus(0, 1, [0, 1])
 
 

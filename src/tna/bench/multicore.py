@@ -89,7 +89,9 @@ class Config(Protocol):
 
 def pick_cpus(n: int, first: int, available: Sequence[int]) -> list[int]:
     """``n`` CPUs for the sources: ``first`` (serial mode's CPU), then the highest others."""
-    if n < 1 or n > len(available):
+    if n < 1:
+        raise ValueError(f"--cpus must be >= 1, got {n}")
+    if n > len(available):
         raise ValueError(f"--cpus {n}: this process may use {len(available)} CPU(s) "
                          f"({', '.join(map(str, sorted(available)))})")
     others = sorted((c for c in available if c != first), reverse=True)
