@@ -42,8 +42,8 @@ from typing import Protocol
 from tna import abi, netns
 from tna.bench import cpu, frames, generator
 from tna.bench.bpfobj import Park, ifindex_of
+from tna.bench.cores import CoreResult, CoreSample
 from tna.bench.generator import Generator
-from tna.bench.scaling import CoreResult, CoreSample
 from tna.bench.scenarios import FAST_PATH_MIN, LINUX, NULL, SCENARIOS, TNA, Options, Scenario
 from tna.datapath.maps import read_ifaces
 from tna.datapath.pins import has_map, open_map, u32

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tna.bench import scaling
-from tna.bench.scaling import CoreResult
+from tna.bench import cores
+from tna.bench.cores import CoreResult
 
 # Mode order for tables and the chart.
 MODE_ORDER = ("null", "null-tc", "linux", "linux-no-brnf", "xdp-pass", "tna", "fib", "sol")
@@ -255,7 +255,7 @@ def to_json(report: Report) -> dict[str, Any]:
             "comparison": comparison(report),
             "micro": [asdict(m) for m in report.micro],
             "profile": [asdict(p) for p in report.profile],
-            "cores": scaling.to_json(report.cores)}
+            "cores": cores.to_json(report.cores)}
 
 
 def from_json(doc: dict[str, Any]) -> Report:
@@ -266,7 +266,7 @@ def from_json(doc: dict[str, Any]) -> Report:
     micro = [MicroResult(**m) for m in doc.get("micro", [])]
     profile = [ProgProfile(**p) for p in doc.get("profile", [])]
     return Report(doc.get("meta", {}), doc.get("scenarios", {}), results, micro, profile,
-                  scaling.from_json(doc.get("cores")))
+                  cores.from_json(doc.get("cores")))
 
 
 def dumps(report: Report) -> str:
@@ -487,7 +487,7 @@ def goals_table(report: Report) -> str:
 def cores_table(report: Report) -> str:
     """The "both CPUs" phase: 1 CPU against N, per scenario and mode."""
     rows = []
-    for r in scaling.rows(report.cores):
+    for r in cores.rows(report.cores):
         rows.append([r["scenario"], r["mode"], _runs(fmt_mpps(r["one_mpps"]), r["one_runs"]),
                      _runs(fmt_mpps(r["many_mpps"]), r["many_runs"]),
                      _runs(fmt_ratio(r["scaling"]), r["scaling_runs"]),

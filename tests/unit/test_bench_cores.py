@@ -7,11 +7,11 @@ import json
 
 import pytest
 
+from tna.bench import cores
 from tna.bench import report as rep
-from tna.bench import scaling
+from tna.bench.cores import CoreResult, CoreSample
 from tna.bench.multicore import cpumask, pick_cpus
 from tna.bench.report import Report
-from tna.bench.scaling import CoreResult, CoreSample
 
 
 def _one(mpps: float, ns: float) -> CoreSample:
@@ -36,7 +36,7 @@ def _results() -> list[CoreResult]:
 
 
 def test_rows_scaling_efficiency_and_shares() -> None:
-    linux, tna = scaling.rows(_results())
+    linux, tna = cores.rows(_results())
     assert linux["scaling"] == pytest.approx((2.0 + 2.0 / 1.1) / 2)  # median of per-run ratios
     assert linux["scaling_runs"] == pytest.approx([2.0 / 1.1, 2.0])
     assert linux["one_runs"] == pytest.approx([1.0, 1.1])
@@ -51,10 +51,10 @@ def test_rows_scaling_efficiency_and_shares() -> None:
 
 def test_rows_need_both_counts_and_skip_failed_ones() -> None:
     only_one = [r for r in _results() if r.n == 1]
-    assert scaling.rows(only_one) == []
+    assert cores.rows(only_one) == []
     results = _results()
     results[3].status, results[3].note = "invalid", "fast path forwarded only 10.0%"
-    tna = scaling.rows(results)[1]
+    tna = cores.rows(results)[1]
     assert tna["many_mpps"] is None and tna["scaling"] is None and tna["efficiency"] is None
     assert "10.0%" in tna["note"]
 
