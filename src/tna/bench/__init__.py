@@ -3,14 +3,16 @@
 Role in the flow: outside the data path.  Builds each scenario in throw-away namespaces
 (``scenarios``), drives it with a traffic source (``generator``: live XDP frames where the host
 allows them, else skbs through ``bpf_clone_redirect()``) in serial mode, counts what a sink
-delivers, micro-benchmarks the loaded programs (``micro``) and writes JSON, a Markdown table
-and a PNG chart (``report``), each naming the source.  ``docs/benchmarks.md`` explains the
-method.
+delivers, measures a few scenarios again with a source on each of several CPUs
+(``multicore``, ``--cpus``), micro-benchmarks the loaded programs (``micro``) and writes
+JSON, a Markdown table and a PNG chart (``report``), each naming the source.
+``docs/benchmarks.md`` explains the method.
 
     tna bench                         # everything, 3 runs, results in build/bench/
     tna bench --smoke                 # a few seconds: does the harness work (CI)
     tna bench --scenarios router-v4 --runs 5 --seconds 3 --json
     tna bench --source skb            # the skb source even where live frames work
+    tna bench --scenarios bridge --cpus 2   # bridge, serial mode and on two CPUs
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 
 from tna import abi
+from tna.bench import multicore
 from tna.bench import report as rep
 from tna.bench.generator import AUTO, SOURCES
 from tna.bench.runner import Config, RetryBudget, pick_cpu, run
@@ -69,6 +72,10 @@ def parser() -> argparse.ArgumentParser:
                    "disturbed (default 120)")
     p.add_argument("--cpu", type=int, default=None,
                    help="the CPU for generator and forwarding (default: the highest one)")
+    p.add_argument("--cpus", type=int, default=None,
+                   help="also measure router-v4, bridge and firewall with one traffic source "
+                   "per CPU on this many CPUs against one (default 2 where the machine has "
+                   "them, 1 with --smoke; 1 skips it)")
     p.add_argument("--flows", type=int, default=10_000,
                    help="destinations of many-flows / FDB entries of bridge-fdb")
     p.add_argument("--fw-rules", type=int, default=50, help="rules of the firewall scenario")
@@ -109,19 +116,23 @@ def config(args: argparse.Namespace) -> Config:
     sizes = tuple(int(s) for s in args.sizes)
     if args.runs < 1 or args.seconds <= 0 or args.warmup < 0:
         raise ValueError("--runs must be >= 1, --seconds > 0, --warmup >= 0")
-    cpu = pick_cpu(args.cpu, sorted(os.sched_getaffinity(0)))
+    available = sorted(os.sched_getaffinity(0))
+    cpu = pick_cpu(args.cpu, available)
+    ncpus = args.cpus if args.cpus is not None else 1 if args.smoke else min(2, len(available))
+    cpus = tuple(multicore.pick_cpus(ncpus, cpu, available)) if ncpus != 1 else ()
     options = Options(flows=args.flows, fw_rules=args.fw_rules, variants=tuple(args.variant),
                       without=tuple(args.without))
     if args.smoke:
         return Config(scenarios=SMOKE_SCENARIOS, sizes=SMOKE_SIZES, modes=args.modes, runs=1,
                       seconds=SMOKE_SECONDS, warmup=SMOKE_WARMUP, cpu=cpu,
                       micro_iterations=SMOKE_MICRO, profile=args.profile, options=options,
-                      ns_prefix=args.ns_prefix, source=args.source, compare=False)
+                      ns_prefix=args.ns_prefix, source=args.source, compare=False, cpus=cpus)
     return Config(scenarios=args.scenarios, sizes=sizes, modes=args.modes, runs=args.runs,
                   seconds=args.seconds, warmup=args.warmup, cpu=cpu,
                   micro_iterations=args.micro_iterations, profile=args.profile,
                   options=options, ns_prefix=args.ns_prefix, source=args.source,
-                  compare=args.compare, retry_budget=RetryBudget(args.retry_budget))
+                  compare=args.compare, retry_budget=RetryBudget(args.retry_budget),
+                  cpus=cpus)
 
 
 def _cpu_model() -> str:
@@ -163,7 +174,8 @@ def meta(cfg: Config, smoke: bool, started: str) -> dict[str, object]:
         "machine": f"{os.cpu_count()} x {_cpu_model()}",
         "kernel": platform.release(),
         "revision": _git_revision(), "tna_xdp_sha256": _object_digest(),
-        "cpu": cfg.cpu, "runs": cfg.runs, "seconds": cfg.seconds, "warmup": cfg.warmup,
+        "cpu": cfg.cpu, "cpus": list(cfg.cpus), "runs": cfg.runs, "seconds": cfg.seconds,
+        "warmup": cfg.warmup,
         "smoke": smoke, "flows": cfg.options.flows, "fw_rules": cfg.options.fw_rules,
         "micro_iterations": cfg.micro_iterations,
         "variants": dict(cfg.options.variants), "without": list(cfg.options.without),

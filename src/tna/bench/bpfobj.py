@@ -157,8 +157,12 @@ class Sink:
             raise
 
     def packets(self) -> int:
-        return sum(struct.unpack("=QQ", v)[0]
-                   for v in self.counter.lookup_percpu(struct.pack("=I", 0)))
+        return sum(self.packets_per_cpu())
+
+    def packets_per_cpu(self) -> list[int]:
+        """Frames counted so far on each possible CPU (index = CPU number)."""
+        return [struct.unpack("=QQ", v)[0]
+                for v in self.counter.lookup_percpu(struct.pack("=I", 0))]
 
     def close(self) -> None:
         self.link.close()

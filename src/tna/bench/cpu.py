@@ -82,3 +82,11 @@ def interference(before: CpuTimes, after: CpuTimes) -> tuple[float, float]:
         return 0.0, 0.0
     others = (after.busy - before.busy) - (after.ours - before.ours)
     return max(0, others) / total, (after.steal - before.steal) / total
+
+
+def sample_cpus(cpus: Sequence[int], paths: Sequence[str]) -> CpuTimes:
+    """As ``sample``, for several CPUs together (each benchmark task counted once)."""
+    lines = [_cpu_line(c) for c in cpus]
+    return CpuTimes(busy=sum(v[i] for v in lines for i in BUSY_FIELDS),
+                    steal=sum(v[STEAL_FIELD] for v in lines), total=sum(sum(v) for v in lines),
+                    ours=sum(_task_ticks(p) for p in dict.fromkeys(paths)))

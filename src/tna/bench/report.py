@@ -23,6 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tna.bench import cores
+from tna.bench.cores import CoreResult
+
 # Mode order for tables and the chart.
 MODE_ORDER = ("null", "null-tc", "linux", "linux-no-brnf", "xdp-pass", "tna", "fib", "sol")
 MODE_LABEL = {"null": "null (source -> drop)", "null-tc": "null, tc sink", "linux": "Linux",
@@ -184,6 +187,7 @@ class Report:
     results: list[Result] = field(default_factory=list)
     micro: list[MicroResult] = field(default_factory=list)
     profile: list[ProgProfile] = field(default_factory=list)
+    cores: list[CoreResult] = field(default_factory=list)  # the "both CPUs" phase
 
     @property
     def source(self) -> str:
@@ -250,7 +254,8 @@ def to_json(report: Report) -> dict[str, Any]:
             "summary": summary(report), "goals": goals(report), "punt_all": punt_all(report),
             "comparison": comparison(report),
             "micro": [asdict(m) for m in report.micro],
-            "profile": [asdict(p) for p in report.profile]}
+            "profile": [asdict(p) for p in report.profile],
+            "cores": cores.to_json(report.cores)}
 
 
 def from_json(doc: dict[str, Any]) -> Report:
@@ -260,7 +265,8 @@ def from_json(doc: dict[str, Any]) -> Report:
                for r in doc["results"]]
     micro = [MicroResult(**m) for m in doc.get("micro", [])]
     profile = [ProgProfile(**p) for p in doc.get("profile", [])]
-    return Report(doc.get("meta", {}), doc.get("scenarios", {}), results, micro, profile)
+    return Report(doc.get("meta", {}), doc.get("scenarios", {}), results, micro, profile,
+                  cores.from_json(doc.get("cores")))
 
 
 def dumps(report: Report) -> str:
@@ -478,6 +484,32 @@ def goals_table(report: Report) -> str:
                    "verdict (on path cost)"], rows)
 
 
+def cores_table(report: Report) -> str:
+    """The "both CPUs" phase: 1 CPU against N, per scenario and mode."""
+    rows = []
+    for r in cores.rows(report.cores):
+        rows.append([r["scenario"], r["mode"], _runs(fmt_mpps(r["one_mpps"]), r["one_runs"]),
+                     _runs(fmt_mpps(r["many_mpps"]), r["many_runs"]),
+                     _runs(fmt_ratio(r["scaling"]), r["scaling_runs"]),
+                     fmt_ns(r["one_cpu_ns"]), fmt_ns(r["many_cpu_ns"]),
+                     fmt_pct(r["efficiency"]),
+                     fmt_pct(r["min_cpu_share"]),
+                     fmt_pct(r["min_forward_share"]) if r["mode"] == "tna" else "",
+                     fmt_pct(r["cpu_other"]), r["note"]])
+    n = max((len(r.cpus) for r in report.cores), default=2)
+    return _table(["scenario", "mode", "1 CPU Mpps (runs)", f"{n} CPUs Mpps (runs)",
+                   "scaling (runs)", "CPU ns/pkt, 1 CPU", f"CPU ns/pkt, {n} CPUs",
+                   "efficiency", "least-used CPU's share of deliveries",
+                   "its share of TNA's forwards", "other tasks", "note"], rows)
+
+
+def _runs(median: str, runs: list[float] | None) -> str:
+    """``median`` and, when the runs differed, their range."""
+    if median == "-" or not runs or runs[0] == runs[1]:
+        return median
+    return f"{median} ({runs[0]:.2f}-{runs[1]:.2f})"
+
+
 def source_line(report: Report) -> str:
     src = report.source
     why = report.meta.get("source_reason")
@@ -508,6 +540,12 @@ def markdown(report: Report) -> str:
     if comparison(report):
         parts += ["", "The same scenarios with each traffic source (64-byte frames):", "",
                   comparison_table(report)]
+    if report.cores:
+        cpus = max((r.cpus for r in report.cores), key=len)
+        parts += ["", f"Both CPUs: one traffic source per CPU ({', '.join(map(str, cpus))}), "
+                  "a veth queue per CPU, 64-byte frames; each run measures 1 CPU and then all "
+                  "of them back to back (docs/benchmarks.md, \"Both CPUs\"):", "",
+                  cores_table(report)]
     if report.profile:
         parts += ["", profile_table(report)]
     if report.micro:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from tna import netns
-from tna.bench import cpu, frames, generator, micro
+from tna.bench import cpu, frames, generator, micro, multicore
 from tna.bench.bpfobj import Park
 from tna.bench.generator import AUTO, LIVE, SKB, Generator, Probe
 from tna.bench.report import ProgProfile, Report, Result, Sample, median
@@ -84,6 +84,7 @@ class Config:
     options: Options = field(default_factory=Options)
     source: str = AUTO  # auto | live | skb
     compare: bool = True  # with live frames, also measure COMPARE_SCENARIOS with skbs
+    cpus: tuple[int, ...] = ()  # the "both CPUs" phase (multicore) on these CPUs; () skips it
 
 
 # ---- the traffic source ----------------------------------------------------------------------
@@ -346,6 +347,8 @@ def run(cfg: Config, log: Log = stderr_log) -> Report:
         for name in cfg.scenarios:
             log(f"{name}:")
             _merge(report, run_scenario(name, cfg, log, source))
+        if len(cfg.cpus) > 1:
+            report.cores += multicore.run(cfg, cfg.cpus, source, log)
         if source == LIVE and cfg.compare:
             compare_cfg = replace(cfg, sizes=(COMPARE_SIZE,), micro_iterations=0, profile=False)
             for name in (n for n in COMPARE_SCENARIOS if n in cfg.scenarios):

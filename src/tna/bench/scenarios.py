@@ -192,9 +192,13 @@ class Scenario:
 
     def counter(self, mode: str) -> Callable[[], int]:
         """Reads the packets delivered so far in ``mode``."""
+        return self.sink_for(mode).packets
+
+    def sink_for(self, mode: str) -> Sink:
+        """The sink that counts the deliveries of ``mode``."""
         sink = self._null_sink if mode in (NULL, NULL_TC) else self.sink
         assert sink is not None
-        return sink.packets
+        return sink
 
     def sol_config(self) -> SolCfg:
         """The speed-of-light program's settings: this scenario's egress and rewrite."""
