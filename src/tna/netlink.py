@@ -228,7 +228,8 @@ NFGENMSG = struct.Struct("=BBH")  # family, version (NFNETLINK_V0), res_id
 NLA_F_NESTED = 0x8000
 CTA_TUPLE_ORIG, CTA_PROTOINFO = 1, 4
 CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
-CTA_IP_SRC = {socket.AF_INET: 1, socket.AF_INET6: 3}  # CTA_IP_V4_SRC, CTA_IP_V6_SRC (+1: dst)
+# CTA_IP_V4_SRC, CTA_IP_V6_SRC by family; the destination is the next attribute
+CTA_IP_SRC: dict[int, int] = {socket.AF_INET: 1, socket.AF_INET6: 3}
 CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
 CTA_PROTOINFO_TCP = 1
 CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, CTA_PROTOINFO_TCP_FLAGS_REPLY = 4, 5
