@@ -19,7 +19,9 @@ are lost (counted); connections marked before stay liberal for their lifetime.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -31,8 +33,13 @@ from tna.datapath.libbpf import LibbpfError
 from tna.datapath.liberal import Request, RequestRing, current_ring_id
 
 POLL_MS = 100  # one ring poll; the stop request is seen this often
-RING_CHECK_S = 1.0  # how often the thread checks the programs still write to its ring
+RING_CHECK_S = 1.0  # how often the thread checks the programs still write to its ring (and
+# at once when woken: the daemon wakes it after every reconciliation)
 DEDUP_S = 1.0  # a connection marked this recently is not sent again
+# Every segment until the mark goes to Linux: on a busy machine (the transfer's own softirq
+# work), an ordinary thread waits long for a CPU. The work is bounded (one netlink request per
+# connection, repeats dropped), so it runs ahead of ordinary tasks, as the sentinel does.
+MARKER_NICE = -10
 DEDUP_MAX = 65536  # connections remembered at most
 
 
@@ -50,14 +57,21 @@ class Marker:
         self.repeated = 0  # requests for a connection marked within DEDUP_S
         self._recent: OrderedDict[Request, float] = OrderedDict()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tna-liberal", daemon=True)
         self._conntrack: netlink.Conntrack | None = None
 
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self) -> None:
+        """Look at once which ring the programs write to (a reconciliation may have loaded
+        the first programs, or new ones with new maps)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.ident is not None:
             self._thread.join(timeout=5)
 
@@ -68,14 +82,17 @@ class Marker:
     def _run(self) -> None:
         ring: RequestRing | None = None
         checked = 0.0
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MARKER_NICE)
         self._conntrack = netlink.Conntrack()
         try:
             while not self._stop.is_set():
-                if time.monotonic() - checked >= RING_CHECK_S:
+                if self._wake.is_set() or time.monotonic() - checked >= RING_CHECK_S:
+                    self._wake.clear()
                     checked = time.monotonic()
                     ring = self._follow(ring)
                 if ring is None:
-                    self._stop.wait(POLL_MS / 1000)
+                    self._wake.wait(POLL_MS / 1000)
                     continue
                 try:
                     ring.poll(POLL_MS)

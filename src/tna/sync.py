@@ -605,6 +605,8 @@ class Daemon:
             self._carried_why |= batch.kinds
             return
         self.plan = plan
+        if self.marker is not None:  # programs (and their request ring) may be new
+            self.marker.wake()
         changes, self._carried = _merged(self._carried, changes), Changes()
         why, self._carried_why = batch.kinds | self._carried_why, set()
         if audit and not changes:
