@@ -626,10 +626,11 @@ def format_stats(stats: dict[str, Any], describe_all: bool = False) -> str:
 
 def format_tcp_liberal(s: dict[str, Any]) -> str:
     daemon = s["daemon"]
-    marks = (f"the daemon marked {daemon['marked']} liberal ({daemon['gone']} gone before, "
-             f"{daemon['failed']} failed)" if daemon else "no 'tna run --tcp-liberal' marks them")
+    marks = (f"the daemon marked {daemon.get('marked', 0)} connection(s) liberal "
+             f"({daemon.get('gone', 0)} gone before, {daemon.get('failed', 0)} failed)"
+             if daemon is not None else "no 'tna run --tcp-liberal' marks them")
     return (f"tcp-liberal: {s['requested']} requests for connections the fast path would carry "
-            f"({s['lost']} lost, ring full); {marks}")
+            f"({s['lost']} lost to a full ring); {marks}")
 
 
 def firewall_rule_stats(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ DEDUP_S = 1.0  # a connection marked this recently is not sent again
 # work), an ordinary thread waits long for a CPU. The work is bounded (one netlink request per
 # connection, repeats dropped), so it runs ahead of ordinary tasks, as the sentinel does.
 MARKER_NICE = -10
+COUNTS = ("marked", "gone", "failed", "repeated")  # what Marker.counts() says
 DEDUP_MAX = 65536  # connections remembered at most
 
 
@@ -76,8 +77,7 @@ class Marker:
             self._thread.join(timeout=5)
 
     def counts(self) -> dict[str, int]:
-        return {"marked": self.marked, "gone": self.gone, "failed": self.failed,
-                "repeated": self.repeated}
+        return {name: int(getattr(self, name)) for name in COUNTS}
 
     def _run(self) -> None:
         ring: RequestRing | None = None

@@ -372,7 +372,7 @@ class Daemon:
                                       "started": time.time(), "cycles": 0, "errors": 0,
                                       "last": None}
         if tcp_liberal:  # its marks, and for 'tna plan': the opt-in is on
-            self.state["tcp_liberal"] = {}
+            self.state["tcp_liberal"] = dict.fromkeys(liberal.COUNTS, 0)
         self._stop = False
         self._resync = False
         # netfilter and xfrm cost a subprocess each: re-read only when they may have changed
