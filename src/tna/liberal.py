@@ -37,8 +37,10 @@ RING_CHECK_S = 1.0  # how often the thread checks the programs still write to it
 # at once when woken: the daemon wakes it after every reconciliation)
 DEDUP_S = 1.0  # a connection marked this recently is not sent again
 # Every segment until the mark goes to Linux: on a busy machine (the transfer's own softirq
-# work), an ordinary thread waits long for a CPU. The work is bounded (one netlink request per
-# connection, repeats dropped), so it runs ahead of ordinary tasks, as the sentinel does.
+# work, in ksoftirqd once it is heavy), an ordinary thread waits long for a CPU. The work is
+# bounded (one netlink request per connection, repeats dropped), so the thread runs ahead of
+# ordinary tasks as the daemon's sentinel does: SCHED_FIFO, else a lower nice value.
+MARKER_RT_PRIORITY = 1
 MARKER_NICE = -10
 COUNTS = ("marked", "gone", "failed", "repeated")  # what Marker.counts() says
 DEDUP_MAX = 65536  # connections remembered at most
@@ -82,8 +84,7 @@ class Marker:
     def _run(self) -> None:
         ring: RequestRing | None = None
         checked = 0.0
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MARKER_NICE)
+        _prioritise()
         self._conntrack = netlink.Conntrack()
         try:
             while not self._stop.is_set():
@@ -149,6 +150,14 @@ class Marker:
         else:
             self.failed += 1
             self.on_error(f"marking {req} liberal: {errno.errorcode.get(err, err)}")
+
+
+def _prioritise() -> None:
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(MARKER_RT_PRIORITY))
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MARKER_NICE)
 
 
 def summary(requested_lost: tuple[int, int] | None, daemon: dict[str, Any] | None
