@@ -63,19 +63,22 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 	int rc, via_gateway, firewall = v6 ? tna_features.firewall_ipv6 : tna_features.firewall_ipv4;
 	struct fw_scratch *fws = NULL;	/* set: the packet is NATed */
 	__be32 dst4 = v6 ? 0 : iph->daddr;
-	int csum_ok = 0;
+	int csum_ok = 0, ask = 0;
 
 	if (firewall) {
 		struct fw_scratch *s;
 
 		/* conntrack runs in PREROUTING, and with it NAT's destination manip */
-		rc = tna_fw_conntrack(ctx, v6);
+		rc = tna_fw_conntrack(ctx, v6, tna_features.ct_tcp_liberal);
 		if (rc)
 			return punt(ctx, in->slot, rc);
 		s = fw_scratch();
 		if (!s)
 			return punt(ctx, in->slot, TNA_PUNT_FIREWALL);
 		csum_ok = s->nat.csum_ok;
+		/* Linux's for window tracking alone: does the rest say the fast path would carry
+		 * it? (only with tna run --tcp-liberal; lib/ct_liberal.h) */
+		ask = tna_features.ct_tcp_liberal && s->ask_pending;
 		if (!v6 && (s->nat.dst || s->nat.src)) {
 			fws = s;
 			if (s->nat.dst) {
@@ -110,6 +113,8 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		if (rc >= 0)
 			return rc;
 	}
+	if (ask)	/* forwarded, but for window tracking: Linux's, and the daemon asked */
+		return fw_ask_liberal(ctx, in->slot);
 
 	/* (for IPv6, fib->tot_len now holds the egress MTU: it shares a union with mtu_result) */
 	if (trim_to(ctx, wire_len))

@@ -24,7 +24,7 @@ from tna.datapath.pins import open_map
 from tna.plan.types import Features, Port
 from tna.testbed import Testbed
 
-XDP_PASS, XDP_REDIRECT = 2, 4
+XDP_DROP, XDP_PASS, XDP_REDIRECT = 1, 2, 4
 H1_MAC, H2_MAC, H3_MAC = "02:00:00:00:01:02", "02:00:00:00:02:02", "02:00:00:00:03:02"
 OTHER_MAC = "02:00:00:00:09:09"
 R1_MAC, R2_MAC, R3_MAC = "02:00:00:00:01:01", "02:00:00:00:02:01", "02:00:00:00:03:01"

@@ -166,6 +166,9 @@ struct tna_features {
 	__u8 fib_direct_v4;	/* BPF_FIB_LOOKUP_DIRECT (main table, no rules) while the kernel's
 				 * fib_has_custom_rules is false (lib/local.h) */
 	__u8 fib_direct_v6;	/* the same for IPv6, local destinations by tna_local_v6 */
+	__u8 ct_tcp_liberal;	/* opt-in (tna run --tcp-liberal): an established TCP connection
+				 * the fast path would carry but for conntrack's window tracking is
+				 * named in tna_liberal_req, for the daemon to make liberal */
 };
 
 /*
@@ -291,6 +294,35 @@ struct tna_mon_event {
 	__u16 snap;		/* bytes of frame[] that hold the frame's start */
 	__u32 pad;
 	__u8 frame[TNA_MON_SNAP];
+};
+
+/*
+ * tna run --tcp-liberal (docs/stateful.md): the programs ask, the daemon marks. When window
+ * tracking alone keeps an established TCP segment off the fast path (ct_window) and the rest of
+ * the pipeline (FIB, egress, forward hook) would forward it, the program still hands the segment
+ * to Linux and puts the connection's original-direction tuple in the ring; the daemon sets
+ * IP_CT_TCP_FLAG_BE_LIBERAL on both directions of the entry through ctnetlink, as the kernel's
+ * flowtable does for the connections it offloads. Nobody reading: the ring fills, requests are
+ * lost (counted), segments keep going to Linux.
+ */
+#define TNA_LIBERAL_RING_BYTES (64 * 1024)	/* tna_liberal_req: ~1100 requests */
+
+/* One record in tna_liberal_req: conntrack's original-direction tuple (zone 0, the one the
+ * fast path's lookup uses). */
+struct tna_liberal_req {
+	__u8 family;		/* AF_INET or AF_INET6 */
+	__u8 l4proto;		/* IPPROTO_TCP */
+	__be16 sport;
+	__be16 dport;
+	__u16 pad;
+	__u8 saddr[16];		/* IPv4: the first 4 bytes */
+	__u8 daddr[16];
+};
+
+/* tna_liberal_cnt (per CPU): what the programs asked for, and what a full ring left out. */
+struct tna_liberal_stats {
+	__u64 requested;
+	__u64 lost;
 };
 
 #endif /* TNA_ABI_H */

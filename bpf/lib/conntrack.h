@@ -316,10 +316,12 @@ static __always_inline int ct_tcp_window_still(const struct ct_tcp_seg *g,
  * tcp_packet() for an established flow whose segment changes nothing but the timeout: 0 and
  * *timeout_ms, or why Linux must see it. ``dir``: the segment's direction; ``th``: its header,
  * bounds-checked for sizeof(*th); ``opt``: the first 4 option bytes, when doff > 5.
+ * *window_only is set when the segment goes to Linux for window tracking alone (ct_window):
+ * had the sender's side been liberal, it would have passed.
  */
 static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const struct tcphdr *th,
 				       __u32 l4_len, __u32 opt, const struct tna_fw_table *p,
-				       __u32 *timeout_ms)
+				       __u32 *timeout_ms, int *window_only)
 {
 	__u8 flags = ((const __u8 *)th)[13];
 	struct ct_tcp_side s, r;
@@ -344,12 +346,16 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 	if (!(s.flags & CT_TCP_FLAG_MAXACK_SET) || seq_after(g.ack, s.maxack))
 		return TNA_PUNT_CT_WINDOW;
 	if (!(p->ct_flags & TNA_FW_CT_LIBERAL) && !(s.flags & CT_TCP_FLAG_BE_LIBERAL)) {
+		/* from here on, only the sender's window tracking stands in the way: a liberal
+		 * sender (the sysctl, or the entry's own flag) would pass */
+		*window_only = 1;
 		/* a SACK block would move the ACK tcp_in_window() checks: only timestamps */
 		if ((r.flags & CT_TCP_FLAG_SACK_PERM) && doff != sizeof(*th) &&
 		    (doff != sizeof(*th) + 12 || opt != bpf_htonl(0x0101080a)))
 			return TNA_PUNT_CT_WINDOW;
 		if (!ct_tcp_window_still(&g, &s, &r))
 			return TNA_PUNT_CT_WINDOW;
+		*window_only = 0;
 	}
 	/* tcp_packet()'s timeout: unacknowledged data in flight caps the established one */
 	*timeout_ms = p->ct_tcp_est_ms;
@@ -359,22 +365,50 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 	return 0;
 }
 
+/* The entry's original-direction tuple, as ctnetlink names the entry (CTA_TUPLE_ORIG). */
+static __always_inline void ct_orig_tuple(const struct nf_conn *ct, int v6,
+					  struct tna_liberal_req *req)
+{
+	__u32 *src = (__u32 *)req->saddr, *dst = (__u32 *)req->daddr;
+
+	req->family = v6 ? AF_INET6 : AF_INET;
+	req->l4proto = IPPROTO_TCP;
+	req->pad = 0;
+	req->sport = ct->tuplehash[0].tuple.src.u.all;
+	req->dport = ct->tuplehash[0].tuple.dst.u.all;
+	src[0] = ct->tuplehash[0].tuple.src.u3.all[0];
+	src[1] = ct->tuplehash[0].tuple.src.u3.all[1];
+	src[2] = ct->tuplehash[0].tuple.src.u3.all[2];
+	src[3] = ct->tuplehash[0].tuple.src.u3.all[3];
+	dst[0] = ct->tuplehash[0].tuple.dst.u3.all[0];
+	dst[1] = ct->tuplehash[0].tuple.dst.u3.all[1];
+	dst[2] = ct->tuplehash[0].tuple.dst.u3.all[2];
+	dst[3] = ct->tuplehash[0].tuple.dst.u3.all[3];
+}
+
+/* ct_established(): Linux's for window tracking alone; *req names the connection (see
+ * lib/ct_liberal.h). Never returned unless asked to (``ask`` set). */
+#define CT_ASK (-1)
+
 /*
  * Conntrack's part of a TCP/UDP packet of an established flow: 0 when the fast path may take it
  * (the entry's timeout then refreshed as the kernel would, *nat filled), or why Linux must.
  * ``l4``: the L4 header, at least 8 bytes (UDP) or sizeof(struct tcphdr) (TCP) checked by the
  * caller; ``csum_ok``: the L4 checksum verifies (nf_conntrack_checksum; UDP 0 is "none").
+ * With ``ask`` (tna run --tcp-liberal), a TCP segment that only window tracking keeps from the
+ * fast path returns CT_ASK instead of ct_window, *nat filled and *req naming the connection,
+ * the timeout left to Linux: the caller decides whether the fast path would carry it.
  */
 static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8 *saddr,
 					  const __u8 *daddr, __u8 l4proto, const void *l4,
 					  __u32 l4_len, __u32 opt, const struct tna_fw_table *p,
-					  struct ct_nat *nat)
+					  struct ct_nat *nat, int ask, struct tna_liberal_req *req)
 {
 	const struct tcphdr *th = l4;
 	struct nf_conn *ct;
 	unsigned long status;
 	__u32 timeout_ms = 0;
-	int dir = 0, why;
+	int dir = 0, why, nat_why, window_only = 0;
 
 	ct = ct_lookup(ctx, v6, saddr, daddr, th->source, th->dest, l4proto, &dir);
 	if (!ct)
@@ -388,15 +422,22 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 			why = TNA_PUNT_CT_SETUP;
 			goto linux;
 		}
-		why = ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms);
+		why = ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms, &window_only);
 	} else {
 		why = ct_udp_step(ct, status, p, &timeout_ms);
 	}
-	if (why)
+	if (why && !(ask && window_only))
 		goto linux;
-	why = ct_nat_of(ct, status, dir, v6, p->ct_flags & TNA_FW_CT_NAT, nat);
-	if (why)
+	nat_why = ct_nat_of(ct, status, dir, v6, p->ct_flags & TNA_FW_CT_NAT, nat);
+	if (nat_why) {	/* a punt for the window comes first, as without ``ask`` */
+		why = why ? why : nat_why;
 		goto linux;
+	}
+	if (why) {	/* window tracking alone: Linux's, and Linux refreshes the timeout */
+		ct_orig_tuple(ct, v6, req);
+		why = CT_ASK;
+		goto linux;
+	}
 	/* what tcp_packet()/udp_packet() do before the forward hook, whatever it decides */
 	bpf_ct_change_timeout(ct, timeout_ms);
 linux:

@@ -19,6 +19,7 @@
 
 #include "common.h"
 #include "conntrack.h"
+#include "ct_liberal.h"
 #include "l4csum.h"
 #include "maps.h"
 #include "stats.h"
@@ -60,6 +61,10 @@ struct fw_scratch {
 	struct fw_packet p;
 	struct ct_nat nat;		/* the conntrack step's NAT for the packet, if any */
 	struct nat_saved saved;
+	struct tna_liberal_req ask;	/* with ask_pending: the connection to make liberal */
+	__u32 ask_pending;		/* the conntrack step left the packet to Linux for window
+					 * tracking alone: the rest of the pipeline runs to see whether
+					 * the fast path would carry it, and then Linux gets it anyway */
 };
 
 struct {
@@ -367,6 +372,10 @@ static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch
 	verdict = fw_classify(hdr, s);
 	if (verdict == TNA_FW_PUNT)
 		return TNA_PUNT_FIREWALL;
+	/* Linux gets the packet anyway (ask_pending): its conntrack moves the window before its
+	 * forward hook decides, and counts it there */
+	if (s->ask_pending)
+		return verdict == TNA_FW_ACCEPT ? 0 : TNA_PUNT_CT_WINDOW;
 	fw_count_decision(l, bytes);
 	return verdict == TNA_FW_ACCEPT ? 0 : TNA_FW_DROPPED;
 }
@@ -434,8 +443,11 @@ static __always_inline int icmp_error(__u8 l4proto, const __u8 *l4, const void *
  * timeout was refreshed; s->nat then says which NAT applies), or the reason to hand it to
  * Linux. The L3 header (no IPv4 options, no IPv6 extension headers) follows the Ethernet one.
  * Checks tcp_error()/udp_error() make: L4 header and length, checksum (nf_conntrack_checksum).
+ * ``ask`` (tna run --tcp-liberal): a TCP segment that only window tracking keeps from the fast
+ * path returns 0 with s->ask_pending set (see ct_established()); the caller must hand it to
+ * Linux, asking for the connection to be made liberal if it would have forwarded it.
  */
-__attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6)
+__attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u32 ask)
 {
 	void *data = frame_start(ctx), *end = frame_end(ctx);
 	struct fw_scratch *s = fw_scratch();
@@ -444,12 +456,14 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6)
 	__u32 zero = 0, table, l4_off, l4_len, opt = 0;
 	__u8 l4proto, *l4;
 	__u64 pseudo;
+	int rc;
 
 	if (!s)
 		return TNA_PUNT_FIREWALL;
 	s->nat.dst = 0;
 	s->nat.src = 0;
 	s->nat.csum_ok = 0;
+	s->ask_pending = 0;
 	cfg = bpf_map_lookup_elem(&tna_config, &zero);
 	if (!cfg)
 		return TNA_PUNT_FIREWALL;
@@ -523,8 +537,13 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6)
 	default:
 		return TNA_PUNT_CT_PROTO;
 	}
-	return ct_established(ctx, v6, s->p.saddr, s->p.daddr, l4proto, l4, l4_len, opt, hdr,
-			      &s->nat);
+	rc = ct_established(ctx, v6, s->p.saddr, s->p.daddr, l4proto, l4, l4_len, opt, hdr,
+			    &s->nat, ask, &s->ask);
+	if (rc == CT_ASK) {
+		s->ask_pending = 1;
+		return 0;
+	}
+	return rc;
 }
 
 /* Linux's csum_replace4()/inet_proto_csum_replace4() on an unoffloaded checksum: the same
@@ -627,6 +646,19 @@ __attribute__((noinline)) int tna_nat_keep(struct xdp_md *ctx, __u32 undo)
 		k->l4_check = *check;
 	}
 	return 0;
+}
+
+/*
+ * A packet the conntrack step left pending (ask_pending) that the fast path would have
+ * forwarded: Linux's (ct_window), and its connection asked to be made liberal.
+ */
+static __always_inline int fw_ask_liberal(struct xdp_md *ctx, __u32 slot)
+{
+	struct fw_scratch *s = fw_scratch();
+
+	if (s)
+		liberal_ask(&s->ask);
+	return punt(ctx, slot, TNA_PUNT_CT_WINDOW);
 }
 
 /*

@@ -26,6 +26,7 @@ from tna import (
     doctor,
     fdbrefresh,
     gc,
+    liberal,
     netns,
     owner,
     rootdir,
@@ -34,6 +35,7 @@ from tna import (
     watcher,
 )
 from tna.datapath import libbpf, status
+from tna.datapath import liberal as liberal_datapath
 from tna.datapath.libbpf import LibbpfError
 from tna.datapath.loader import Changes
 from tna.datapath.pins import DatapathError
@@ -43,6 +45,14 @@ from tna.plan import Plan, SlowPath, make_plan
 
 MIN_KERNEL = (5, 15)  # BPF links for XDP, test-run ingress_ifindex, netns cookies
 PERIOD_RANGE_S = (0.05, 3600.0)  # what every period option (--resync, --interval) accepts
+
+
+TCP_LIBERAL_HELP = (
+    "opt-in, changes Linux's behaviour: with TCP window tracking on "
+    "(nf_conntrack_tcp_be_liberal=0), make each established TCP connection the fast path "
+    "would carry liberal in conntrack, as the kernel's flowtable does for the flows it "
+    "offloads, so its bulk data is fast; such a connection stays liberal for its lifetime, "
+    "also after TNA stops (docs/stateful.md)")
 
 
 class UsageError(Exception):
@@ -126,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
                             epilog=EXIT_CODES,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(func=func)
+    sub.choices["plan"].add_argument(
+        "--tcp-liberal", action="store_true",
+        help="the plan as 'tna run --tcp-liberal' makes it (see 'tna run --help')")
     sp = sub.choices["status"]
     sp.add_argument("-a", "--all", action="store_true",
                     help="every namespace TNA manages, by name where it has one")
@@ -183,6 +196,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="audit period, for changes without notifications (default 1)")
     sp.add_argument("--metrics", metavar="[ADDRESS:]PORT", default="",
                     help="serve Prometheus metrics over HTTP (address 127.0.0.1 unless given)")
+    sp.add_argument("--tcp-liberal", action="store_true", help=TCP_LIBERAL_HELP)
     sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("watch", help="the watcher 'apply' leaves running (started by it)",
                         description="What 'apply' leaves in the background: follows every "
@@ -288,7 +302,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     snap = _snapshot(args)
-    plan = make_plan(snap)
+    # the opt-in as asked, or as the running daemon has it
+    daemon = sync.read_state() or {}
+    plan = make_plan(snap, tcp_liberal=getattr(args, "tcp_liberal", False)
+                     or "tcp_liberal" in daemon)
     guidance = advise(snap, plan)
     if args.json:
         _print_json({**plan.to_dict(), "guidance": guidance.to_dict()})
@@ -397,14 +414,15 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     _period("--resync", args.resync)
     collect_garbage(args)
-    daemon = sync.Daemon(args.netns, keep=args.keep, resync_s=args.resync)
+    daemon = sync.Daemon(args.netns, keep=args.keep, resync_s=args.resync,
+                         tcp_liberal=args.tcp_liberal)
     if args.metrics:
         from tna import metrics  # prometheus_client only where it is used
 
         try:
             daemon.observers.append(metrics.serve(
-                args.metrics, lambda: daemon.plan.namespace.firewall if daemon.plan else None
-            ).observe)
+                args.metrics, lambda: daemon.plan.namespace.firewall if daemon.plan else None,
+                lambda: daemon.marker.counts() if daemon.marker else None).observe)
         except ValueError as e:
             raise UsageError(str(e)) from None
     try:
@@ -547,6 +565,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
         sys.stdout.write(metrics.exposition(control.firewall_record()))
         return 0
     stats = collect_stats(describe_all=args.describe)
+    tcp_liberal = liberal.summary(liberal_datapath.read_stats(), sync.read_state())
+    if tcp_liberal is not None:
+        stats["tcp_liberal"] = tcp_liberal
     attached = bool(status.attached())
     # rule counters are attributed only while programs run: with none, there is nothing stale
     stats["firewall_rules"] = firewall_rule_stats(args) if attached else []
@@ -591,6 +612,8 @@ def format_stats(stats: dict[str, Any], describe_all: bool = False) -> str:
     for r in stats["firewall_rules"]:
         lines.append(f"  rule {r['rule']}: {r['packets']} packets ({r['bytes']} bytes) "
                      f"{r.get('stale', 'accepted or dropped by the fast path')}")
+    if "tcp_liberal" in stats:
+        lines.append(format_tcp_liberal(stats["tcp_liberal"]))
     legend = stats["legend"]
     if legend:
         lines.append("all counters:" if describe_all else "legend:")
@@ -599,6 +622,15 @@ def format_stats(stats: dict[str, Any], describe_all: bool = False) -> str:
             setting = f"  [setting: {d['setting']}]" if d["setting"] else ""
             lines.append(f"  {name:<{width}}  {d['description']}{setting}")
     return "\n".join(lines)
+
+
+def format_tcp_liberal(s: dict[str, Any]) -> str:
+    daemon = s["daemon"]
+    marks = (f"the daemon marked {daemon.get('marked', 0)} connection(s) liberal "
+             f"({daemon.get('gone', 0)} gone before, {daemon.get('failed', 0)} failed)"
+             if daemon is not None else "no 'tna run --tcp-liberal' marks them")
+    return (f"tcp-liberal: {s['requested']} requests for connections the fast path would carry "
+            f"({s['lost']} lost to a full ring); {marks}")
 
 
 def firewall_rule_stats(args: argparse.Namespace) -> list[dict[str, Any]]:

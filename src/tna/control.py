@@ -66,17 +66,18 @@ def snapshot(netns_name: str, datapath: Datapath | None = None, **options: Any) 
 
 def apply(netns_name: str, datapath: Datapath | None = None,
           tweak: Callable[[Port], Port] | None = None, gate: Gate | None = None,
-          unchanged: Plan | None = None, followed: bool = False,
+          unchanged: Plan | None = None, followed: bool = False, tcp_liberal: bool = False,
           **snapshot_options: Any) -> Applied:
     """Snapshot → plan → reconcile, in the current namespace.  ``tweak`` changes the ports
     before they reach the data path (the benchmark's profiling of single features); ``gate``
     is a daemon's restrict lock (see :meth:`Datapath.reconcile`).  With ``unchanged`` (the
     plan in force), a plan equal to it is not reconciled at all (a daemon's audit).
-    ``followed``: the caller follows every later change (the daemon), see make_plan()."""
+    ``followed``: the caller follows every later change (the daemon), see make_plan();
+    ``tcp_liberal``: the daemon marks connections liberal (``tna run --tcp-liberal``)."""
     datapath = datapath or new_datapath()
     snap = snapshot(netns_name, datapath, **snapshot_options)
     read_at = time.monotonic()
-    plan = make_plan(snap, followed)
+    plan = make_plan(snap, followed, tcp_liberal)
     planned_at = time.monotonic()
     if unchanged is not None and plan == unchanged:
         return Applied(plan, Changes(), read_at, planned_at, snap)

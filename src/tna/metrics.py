@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from tna import counters, reasons
 from tna.counters import RuleTables
+from tna.datapath import liberal as liberal_datapath
 from tna.datapath import status
 
 # counter name in tna_stats -> (metric stem, help); punts are one family with a reason label
@@ -53,8 +54,10 @@ RESYNC_TRIGGERS = ("periodic", "sighup", "overrun")
 class FastPathCollector(Collector):
     """The kernel's counters, rule counters and attached programs, read at every scrape."""
 
-    def __init__(self, tables: Callable[[], RuleTables | None]) -> None:
+    def __init__(self, tables: Callable[[], RuleTables | None],
+                 marks: Callable[[], dict[str, int] | None] | None = None) -> None:
         self.tables = tables  # the firewall tables that name rule counters (the daemon's plan)
+        self.marks = marks or (lambda: None)  # tna run --tcp-liberal: the daemon's marks
 
     def collect(self) -> Iterator[Metric]:
         raw = counters.read_raw()
@@ -64,6 +67,26 @@ class FastPathCollector(Collector):
         if tables is not None and raw.created is not None:
             yield from _rule_families(counters.rule_rows(tables, since_reset=False))
         yield from _program_families()
+        yield from _liberal_families(liberal_datapath.read_stats(), self.marks())
+
+
+def _liberal_families(requests: tuple[int, int] | None,
+                      marks: dict[str, int] | None) -> Iterator[Metric]:
+    """tna run --tcp-liberal: the programs' requests (and those a full ring lost), and the
+    daemon's ctnetlink updates by result."""
+    asked = CounterMetricFamily("tna_tcp_liberal_requests", "Requests the fast path made to "
+                                "mark a TCP connection liberal, by outcome (queued, or lost "
+                                "to a full ring).", labels=["outcome"])
+    if requests is not None:
+        asked.add_metric(["queued"], requests[0])
+        asked.add_metric(["lost"], requests[1])
+    yield asked
+    done = CounterMetricFamily("tna_tcp_liberal_marks", "Conntrack entries the daemon was "
+                               "asked to mark liberal, by result (marked, gone, failed, "
+                               "repeated).", labels=["result"])
+    for result, n in (marks or {}).items():
+        done.add_metric([result], n)
+    yield done
 
 
 def _counter_families(raw: counters.Readout) -> Iterator[Metric]:
@@ -173,9 +196,10 @@ class DaemonMetrics:
         self.last_time.set(time.time())
 
 
-def registry(tables: Callable[[], RuleTables | None]) -> CollectorRegistry:
+def registry(tables: Callable[[], RuleTables | None],
+             marks: Callable[[], dict[str, int] | None] | None = None) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(FastPathCollector(tables))
+    reg.register(FastPathCollector(tables, marks))
     return reg
 
 
@@ -199,12 +223,13 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, number
 
 
-def serve(address: str, tables: Callable[[], RuleTables | None]) -> DaemonMetrics:
+def serve(address: str, tables: Callable[[], RuleTables | None],
+          marks: Callable[[], dict[str, int] | None] | None = None) -> DaemonMetrics:
     """Serve the metrics over HTTP on a thread; returns the daemon's part to update."""
     from prometheus_client import start_http_server
 
     host, port = parse_address(address)
-    reg = registry(tables)
+    reg = registry(tables, marks)
     daemon = DaemonMetrics(reg)
     try:
         start_http_server(port, addr=host, registry=reg)

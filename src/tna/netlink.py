@@ -1,7 +1,8 @@
 """TNA's one netlink layer: messages, attributes, requests, dumps and subscriptions.
 
 Role in the flow: the wire under introspection (``introspect``, ``routecache``), the daemon's
-notifications (``sync``) and the FDB refresher (``fdbrefresh``).  pyroute2 reads what it
+notifications (``sync``), the FDB refresher (``fdbrefresh``) and the one conntrack change TNA
+makes (``tna run --tcp-liberal``: :class:`Conntrack`).  pyroute2 reads what it
 decodes completely (links, addresses, neighbours, qdiscs); this module serves the messages
 whose newer attributes it does not decode, generic netlink families it has no class for
 (``netdev``), and the raw notification streams the daemon classifies by type without decoding.
@@ -218,3 +219,73 @@ def mcast_group_id(family: str, group: str) -> int:
             if g.get(CTRL_ATTR_MCAST_GRP_NAME, b"").rstrip(b"\0").decode() == group:
                 return int(struct.unpack("=I", g[CTRL_ATTR_MCAST_GRP_ID][:4])[0])
     raise NetlinkError(0, f"generic netlink family {family!r} has no group {group!r}")
+
+
+# ---- ctnetlink: marking an existing entry's TCP windows liberal --------------------------------
+
+NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW = 1, 0
+NFGENMSG = struct.Struct("=BBH")  # family, version (NFNETLINK_V0), res_id
+NLA_F_NESTED = 0x8000
+CTA_TUPLE_ORIG, CTA_PROTOINFO = 1, 4
+CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
+# CTA_IP_V4_SRC, CTA_IP_V6_SRC by family; the destination is the next attribute
+CTA_IP_SRC: dict[int, int] = {socket.AF_INET: 1, socket.AF_INET6: 3}
+CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
+CTA_PROTOINFO_TCP = 1
+CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, CTA_PROTOINFO_TCP_FLAGS_REPLY = 4, 5
+IP_CT_TCP_FLAG_BE_LIBERAL = 0x08
+
+
+def nested(kind: int, *attrs: bytes) -> bytes:
+    return attr(kind | NLA_F_NESTED, b"".join(attrs))
+
+
+def ct_liberal_request(family: int, saddr: str, daddr: str, sport: int, dport: int) -> bytes:
+    """IPCTNL_MSG_CT_NEW's payload that sets IP_CT_TCP_FLAG_BE_LIBERAL on both directions of
+    the TCP entry with this original tuple (zone 0), and nothing else: struct nf_ct_tcp_flags
+    {flags, mask} with only that bit in the mask (nlattr_to_tcp() keeps the other flags)."""
+    src = CTA_IP_SRC[family]
+    flags = struct.pack("=BB", IP_CT_TCP_FLAG_BE_LIBERAL, IP_CT_TCP_FLAG_BE_LIBERAL)
+    return NFGENMSG.pack(family, 0, 0) + nested(
+        CTA_TUPLE_ORIG,
+        nested(CTA_TUPLE_IP, attr(src, socket.inet_pton(family, saddr)),
+               attr(src + 1, socket.inet_pton(family, daddr))),
+        nested(CTA_TUPLE_PROTO, attr(CTA_PROTO_NUM, bytes([socket.IPPROTO_TCP])),
+               attr(CTA_PROTO_SRC_PORT, struct.pack("!H", sport)),
+               attr(CTA_PROTO_DST_PORT, struct.pack("!H", dport)))) + nested(
+        CTA_PROTOINFO, nested(CTA_PROTOINFO_TCP, attr(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, flags),
+                              attr(CTA_PROTOINFO_TCP_FLAGS_REPLY, flags)))
+
+
+class Conntrack:
+    """A ctnetlink socket of the calling thread's namespace that changes existing entries.
+    Requests go without NLM_F_CREATE: an entry that is gone is not created again (ENOENT)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.bind((0, 0))
+        self.sock.settimeout(2.0)
+        self._seq = 0
+
+    def set_liberal(self, family: int, saddr: str, daddr: str, sport: int, dport: int) -> int:
+        """0 when the entry is now liberal both ways, else the kernel's errno (ENOENT: gone)."""
+        self._seq += 1
+        msg_type = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW
+        self.sock.send(message(msg_type, NLM_F_REQUEST | NLM_F_ACK, self._seq,
+                               ct_liberal_request(family, saddr, daddr, sport, dport)))
+        while True:
+            for kind, seq, body in messages(self.sock.recv(1 << 16)):
+                if kind == NLMSG_ERROR and seq == self._seq:
+                    return -int(struct.unpack_from("=i", body)[0])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def conntrack_set_liberal(family: int, saddr: str, daddr: str, sport: int, dport: int) -> int:
+    """:meth:`Conntrack.set_liberal` on a socket of its own."""
+    ct = Conntrack()
+    try:
+        return ct.set_liberal(family, saddr, daddr, sport, dport)
+    finally:
+        ct.close()

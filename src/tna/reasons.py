@@ -100,7 +100,8 @@ REASONS: dict[str, Reason] = {
                        "to Linux)", "stateful rules in the forward chain"),
     "ct_window": Reason(PUNT, "conntrack: a TCP segment that moves conntrack's tracked window "
                         "(new data, ACK, window edge)",
-                        "net.netfilter.nf_conntrack_tcp_be_liberal=1 (docs/stateful.md)"),
+                        "net.netfilter.nf_conntrack_tcp_be_liberal=1, or tna run --tcp-liberal "
+                        "(docs/stateful.md)"),
     "ct_setup": Reason(PUNT, "conntrack: TCP connection setup or teardown (SYN, FIN, RST, "
                        "URG, or not ESTABLISHED)"),
     "nat_related": Reason(PUNT, "NAT: an ICMP error about a NATed flow: Linux rewrites the "

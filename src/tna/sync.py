@@ -44,6 +44,7 @@ from tna import (
     control,
     fdbrefresh,
     introspect,
+    liberal,
     netfilter,
     netlink,
     netns,
@@ -357,9 +358,12 @@ class Daemon:
     """``tna run``; with ``watch``, the watcher ``tna apply`` leaves (:mod:`tna.watcher`)."""
 
     def __init__(self, netns_name: str, keep: bool = False, resync_s: float = 1.0,
-                 log: TextIO = sys.stdout, watch: bool = False) -> None:
+                 log: TextIO = sys.stdout, watch: bool = False, tcp_liberal: bool = False) -> None:
         self.netns_name, self.keep, self.resync_s, self.log = netns_name, keep, resync_s, log
         self.watch = watch
+        # --tcp-liberal: the programs name connections, this marks them (tna.liberal)
+        self.tcp_liberal = tcp_liberal
+        self.marker: liberal.Marker | None = None
         self.datapath = control.new_datapath(owned=True)
         self.datapath.warn = lambda message: self._emit("warning", message=message)
         self._lock: owner.Lock | None = None  # the namespace's, for the daemon's whole life
@@ -367,6 +371,8 @@ class Daemon:
         self.state: dict[str, Any] = {"pid": os.getpid(), "netns": netns_name,
                                       "started": time.time(), "cycles": 0, "errors": 0,
                                       "last": None}
+        if tcp_liberal:  # its marks, and for 'tna plan': the opt-in is on
+            self.state["tcp_liberal"] = dict.fromkeys(liberal.COUNTS, 0)
         self._stop = False
         self._resync = False
         # netfilter and xfrm cost a subprocess each: re-read only when they may have changed
@@ -429,6 +435,10 @@ class Daemon:
             adopted = self.datapath.adopt()
             self._emit("start", adopted=[_name(i) for i in adopted], keep=self.keep)
             self.sentinel.start()
+            if self.tcp_liberal:  # before the first programs: no request waits for a reader
+                self.marker = liberal.Marker(lambda message: self._emit("warning",
+                                                                        message=message))
+                self.marker.start()
             self.cycle(Batch(kinds={"start"}, first_at=time.monotonic()),
                        self.sentinel.generation)
             sdnotify.ready()  # systemd Type=notify: the first reconciliation is done
@@ -436,6 +446,8 @@ class Daemon:
                 on_ready()
             self._loop(wake_r)
         finally:
+            if self.marker is not None:
+                self.marker.stop()
             self.sentinel.stop()
             events.close()
             self.datapath.release(keep=self.keep)
@@ -471,6 +483,7 @@ class Daemon:
                                         max(0.0, wake_at - time.monotonic()))
             for fd in ready:
                 _drain_pipe(fd)
+            self._note_marks()
             if sentinel.error is not None:
                 raise RuntimeError(f"notification reader failed: {sentinel.error!r}")
             if self._stop:
@@ -496,6 +509,12 @@ class Daemon:
             else:
                 continue
             next_audit = time.monotonic() + self.resync_s  # any cycle was an audit too
+
+    def _note_marks(self) -> None:
+        """The marker's counts into the state file ('tna stats'), when they changed."""
+        if self.marker is not None and self.state.get("tcp_liberal") != self.marker.counts():
+            self.state["tcp_liberal"] = self.marker.counts()
+            self._save()
 
     def _namespace_gone(self) -> bool:
         """Our namespace was deleted while we kept it alive by being in it: detach (never
@@ -560,6 +579,7 @@ class Daemon:
             unchanged = (self.plan if audit and not redirects_pending()
                          and self.datapath.pins_intact() else None)
             applied = control.apply(self.netns_name, self.datapath, followed=True,
+                                    tcp_liberal=self.tcp_liberal,
                                     netfilter_chains=self._netfilter[0],
                                     netfilter_sets=self._netfilter[1], xfrm=self._xfrm,
                                     routes=routes, plan_only=True,
@@ -585,6 +605,8 @@ class Daemon:
             self._carried_why |= batch.kinds
             return
         self.plan = plan
+        if self.marker is not None:  # programs (and their request ring) may be new
+            self.marker.wake()
         changes, self._carried = _merged(self._carried, changes), Changes()
         why, self._carried_why = batch.kinds | self._carried_why, set()
         if audit and not changes:

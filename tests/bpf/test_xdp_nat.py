@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import socket
 import struct
 import subprocess
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from testing.bpf_helpers import (
     H2_MAC,
     R1_MAC,
     R2_MAC,
+    XDP_DROP,
     XDP_PASS,
     XDP_REDIRECT,
     Router,
@@ -36,9 +38,10 @@ from testing.bpf_helpers import (
     v4,
 )
 from testing.datapath_hooks import sync_firewall_for_test
-from tna import netns
+from tna import netlink, netns
 from tna.datapath.firewall import DEFAULT_CT_TCP
-from tna.firewall.tables import VERDICT_ACCEPT, FwRule, FwTables
+from tna.datapath.liberal import Request, RequestRing, read_stats
+from tna.firewall.tables import VERDICT_ACCEPT, VERDICT_DROP, FwRule, FwTables
 from tna.plan.types import Features, Namespace
 
 pytestmark = pytest.mark.root
@@ -290,3 +293,83 @@ def test_be_liberal_forwards_data_but_not_a_new_highest_ack(router: Router,
         higher = bytes(h1_segment(ack=SERVER_SEQ + 10))
         got, _, moved = run(router, higher)
     assert (got, moved) == (XDP_PASS, {"ct_window": 1})
+
+
+# ---- tna run --tcp-liberal: the program names the connection, Linux gets the segment ---------
+
+ASKING = dataclasses.replace(FIREWALL, ct_tcp_liberal=True)
+
+
+def drained_requests(router: Router) -> list[Request]:
+    """What the programs put in the namespace's request ring since it was last drained."""
+    got: list[Request] = []
+    with netns.entered(router.ns):
+        ring = RequestRing(got.append)
+        try:
+            ring.poll(0)
+        finally:
+            ring.close()
+    return got
+
+
+def liberal_stats(router: Router) -> tuple[int, int]:
+    with netns.entered(router.ns):
+        stats = read_stats()
+    assert stats is not None
+    return stats
+
+
+@pytest.mark.parametrize("asking", [True, False], ids=["knob_on", "knob_off"])
+def test_window_punt_asks_for_the_connection_only_with_the_knob(router: Router, tcp_flow: int,
+                                                                asking: bool) -> None:
+    """A data segment of an established, masqueraded connection under window tracking: Linux's
+    either way (ct_window); with the knob, exactly one request naming conntrack's
+    original-direction tuple (h1's side, not the masqueraded one)."""
+    data = bytes(h1_segment("PA", b"more data"))
+    with gateway(router, nat_table(), features=ASKING if asking else FIREWALL):
+        drained_requests(router)
+        before = liberal_stats(router)
+        # positive control: an ACK inside the window is fast and asks nothing
+        assert run(router, bytes(h1_segment()))[0] == XDP_REDIRECT
+        assert drained_requests(router) == []
+        got, out, moved = run(router, data)
+        requests = drained_requests(router)
+        after = liberal_stats(router)
+    assert (got, out, moved) == (XDP_PASS, data, {"ct_window": 1})
+    if asking:
+        assert requests == [Request(socket.AF_INET, "10.1.0.2", "10.2.0.2", 4100, 80)]
+        assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
+    else:
+        assert requests == []
+        assert after == before
+
+
+def test_no_request_for_a_segment_the_forward_hook_drops(router: Router, tcp_flow: int) -> None:
+    """The request is made only once the rest of the pipeline would have forwarded the segment:
+    one a forward-hook rule drops asks nothing, and goes to Linux, not to XDP_DROP (Linux's
+    conntrack must still see it move the window before its own forward hook drops it)."""
+    data = bytes(h1_segment("PA", b"more data"))
+    dropping = FwTables(rules=(FwRule(VERDICT_DROP),), classes=(), stateful=True, nat=True)
+    with gateway(router, dropping, features=ASKING):
+        drained_requests(router)
+        assert run(router, bytes(h1_segment()))[0] == XDP_DROP  # control: the rule drops
+        got, out, moved = run(router, data)
+        requests = drained_requests(router)
+    assert (got, out, moved) == (XDP_PASS, data, {"ct_window": 1})
+    assert requests == []
+
+
+def test_liberal_entry_is_fast_and_asks_nothing(router: Router, tcp_flow: int) -> None:
+    """Once the entry is liberal (set here with ctnetlink, as the daemon does), the same data
+    segment is forwarded and NATed, and nothing more is asked."""
+    data = h1_segment("PA", b"more data")
+    with gateway(router, nat_table(), features=ASKING):
+        drained_requests(router)
+        with netns.entered(router.ns):
+            assert netlink.conntrack_set_liberal(socket.AF_INET, "10.1.0.2", "10.2.0.2",
+                                                 4100, 80) == 0
+        got, out, moved = run(router, bytes(data))
+        requests = drained_requests(router)
+    assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
+    assert out == expected(data, PUBLIC, tcp_flow, "10.2.0.2", 80, TCP)
+    assert requests == []

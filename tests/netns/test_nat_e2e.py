@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tna import netns
-from tna.testbed import RouterTopology, Testbed, run_tna, tna_stats, wait_for
+from tna.testbed import DaemonProcess, RouterTopology, Testbed, run_tna, tna_stats, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -60,11 +60,14 @@ table inet tnafilter {
 class Gateway:
     topo: RouterTopology
     liberal: bool
+    daemon: DaemonProcess | None = None
 
 
 @contextlib.contextmanager
-def built(liberal: bool, nat_commands: tuple[tuple[str, ...], ...] = ()) -> Iterator[Gateway]:
-    """The gateway; ``nat_commands``: iptables commands that replace the nft nat table."""
+def built(liberal: bool, nat_commands: tuple[tuple[str, ...], ...] = (),
+          run: tuple[str, ...] | None = None) -> Iterator[Gateway]:
+    """The gateway; ``nat_commands``: iptables commands that replace the nft nat table;
+    ``run``: 'tna run' with these options instead of 'tna apply'."""
     with Testbed(prefix="tnanat") as bed:
         t = RouterTopology.build(bed)
         for host in (t.h1, t.h2):  # MTU-sized, complete frames (no TSO/GSO super-frames)
@@ -78,8 +81,16 @@ def built(liberal: bool, nat_commands: tuple[tuple[str, ...], ...] = ()) -> Iter
             for argv in nat_commands:
                 bed.run(t.r, *argv)
         bed.run(t.r, "nft", "-f", "-", input=ruleset)
-        run_tna(t.r, "apply")
-        yield Gateway(t, liberal)
+        if run is None:
+            run_tna(t.r, "apply")
+            yield Gateway(t, liberal)
+            return
+        daemon = DaemonProcess(t.r, *run)
+        try:
+            yield Gateway(t, liberal, daemon)
+        finally:
+            if daemon.proc.poll() is None:
+                daemon.stop()
 
 
 @pytest.fixture(params=[False, True], ids=["be_liberal0", "be_liberal1"])
@@ -100,10 +111,12 @@ class Download:
     server_saw: str = ""  # how the server's side ended: "fin" or "rst"
 
 
-def download(t: RouterTopology, connect_to: tuple[str, int], close: str) -> Download:
+def download(t: RouterTopology, connect_to: tuple[str, int], close: str,
+             pace: float = 0.0) -> Download:
     """h1 fetches SIZE bytes from a server on h2:PORT; ``close``: "fin" (the server closes
     first, the client reads to EOF) or "rst" (the client aborts with SO_LINGER 0 once it has
-    every byte; the server, waiting for more, sees the reset)."""
+    every byte; the server, waiting for more, sees the reset).  ``pace``: seconds the server
+    waits after each MiB (a transfer long enough to do something in the middle of it)."""
     data = payload()
     out = Download()
     with netns.entered(t.h2):
@@ -117,7 +130,12 @@ def download(t: RouterTopology, connect_to: tuple[str, int], close: str) -> Down
     def serve() -> None:
         conn, out.peer = srv.accept()
         with conn:
-            conn.sendall(data)
+            if pace:
+                for at in range(0, SIZE, 1 << 20):
+                    conn.sendall(data[at:at + (1 << 20)])
+                    time.sleep(pace)
+            else:
+                conn.sendall(data)
             if close == "fin":
                 conn.shutdown(socket.SHUT_WR)
             try:
@@ -339,3 +357,85 @@ def invalid_drops(t: RouterTopology) -> int:
     out = t.bed.run(t.r, "nft", "list", "chain", "inet", "tnafilter", "forward").stdout
     line = next(ln for ln in out.splitlines() if "invalid" in ln)
     return int(line.split("packets")[1].split()[0])
+
+
+# ---- tna run --tcp-liberal: window tracking on, connections marked liberal by opt-in ----------
+
+def liberal_counts(ns: str) -> dict[str, Any]:
+    return tna_stats(ns).get("tcp_liberal") or {}
+
+
+@pytest.mark.parametrize(("how", "close"), [("masquerade", "fin"), ("masquerade", "rst"),
+                                            ("dnat", "fin"), ("dnat", "rst")])
+def test_tcp_liberal_opt_in_makes_bulk_tcp_fast(how: str, close: str,
+                                                record_property: Any) -> None:
+    """nf_conntrack_tcp_be_liberal=0 (window tracking on) and 'tna run --tcp-liberal': the
+    connection is marked liberal a few segments in, and from then on its data is fast; bytes,
+    teardown and conntrack's last state are Linux's."""
+    with built(False, run=("--tcp-liberal",)) as gw:
+        t = gw.topo
+        assert "--tcp-liberal is on" in run_tna(t.r, "plan").stdout  # the plan says so
+        target = (t.h2_v4, PORT) if how == "masquerade" else (t.r1_v4, FORWARDED_PORT)
+        before = counts(t.r)
+        got = download(t, target, close)
+        after = counts(t.r)
+        expect = {"fin": "TIME_WAIT", "rst": "CLOSE"}[close]
+        wait_for(lambda: expect in conntrack_states(t, PORT if how == "masquerade" else
+                                                    FORWARDED_PORT), timeout=5,
+                 what=f"conntrack entry in {expect}")
+        wait_for(lambda: (liberal_counts(t.r).get("daemon") or {}).get("marked", 0) >= 1,
+                 timeout=5, what="the daemon's mark counted")
+        marks = liberal_counts(t.r)
+        assert gw.daemon is not None and gw.daemon.errors() == []
+    assert got.received == SIZE
+    assert got.digest == hashlib.sha256(payload()).hexdigest()
+    assert got.peer[0] == (t.r2_v4 if how == "masquerade" else t.h1_v4)
+    assert got.server_saw == close
+    fast, punted = flow_packets(before, after)
+    share = fast / (fast + punted)
+    nat = (after["nat_original"] - before["nat_original"],
+           after["nat_reply"] - before["nat_reply"])
+    moved = {k: v - before["punted"].get(k, 0) for k, v in after["punted"].items()
+             if v != before["punted"].get(k, 0)}
+    for key, value in (("fast_share", round(share, 4)), ("nat_packets", nat), ("punts", moved),
+                       ("tcp_liberal", marks)):
+        record_property(key, value)
+    print(f"tcp-liberal {how} {close}: fast {fast} punted {punted} share {share:.3f} nat {nat} "
+          f"punts {moved} liberal {marks}")
+    assert share >= 0.95
+    assert nat[1] >= SIZE // 1500  # the data segments: the entry's reply direction
+    assert marks["requested"] >= 1 and marks["lost"] == 0
+    assert marks["daemon"]["marked"] == 1 and marks["daemon"]["failed"] == 0
+
+
+def test_tcp_liberal_daemon_killed_mid_transfer(record_property: Any) -> None:
+    """SIGKILL to 'tna run --tcp-liberal' in the middle of a download whose connection it
+    marked: its links go with it, Linux forwards the rest alone (the entry stays liberal, so
+    the segments the fast path carried never made Linux's view stale), the bytes are
+    identical and the connection closes as Linux closes it."""
+    with built(False, run=("--tcp-liberal",)) as gw:
+        t, daemon = gw.topo, gw.daemon
+        assert daemon is not None
+        before = counts(t.r)
+        result: list[Download] = []
+        fetch = threading.Thread(target=lambda: result.append(
+            download(t, (t.h2_v4, PORT), "fin", pace=0.1)), daemon=True)
+        fetch.start()
+        # positive control: the connection was marked and the fast path carries it
+        wait_for(lambda: counts(t.r)["fast"] - before["fast"] >= 2000, timeout=20,
+                 what="the marked connection on the fast path")
+        fast_before_kill = counts(t.r)["fast"] - before["fast"]
+        daemon.proc.kill()
+        daemon.proc.wait(timeout=10)
+        wait_for(lambda: "not attached" in run_tna(t.r, "status").stdout, timeout=10,
+                 what="the programs gone with the daemon")
+        fetch.join(timeout=120)
+        assert result, "the download did not finish"
+        got = result[0]
+        wait_for(lambda: "TIME_WAIT" in conntrack_states(t, PORT), timeout=5,
+                 what="conntrack entry in TIME_WAIT")
+    record_property("fast_before_kill", fast_before_kill)
+    print(f"killed after {fast_before_kill} fast-path packets; received {got.received}")
+    assert got.received == SIZE
+    assert got.digest == hashlib.sha256(payload()).hexdigest()
+    assert got.server_saw == "fin"

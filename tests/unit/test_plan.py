@@ -185,6 +185,48 @@ def test_be_liberal_is_shown_and_carried_to_the_data_path(snap: Snapshot) -> Non
     assert "be_liberal" in window.detail
 
 
+def _stateful_forward(snap: Snapshot) -> Snapshot:
+    ct = ('[{"match":{"op":"in","left":{"ct":{"key":"state"}},"right":["established"]}},'
+          '{"accept":null}]')
+    return with_chain(snap, family="ip", hook="forward", priority=0, type="filter",
+                      policy="drop", rules=("ct state established accept",), exprs=(ct,),
+                      handles=(2,))
+
+
+def test_tcp_liberal_is_an_opt_in_said_by_the_plan(snap: Snapshot) -> None:
+    """Off by default: no program names connections, and the ct_window hint says how to get
+    bulk TCP fast; on: the tracked family's programs get the switch and the plan says what
+    changes in Linux's behaviour."""
+    stateful = _stateful_forward(snap)
+    off = make_plan(stateful)
+    assert not any(i.features and i.features.ct_tcp_liberal for i in off.interfaces)
+    hint = next(s for s in off.slow_path if s.reason == "ct_window").detail
+    assert "--tcp-liberal" in hint and "be_liberal=1" in hint
+    on = make_plan(stateful, tcp_liberal=True)
+    assert {i.ifname for i in on.interfaces if i.features and i.features.ct_tcp_liberal} == {
+        i.ifname for i in on.interfaces if i.features and i.features.firewall_ipv4}
+    assert any(i.features and i.features.ct_tcp_liberal for i in on.interfaces)
+    detail = next(s for s in on.slow_path if s.reason == "ct_window").detail
+    assert "--tcp-liberal is on" in detail and "lifetime" in detail
+    assert "ct_tcp_liberal" in on.to_dict()["interfaces"][1]["features"]
+
+
+@pytest.mark.parametrize("why", ["sysctl", "stateless"])
+def test_tcp_liberal_has_nothing_to_mark(snap: Snapshot, why: str) -> None:
+    """With the sysctl every connection is liberal already; without conntrack there is no
+    window tracking: either way no program names connections."""
+    if why == "sysctl":
+        base = _stateful_forward(replace(snap, sysctls=replace(
+            snap.sysctls, conntrack_tcp_be_liberal=True)))
+    else:
+        base = with_chain(snap, family="ip", hook="forward", priority=0, type="filter",
+                          policy="accept", rules=("counter",),
+                          exprs=('[{"counter":{"packets":0,"bytes":0}}]',), handles=(2,))
+    plan = make_plan(base, tcp_liberal=True)
+    assert any(i.features for i in plan.interfaces)  # control: programs are planned
+    assert not any(i.features and i.features.ct_tcp_liberal for i in plan.interfaces)
+
+
 @pytest.mark.parametrize(("hook", "policy", "rules"), [
     ("input", "drop", ("tcp dport 22 accept",)),  # local traffic only
     ("output", "accept", ("counter",)),

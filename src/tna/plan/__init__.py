@@ -18,7 +18,7 @@ import dataclasses
 from tna import abi
 from tna.model import AF_INET, AF_INET6, Link, Snapshot
 from tna.plan.bridge import Bridge, bridge_port_plan, brport_plan, plan_bridge, plan_bridge_port
-from tna.plan.firewall import family_firewall, with_firewall
+from tna.plan.firewall import family_firewall, with_firewall, with_tcp_liberal
 from tna.plan.guards import egress_guard, family_guards, ingress_guard
 from tna.plan.router import namespace_data, routing_features, with_redirects
 from tna.plan.types import (
@@ -35,10 +35,12 @@ __all__ = ["BridgePortPlan", "Features", "InterfacePlan", "Namespace", "Plan", "
            "SlowPath", "bridge_port_plan", "brport_plan", "make_plan", "within_slots"]
 
 
-def make_plan(snap: Snapshot, followed: bool = False) -> Plan:
+def make_plan(snap: Snapshot, followed: bool = False, tcp_liberal: bool = False) -> Plan:
     """``followed``: a daemon (``tna run``) follows every change, so what only it keeps in
-    step with the kernel (the IPv6 local-address mirror behind fib_direct_v6) may be used."""
-    firewalls = {af: family_firewall(snap, af) for af in (AF_INET, AF_INET6)}
+    step with the kernel (the IPv6 local-address mirror behind fib_direct_v6) may be used.
+    ``tcp_liberal``: the daemon's opt-in (``tna run --tcp-liberal``) to make the TCP
+    connections the fast path would carry liberal (see :func:`with_tcp_liberal`)."""
+    firewalls = {af: family_firewall(snap, af, tcp_liberal) for af in (AF_INET, AF_INET6)}
     family_blocks = {af: family_guards(snap, af) + firewalls[af].blocks
                      for af in (AF_INET, AF_INET6)}
     global_slow = tuple(s for blocks in family_blocks.values() for s in blocks)
@@ -51,7 +53,10 @@ def make_plan(snap: Snapshot, followed: bool = False) -> Plan:
                                       followed)
                        for link in snap.links if link.ifname != "lo")
     tables = {af: None if family_blocks[af] else fw.tables for af, fw in firewalls.items()}
-    interfaces = within_slots(tuple(with_firewall(i, tables) for i in interfaces))
+    interfaces = within_slots(tuple(with_tcp_liberal(with_firewall(i, tables), tables,
+                                                     tcp_liberal and not
+                                                     snap.sysctls.conntrack_tcp_be_liberal)
+                                    for i in interfaces))
     namespace = dataclasses.replace(
         namespace_data(snap), firewall=(tables[AF_INET], tables[AF_INET6]),
         ct_timeouts_ms=(snap.sysctls.conntrack_udp_timeout_stream * 1000,

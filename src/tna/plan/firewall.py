@@ -27,7 +27,7 @@ class FamilyFirewall:
     partial: list[SlowPath] = field(default_factory=list)  # traffic some rules keep on Linux
 
 
-def family_firewall(snap: Snapshot, af: int) -> FamilyFirewall:
+def family_firewall(snap: Snapshot, af: int, tcp_liberal: bool = False) -> FamilyFirewall:
     fam = FAMILY_NAME[af]
     hooked = [c for c in snap.netfilter
               if chain_sees_forwarding(c, af) and handled_by_firewall(c)]
@@ -48,13 +48,15 @@ def family_firewall(snap: Snapshot, af: int) -> FamilyFirewall:
     partial = [SlowPath(f"{traffic}: {u.traffic}", "firewall_rule", f"{u.rule}: {u.why}")
                for u in tables.unsupported]
     if tracking:
-        partial += conntrack_slow_paths(snap, af, tracking)
+        partial += conntrack_slow_paths(snap, af, tracking, tcp_liberal)
     return FamilyFirewall(tables, partial=partial)
 
 
-def conntrack_slow_paths(snap: Snapshot, af: int, tracking: list[str]) -> list[SlowPath]:
+def conntrack_slow_paths(snap: Snapshot, af: int, tracking: list[str],
+                         tcp_liberal: bool = False) -> list[SlowPath]:
     """What conntrack (and NAT) keep on Linux when the family is tracked; the rest of an
-    established TCP or UDP flow is fast, NATed from conntrack's own entry."""
+    established TCP or UDP flow is fast, NATed from conntrack's own entry.  ``tcp_liberal``:
+    the daemon's opt-in to make the connections the fast path would carry liberal."""
     traffic = f"{FAMILY_NAME[af]} forwarding"
     more = f" and {len(tracking) - 1} more" if len(tracking) > 1 else ""
     out = [SlowPath(f"{traffic}: every packet but those of established TCP and UDP flows",
@@ -65,12 +67,17 @@ def conntrack_slow_paths(snap: Snapshot, af: int, tracking: list[str]) -> list[S
         window = ("net.netfilter.nf_conntrack_tcp_be_liberal is on: the kernel does not judge "
                   "TCP windows, so only a segment acknowledging beyond the highest ACK "
                   "conntrack tracked goes to Linux (ct_window)")
+    elif tcp_liberal:
+        window = (f"{TCP_LIBERAL_ON}; until a connection is marked, a segment that would "
+                  "move conntrack's tracked window goes to Linux (ct_window), and so does one "
+                  "acknowledging beyond the highest ACK conntrack tracked")
     else:
         window = ("conntrack judges every TCP segment against the window it tracked from the "
                   "segments it saw: a segment that would move that window (new data, a new "
                   "ACK or window edge) goes to Linux, so a later verdict is never taken "
                   "from a stale window (ct_window): bulk transfers stay on Linux unless "
-                  "net.netfilter.nf_conntrack_tcp_be_liberal=1 (docs/stateful.md)")
+                  "net.netfilter.nf_conntrack_tcp_be_liberal=1, or 'tna run --tcp-liberal' "
+                  "makes the connections the fast path would carry liberal (docs/stateful.md)")
     out.append(SlowPath(f"{traffic}: TCP segments that set up, tear down or move conntrack's "
                         "view of a connection", "ct_window",
                         f"SYN, FIN, RST, URG and non-ESTABLISHED entries (ct_setup); {window}"))
@@ -88,6 +95,35 @@ def conntrack_slow_paths(snap: Snapshot, af: int, tracking: list[str]) -> list[S
                             f"Linux; {how}; related ICMP errors need their inner headers "
                             "rewritten (nat_related)"))
     return out
+
+
+# What the opt-in changes, as 'tna plan' says it (docs/stateful.md, "Opt-in").
+TCP_LIBERAL_ON = (
+    "tna run --tcp-liberal is on (a change of Linux's behaviour, by opt-in): an established "
+    "TCP connection the fast path would carry but for window tracking is made liberal in "
+    "conntrack (IP_CT_TCP_FLAG_BE_LIBERAL both ways, as the kernel's flowtable does for the "
+    "flows it offloads) by the daemon; from then on its data and window updates are fast and "
+    "the kernel no longer judges its windows, for the connection's lifetime, also if TNA "
+    "stops")
+
+
+def with_tcp_liberal(plan: InterfacePlan, tables: dict[int, FwTables | None],
+                     on: bool) -> InterfacePlan:
+    """The opt-in's switch (``ct_tcp_liberal``) wherever a tracked family is classified: the
+    programs there name the connections for the daemon to mark.  Off while the sysctl makes
+    every connection liberal anyway."""
+    f = plan.features
+    if f is None or not on:
+        return plan
+    tracked = ((f.firewall_ipv4 and _stateful(tables[AF_INET]))
+               or (f.firewall_ipv6 and _stateful(tables[AF_INET6])))
+    if not tracked:
+        return plan
+    return dataclasses.replace(plan, features=dataclasses.replace(f, ct_tcp_liberal=True))
+
+
+def _stateful(tables: FwTables | None) -> bool:
+    return tables is not None and tables.stateful
 
 
 @functools.lru_cache(maxsize=8)

@@ -50,6 +50,9 @@ class Features:
     # no policy rule ever changed; IPv6 with its local table mirrored (Namespace.local_v6)
     fib_direct_v4: bool = False
     fib_direct_v6: bool = False
+    # tna run --tcp-liberal: name established TCP connections the fast path would carry but
+    # for conntrack's window tracking, for the daemon to make liberal (docs/stateful.md)
+    ct_tcp_liberal: bool = False
 
     @staticmethod
     def c_members() -> list[str]:
