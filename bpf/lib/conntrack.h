@@ -278,6 +278,49 @@ struct ct_tcp_seg {
 };
 
 /*
+ * tcp_in_window()'s acceptance test: the segment is inside the tracked window (the kernel then
+ * updates the window from it; outside it, be_liberal lets it pass without any update).
+ */
+static __always_inline int ct_tcp_in_window(const struct ct_tcp_seg *g,
+					    const struct ct_tcp_side *s,
+					    const struct ct_tcp_side *r)
+{
+	__u32 maxackwin = s->maxwin > CT_MAXACKWINCONST ? s->maxwin : CT_MAXACKWINCONST;
+
+	return !seq_after(g->seq, s->maxend) &&
+	       (!r->maxwin || seq_after(g->end, s->end - r->maxwin - 1)) &&
+	       !seq_after(g->ack, r->end) && seq_after(g->ack, r->end - maxackwin - 1);
+}
+
+/*
+ * tcp_packet()'s timeout for a segment that keeps the flow established: the unacknowledged one
+ * (if lower) while either side has data in flight, as the kernel's flags say after this
+ * segment. Inside the window, the kernel marks the sender when the segment carries *new* data
+ * (beyond td_end: a retransmission does not) and unmarks the receiver when it acknowledges
+ * everything the receiver sent (ack == td_end); outside it, nothing changes. A segment without
+ * payload never marks its sender: with be_liberal, an ACK can end beyond a td_end that lags
+ * because earlier data was fast, where Linux alone, having seen that data, marks nothing.
+ */
+static __always_inline __u32 ct_tcp_timeout(const struct ct_tcp_seg *g,
+					    const struct ct_tcp_side *s,
+					    const struct ct_tcp_side *r,
+					    const struct tna_fw_table *p)
+{
+	int s_unack = s->flags & CT_TCP_FLAG_DATA_UNACKNOWLEDGED;
+	int r_unack = r->flags & CT_TCP_FLAG_DATA_UNACKNOWLEDGED;
+
+	if (ct_tcp_in_window(g, s, r)) {
+		if (g->len && seq_after(g->end, s->end))
+			s_unack = 1;
+		if (g->ack == r->end)
+			r_unack = 0;
+	}
+	if ((s_unack || r_unack) && p->ct_tcp_unack_ms < p->ct_tcp_est_ms)
+		return p->ct_tcp_unack_ms;
+	return p->ct_tcp_est_ms;
+}
+
+/*
  * Would tcp_in_window() accept the segment, from its own tracked window and without updating
  * anything that a later verdict depends on? ``s``: the sender's side, ``r``: the receiver's.
  * The conditions are tcp_in_window()'s, read as "nothing to update" (see docs/stateful.md):
@@ -351,11 +394,7 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 		if (!ct_tcp_window_still(&g, &s, &r))
 			return TNA_PUNT_CT_WINDOW;
 	}
-	/* tcp_packet()'s timeout: unacknowledged data in flight caps the established one */
-	*timeout_ms = p->ct_tcp_est_ms;
-	if ((g.len || ((s.flags | r.flags) & CT_TCP_FLAG_DATA_UNACKNOWLEDGED)) &&
-	    p->ct_tcp_unack_ms < p->ct_tcp_est_ms)
-		*timeout_ms = p->ct_tcp_unack_ms;
+	*timeout_ms = ct_tcp_timeout(&g, &s, &r, p);
 	return 0;
 }
 
