@@ -21,6 +21,7 @@ Left out, and why: ``CTA_ID`` (a hash of the entry's address and a boot-time ran
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,9 +75,13 @@ def _names(value: int, names: Sequence[str]) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """pyroute2's nested attributes as plain dicts (name -> value)."""
-    if hasattr(value, "get") and "attrs" in value:
-        return {name: _plain(v) for name, v, *_ in value["attrs"]}
+    """pyroute2's nested attributes as plain dicts (name -> value); an attribute that is a
+    structure (``struct nf_ct_tcp_flags``) as its ``value``."""
+    if hasattr(value, "get"):
+        if value.get("attrs"):
+            return {name: _plain(v) for name, v, *_ in value["attrs"]}
+        if "value" in value:
+            return value["value"]
     return value
 
 
@@ -145,11 +150,12 @@ def snapshot(ns: str) -> list[Entry]:
     """Every conntrack entry of namespace ``ns`` (all families), sorted by tuple.
 
     The socket is created and used inside the namespace: pyroute2 opens it lazily, and a
-    netlink socket belongs to the namespace it was created in.
+    netlink socket belongs to the namespace it was created in.  ``AF_UNSPEC``: every family
+    (pyroute2's default, ``AF_INET``, makes the kernel leave IPv6 entries out).
     """
     from pyroute2 import NFCTSocket  # late: only stateful scenarios need it
 
-    with entered(ns), NFCTSocket() as sock:
+    with entered(ns), NFCTSocket(nfgen_family=socket.AF_UNSPEC) as sock:
         entries = [entry_of(m) for m in sock.dump()]
     return sorted(entries, key=lambda e: e.key)
 
