@@ -39,6 +39,8 @@ def test_nat_conversation_is_linux(name: str) -> None:
     counters = cmp.b.counters
     assert cmp.a.conntrack and cmp.b.conntrack, "no conntrack entries: nothing was compared"
     assert any(e.key.startswith("tcp") for e in cmp.a.conntrack), cmp.a.conntrack
+    if not scenario.fast_path:  # check() made sure nothing was forwarded
+        return
     assert counters.get("nat_original", 0) >= 2, counters
     assert counters.get("nat_reply", 0) >= 2, counters
     assert counters.get("ct_setup", 0) >= 2, counters  # handshakes and teardowns: Linux's
