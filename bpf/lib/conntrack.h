@@ -37,6 +37,11 @@ struct ip_ct_tcp_state {
 struct ip_ct_tcp {
 	struct ip_ct_tcp_state seen[2];
 	__u8 state;
+	__u8 last_dir;		/* the last in-window ACK_SET segment the kernel saw: */
+	__u32 last_seq;		/* its direction, sequence number, ACK, end and raw window */
+	__u32 last_ack;
+	__u32 last_end;
+	__u16 last_win;
 } __attribute__((preserve_access_index));
 
 union nf_conntrack_proto {
@@ -383,6 +388,16 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 	g.win = bpf_ntohs(th->window);
 	g.len = l4_len - doff;
 	g.end = g.seq + g.len;
+	/*
+	 * A repeat of the last segment the kernel saw (same direction, sequence number, ACK, end
+	 * and window): tcp_in_window() counts it as a retransmission, and from
+	 * nf_conntrack_tcp_max_retrans of them on tcp_packet() shortens the timeout
+	 * (nf_conntrack_tcp_timeout_max_retrans). Only the kernel can count.
+	 */
+	if (ct->proto.tcp.last_dir == dir && ct->proto.tcp.last_seq == g.seq &&
+	    ct->proto.tcp.last_ack == g.ack && ct->proto.tcp.last_end == g.end &&
+	    ct->proto.tcp.last_win == g.win)
+		return TNA_PUNT_CT_WINDOW;
 	/* td_maxack: the kernel judges a later RST of the peer against it (in every mode) */
 	if (!(s.flags & CT_TCP_FLAG_MAXACK_SET) || seq_after(g.ack, s.maxack))
 		return TNA_PUNT_CT_WINDOW;
