@@ -8,15 +8,19 @@ Role in the equivalence suite: the property itself.  For one scenario and one co
    (the deliberately broken builds);
 3. open AF_PACKET captures on every host interface, wait until the network is quiet and
    forget anything captured so far (announcements of the setup itself);
-4. send the corpus in order from a thread pinned to one CPU; after each sender's burst, send
-   its marker, wait for the marker's echo, then for ``FENCE_QUIET`` without traffic (the
-   fence: everything sent before it has been processed before the next sender starts);
+4. send the corpus in order from a thread pinned to one CPU; after each burst (consecutive
+   frames of one sender with the same ``CorpusFrame.burst``), send its marker, wait for the
+   marker's echo, then for ``FENCE_QUIET`` without traffic (the fence: everything sent before
+   it has been processed before the next burst starts); a frame's ``idle_before`` lets that
+   much time pass first (conntrack timeouts running out);
 5. wait until no host received anything for ``QUIET`` seconds (consequences driven by timers:
    address resolution of an unreachable next hop ends 60 ms after it starts), check that no
    capture socket dropped a frame, read the fast-path counters;
 6. normalise (only :mod:`testing.equivalence.normalise`), remove the markers, and compare the
    two runs as multisets per receiving interface: every frame, byte for byte, with its count.
-   Frames the sender's own veth refused (ENOBUFS: its peer dropped them) are compared too.
+   Frames the sender's own veth refused (ENOBUFS: its peer dropped them) are compared too;
+7. for a scenario with ``conntrack``: compare the conntrack tables of the namespaces under test
+   at the end of the two runs (:mod:`testing.equivalence.ctstate`).
 
 Why a fence *and* a quiet period: the fence alone misses what timers send later; a quiet
 period alone would have to be longer than the worst processing delay on a loaded machine.
@@ -26,7 +30,8 @@ Why multisets and not sequences: with TNA on, XDP-redirected frames are flushed 
 a NAPI poll while punted frames go through the stack at once, and the veth picks its receive
 queue by flow hash, so the interleaving of *different* flows legitimately changes.  Linux
 promises nothing about it either.  (The order of frames *within* one flow is therefore not
-checked either; the corpus has no multi-frame flows whose fate depends on it.)
+checked either; where a flow's later frames depend on its earlier ones, the NAT
+conversations, each step is a burst of its own.)
 """
 
 from __future__ import annotations
