@@ -294,14 +294,38 @@ def icmp_error(script: Script, side: Side, name: str, src: str, dst: str, type_:
 
 
 def as_received(data: bytes, src: str) -> Packet:
-    """The IP packet of a frame the client sent, as the far side received it: source NATed
-    to ``src``, TTL decremented, checksums recomputed (what an ICMP error there quotes)."""
+    """The IP packet of a frame sent through the NAT, as the far side received it: source
+    NATed to ``src``, TTL decremented, checksums recomputed (what an ICMP error there
+    quotes)."""
     pkt = IP(data[14:])
     pkt.src = src
     pkt.ttl -= 1
     del pkt.chksum
     del pkt[TCP].chksum
     return IP(wire(pkt))
+
+
+def as_received_dnat(data: bytes) -> Packet:
+    """A segment the port forward's server sent, as the WAN client received it: from
+    10.2.0.1:8080 (un-DNAT)."""
+    pkt = as_received(data, PUBLIC)
+    pkt[TCP].sport = 8080
+    del pkt[TCP].chksum
+    return IP(wire(pkt))
+
+
+def back_to_back(s: Script, t: Tcp, liberal: bool) -> None:
+    """Segments that change the entry's state followed at once, in the same burst, by a
+    duplicate ACK of before: with TNA the fast path may judge the second before the stack has
+    handled the first (XDP_PASS hands packets to the stack in batches)."""
+    t.handshake()
+    t.client("data1", "PA", 100, fast=liberal)
+    t.server("ack1", "A")
+    old = t.client("dupack", "A", fast=True)
+    t.client("fin", "FA")
+    s.add(t.c.side, f"{t.key}_dupack_after_fin", old, with_previous=True)
+    t.server("finack", "FA")
+    t.client("lastack", "A")
 
 
 # ---- the corpus of the gateway scenarios ------------------------------------------------------
@@ -405,7 +429,11 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
     t = dnat_tcp(s, "dnat", 41301)
     t.handshake()
     t.client("req", "PA", 120, fast=lib)
-    t.server("resp", "PA", 600)
+    resp = t.server("resp", "PA", 600)
+    # the WAN side reports the response too big for its link: related to the port forward's
+    # entry, to the server with the quoted header translated back (Linux's)
+    icmp_error(s, WAN, "dnat_frag_needed", H2, PUBLIC, 3, 4,
+               as_received_dnat(resp), nexthopmtu=576)
     t.client("ack_resp", "A")
     t.client("dupack", "A")  # the kernel's last segment again
     t.server("dupack", "A", fast=strict)
@@ -427,6 +455,7 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
     t.client("dupack", "A", fast=True)
     t.server("rst", "RA")
     t.client("late_data", "PA", 40)
+    back_to_back(s, masq_tcp(s, "b2b", 41305), liberal)
     if not liberal:
         # A side resets after its own data was acknowledged.  With be_liberal=1 that data
         # is fast and the kernel does not recognise the RST: a known divergence
