@@ -554,9 +554,11 @@ def stale_window_corpus() -> list[CorpusFrame]:
     """be_liberal=1, the client's data fast: it resets at once (train) or after the server's
     ACK (exact); or it sends more data and then a pure ACK while that data is unacknowledged
     (unacked: Linux alone marks the client DATA_UNACKNOWLEDGED and refreshes the entry to the
-    unacknowledged timeout, 300 s; the kernel under TNA never saw the data)."""
+    unacknowledged timeout, 300 s; the kernel under TNA never saw the data).  Then, 11 s
+    later, a segment of the train connection's server: the frame-level consequence."""
     s = Script(liberal=True)
-    rst_after_data(s, masq_tcp(s, "train", 41601), train=True)
+    train = masq_tcp(s, "train", 41601)
+    rst_after_data(s, train, train=True)
     rst_after_data(s, dnat_tcp(s, "exact", 41602), train=False)
     t = masq_tcp(s, "unacked", 41603)
     t.handshake()
@@ -564,7 +566,14 @@ def stale_window_corpus() -> list[CorpusFrame]:
     t.server("ack1", "A")
     t.client("data2", "PA", 100, fast=True)
     t.client("ack", "A", fast=True)
+    # Linux alone let the reset connection go 10 s after its last segment; the WAN's segment
+    # after that is answered by the router (RST), where under TNA the entry, still
+    # ESTABLISHED, forwards it into the LAN
+    train.server("after_close_timeout", "A", idle_before=STALE_IDLE)
     return s.frames
+
+
+STALE_IDLE = 11.0  # s: past nf_conntrack_tcp_timeout_close (10 s)
 
 
 STALE_WINDOW = Scenario(
@@ -623,7 +632,9 @@ KNOWN: dict[str, str] = {
         "and moves neither td_maxack nor the flags. (1) An RST of the data's sender (at once, "
         "an RST train; or at the peer's highest ACK) matches neither check: the kernel keeps "
         "the entry ESTABLISHED, and a later segment refreshes it to 432000 s, where Linux "
-        "alone closes it (CLOSE, 10 s). (2) The sender is never marked DATA_UNACKNOWLEDGED: "
+        "alone closes it (CLOSE, 10 s): 11 s later a WAN segment on the old mapping is "
+        "forwarded into the LAN, where Linux alone answers it with an RST. (2) The sender is "
+        "never marked DATA_UNACKNOWLEDGED: "
         "while its data is unacknowledged its segments refresh the entry to 432000 s, where "
         "Linux alone uses nf_conntrack_tcp_timeout_unacknowledged (300 s). Not fixable from "
         "XDP: the entry's window, flags and last-segment fields are read-only to BPF"),
