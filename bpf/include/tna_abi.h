@@ -96,10 +96,11 @@ struct tna_fdb_key {
 struct tna_fdb_entry {
 	__u32 port;		/* ifindex of the port behind which the address is (or the bridge's) */
 	__u16 flags;		/* TNA_FDB_* */
-	__u16 pad;
+	__u16 seen_jiffies;	/* fast path only: the low 16 bits of jiffies when it last wrote
+				 * seen_ns (userspace writes 0) */
 	__u64 seen_ns;		/* written by the fast path (coarse ktime): last frame forwarded from
-				 * this source (at most 1 s old), or with TNA_FDB_MOVED when the
-				 * source was seen on another port */
+				 * this source (at most TNA_SEEN_EVERY_JIFFIES old, 0.4 s at HZ 250),
+				 * or with TNA_FDB_MOVED when the source was seen on another port */
 };
 
 #define TNA_FDB_LOCAL (1U << 0)	/* "permanent": frames to it go up to the bridge device */

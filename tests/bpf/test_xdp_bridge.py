@@ -447,6 +447,56 @@ def test_forwarding_stamps_the_source_and_refresh_renews_the_kernel_entry(switch
         sw.bed.run(sw.ns, "bridge", "fdb", "del", H[9], "dev", "p1", "master", check=False)
 
 
+
+def _put_fdb_entry(mac: str, bridge: int, entry: abi.TnaFdbEntry) -> None:
+    key = bytes(abi.TnaFdbKey(bridge, 0, (ctypes.c_uint8 * 6)(*bytes.fromhex(
+        mac.replace(":", "")))))
+    m = open_map("tna_fdb")
+    try:
+        m.update(key, bytes(entry))
+    finally:
+        m.close()
+
+
+def _stamp(entry: abi.TnaFdbEntry | None) -> tuple[int, int, int, int]:
+    assert entry is not None
+    return entry.port, entry.flags, entry.seen_jiffies, entry.seen_ns
+
+
+def test_seen_stamp_is_gated_on_jiffies_like_br_fdb_update(switch: Switch) -> None:
+    """The seen stamp is written when TNA_SEEN_EVERY_JIFFIES (100) have passed since the last
+    one (the low 16 bits of jiffies kept in the entry, wrapping) or when userspace left it 0;
+    in between a forwarded frame leaves the entry byte for byte as it was."""
+    sw, br0, p1 = switch, switch.ifindex["br0"], switch.ifindex["p1"]
+    frame = wire(v4() / UDP() / PAYLOAD)
+    with program(sw, BRIDGE):
+        before = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        assert run(sw, frame)[0] == XDP_REDIRECT  # first frame after userspace wrote seen 0
+        after = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        port, flags, jif, seen = _stamp(_fdb_entry(H[1], br0))
+        assert (port, flags) == (p1, abi.TNA_FDB_STATIC)
+        assert before - 20_000_000 <= seen <= after  # coarse clock: up to a tick behind
+        # within the gate (well under 100 jiffies: 0.1 s even at HZ 1000): nothing written
+        assert run(sw, frame)[0] == XDP_REDIRECT
+        assert time.clock_gettime_ns(time.CLOCK_MONOTONIC) - after < 50_000_000
+        assert _stamp(_fdb_entry(H[1], br0)) == (p1, abi.TNA_FDB_STATIC, jif, seen)
+        # the last stamp 100 jiffies ago (across the 16-bit wrap when jif < 100): written
+        old = (jif - 100) % 65536
+        _put_fdb_entry(H[1], br0, abi.TnaFdbEntry(p1, abi.TNA_FDB_STATIC, old, 1))
+        assert run(sw, frame)[0] == XDP_REDIRECT
+        port, flags, jif2, seen2 = _stamp(_fdb_entry(H[1], br0))
+        assert (port, flags) == (p1, abi.TNA_FDB_STATIC)
+        assert (jif2 - jif) % 65536 < 100 and seen2 >= seen
+        # 50 jiffies ago (the clock moves on meanwhile, but not by 50), with a stamp: shut
+        shut = (jif2 - 50) % 65536
+        _put_fdb_entry(H[1], br0, abi.TnaFdbEntry(p1, abi.TNA_FDB_STATIC, shut, 1))
+        assert run(sw, frame)[0] == XDP_REDIRECT
+        assert _stamp(_fdb_entry(H[1], br0)) == (p1, abi.TNA_FDB_STATIC, shut, 1)
+        # userspace wrote the entry afresh (seen 0, seen_jiffies 0): stamped whatever jiffies
+        _put_fdb_entry(H[1], br0, abi.TnaFdbEntry(p1, abi.TNA_FDB_STATIC, jif2, 0))
+        assert run(sw, frame)[0] == XDP_REDIRECT
+        assert _stamp(_fdb_entry(H[1], br0))[3] >= seen2
+
 BRIDGE_REASONS = {"unknown_unicast", "broadcast", "link_local_group", "learn", "bridge_local",
                   "port_state", "port_flags", "tagged", "too_big"}
 
