@@ -138,6 +138,14 @@ struct tna_brport {
  */
 #define TNA_IF_ACCEPT_REDIRECTS (1U << 6)
 #define TNA_IF_REDIRECTS_UNWATCHED (1U << 7)
+/*
+ * The device's MTU can never be below TNA_MTU_FLOOR (its IFLA_MIN_MTU, a driver constant, is at
+ * least that; ETH_MIN_MTU for veth and most NICs): a frame of at most TNA_MTU_FLOOR bytes fits
+ * whatever its MTU is (dev->mtu + hard_header_len >= TNA_MTU_FLOOR), so the fast path need not
+ * ask bpf_check_mtu() for it.
+ */
+#define TNA_IF_MTU_FLOOR (1U << 8)
+#define TNA_MTU_FLOOR 68
 
 /*
  * tna_config (one entry): namespace-wide settings. A route's MTU metric is honoured by

@@ -497,6 +497,40 @@ def test_seen_stamp_is_gated_on_jiffies_like_br_fdb_update(switch: Switch) -> No
         assert run(sw, frame)[0] == XDP_REDIRECT
         assert _stamp(_fdb_entry(H[1], br0))[3] >= seen2
 
+
+def test_short_frames_skip_the_mtu_lookup_only_where_the_driver_bounds_the_mtu(
+        switch: Switch) -> None:
+    """TNA_IF_MTU_FLOOR: a frame of at most 68 bytes fits any MTU a port with IFLA_MIN_MTU >= 68
+    can have, so bpf_check_mtu() is skipped for it. An ifb port (IFLA_MIN_MTU 0) at MTU 40 is
+    what the flag must never be set for: without it a 62-byte frame is punted as too big
+    (mtu + Ethernet header = 54); the same port flagged (a lie) shows the check was skipped."""
+    sw, mac = switch, "02:00:00:00:00:d0"
+    frame = wire(v4(dst=mac) / UDP() / Raw(b"s" * 20))
+    assert len(frame) == 62
+    sw.bed.run(sw.ns, "ip", "link", "add", "d0", "type", "ifb")
+    try:
+        sw.bed.run(sw.ns, "ip", "link", "set", "d0", "mtu", "40", "master", "br0", "up")
+        sw.bed.run(sw.ns, "bridge", "fdb", "add", mac, "dev", "d0", "master", "static")
+        d0 = _ifindex(sw.bed, sw.ns, "d0")
+        with netns.entered(sw.ns):
+            links = {lk.ifname: lk for lk in introspect.snapshot(plan_only=True).links}
+        assert (links["p1"].min_mtu, links["d0"].min_mtu) == (68, 0)
+        with program(sw, BRIDGE):
+            with netns.entered(sw.ns):
+                sync_ports_for_test([Port(d0, "d0", _mac(sw.bed, sw.ns, "d0"), True, None)])
+            _reset_mirror(sw)
+            assert run(sw, frame)[2] == {"too_big": 1}
+            with netns.entered(sw.ns):
+                sync_ports_for_test([Port(d0, "d0", _mac(sw.bed, sw.ns, "d0"), True, None,
+                                          mtu_floor=True)])
+            verdict, out, moved = run(sw, frame)
+            assert (verdict, out, moved) == (XDP_REDIRECT, frame, {"bridged": 1})
+            # longer than the floor: asked again even with the flag, and too big
+            long = wire(v4(dst=mac) / UDP() / Raw(b"s" * 27))
+            assert len(long) == 69 and run(sw, long)[2] == {"too_big": 1}
+    finally:
+        sw.bed.run(sw.ns, "ip", "link", "del", "d0", check=False)
+
 BRIDGE_REASONS = {"unknown_unicast", "broadcast", "link_local_group", "learn", "bridge_local",
                   "port_state", "port_flags", "tagged", "too_big"}
 
