@@ -531,6 +531,24 @@ def test_short_frames_skip_the_mtu_lookup_only_where_the_driver_bounds_the_mtu(
     finally:
         sw.bed.run(sw.ns, "ip", "link", "del", "d0", check=False)
 
+
+def test_bridged_l4_checksum_verified_at_every_length_around_the_inline_sum(
+        switch: Switch) -> None:
+    """Short L4 sums (below 64 bytes) are computed inline, longer ones by tna_l4_sum(): at
+    every length on both sides, a complete checksum is switched unchanged and one byte
+    changed at the start or the end of the L4 payload is punted (l4_csum)."""
+    sw = switch
+    with program(sw, VETH):
+        for make, family in ((v4, "ipv4"), (v6, "ipv6")):
+            for n in range(0, 90):
+                good = wire(make() / UDP(sport=7, dport=9) / Raw((bytes(range(3, 256)))[:n]))
+                assert run(sw, good)[:2] == (XDP_REDIRECT, good), (family, n)
+                l4 = 14 + (20 if family == "ipv4" else 40)
+                for at in {l4 + 8, len(good) - 1} if n else ():
+                    bad = bytearray(good)
+                    bad[at] ^= 0x5a
+                    assert run(sw, bytes(bad))[2] == {"l4_csum": 1}, (family, n, at)
+
 BRIDGE_REASONS = {"unknown_unicast", "broadcast", "link_local_group", "learn", "bridge_local",
                   "port_state", "port_flags", "tagged", "too_big"}
 
