@@ -164,7 +164,8 @@ static __always_inline int csum_verifies(int sum, __u64 pseudo)
 static __always_inline int l4_csum_complete(struct xdp_md *ctx, __u32 off, __u32 len,
 					    __u64 pseudo)
 {
-	return csum_verifies(tna_l4_sum(ctx, off, len), pseudo);
+	asm volatile("" : "+r"(pseudo));	/* see l4_csum_settled() */
+	return csum_verifies(l4_sum(ctx, off, len), pseudo);
 }
 
 /* Only protocols whose checksum we can verify may leave a veth by the fast path. */
