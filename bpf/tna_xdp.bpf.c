@@ -69,7 +69,7 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		struct fw_scratch *s;
 
 		/* conntrack runs in PREROUTING, and with it NAT's destination manip */
-		rc = tna_fw_conntrack(ctx, v6);
+		rc = fw_conntrack(ctx, v6);
 		if (rc)
 			return punt(ctx, in->slot, rc);
 		s = fw_scratch();
