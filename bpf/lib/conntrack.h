@@ -18,6 +18,7 @@
 
 #include "common.h"
 #include "l4csum.h"
+#include "profile.h"
 #include <linux/tcp.h>
 #include <linux/udp.h>
 
@@ -376,6 +377,10 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 	__u32 timeout_ms = 0;
 	int dir = 0, why;
 
+	if (tna_profile_off(TNA_PROF_LOOKUP)) {
+		nat->dst = nat->src = 0;
+		return 0;
+	}
 	ct = ct_lookup(ctx, v6, saddr, daddr, th->source, th->dest, l4proto, &dir);
 	if (!ct)
 		return TNA_PUNT_CT;
@@ -388,7 +393,9 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 			why = TNA_PUNT_CT_SETUP;
 			goto linux;
 		}
-		why = ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms);
+		timeout_ms = p->ct_tcp_est_ms;	/* (profiling: what the step says here) */
+		why = tna_profile_off(TNA_PROF_WINDOW) ? 0 :
+		      ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms);
 	} else {
 		why = ct_udp_step(ct, status, p, &timeout_ms);
 	}
@@ -397,8 +404,11 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 	why = ct_nat_of(ct, status, dir, v6, p->ct_flags & TNA_FW_CT_NAT, nat);
 	if (why)
 		goto linux;
+	if (tna_profile_off(TNA_PROF_NAT))
+		nat->dst = nat->src = 0;
 	/* what tcp_packet()/udp_packet() do before the forward hook, whatever it decides */
-	bpf_ct_change_timeout(ct, timeout_ms);
+	if (!tna_profile_off(TNA_PROF_REFRESH))
+		bpf_ct_change_timeout(ct, timeout_ms);
 linux:
 	bpf_ct_release(ct);
 	return why;

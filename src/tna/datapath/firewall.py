@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from tna import abi
 from tna.datapath import libbpf
 from tna.datapath.pins import map_fd
-from tna.firewall.tables import FIELDS, MAX_CLASSES, MAX_RULES, FwTables, RuleRef, check_fits
+from tna.firewall.tables import (
+    FIELDS,
+    MAX_CLASSES,
+    MAX_RULES,
+    FwTables,
+    RuleRef,
+    check_fits,
+    rule0_decides,
+)
 
 MAP_NAMES = ("tna_fw_tables", "tna_fw_rules", "tna_fw_classes", "tna_fw_ifs", "tna_fw_small",
              "tna_fw_ports", "tna_fw_v4", "tna_fw_v6", "tna_fw_counters")
@@ -92,7 +100,7 @@ class FirewallMaps:
                     | (abi.TNA_FW_CT_NAT if ft.nat else 0))
         hdr = abi.TnaFwTable(len(ft.rules), nwords, used, int(ft.stateful), ct_timeouts_ms[0],
                              ft.iif_default + 1, ft.oif_default + 1, ct_timeouts_ms[1],
-                             ct_flags, ct_tcp[0], ct_tcp[1])
+                             ct_flags, ct_tcp[0], ct_tcp[1], int(rule0_decides(ft)))
         self.maps["tna_fw_tables"].update(_u32(t), bytes(hdr))  # last: the table goes live
 
     def _write_classes(self, t: int, ft: FwTables) -> None:
