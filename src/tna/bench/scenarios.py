@@ -514,7 +514,7 @@ class StatefulTcp(Firewall):
     """
 
     name, title = "stateful-tcp", "IPv4 router + stateful nft firewall (established TCP)"
-    sizes: tuple[int, ...] = (66,)
+    sizes = (66,)
     port = frames.FrameSpec.dport
     ack: frames.TcpSegment | None = None
 
