@@ -156,6 +156,21 @@ static __always_inline int ct_expired(const struct nf_conn *ct)
 	return (__s32)(ct->timeout - (__u32)bpf_jiffies64()) <= 0;
 }
 
+/*
+ * What tcp_packet()/udp_packet() do with the timeout: nf_ct_refresh_acct() sets it to now +
+ * the timeout, and writes it only when that changes it. The kfunc always writes (through
+ * msecs_to_jiffies()); at ``hz`` (the table's ct_hz: 0 unknown) the value it would write is
+ * computed here, and when the entry already holds it (a packet of the same flow in the same
+ * jiffy) the call is skipped as the kernel skips its write: nothing differs.
+ */
+static __always_inline void ct_refresh(struct nf_conn *ct, __u32 timeout_ms, __u32 hz)
+{
+	/* (read again here, not kept from ct_expired(): the stack has no room to spare) */
+	if (hz && ct->timeout == (__u32)bpf_jiffies64() + timeout_ms / 1000 * hz)
+		return;
+	bpf_ct_change_timeout(ct, timeout_ms);
+}
+
 static __always_inline int ipv4_unroutable(__be32 addr)
 {
 	__u8 first = bpf_ntohl(addr) >> 24;
@@ -408,7 +423,7 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 		nat->dst = nat->src = 0;
 	/* what tcp_packet()/udp_packet() do before the forward hook, whatever it decides */
 	if (!tna_profile_off(TNA_PROF_REFRESH))
-		bpf_ct_change_timeout(ct, timeout_ms);
+		ct_refresh(ct, timeout_ms, p->ct_hz);
 linux:
 	bpf_ct_release(ct);
 	return why;

@@ -42,6 +42,7 @@ from tna.firewall.tables import (
     RuleRef,
     rule0_decides,
 )
+from tna.introspect import kernel_hz
 from tna.plan.types import Features, Namespace
 
 pytestmark = pytest.mark.root
@@ -141,7 +142,8 @@ V6_RULES = [
 def firewall(router: Router, v4_table: FwTables | None,
              v6_table: FwTables | None = None) -> Iterator[None]:
     with program(router, FIREWALL), netns.entered(router.ns):
-        sync_firewall_for_test(Namespace(firewall=(v4_table, v6_table)))
+        # ct_hz as the planner writes it: refreshes that change nothing are skipped
+        sync_firewall_for_test(Namespace(firewall=(v4_table, v6_table), ct_hz=kernel_hz()))
         yield
 
 
