@@ -166,7 +166,8 @@ static __always_inline int ct_expired(const struct nf_conn *ct)
 static __always_inline void ct_refresh(struct nf_conn *ct, __u32 timeout_ms, __u32 hz)
 {
 	/* (read again here, not kept from ct_expired(): the stack has no room to spare) */
-	if (hz && ct->timeout == (__u32)bpf_jiffies64() + timeout_ms / 1000 * hz)
+	if (hz && !tna_profile_off(TNA_PROF_SHORTCUTS) &&
+	    ct->timeout == (__u32)bpf_jiffies64() + timeout_ms / 1000 * hz)
 		return;
 	bpf_ct_change_timeout(ct, timeout_ms);
 }

@@ -354,7 +354,7 @@ static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch
 		return TNA_PUNT_FIREWALL;
 	if (fw_parse_l4(p, l4, frame_end(ctx)))
 		return TNA_PUNT_MALFORMED;
-	if (hdr->rule0_all) {
+	if (hdr->rule0_all && !tna_profile_off(TNA_PROF_SHORTCUTS)) {
 		/* e.g. "ct state established,related accept" first: the walk would stop at rule
 		 * 0 for every packet, so its verdict and counter need no class lookups */
 		__u32 key = table * TNA_FW_MAX_RULES;

@@ -19,6 +19,8 @@
 #define TNA_PROF_CLASSIFY (1 << 3)	/* the forward hook's classifier */
 #define TNA_PROF_LOOKUP (1 << 4)	/* ct lookup and release: every packet "established" */
 #define TNA_PROF_NAT (1 << 5)		/* the NAT rewrite (the entry's NAT is ignored) */
+#define TNA_PROF_SHORTCUTS (1 << 6)	/* the rule-0 and refresh shortcuts (tna_fw_table.rule0_all,
+					 * ct_hz): the code as it was before them */
 
 #define tna_profile_off(step) (TNA_PROFILE_OFF & (step))
 
