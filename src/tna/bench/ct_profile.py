@@ -108,17 +108,19 @@ def _rounds(scn: Scenario, park: Park, variants: Sequence[tuple[str, str]],
 
 
 def _established(scn: Scenario, fd: int, packets: list[bytes], ingress: int) -> None:
-    """Until the production program forwards the frame: a UDP flow's reply direction is
-    established only once Linux has seen a reply (test_run frames never reach it), so a
-    frame is sent for real from the sender (TNA punts it, Linux replies to the entry)."""
-    deadline = time.monotonic() + 5
-    while micro.time_program(fd, packets, ingress, 1).verdicts.get("redirect") is None:
+    """Until the production program forwards the frame and the flow is assured: test_run
+    frames never reach Linux, so frames are sent for real from the sender (TNA punts them
+    until Linux has seen the UDP flow's reply, and the one that assures it after its stream
+    mark, as it would any flow's)."""
+    deadline = time.monotonic() + 10
+    while micro.time_program(fd, packets, ingress, 1).verdicts.get("redirect") is None \
+            or "[ASSURED]" not in scn.bed.run(scn.dut, "conntrack", "-L").stdout:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{scn.name}: the flow never became fast")
         with entered(scn.sender), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
             s.bind((scn.sender_if, 0))
             s.send(packets[0])
-        time.sleep(0.05)
+        time.sleep(0.2)
 
 
 def markdown(rows: Sequence[Row]) -> str:
