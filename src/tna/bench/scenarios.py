@@ -529,6 +529,7 @@ class StatefulTcp(Firewall):
         self._nat()
         for ns, via in ((self.sender, "10.1.0.1"), (self.receiver, "10.2.0.1")):
             self.bed.run(ns, "ip", "route", "add", "default", "via", via)
+            self.bed.sysctl(ns, "net.ipv4.tcp_timestamps", "1")  # the 66-byte ACK
         self.ack = self._connect()
 
     def _nat(self) -> None:
