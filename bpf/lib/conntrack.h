@@ -18,6 +18,7 @@
 
 #include "common.h"
 #include "l4csum.h"
+#include "profile.h"
 #include <linux/tcp.h>
 #include <linux/udp.h>
 
@@ -158,6 +159,22 @@ struct ct_nat {
 static __always_inline int ct_expired(const struct nf_conn *ct)
 {
 	return (__s32)(ct->timeout - (__u32)bpf_jiffies64()) <= 0;
+}
+
+/*
+ * What tcp_packet()/udp_packet() do with the timeout: nf_ct_refresh_acct() sets it to now +
+ * the timeout, and writes it only when that changes it. The kfunc always writes (through
+ * msecs_to_jiffies()); at ``hz`` (the table's ct_hz: 0 unknown) the value it would write is
+ * computed here, and when the entry already holds it (a packet of the same flow in the same
+ * jiffy) the call is skipped as the kernel skips its write: nothing differs.
+ */
+static __always_inline void ct_refresh(struct nf_conn *ct, __u32 timeout_ms, __u32 hz)
+{
+	/* (read again here, not kept from ct_expired(): the stack has no room to spare) */
+	if (hz && !tna_profile_off(TNA_PROF_SHORTCUTS) &&
+	    ct->timeout == (__u32)bpf_jiffies64() + timeout_ms / 1000 * hz)
+		return;
+	bpf_ct_change_timeout(ct, timeout_ms);
 }
 
 static __always_inline int ipv4_unroutable(__be32 addr)
@@ -464,6 +481,10 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 	__u32 timeout_ms = 0;
 	int dir = 0, why, nat_why, window_only = 0;
 
+	if (tna_profile_off(TNA_PROF_LOOKUP)) {
+		nat->dst = nat->src = 0;
+		return 0;
+	}
 	ct = ct_lookup(ctx, v6, saddr, daddr, th->source, th->dest, l4proto, &dir);
 	if (!ct)
 		return TNA_PUNT_CT;
@@ -476,7 +497,9 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 			why = TNA_PUNT_CT_SETUP;
 			goto linux;
 		}
-		why = ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms, &window_only);
+		timeout_ms = p->ct_tcp_est_ms;	/* (profiling: what the step says here) */
+		why = tna_profile_off(TNA_PROF_WINDOW) ? 0 :
+		      ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms, &window_only);
 	} else {
 		why = ct_udp_step(ct, status, p, &timeout_ms);
 	}
@@ -492,8 +515,11 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 		why = CT_ASK;
 		goto linux;
 	}
+	if (tna_profile_off(TNA_PROF_NAT))
+		nat->dst = nat->src = 0;
 	/* what tcp_packet()/udp_packet() do before the forward hook, whatever it decides */
-	bpf_ct_change_timeout(ct, timeout_ms);
+	if (!tna_profile_off(TNA_PROF_REFRESH))
+		ct_refresh(ct, timeout_ms, p->ct_hz);
 linux:
 	bpf_ct_release(ct);
 	return why;

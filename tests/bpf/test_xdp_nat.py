@@ -42,6 +42,7 @@ from tna import netlink, netns
 from tna.datapath.firewall import DEFAULT_CT_TCP
 from tna.datapath.liberal import Request, RequestRing, read_stats
 from tna.firewall.tables import VERDICT_ACCEPT, VERDICT_DROP, FwRule, FwTables
+from tna.introspect import kernel_hz
 from tna.plan.types import Features, Namespace
 
 pytestmark = pytest.mark.root
@@ -60,7 +61,8 @@ def gateway(router: Router, table: FwTables, liberal: bool = False,
             features: Features = FIREWALL) -> Iterator[None]:
     ct_tcp = (*DEFAULT_CT_TCP[:2], liberal)
     with program(router, features), netns.entered(router.ns):
-        sync_firewall_for_test(Namespace(firewall=(table, None), ct_tcp=ct_tcp))
+        sync_firewall_for_test(Namespace(firewall=(table, None), ct_tcp=ct_tcp,
+                                         ct_hz=kernel_hz()))
         yield
 
 
