@@ -84,8 +84,12 @@ class Sweep:
     def scenario(self, bed: Testbed) -> Scenario:
         raise NotImplementedError
 
+    def prepare(self, n: int) -> None:
+        """Work before ``grow`` that is not the kernel's (not timed), e.g. drawing prefixes."""
+
     def grow(self, scn: Scenario, n: int) -> None:
-        """Make the DUT hold ``n`` (more than before) and point the traffic at them."""
+        """Make the DUT hold ``n`` (more than before) and point the traffic at them (timed:
+        the install time)."""
         raise NotImplementedError
 
     def facts(self, scn: Scenario) -> dict[str, object]:
@@ -114,14 +118,17 @@ class Routes(Sweep):
         self.title = (f"IPv{family} router, N routes (public-table prefix-length mix) via the "
                       "receiver; the traffic walks through min(N, 4096) of them")
         self.prefixes = Prefixes(family)
+        self.pending: list[str] = []
 
     def scenario(self, bed: Testbed) -> Scenario:
         return (Router if self.family == 4 else RouterV6)(bed, Options())
 
-    def grow(self, scn: Scenario, n: int) -> None:
+    def prepare(self, n: int) -> None:
         gw = "10.2.0.2" if self.family == 4 else "fd00:2::2"
-        new = self.prefixes.grow(n)
-        _batch(scn, ("ip", f"-{self.family}"), [f"route add {net} via {gw}" for net in new])
+        self.pending = [f"route add {net} via {gw}" for net in self.prefixes.grow(n)]
+
+    def grow(self, scn: Scenario, n: int) -> None:
+        _batch(scn, ("ip", f"-{self.family}"), self.pending)
         count = self.prefixes.destinations(n)
         scn.dst_ip = self.prefixes.first()
         make = frames.ipv4_destinations if self.family == 4 else frames.ipv6_destinations
@@ -297,6 +304,7 @@ def run_sweep(sweep: Sweep, st: Settings, cfg: Config, source: str, log: Log
             for n in pts:
                 if n >= 100_000:
                     _wait_for_quiet(st.quiet_load, st.wait_s, log)
+                sweep.prepare(n)
                 t0 = time.monotonic()
                 sweep.grow(scn, n)
                 installed = time.monotonic() - t0

@@ -48,7 +48,7 @@ def groups(doc: Doc) -> dict[str, list[str]]:
 # ---- Markdown --------------------------------------------------------------------------------
 
 def _ns(v: float | None) -> str:
-    return f"{v:,.0f}" if v is not None else "–"
+    return f"{v:,.0f}" if v is not None else "-"
 
 
 def _note(row: Doc) -> str:
@@ -81,8 +81,8 @@ def table(name: str, sweep: Doc) -> str:
         load = row.get("load") or []
         lines.append(
             f"| {row['n']:,} | {row['install_s']:.1f} | {_ns(lx)} | {_ns(tn)} | "
-            f"{f'{lx / tn:.1f}x' if lx and tn and lx > 0 and tn > 0 else '–'} | "
-            f"{f'{fp:.0%}' if fp is not None else '–'} | {_ns(lowest(row, 'null'))} | "
+            f"{f'{lx / tn:.1f}x' if lx and tn and lx > 0 and tn > 0 else '-'} | "
+            f"{f'{fp:.0%}' if fp is not None else '-'} | {_ns(lowest(row, 'null'))} | "
             f"{each['linux']} | {each['tna']} | "
             f"{' / '.join(f'{x:.2f}' for x in load[:2])} | {_note(row)} |")
     return "\n".join(lines)
@@ -90,19 +90,23 @@ def table(name: str, sweep: Doc) -> str:
 
 def markdown(doc: Doc) -> str:
     m = doc.get("meta", {})
-    head = (f"Run {m.get('date', '?')} – {m.get('ended', '?')} on {m.get('machine', '?')}, "
+    head = (f"Run {m.get('date', '?')} to {m.get('ended', '?')} on {m.get('machine', '?')}, "
             f"kernel {m.get('kernel', '?')}, revision `{m.get('revision', '?')}`, "
             f"tna_xdp.bpf.o {m.get('tna_xdp_sha256', '?')}; traffic source "
             f"**{m.get('source', '?')}**, {m.get('frame', 64)}-byte frames, CPU {m.get('cpu')}; "
             f"{m.get('runs')} runs x {m.get('window_s')} s windows per mode and size (lowest "
             f"kept); {m.get('seconds', 0) / 60:.0f} min in all; load average "
             f"{_loads(m.get('load_start'))} at the start, {_loads(m.get('load_end'))} at the "
-            f"end; nf_conntrack_max {m.get('nf_conntrack_max', '?'):,}, nf_conntrack_buckets "
-            f"{m.get('nf_conntrack_buckets', '?'):,} (both the init namespace's).")
+            f"end; nf_conntrack_max {_int(m.get('nf_conntrack_max'))}, nf_conntrack_buckets "
+            f"{_int(m.get('nf_conntrack_buckets'))} (both the init namespace's).")
     parts = [head]
     for name, sweep in doc["sweeps"].items():
         parts.append(table(name, sweep) + f"\n\n({sweep.get('seconds', 0):.0f} s.)")
     return "\n\n".join(parts) + "\n"
+
+
+def _int(v: object) -> str:
+    return f"{v:,}" if isinstance(v, int) else "?"
 
 
 def _loads(xs: Sequence[float] | None) -> str:
@@ -127,8 +131,8 @@ def plot(doc: Doc, out_dir: str) -> list[str]:
             sweep = doc["sweeps"][name]
             what = sweep["what"]
             for mode, (style, label) in MODE_STYLE.items():
-                pts = [(r["n"], path_ns(r, mode)) for r in sweep["points"]]
-                pts = [(x, y) for x, y in pts if y is not None and y > 0]
+                pts = [(r["n"], y) for r in sweep["points"]
+                       if (y := path_ns(r, mode)) is not None and y > 0]
                 if pts:
                     line = f"{sweep['label']} {label}" if len(names) > 1 else label
                     ax.plot([x for x, _ in pts], [y for _, y in pts], style, label=line)
