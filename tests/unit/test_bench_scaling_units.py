@@ -60,7 +60,7 @@ def test_ctnetlink_message_layout() -> None:
     assert kind == ctfill.NFNL_SUBSYS_CTNETLINK << 8 | ctfill.IPCTNL_MSG_CT_NEW
     assert flags & ctfill.NLM_F_ACK and flags & ctfill.NLM_F_CREATE
     src, dst, sport, dport = ctfill.entry(50_001)
-    assert (src, sport) == (ctfill.SRC_BASE + 1, 10_001) and dport == 53
+    assert (src, sport) == (ctfill.SRC_BASE + 1, 10_001) and (dst, dport) == (ctfill.DST, 53)
     assert struct.pack("!I", src) in msg and struct.pack("!H", sport) in msg
     assert len({ctfill.entry(i) for i in range(120_000)}) == 120_000
 
