@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ def test_ctnetlink_message_layout() -> None:
 
 
 def _row(n: int, null: list[float], linux: list[float], tna: list[float],
-         fp: float | None = 1.0) -> dict[str, object]:
+         fp: float | None = 1.0) -> dict[str, Any]:
     mode = {"status": "ok", "note": "", "cpu_other": 0.0}
     return {"n": n, "install_s": 0.5, "load": [0.5, 0.4, 0.3],
             "modes": {"null": {**mode, "ns": null, "fast_path": None},
@@ -82,7 +83,7 @@ def test_path_cost_takes_the_lowest_runs() -> None:
 
 
 def test_markdown_names_every_point_and_flags_punting() -> None:
-    doc = {"meta": {"date": "d", "seconds": 60}, "sweeps": {"fdb": {
+    doc: dict[str, Any] = {"meta": {"date": "d", "seconds": 60}, "sweeps": {"fdb": {
         "title": "t", "group": "fdb", "label": "bridge", "what": "FDB entries",
         "points": [_row(10, [300], [1300], [500]),
                    _row(100_000, [300], [1400], [900], fp=0.6)]}}}
@@ -110,3 +111,20 @@ def test_bad_command_lines_get_one_line_errors(capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit):
         scaling.main(["--points", "ten"])
     assert "expected sizes like" in capsys.readouterr().err
+
+
+def test_merged_runs_keep_the_lowest_of_all() -> None:
+    def doc(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"meta": {"date": "d"}, "sweeps": {"fdb": {
+            "title": "t", "group": "fdb", "label": "bridge", "what": "FDB entries",
+            "points": rows}}}
+
+    a = doc([_row(10, [300], [1300], [500])])
+    b = doc([_row(10, [280], [1500], [450], fp=0.5), _row(100, [300], [1400], [600])])
+    merged = scaling_report.merge([a, b])
+    rows = merged["sweeps"]["fdb"]["points"]
+    assert [r["n"] for r in rows] == [10, 100]
+    assert scaling_report.path_ns(rows[0], "tna") == 170  # 450 - 280
+    assert scaling_report.tna_fast(rows[0]) == 0.5  # the worse share
+    assert a["sweeps"]["fdb"]["points"][0]["modes"]["tna"]["ns"] == [500]  # inputs untouched
+    assert merged["meta"]["merged"][0]["date"] == "d"

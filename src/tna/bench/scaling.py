@@ -386,7 +386,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"directory for scaling.json, scaling.md, scaling-*.png ({DEFAULT_OUT})")
     p.add_argument("--ns-prefix", default="tnascale", help=argparse.SUPPRESS)  # tests
     p.add_argument("--from-json", metavar="FILE",
-                   help="do not measure: render FILE (an earlier scaling.json) again")
+                   help="do not measure: render FILE (an earlier scaling.json) again; "
+                   "FILE,FILE...: several runs as one (the lowest of all their runs)")
     return p
 
 
@@ -400,8 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.from_json:
         try:
-            doc = json.loads(Path(args.from_json).read_text())
-        except (OSError, ValueError) as e:
+            doc = scaling_report.merge([json.loads(Path(f).read_text())
+                                        for f in _csv(args.from_json)])
+        except (OSError, ValueError, KeyError) as e:
             print(f"tna bench scaling: {args.from_json}: {e}", file=sys.stderr)
             return 2
     else:

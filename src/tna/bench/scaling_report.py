@@ -169,6 +169,49 @@ def _mark_slow(ax: Any, sweep: Doc) -> None:
                 label=f"{sweep['label']}: TNA < 95% fast path")
 
 
+def merge(docs: Sequence[Doc]) -> dict[str, Any]:
+    """Several runs as one: each point keeps every run's ns of every document (so the lowest
+    is the lowest of all), the worst fast-path share and each document's load; the first
+    document's meta, with the others' dates and loads beside it."""
+    if not docs:
+        raise ValueError("nothing to merge")
+    out: dict[str, Any] = _copy(docs[0])
+    for doc in docs[1:]:
+        for name, sweep in doc["sweeps"].items():
+            if name in out["sweeps"]:
+                _merge_points(out["sweeps"][name], sweep)
+            else:
+                out["sweeps"][name] = _copy(sweep)
+        out["meta"].setdefault("merged", []).append(
+            {k: doc["meta"].get(k) for k in ("date", "ended", "load_start", "load_end",
+                                             "revision", "seconds")})
+    return out
+
+
+def _copy(x: Any) -> Any:
+    return json.loads(json.dumps(x))
+
+
+def _merge_points(mine: dict[str, Any], other: Doc) -> None:
+    rows = {r["n"]: r for r in mine["points"]}
+    for r in other["points"]:
+        row = rows.get(r["n"])
+        if row is None:
+            mine["points"].append(_copy(r))
+            continue
+        for mode, m in r["modes"].items():
+            have = row["modes"].get(mode)
+            if have is None:
+                row["modes"][mode] = _copy(m)
+                continue
+            have["ns"] = [*have.get("ns", []), *m.get("ns", [])]
+            fps = [x for x in (have.get("fast_path"), m.get("fast_path")) if x is not None]
+            have["fast_path"] = min(fps) if fps else None
+        row["install_s"] = min(row["install_s"], r["install_s"])
+        row.setdefault("loads", [row.get("load")]).append(r.get("load"))
+    mine["points"].sort(key=lambda r: r["n"])
+
+
 def write(doc: Doc, out: str) -> list[str]:
     os.makedirs(out, exist_ok=True)
     Path(out, "scaling.json").write_text(json.dumps(doc, indent=1) + "\n")
