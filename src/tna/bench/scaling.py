@@ -320,7 +320,7 @@ def run_sweep(sweep: Sweep, st: Settings, cfg: Config, source: str, log: Log
     return out
 
 
-def run(st: Settings, cfg: Config, log: Log = _log) -> dict[str, object]:
+def run(st: Settings, cfg: Config, log: Log = _log, partial: str = "") -> dict[str, object]:
     source, why = resolve_source(cfg)
     log(f"traffic source: {source} ({why})")
     doc: dict[str, object] = {"meta": {}, "sweeps": {}}
@@ -337,6 +337,8 @@ def run(st: Settings, cfg: Config, log: Log = _log) -> dict[str, object]:
             part = run_sweep(sweep, st, cfg, source, log)
             part["seconds"] = round(time.monotonic() - s0, 1)
             doc["sweeps"][name] = part  # type: ignore[index]
+            if partial:  # a long run killed later keeps its finished sweeps
+                Path(partial).write_text(json.dumps(doc, indent=1) + "\n")
     finally:
         os.sched_setaffinity(0, home)
     doc["meta"] = {"source": source, "source_reason": why, "seconds": round(time.monotonic()
@@ -431,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       quiet_load=args.quiet_load, wait_s=args.wait)
         started, load0 = bench._now(), os.getloadavg()
         try:
-            doc = run(st, cfg)
+            os.makedirs(args.out, exist_ok=True)
+            doc = run(st, cfg, partial=os.path.join(args.out, "scaling.partial.json"))
         except (ValueError, OSError) as e:
             print(f"tna bench scaling: {e}", file=sys.stderr)
             return 1

@@ -127,7 +127,7 @@ def plot(doc: Doc, out_dir: str) -> list[str]:
     for group, names in groups(doc).items():
         fig, ax = plt.subplots(figsize=(7, 4))
         what = ""
-        for name in names:
+        for i, name in enumerate(names):
             sweep = doc["sweeps"][name]
             what = sweep["what"]
             for mode, (style, label) in MODE_STYLE.items():
@@ -135,7 +135,8 @@ def plot(doc: Doc, out_dir: str) -> list[str]:
                        if (y := path_ns(r, mode)) is not None and y > 0]
                 if pts:
                     line = f"{sweep['label']} {label}" if len(names) > 1 else label
-                    ax.plot([x for x, _ in pts], [y for _, y in pts], style, label=line)
+                    ax.plot([x for x, _ in pts], [y for _, y in pts], style, label=line,
+                            color=f"C{i}", alpha=0.6 if mode == "linux" else 1.0)
             _mark_slow(ax, sweep)
         ax.set_xscale("log")
         if group in LOG_Y:
