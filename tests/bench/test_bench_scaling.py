@@ -38,6 +38,7 @@ def test_tiny_sweep(tmp_path: Path, prefix: str) -> None:
                 assert m["status"] == "ok", f"{name} {p['n']} {mode}: {m['note']}"
                 assert m["ns"] and all(v > 0 for v in m["ns"])
             assert p["modes"]["tna"]["fast_path"] >= 0.95, f"{name} {p['n']}: not TNA's"
+            assert p["tna_apply_s"] > 0
     # N conntrack entries: N - 1 inserted, and the benchmark flow's own
     assert [p["facts"]["nf_conntrack_count"] for p in doc["sweeps"]["conntrack"]["points"]] \
         == [2, 10]

@@ -90,7 +90,7 @@ def test_markdown_names_every_point_and_flags_punting() -> None:
     doc["sweeps"]["fdb"]["points"][1]["modes"]["tna"].update(status="invalid",
                                                               note="fast path 60%")
     md = scaling_report.markdown(doc)
-    assert "| 10 | 0.5 | 1,000 | 200 | 5.0x | 100% |" in md
+    assert "| 10 | 0.5 | - | 1,000 | 200 | 5.0x | 100% |" in md
     assert "| 100,000 |" in md and "TNA invalid; fast path 60%" in md
 
 

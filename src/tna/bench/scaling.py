@@ -278,6 +278,20 @@ def plan_points(sweep: Sweep, st: Settings) -> list[int]:
     return sorted(set(pts))
 
 
+def _timed_applies(scn: Scenario) -> list[float]:
+    """Seconds each ``tna`` mode entry spends applying (introspect, plan, load, fill maps):
+    the cost of (re)configuring grows with the tables too."""
+    took: list[float] = []
+    real = scn._apply_tna
+
+    def timed(*args: object, **kwargs: object) -> None:
+        t0 = time.monotonic()
+        real(*args, **kwargs)  # type: ignore[arg-type]
+        took.append(time.monotonic() - t0)
+    scn._apply_tna = timed  # type: ignore[method-assign]
+    return took
+
+
 def point_row(n: int, install_s: float, results: Sequence[Result], load: tuple[float, ...],
               facts: dict[str, object]) -> dict[str, object]:
     """One size's numbers: every run's ns per packet for each mode, and its verdicts."""
@@ -301,6 +315,7 @@ def run_sweep(sweep: Sweep, st: Settings, cfg: Config, source: str, log: Log
         park = Park(bed)
         try:
             scn.build()
+            applies = _timed_applies(scn)
             for n in pts:
                 if n >= 100_000:
                     _wait_for_quiet(st.quiet_load, st.wait_s, log)
@@ -312,8 +327,12 @@ def run_sweep(sweep: Sweep, st: Settings, cfg: Config, source: str, log: Log
                     f"load {os.getloadavg()[0]:.2f}")
                 load = os.getloadavg()
                 part = Report()
+                applies.clear()
                 _measure_size(scn, FRAME, list(MODES), park, cfg, source, log, part)
-                rows.append(point_row(n, installed, part.results, load, sweep.facts(scn)))
+                row = point_row(n, installed, part.results, load, sweep.facts(scn))
+                if applies:
+                    row["tna_apply_s"] = round(min(applies), 3)
+                rows.append(row)
         finally:
             park.close()
             scn.close()

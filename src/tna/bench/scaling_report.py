@@ -69,10 +69,10 @@ def _note(row: Doc) -> str:
 
 def table(name: str, sweep: Doc) -> str:
     lines = [f"**{name}**: {sweep['title']}.", "",
-             f"| {sweep['what']} | install s | Linux path ns | TNA path ns | Linux/TNA | "
-             "TNA fast path | null ns | Linux ns, each run | TNA ns, each run | load 1/5 min "
-             "| notes |",
-             "|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
+             f"| {sweep['what']} | install s | TNA apply s | Linux path ns | TNA path ns | "
+             "Linux/TNA | TNA fast path | null ns | Linux ns, each run | TNA ns, each run | "
+             "load 1/5 min | notes |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
     for row in sweep["points"]:
         lx, tn = path_ns(row, "linux"), path_ns(row, "tna")
         fp = tna_fast(row)
@@ -80,7 +80,8 @@ def table(name: str, sweep: Doc) -> str:
                 for m in ("linux", "tna")}
         load = row.get("load") or []
         lines.append(
-            f"| {row['n']:,} | {row['install_s']:.1f} | {_ns(lx)} | {_ns(tn)} | "
+            f"| {row['n']:,} | {row['install_s']:.1f} | {_secs(row.get('tna_apply_s'))} | "
+            f"{_ns(lx)} | {_ns(tn)} | "
             f"{f'{lx / tn:.1f}x' if lx and tn and lx > 0 and tn > 0 else '-'} | "
             f"{f'{fp:.0%}' if fp is not None else '-'} | {_ns(lowest(row, 'null'))} | "
             f"{each['linux']} | {each['tna']} | "
@@ -103,6 +104,10 @@ def markdown(doc: Doc) -> str:
     for name, sweep in doc["sweeps"].items():
         parts.append(table(name, sweep) + f"\n\n({sweep.get('seconds', 0):.0f} s.)")
     return "\n\n".join(parts) + "\n"
+
+
+def _secs(v: object) -> str:
+    return f"{v:.1f}" if isinstance(v, (int, float)) else "-"
 
 
 def _int(v: object) -> str:
@@ -209,6 +214,8 @@ def _merge_points(mine: dict[str, Any], other: Doc) -> None:
             fps = [x for x in (have.get("fast_path"), m.get("fast_path")) if x is not None]
             have["fast_path"] = min(fps) if fps else None
         row["install_s"] = min(row["install_s"], r["install_s"])
+        if "tna_apply_s" in r:
+            row["tna_apply_s"] = min(row.get("tna_apply_s", r["tna_apply_s"]), r["tna_apply_s"])
         row.setdefault("loads", [row.get("load")]).append(r.get("load"))
     mine["points"].sort(key=lambda r: r["n"])
 
