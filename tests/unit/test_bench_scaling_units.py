@@ -120,11 +120,13 @@ def test_merged_runs_keep_the_lowest_of_all() -> None:
             "points": rows}}}
 
     a = doc([_row(10, [300], [1300], [500])])
+    a["sweeps"]["fdb"]["points"][0]["modes"]["tna"].update(status="error", note="E2BIG")
     b = doc([_row(10, [280], [1500], [450], fp=0.5), _row(100, [300], [1400], [600])])
     merged = scaling_report.merge([a, b])
     rows = merged["sweeps"]["fdb"]["points"]
     assert [r["n"] for r in rows] == [10, 100]
     assert scaling_report.path_ns(rows[0], "tna") == 170  # 450 - 280
     assert scaling_report.tna_fast(rows[0]) == 0.5  # the worse share
+    assert rows[0]["modes"]["tna"]["status"] == "ok"  # a run that worked beats one that failed
     assert a["sweeps"]["fdb"]["points"][0]["modes"]["tna"]["ns"] == [500]  # inputs untouched
     assert merged["meta"]["merged"][0]["date"] == "d"

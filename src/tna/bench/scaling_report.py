@@ -19,6 +19,7 @@ from typing import Any
 FAST_PATH_MIN = 0.95
 MODE_STYLE = {"linux": ("--s", "Linux"), "tna": ("-o", "TNA")}
 LOG_Y = {"rules"}  # groups whose costs span decades
+RANK = {"error": 0, "invalid": 1, "ok": 2}  # merging runs: the best verdict a point had
 Doc = Mapping[str, Any]
 
 
@@ -210,6 +211,8 @@ def _merge_points(mine: dict[str, Any], other: Doc) -> None:
             if have is None:
                 row["modes"][mode] = _copy(m)
                 continue
+            if RANK.get(m.get("status"), 0) > RANK.get(have.get("status"), 0):
+                have["status"], have["note"] = m.get("status"), m.get("note", "")
             have["ns"] = [*have.get("ns", []), *m.get("ns", [])]
             fps = [x for x in (have.get("fast_path"), m.get("fast_path")) if x is not None]
             have["fast_path"] = min(fps) if fps else None
