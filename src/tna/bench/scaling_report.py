@@ -19,6 +19,7 @@ from typing import Any
 FAST_PATH_MIN = 0.95
 MODE_STYLE = {"linux": ("--s", "Linux"), "tna": ("-o", "TNA")}
 LOG_Y = {"rules"}  # groups whose costs span decades
+ORDER = ("routes4", "routes6", "flows", "rules-nft", "rules-ipt", "fdb", "conntrack")
 RANK = {"error": 0, "invalid": 1, "ok": 2}  # merging runs: the best verdict a point had
 Doc = Mapping[str, Any]
 
@@ -39,9 +40,15 @@ def tna_fast(row: Doc) -> float | None:
     return float(fp) if fp is not None else None
 
 
+def ordered(doc: Doc) -> list[tuple[str, Doc]]:
+    """The sweeps in ORDER (merged documents may list them otherwise), unknown ones last."""
+    return sorted(doc["sweeps"].items(),
+                  key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER))
+
+
 def groups(doc: Doc) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for name, sweep in doc["sweeps"].items():
+    for name, sweep in ordered(doc):
         out.setdefault(sweep["group"], []).append(name)
     return out
 
@@ -79,14 +86,14 @@ def table(name: str, sweep: Doc) -> str:
         fp = tna_fast(row)
         each = {m: ", ".join(f"{v:.0f}" for v in row["modes"].get(m, {}).get("ns", []))
                 for m in ("linux", "tna")}
-        load = row.get("load") or []
+        loads = [x for x in row.get("loads") or [row.get("load")] if x]
         lines.append(
             f"| {row['n']:,} | {row['install_s']:.1f} | {_secs(row.get('tna_apply_s'))} | "
             f"{_ns(lx)} | {_ns(tn)} | "
             f"{f'{lx / tn:.1f}x' if lx and tn and lx > 0 and tn > 0 else '-'} | "
             f"{f'{fp:.0%}' if fp is not None else '-'} | {_ns(lowest(row, 'null'))} | "
             f"{each['linux']} | {each['tna']} | "
-            f"{' / '.join(f'{x:.2f}' for x in load[:2])} | {_note(row)} |")
+            f"{', '.join(f'{x[0]:.2f}' for x in loads)} | {_note(row)} |")
     return "\n".join(lines)
 
 
@@ -102,7 +109,7 @@ def markdown(doc: Doc) -> str:
             f"end; nf_conntrack_max {_int(m.get('nf_conntrack_max'))}, nf_conntrack_buckets "
             f"{_int(m.get('nf_conntrack_buckets'))} (both the init namespace's).")
     parts = [head]
-    for name, sweep in doc["sweeps"].items():
+    for name, sweep in ordered(doc):
         parts.append(table(name, sweep) + f"\n\n({sweep.get('seconds', 0):.0f} s.)")
     return "\n\n".join(parts) + "\n"
 
