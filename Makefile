@@ -12,7 +12,7 @@ BPF_DEPS := $(wildcard bpf/include/*.h bpf/lib/*.h)
 BENCH_SRCS := $(wildcard bpf/bench/*.bpf.c)
 BENCH_OBJS := $(patsubst bpf/bench/%.bpf.c,$(OBJDIR)/bench/%.bpf.o,$(BENCH_SRCS))
 
-.PHONY: all bootstrap build demo test test-unit lint bench bench-smoke bench-reconfig bench-monitor clean
+.PHONY: all bootstrap build demo test test-unit lint bench bench-smoke bench-reconfig bench-monitor bench-scaling clean
 
 all: build
 
@@ -75,6 +75,14 @@ bench-reconfig: bootstrap
 # before the monitor existed when BASELINE=path/to/tna_xdp.bpf.o is given
 bench-monitor: bootstrap
 	$(PYTHON) -m tna.bench.monitor_cost $(if $(BASELINE),--baseline $(BASELINE))
+
+# Cost as the work grows (routes, destinations, rules, FDB, conntrack): Linux vs TNA, charts
+# need matplotlib (the plot extra, installed here if missing). SWEEPS=routes4,fdb MAX=10000
+bench-scaling: bootstrap
+	$(PYTHON) -c 'import matplotlib' 2>/dev/null || $(PYTHON) -m pip install -q -e '.[plot]' \
+		|| echo "bench-scaling: matplotlib unavailable, charts will be skipped"
+	$(PYTHON) -m tna.bench.scaling $(if $(SWEEPS),--sweeps $(SWEEPS)) $(if $(MAX),--max $(MAX)) \
+		--quiet-load 1.5
 
 clean:
 	rm -rf build $(OBJDIR)/*.bpf.o $(OBJDIR)/tna_abi.h $(OBJDIR)/testing $(OBJDIR)/bench

@@ -79,7 +79,8 @@ def build(spec: FrameSpec) -> bytes:
 
 @dataclass(frozen=True)
 class Variation:
-    """A 32-bit big-endian field that takes ``count`` consecutive values, one per frame.
+    """A 32-bit big-endian field that takes ``count`` values ``step`` apart (wrapping at
+    2**32), one per frame.
 
     ``checksums`` are the 16-bit checksums covering the field, as (offset, is_udp); the
     generator updates them incrementally so that every frame stays valid.
@@ -89,19 +90,30 @@ class Variation:
     base: int
     count: int
     checksums: tuple[tuple[int, bool], ...] = ()
+    step: int = 1
 
     def value(self, i: int) -> int:
-        return (self.base + i % self.count) & 0xFFFFFFFF
+        return (self.base + (i % self.count) * self.step) & 0xFFFFFFFF
 
 
 IPV4_CSUM_OFFSET = ETH_LEN + 10
 UDP4_CSUM_OFFSET = ETH_LEN + IPV4_LEN + 6
+IPV6_VAR_OFFSET = ETH_LEN + 24 + 2  # bytes 2..5 of the IPv6 destination
+UDP6_CSUM_OFFSET = ETH_LEN + IPV6_LEN + 6
 
 
-def ipv4_destinations(first: str, count: int) -> Variation:
-    """``count`` consecutive IPv4 destinations from ``first`` (IPv4 + UDP checksums follow)."""
+def ipv4_destinations(first: str, count: int, step: int = 1) -> Variation:
+    """``count`` IPv4 destinations from ``first``, ``step`` apart (IPv4 + UDP checksums
+    follow)."""
     return Variation(IPV4_DST_OFFSET, int(ipaddress.IPv4Address(first)), count,
-                     ((IPV4_CSUM_OFFSET, False), (UDP4_CSUM_OFFSET, True)))
+                     ((IPV4_CSUM_OFFSET, False), (UDP4_CSUM_OFFSET, True)), step)
+
+
+def ipv6_destinations(first: str, count: int, step: int = 1) -> Variation:
+    """``count`` IPv6 destinations from ``first`` whose bits 16..47 (the part routing prefixes
+    /17../48 tell apart) grow by ``step``; the UDP checksum follows."""
+    word = int(ipaddress.IPv6Address(first)) >> 80 & 0xFFFFFFFF
+    return Variation(IPV6_VAR_OFFSET, word, count, ((UDP6_CSUM_OFFSET, True),), step)
 
 
 def mac_destinations(first: str, count: int) -> Variation:
@@ -114,6 +126,10 @@ def varied(spec: FrameSpec, var: Variation, i: int) -> FrameSpec:
     value = var.value(i)
     if var.offset == IPV4_DST_OFFSET:
         return replace(spec, dst_ip=str(ipaddress.IPv4Address(value)))
+    if var.offset == IPV6_VAR_OFFSET:
+        dst = int(ipaddress.IPv6Address(spec.dst_ip))
+        dst = dst & ~(0xFFFFFFFF << 80) | value << 80
+        return replace(spec, dst_ip=str(ipaddress.IPv6Address(dst)))
     if var.offset == MAC_DST_LOW_OFFSET:
         high = mac_bytes(spec.dst_mac)[:2]
         return replace(spec, dst_mac=":".join(f"{b:02x}" for b in high + value.to_bytes(4, "big")))
