@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tna import netns, owner, sync
+from tna import abi, netns, owner, sync
 from tna.datapath import pins, status
 from tna.testbed import DaemonProcess, RouterTopology, Testbed, run_tna, tna_stats, wait_for
 
@@ -197,6 +197,36 @@ def test_apply_recognises_its_programs_after_the_pins_moved(topo: RouterTopology
         assert xdp_programs(topo.r) == {}
     finally:
         shutil.rmtree(moved, ignore_errors=True)
+
+
+def test_programs_of_another_version_are_replaced_not_fed(
+        topo: RouterTopology, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade: programs of another TNA version are attached (here: this build told that
+    its tna_fw_tables values are 8 bytes longer than those the running programs read). Apply
+    must not write its layout into their maps; it detaches them and loads its own, on fresh
+    maps, with a warning."""
+    from tna import control
+    from tna.datapath import program
+
+    run_tna(topo.r, "apply")
+    before = xdp_programs(topo.r)
+    assert len(before) == 2  # control: our programs run
+    warnings: list[str] = []
+    with netns.entered(topo.r):
+        # control: this build recognises them as its own (nothing foreign, nothing replaced)
+        assert program.foreign_layout(pins.prog_maps(next(iter(before.values()))[0]) or {}) == []
+        shapes = dict(program.object_shapes())
+        key, value = shapes["tna_fw_tables"]
+        shapes["tna_fw_tables"] = (key, value + 8)
+        monkeypatch.setitem(program._shapes, str(abi.xdp_object()), shapes)
+        datapath = control.new_datapath()
+        datapath.warn = warnings.append
+        control.apply(topo.r, datapath)
+    after = xdp_programs(topo.r)
+    assert any("another version" in w and "tna_fw_tables" in w for w in warnings), warnings
+    assert set(after) == set(before)
+    assert {p for p, _ in after.values()}.isdisjoint(p for p, _ in before.values())
+    assert "2 interface(s)" in run_tna(topo.r, "detach").stdout
 
 
 # ---- one owner -------------------------------------------------------------------------------

@@ -166,6 +166,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__set_initial_value": (ctypes.c_int, [c_void_p, c_void_p, ctypes.c_size_t]),
     "bpf_map__reuse_fd": (ctypes.c_int, [c_void_p, ctypes.c_int]),
     "bpf_map__value_size": (ctypes.c_uint32, [c_void_p]),
+    "bpf_map__key_size": (ctypes.c_uint32, [c_void_p]),
     "bpf_map_update_elem": (ctypes.c_int, [ctypes.c_int, c_void_p, c_void_p, ctypes.c_uint64]),
     "bpf_map_lookup_elem": (ctypes.c_int, [ctypes.c_int, c_void_p, c_void_p]),
     "bpf_map_delete_elem": (ctypes.c_int, [ctypes.c_int, c_void_p]),

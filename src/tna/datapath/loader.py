@@ -70,7 +70,7 @@ from tna.datapath.pins import (
     prog_maps,
     repin,
 )
-from tna.datapath.program import SHARED_MAPS, Program, program_features
+from tna.datapath.program import SHARED_MAPS, Program, foreign_layout, program_features
 from tna.datapath.status import attached, main_map_set, read_counters, tna_programs
 from tna.plan.types import Features, Namespace, Port
 
@@ -313,6 +313,15 @@ class Datapath:
         own = {frozenset(m.items()) for m in map(prog_maps, own_progs) if m}
         chosen: MapIds | None = (dict(own.pop()) if self.owned and len(own) == 1
                                  else main_map_set(programs))
+        if chosen and (foreign := foreign_layout(chosen, self.obj_path)):
+            # another TNA version's programs (an upgrade): detach them and their pins, so
+            # that fresh maps of this build's layout are created; Linux forwards meanwhile
+            self.warn("detached TNA programs of another version (map layout of "
+                      f"{', '.join(foreign)} differs); loading this version's")
+            self.release(keep=False)
+            self._firewall = None
+            make_pin_dir()
+            programs, chosen = tna_programs(), None
         known = set(self.ifindexes())
         stray = {(prog_id, i) for i, (prog_id, _, maps) in programs.items()
                  if maps != chosen or i not in known}

@@ -105,6 +105,53 @@ class Program:
             self.obj = 0
 
 
+def object_shapes(obj_path: str | None = None) -> dict[str, tuple[int, int]]:
+    """Key and value size of each shared map as this build's object declares it (the object
+    opened, not loaded)."""
+    path = obj_path or str(abi.xdp_object())
+    cached = _shapes.get(path)
+    if cached is not None:
+        return cached
+    lib = libbpf.lib()
+    obj = libbpf.check_ptr(lib.bpf_object__open_file(path.encode(), None), "open BPF object")
+    try:
+        out = {}
+        for name in SHARED_MAPS:
+            m = lib.bpf_object__find_map_by_name(obj, name.encode())
+            if m:
+                out[name] = (lib.bpf_map__key_size(m), lib.bpf_map__value_size(m))
+    finally:
+        lib.bpf_object__close(obj)
+    _shapes[path] = out
+    return out
+
+
+_shapes: dict[str, dict[str, tuple[int, int]]] = {}
+
+
+def foreign_layout(maps: dict[str, int], obj_path: str | None = None) -> list[str]:
+    """The maps (by name -> id, as a loaded program reads them) whose key or value size
+    differs from this build's: a program of another TNA version reads them, and what this
+    build would write there the program would misread (the kernel copies value_size bytes
+    of whatever buffer it is given)."""
+    wanted = object_shapes(obj_path)
+    out = []
+    for name, map_id in sorted(maps.items()):
+        if name not in wanted:
+            continue
+        try:
+            fd = libbpf.map_get_fd_by_id(map_id)
+        except libbpf.LibbpfError:
+            continue
+        try:
+            info = libbpf.map_info(fd)
+        finally:
+            os.close(fd)
+        if (info.key_size, info.value_size) != wanted[name]:
+            out.append(name)
+    return out
+
+
 def check_compatible(name: str, fd: int) -> None:
     """A pinned map of an older layout (counters per slot changed) cannot be shared."""
     if ((name == "tna_stats" and libbpf.map_info(fd).max_entries
