@@ -37,6 +37,11 @@ struct ip_ct_tcp_state {
 struct ip_ct_tcp {
 	struct ip_ct_tcp_state seen[2];
 	__u8 state;
+	__u8 last_dir;		/* the last in-window ACK_SET segment the kernel saw: */
+	__u32 last_seq;		/* its direction, sequence number, ACK, end and raw window */
+	__u32 last_ack;
+	__u32 last_end;
+	__u16 last_win;
 } __attribute__((preserve_access_index));
 
 union nf_conntrack_proto {
@@ -278,6 +283,49 @@ struct ct_tcp_seg {
 };
 
 /*
+ * tcp_in_window()'s acceptance test: the segment is inside the tracked window (the kernel then
+ * updates the window from it; outside it, be_liberal lets it pass without any update).
+ */
+static __always_inline int ct_tcp_in_window(const struct ct_tcp_seg *g,
+					    const struct ct_tcp_side *s,
+					    const struct ct_tcp_side *r)
+{
+	__u32 maxackwin = s->maxwin > CT_MAXACKWINCONST ? s->maxwin : CT_MAXACKWINCONST;
+
+	return !seq_after(g->seq, s->maxend) &&
+	       (!r->maxwin || seq_after(g->end, s->end - r->maxwin - 1)) &&
+	       !seq_after(g->ack, r->end) && seq_after(g->ack, r->end - maxackwin - 1);
+}
+
+/*
+ * tcp_packet()'s timeout for a segment that keeps the flow established: the unacknowledged one
+ * (if lower) while either side has data in flight, as the kernel's flags say after this
+ * segment. Inside the window, the kernel marks the sender when the segment carries *new* data
+ * (beyond td_end: a retransmission does not) and unmarks the receiver when it acknowledges
+ * everything the receiver sent (ack == td_end); outside it, nothing changes. A segment without
+ * payload never marks its sender: with be_liberal, an ACK can end beyond a td_end that lags
+ * because earlier data was fast, where Linux alone, having seen that data, marks nothing.
+ */
+static __always_inline __u32 ct_tcp_timeout(const struct ct_tcp_seg *g,
+					    const struct ct_tcp_side *s,
+					    const struct ct_tcp_side *r,
+					    const struct tna_fw_table *p)
+{
+	int s_unack = s->flags & CT_TCP_FLAG_DATA_UNACKNOWLEDGED;
+	int r_unack = r->flags & CT_TCP_FLAG_DATA_UNACKNOWLEDGED;
+
+	if (ct_tcp_in_window(g, s, r)) {
+		if (g->len && seq_after(g->end, s->end))
+			s_unack = 1;
+		if (g->ack == r->end)
+			r_unack = 0;
+	}
+	if ((s_unack || r_unack) && p->ct_tcp_unack_ms < p->ct_tcp_est_ms)
+		return p->ct_tcp_unack_ms;
+	return p->ct_tcp_est_ms;
+}
+
+/*
  * Would tcp_in_window() accept the segment, from its own tracked window and without updating
  * anything that a later verdict depends on? ``s``: the sender's side, ``r``: the receiver's.
  * The conditions are tcp_in_window()'s, read as "nothing to update" (see docs/stateful.md):
@@ -342,6 +390,16 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 	g.win = bpf_ntohs(th->window);
 	g.len = l4_len - doff;
 	g.end = g.seq + g.len;
+	/*
+	 * A repeat of the last segment the kernel saw (same direction, sequence number, ACK, end
+	 * and window): tcp_in_window() counts it as a retransmission, and from
+	 * nf_conntrack_tcp_max_retrans of them on tcp_packet() shortens the timeout
+	 * (nf_conntrack_tcp_timeout_max_retrans). Only the kernel can count.
+	 */
+	if (ct->proto.tcp.last_dir == dir && ct->proto.tcp.last_seq == g.seq &&
+	    ct->proto.tcp.last_ack == g.ack && ct->proto.tcp.last_end == g.end &&
+	    ct->proto.tcp.last_win == g.win)
+		return TNA_PUNT_CT_WINDOW;
 	/* td_maxack: the kernel judges a later RST of the peer against it (in every mode) */
 	if (!(s.flags & CT_TCP_FLAG_MAXACK_SET) || seq_after(g.ack, s.maxack))
 		return TNA_PUNT_CT_WINDOW;
@@ -357,11 +415,7 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 			return TNA_PUNT_CT_WINDOW;
 		*window_only = 0;
 	}
-	/* tcp_packet()'s timeout: unacknowledged data in flight caps the established one */
-	*timeout_ms = p->ct_tcp_est_ms;
-	if ((g.len || ((s.flags | r.flags) & CT_TCP_FLAG_DATA_UNACKNOWLEDGED)) &&
-	    p->ct_tcp_unack_ms < p->ct_tcp_est_ms)
-		*timeout_ms = p->ct_tcp_unack_ms;
+	*timeout_ms = ct_tcp_timeout(&g, &s, &r, p);
 	return 0;
 }
 

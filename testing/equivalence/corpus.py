@@ -80,6 +80,12 @@ class CorpusFrame:
     host: str
     data: bytes
     fast: bool = False  # ordinary traffic the fast path is expected to forward
+    # Fencing: the harness fences each run of consecutive frames of one host with the same
+    # ``burst``; a conversation gives each step that depends on the previous one its own.
+    burst: int = 0
+    # Seconds the network stays idle (after the previous fence) before this frame's burst:
+    # the scenarios that let conntrack entries expire (the time itself is the subject).
+    idle_before: float = 0.0
 
     @property
     def tag(self) -> bytes:

@@ -8,15 +8,19 @@ Role in the equivalence suite: the property itself.  For one scenario and one co
    (the deliberately broken builds);
 3. open AF_PACKET captures on every host interface, wait until the network is quiet and
    forget anything captured so far (announcements of the setup itself);
-4. send the corpus in order from a thread pinned to one CPU; after each sender's burst, send
-   its marker, wait for the marker's echo, then for ``FENCE_QUIET`` without traffic (the
-   fence: everything sent before it has been processed before the next sender starts);
+4. send the corpus in order from a thread pinned to one CPU; after each burst (consecutive
+   frames of one sender with the same ``CorpusFrame.burst``), send its marker, wait for the
+   marker's echo, then for ``FENCE_QUIET`` without traffic (the fence: everything sent before
+   it has been processed before the next burst starts); a frame's ``idle_before`` lets that
+   much time pass first (conntrack timeouts running out);
 5. wait until no host received anything for ``QUIET`` seconds (consequences driven by timers:
    address resolution of an unreachable next hop ends 60 ms after it starts), check that no
    capture socket dropped a frame, read the fast-path counters;
 6. normalise (only :mod:`testing.equivalence.normalise`), remove the markers, and compare the
    two runs as multisets per receiving interface: every frame, byte for byte, with its count.
-   Frames the sender's own veth refused (ENOBUFS: its peer dropped them) are compared too.
+   Frames the sender's own veth refused (ENOBUFS: its peer dropped them) are compared too;
+7. for a scenario with ``conntrack``: compare the conntrack tables of the namespaces under test
+   at the end of the two runs (:mod:`testing.equivalence.ctstate`).
 
 Why a fence *and* a quiet period: the fence alone misses what timers send later; a quiet
 period alone would have to be longer than the worst processing delay on a loaded machine.
@@ -26,7 +30,8 @@ Why multisets and not sequences: with TNA on, XDP-redirected frames are flushed 
 a NAPI poll while punted frames go through the stack at once, and the veth picks its receive
 queue by flow hash, so the interleaving of *different* flows legitimately changes.  Linux
 promises nothing about it either.  (The order of frames *within* one flow is therefore not
-checked either; the corpus has no multi-frame flows whose fate depends on it.)
+checked either; where a flow's later frames depend on its earlier ones, the NAT
+conversations, each step is a burst of its own.)
 """
 
 from __future__ import annotations
@@ -36,9 +41,10 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from testing.equivalence import ctstate
 from testing.equivalence import normalise as norm
 from testing.equivalence.capture import Capture, CaptureError, Frame, Injector, pinned_to_one_cpu
 from testing.equivalence.corpus import TAG_PREFIX, CorpusFrame
@@ -65,6 +71,9 @@ class Mode:
     label: str
     tna: bool
     obj_path: str | None = None
+    # Test-only: runs in the built network after the corpus, before the conntrack snapshot
+    # (the positive control of the conntrack comparison changes an entry here).
+    tamper: Callable[[Testbed, Network], None] | None = None
 
 
 OFF = Mode("TNA off", False)
@@ -83,6 +92,7 @@ class Run:
     normalised: Counter[str] = field(default_factory=Counter)  # normalisation -> frames
     context: norm.Context = field(default_factory=lambda: norm.context([]))
     refused: dict[str, str] = field(default_factory=dict)  # corpus frame -> send error
+    conntrack: list[ctstate.Entry] | None = None  # the router's table at the end
     seconds: float = 0.0
 
     @property
@@ -109,6 +119,7 @@ class Comparison:
     corpus: Sequence[CorpusFrame]
     differences: list[Difference]
     seed: int | None = None
+    ct_differences: list[ctstate.EntryDifference] = field(default_factory=list)
 
     @property
     def refused_differently(self) -> bool:
@@ -116,10 +127,15 @@ class Comparison:
 
     @property
     def equal(self) -> bool:
-        return not self.differences and not self.refused_differently
+        return not self.differences and not self.refused_differently and not (
+            self.ct_differences)
 
     def report(self) -> str:
-        return format_report(self, origins)
+        text = format_report(self, origins)
+        if self.ct_differences:
+            text += "\n" + ctstate.format_differences(self.ct_differences, self.a.mode.label,
+                                                      self.b.mode.label)
+        return text
 
 
 class EquivalenceError(AssertionError):
@@ -166,8 +182,11 @@ def _send(frames: Sequence[CorpusFrame], net: Network, cap: Capture, inj: Inject
     """
     refused: dict[str, str] = {}
     with pinned_to_one_cpu():
-        for seq, (host, burst) in enumerate(itertools.groupby(frames, key=lambda f: f.host)):
-            for f in burst:
+        for seq, ((host, _), burst) in enumerate(itertools.groupby(
+                frames, key=lambda f: (f.host, f.burst))):
+            for i, f in enumerate(burst):
+                if i == 0 and f.idle_before:
+                    _idle(cap, f.idle_before)
                 try:
                     inj.send(host, f.data)
                 except OSError as e:
@@ -182,6 +201,16 @@ def _send(frames: Sequence[CorpusFrame], net: Network, cap: Capture, inj: Inject
                 FENCE_TIMEOUT, f"the fence of {host} (burst {seq})")
             cap.wait_quiet(FENCE_QUIET, QUIET_TIMEOUT)
     return refused
+
+
+def _idle(cap: Capture, seconds: float) -> None:
+    """Let ``seconds`` pass without sending (conntrack timeouts running out), still reading
+    the captures.  The one wait that is not a poll for a condition: the passage of time is
+    what the scenario tests, and it only has to be long enough (the scenario's timeouts are
+    set to leave a margin of at least a second either way)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        cap.poll(left)
 
 
 def run(scenario: Scenario, frames: Sequence[CorpusFrame], mode: Mode) -> Run:
@@ -201,6 +230,11 @@ def run(scenario: Scenario, frames: Sequence[CorpusFrame], mode: Mode) -> Run:
             cap.wait_quiet(QUIET, QUIET_TIMEOUT)
             cap.check_drops()
             captured = cap.frames()
+        if mode.tamper is not None:
+            mode.tamper(bed, net)
+        if scenario.conntrack:
+            result.conntrack = [e for ns in net.tna_namespaces.values()
+                                for e in ctstate.snapshot(ns)]
         if mode.tna:
             for ns in net.tna_namespaces.values():
                 for name, packets in _counters(ns).items():
@@ -234,8 +268,10 @@ def compare(scenario: Scenario, frames: Sequence[CorpusFrame], a: Mode = OFF, b:
             seed: int | None = None) -> Comparison:
     run_a = run(scenario, frames, a)
     run_b = run(scenario, frames, b)
+    ct = (ctstate.differences(run_a.conntrack, run_b.conntrack)
+          if run_a.conntrack is not None and run_b.conntrack is not None else [])
     return Comparison(scenario.name, run_a, run_b, frames,
-                      differences(run_a.frames, run_b.frames), seed)
+                      differences(run_a.frames, run_b.frames), seed, ct)
 
 
 def _ipv4_flow(data: bytes) -> bytes | None:

@@ -89,6 +89,9 @@ class Scenario:
     # forwarded; None, no claim (the bridge scenarios, until the bridge fast path lands).
     fast_path: bool | None
     check: Callable[[list[Frame]], None] | None = None  # holds in both runs
+    # Also compare the conntrack table of the namespaces under test at the end of each run
+    # (testing.equivalence.ctstate): entries, status, TCP state, NAT tuples, timeouts.
+    conntrack: bool = False
 
 
 # ---- building blocks -----------------------------------------------------------------------

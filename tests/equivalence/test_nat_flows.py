@@ -1,0 +1,65 @@
+"""NAT gateway conversations (``testing.equivalence.natflows``): TNA on vs off, frame by frame
+and conntrack entry by entry.
+
+Each scenario runs scripted TCP and UDP conversations through a masquerading gateway with
+port forwards (nftables, iptables-nft, iptables-legacy; be_liberal 0 and 1; short timeouts
+that expire while idle).  ``harness.check`` fails on any frame difference, any difference of
+the router's conntrack table at the end (entries, status, TCP state and flags, NAT tuples,
+timeouts within 2 s), and when the fast path forwarded fewer frames than the corpus marks
+fast.  On top, the NAT counters: the fast path rewrote packets of both directions of the
+entries, and Linux handled what it must (handshakes and teardowns, ICMP errors of NATed
+flows).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from testing.equivalence import harness
+from testing.equivalence.natflows import KNOWN, NEEDS, SCENARIOS
+
+pytestmark = pytest.mark.root
+
+CLEAN = sorted(n for n in SCENARIOS if n not in KNOWN)
+
+
+def _skip_without_tools(name: str) -> None:
+    missing = [tool for tool in NEEDS.get(name, ()) if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed")
+
+
+@pytest.mark.parametrize("name", CLEAN)
+def test_nat_conversation_is_linux(name: str) -> None:
+    _skip_without_tools(name)
+    scenario = SCENARIOS[name]
+    cmp = harness.check(scenario)  # frames, conntrack table, positive control
+    counters = cmp.b.counters
+    assert cmp.a.conntrack and cmp.b.conntrack, "no conntrack entries: nothing was compared"
+    assert any(e.key.startswith("tcp") for e in cmp.a.conntrack), cmp.a.conntrack
+    if not scenario.fast_path:  # check() made sure nothing was forwarded
+        return
+    assert counters.get("nat_original", 0) >= 2, counters
+    assert counters.get("nat_reply", 0) >= 2, counters
+    assert counters.get("ct_setup", 0) >= 2, counters  # handshakes and teardowns: Linux's
+    if "expiry" not in name:
+        assert counters.get("nat_related", 0) >= 3, counters  # the ICMP errors: Linux's
+        assert counters.get("ct_window", 0) >= 10, counters  # what moves the window
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=reason,
+                                            raises=harness.EquivalenceError))
+    for n, reason in sorted(KNOWN.items())])
+def test_known_divergence(name: str) -> None:
+    """Strict xfail: XPASSes once the data path is fixed; then delete the entry from
+    ``natflows.KNOWN`` and the scenario joins the ones above.  The fast path must have
+    forwarded something, else the reproduction would prove nothing (a plain assertion: not
+    the failure the xfail expects)."""
+    scenario = SCENARIOS[name]
+    cmp = harness.compare(scenario, scenario.corpus())
+    assert cmp.b.forwarded, f"the fast path forwarded nothing (counters {cmp.b.counters})"
+    if not cmp.equal:  # the only failure the xfail accepts
+        raise harness.EquivalenceError(cmp.report())
