@@ -69,7 +69,9 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		struct fw_scratch *s;
 
 		/* conntrack runs in PREROUTING, and with it NAT's destination manip */
-		rc = tna_fw_conntrack(ctx, v6, tna_features.ct_tcp_liberal);
+		rc = tna_fw_conntrack(ctx, v6,
+				      (tna_features.ct_tcp_liberal ? CT_ASK_LIBERAL : 0) |
+				      (tna_features.ct_liberal_fast ? CT_LIBERAL_FAST : 0));
 		if (rc)
 			return punt(ctx, in->slot, rc);
 		s = fw_scratch();

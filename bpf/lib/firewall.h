@@ -443,11 +443,14 @@ static __always_inline int icmp_error(__u8 l4proto, const __u8 *l4, const void *
  * timeout was refreshed; s->nat then says which NAT applies), or the reason to hand it to
  * Linux. The L3 header (no IPv4 options, no IPv6 extension headers) follows the Ethernet one.
  * Checks tcp_error()/udp_error() make: L4 header and length, checksum (nf_conntrack_checksum).
- * ``ask`` (tna run --tcp-liberal): a TCP segment that only window tracking keeps from the fast
- * path returns 0 with s->ask_pending set (see ct_established()); the caller must hand it to
- * Linux, asking for the connection to be made liberal if it would have forwarded it.
+ * ``mode``: ct_established()'s. CT_ASK_LIBERAL (tna run --tcp-liberal): a TCP segment that
+ * only window tracking keeps from the fast path returns 0 with s->ask_pending set; the caller
+ * must hand it to Linux, asking for the connection to be made liberal if it would have
+ * forwarded it. CT_LIBERAL_FAST: an RST the daemon must repair is named in the ring at once
+ * (conntrack sees it in PREROUTING, whatever the forward hook or routing decide) and goes to
+ * Linux (ct_setup).
  */
-__attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u32 ask)
+__attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u32 mode)
 {
 	void *data = frame_start(ctx), *end = frame_end(ctx);
 	struct fw_scratch *s = fw_scratch();
@@ -538,10 +541,14 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u
 		return TNA_PUNT_CT_PROTO;
 	}
 	rc = ct_established(ctx, v6, s->p.saddr, s->p.daddr, l4proto, l4, l4_len, opt, hdr,
-			    &s->nat, ask, &s->ask);
+			    &s->nat, mode, &s->ask);
 	if (rc == CT_ASK) {
 		s->ask_pending = 1;
 		return 0;
+	}
+	if (rc == CT_RESET) {	/* conntrack (PREROUTING) sees it whatever comes next */
+		liberal_ask(&s->ask);
+		return TNA_PUNT_CT_SETUP;
 	}
 	return rc;
 }

@@ -70,7 +70,7 @@ def test_marker_marks_once_and_counts_what_is_gone() -> None:
     for sport in (1, 1, 1, 2, 3):
         m.handle(Request(socket.AF_INET, "10.1.0.2", "10.2.0.2", sport, 80))
     assert fake.sent == [1, 2, 3]  # the repeats of 1, in flight when it was marked, not sent
-    assert m.counts() == {"marked": 1, "gone": 1, "failed": 1, "repeated": 2}
+    assert m.counts() == {"marked": 1, "closed": 0, "gone": 1, "failed": 1, "repeated": 2}
     assert len(errors) == 1 and "EPERM" in errors[0]
 
 
