@@ -12,8 +12,8 @@
  * if, seen by the kernel, it would have left the verdict-relevant state as it is (docs/
  * stateful.md explains why nothing weaker keeps every later verdict Linux's). With
  * nf_conntrack_tcp_be_liberal (or the entry's liberal flag) the window is not judged; the
- * highest ACK still is (RST checks). Only with a daemon to repair what the kernel then misses
- * (CT_LIBERAL_FAST, the ct_liberal_fast feature): the RST of a side whose data was fast.
+ * highest ACK still is (RST checks). Only with a daemon to repair what the kernel then misses,
+ * the RST of a side whose data was fast (CT_LIBERAL_FAST, the ct_liberal_fast feature).
  */
 #ifndef TNA_LIB_CONNTRACK_H
 #define TNA_LIB_CONNTRACK_H
@@ -141,6 +141,7 @@ extern int bpf_ct_change_timeout(struct nf_conn *nfct, __u32 timeout) __ksym;
 /* ct_established()'s ``mode``, from the program's features */
 #define CT_ASK_LIBERAL 1	/* ct_tcp_liberal: name connections for the daemon to mark */
 #define CT_LIBERAL_FAST 2	/* ct_liberal_fast: liberal sides are fast, their RSTs repaired */
+#define CT_MODE(ask, fast) ((ask) | ((fast) << 1))	/* from the two features (0 or 1) */
 
 /* sequence number comparisons modulo 2^32, as the kernel's before()/after() */
 #define seq_before(a, b) ((__s32)((a) - (b)) < 0)
@@ -452,45 +453,6 @@ static __always_inline void ct_orig_tuple(const struct nf_conn *ct, int v6,
 /* ct_established(): Linux's for window tracking alone; *req names the connection (see
  * lib/ct_liberal.h). Never returned unless asked to (CT_ASK_LIBERAL). */
 #define CT_ASK (-1)
-/* ct_established(): an RST for Linux (ct_setup) whose entry the daemon must close; *req names
- * it (TNA_LIBERAL_RESET). Only with CT_LIBERAL_FAST. */
-#define CT_RESET (-2)
-
-/*
- * The RST of a liberal side whose data the kernel did not see (docs/stateful.md, "The RST of a
- * liberal side"). tcp_packet() closes an ESTABLISHED entry on an RST of side S only if its
- * sequence number is the peer's td_maxack, or S's last in-window segment ended there (an "RST
- * train"); anything else keeps ESTABLISHED for a challenge ACK. Data of a liberal S the fast
- * path forwarded never moved td_end[S], and the peer's ACKs of it were then beyond td_end[S]:
- * accepted (liberal) without moving td_maxack. S's RST right after its data, or at the peer's
- * highest ACK, lies beyond td_end[S], so the kernel keeps the entry where Linux alone, having
- * seen that data, would close it. The test: an RST (RST or RST|ACK, as tcp_error() accepts) of
- * a liberal side, with the peer's td_maxack set, of an ESTABLISHED entry, whose sequence number
- * is after the kernel's td_end[S]. Since td_maxack of the peer and S's last_end never exceed
- * td_end[S], the kernel itself closes none of these; a real stack's RST carries snd_nxt, which
- * is never before what the peer acknowledged, so Linux alone would not have called it invalid.
- */
-static __always_inline int ct_tcp_reset_stale(const struct nf_conn *ct, int dir,
-					      const struct tcphdr *th, __u32 l4_len,
-					      const struct tna_fw_table *p)
-{
-	__u8 flags = ((const __u8 *)th)[13];
-	struct ct_tcp_side s, r;
-
-	if ((flags & (TCPF_FIN | TCPF_SYN | TCPF_RST | TCPF_URG)) != TCPF_RST)
-		return 0;
-	if (th->doff * 4 < sizeof(*th) || th->doff * 4 > l4_len)
-		return 0;	/* tcp_error(): invalid, the kernel changes nothing */
-	if (ct->proto.tcp.state != CT_TCP_ESTABLISHED)
-		return 0;
-	ct_tcp_side(ct, dir, &s);
-	ct_tcp_side(ct, !dir, &r);
-	if (!(p->ct_flags & TNA_FW_CT_LIBERAL) && !(s.flags & CT_TCP_FLAG_BE_LIBERAL))
-		return 0;	/* window-tracked: its data was never fast */
-	if (!(r.flags & CT_TCP_FLAG_MAXACK_SET))
-		return 0;	/* tcp_packet() closes without looking at the sequence number */
-	return seq_after(bpf_ntohl(th->seq), s.end);
-}
 
 /*
  * Conntrack's part of a TCP/UDP packet of an established flow: 0 when the fast path may take it
@@ -501,8 +463,7 @@ static __always_inline int ct_tcp_reset_stale(const struct nf_conn *ct, int dir,
  * With CT_ASK_LIBERAL (tna run --tcp-liberal), a TCP segment that only window tracking keeps
  * from the fast path returns CT_ASK instead of ct_window, *nat filled and *req naming the
  * connection, the timeout left to Linux: the caller decides whether the fast path would carry
- * it. With CT_LIBERAL_FAST, the RST of a liberal side the kernel's view lags for returns
- * CT_RESET, *req naming the entry and the side (ct_tcp_reset_stale()): still Linux's.
+ * it. With CT_LIBERAL_FAST, a liberal sender's segments are not judged by its window.
  */
 static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8 *saddr,
 					  const __u8 *daddr, __u8 l4proto, const void *l4,
@@ -529,14 +490,6 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 		}
 		why = ct_tcp_step(ct, dir, th, l4_len, opt, p, mode & CT_LIBERAL_FAST,
 				  &timeout_ms, &window_only);
-		if (why == TNA_PUNT_CT_SETUP && (mode & CT_LIBERAL_FAST) &&
-		    ct_tcp_reset_stale(ct, dir, th, l4_len, p)) {
-			ct_orig_tuple(ct, v6, req);
-			req->kind = TNA_LIBERAL_RESET;
-			req->dir = dir;
-			why = CT_RESET;
-			goto linux;
-		}
 	} else {
 		why = ct_udp_step(ct, status, p, &timeout_ms);
 	}
@@ -557,6 +510,43 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 linux:
 	bpf_ct_release(ct);
 	return why;
+}
+
+/*
+ * The RST of a liberal side whose data the kernel did not see (docs/stateful.md, "The RST of a
+ * liberal side"); ``th`` bounds-checked for sizeof(*th), its checksum verified. tcp_packet()
+ * closes an ESTABLISHED entry on an RST of side S only if its sequence number is the peer's
+ * td_maxack, or S's last in-window segment ended there (an "RST train"); anything else keeps
+ * ESTABLISHED for a challenge ACK. Data of a liberal S the fast path forwarded never moved
+ * td_end[S], and the peer's ACKs of it were then beyond td_end[S]: accepted (liberal) without
+ * moving td_maxack. S's RST right after its data, or at the peer's highest ACK, lies beyond
+ * td_end[S], so the kernel keeps the entry where Linux alone, having seen that data, closes it.
+ * The test: an RST (RST or RST|ACK, as tcp_error() accepts) of a liberal side of an assured
+ * ESTABLISHED entry, the peer's td_maxack set, whose sequence number is after the kernel's
+ * td_end[S]. The peer's td_maxack and S's last_end never exceed td_end[S], so the kernel itself
+ * closes none of these; a real stack's RST carries its snd_nxt, never before what the peer
+ * acknowledged, so Linux alone would not have called it invalid either.
+ */
+static __always_inline int ct_tcp_reset_stale(const struct nf_conn *ct, int dir,
+					      const struct tcphdr *th, __u32 l4_len,
+					      const struct tna_fw_table *p)
+{
+	__u8 flags = ((const __u8 *)th)[13];
+	struct ct_tcp_side s, r;
+
+	if ((flags & (TCPF_FIN | TCPF_SYN | TCPF_RST | TCPF_URG)) != TCPF_RST)
+		return 0;
+	if (th->doff * 4 < sizeof(*th) || th->doff * 4 > l4_len)
+		return 0;	/* tcp_error(): invalid, the kernel changes nothing */
+	if (ct->proto.tcp.state != CT_TCP_ESTABLISHED)
+		return 0;
+	ct_tcp_side(ct, dir, &s);
+	ct_tcp_side(ct, !dir, &r);
+	if (!(p->ct_flags & TNA_FW_CT_LIBERAL) && !(s.flags & CT_TCP_FLAG_BE_LIBERAL))
+		return 0;	/* window-tracked: its data was never fast */
+	if (!(r.flags & CT_TCP_FLAG_MAXACK_SET))
+		return 0;	/* tcp_packet() closes without looking at the sequence number */
+	return seq_after(bpf_ntohl(th->seq), s.end);
 }
 
 #endif
