@@ -69,8 +69,8 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		struct fw_scratch *s;
 
 		/* conntrack runs in PREROUTING, and with it NAT's destination manip */
-		rc = tna_fw_conntrack(ctx, v6, CT_MODE(tna_features.ct_tcp_liberal,
-						       tna_features.ct_liberal_fast));
+		rc = fw_conntrack(ctx, v6, CT_MODE(tna_features.ct_tcp_liberal,
+						   tna_features.ct_liberal_fast));
 		/* an RST of a liberal side: does the daemon have to close its entry? */
 		if (rc == TNA_PUNT_CT_SETUP && tna_features.ct_liberal_fast)
 			tna_fw_reset_check(ctx, v6);
@@ -131,7 +131,7 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 	if (l3 + l3_len > end)
 		return punt(ctx, in->slot, TNA_PUNT_MALFORMED);
 	/* routed into a bridge: the port's MTU may be below the bridge's (is_skb_forwardable) */
-	if (tna_features.bridge_egress && tx != fib->ifindex && !fits_mtu(ctx, tx))
+	if (tna_features.bridge_egress && tx != fib->ifindex && !fits_mtu(ctx, tx, out))
 		return punt(ctx, in->slot, TNA_PUNT_TOO_BIG);
 
 	/* NAT as the kernel orders it: DNAT (PREROUTING), TTL (ip_forward), SNAT (POSTROUTING) */
@@ -305,7 +305,7 @@ static __always_inline int bridge_forward(struct xdp_md *ctx, const struct tna_i
 
 	if (wire_len != frame_len && trim_to(ctx, wire_len))
 		return punt(ctx, in->slot, TNA_PUNT_BAD_LENGTH);
-	if (!fits_mtu(ctx, port))
+	if (!fits_mtu(ctx, port, out))
 		return punt(ctx, in->slot, TNA_PUNT_TOO_BIG);
 	ret = bpf_redirect_map(&tna_tx, port, XDP_PASS);
 	if (ret != XDP_REDIRECT)

@@ -96,10 +96,11 @@ struct tna_fdb_key {
 struct tna_fdb_entry {
 	__u32 port;		/* ifindex of the port behind which the address is (or the bridge's) */
 	__u16 flags;		/* TNA_FDB_* */
-	__u16 pad;
+	__u16 seen_jiffies;	/* fast path only: the low 16 bits of jiffies when it last wrote
+				 * seen_ns (userspace writes 0) */
 	__u64 seen_ns;		/* written by the fast path (coarse ktime): last frame forwarded from
-				 * this source (at most 1 s old), or with TNA_FDB_MOVED when the
-				 * source was seen on another port */
+				 * this source (at most TNA_SEEN_EVERY_JIFFIES old, 0.4 s at HZ 250),
+				 * or with TNA_FDB_MOVED when the source was seen on another port */
 };
 
 #define TNA_FDB_LOCAL (1U << 0)	/* "permanent": frames to it go up to the bridge device */
@@ -137,6 +138,14 @@ struct tna_brport {
  */
 #define TNA_IF_ACCEPT_REDIRECTS (1U << 6)
 #define TNA_IF_REDIRECTS_UNWATCHED (1U << 7)
+/*
+ * The device's MTU can never be below TNA_MTU_FLOOR (its IFLA_MIN_MTU, a driver constant, is at
+ * least that; ETH_MIN_MTU for veth and most NICs): a frame of at most TNA_MTU_FLOOR bytes fits
+ * whatever its MTU is (dev->mtu + hard_header_len >= TNA_MTU_FLOOR), so the fast path need not
+ * ask bpf_check_mtu() for it.
+ */
+#define TNA_IF_MTU_FLOOR (1U << 8)
+#define TNA_MTU_FLOOR 68
 
 /*
  * tna_config (one entry): namespace-wide settings. A route's MTU metric is honoured by

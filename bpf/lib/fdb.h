@@ -10,7 +10,12 @@
 #include "common.h"
 #include "maps.h"
 
-#define TNA_SEEN_EVERY_NS 1000000000ULL	/* write the seen stamp at most once a second */
+/*
+ * Write the seen stamp at most once per this many jiffies (1 s at HZ 100, 0.1 s at HZ 1000):
+ * the kernel's br_fdb_update() writes fdb->updated once per jiffy, we keep the cache line
+ * mostly read-only.
+ */
+#define TNA_SEEN_EVERY_JIFFIES 100
 
 static __always_inline struct tna_fdb_entry *fdb_lookup(__u32 bridge, const __u8 *mac)
 {
@@ -20,13 +25,24 @@ static __always_inline struct tna_fdb_entry *fdb_lookup(__u32 bridge, const __u8
 	return bpf_map_lookup_elem(&tna_fdb, &key);
 }
 
-/* The kernel would have refreshed the source's entry (br_fdb_update); note it for userspace. */
+/*
+ * The kernel would have refreshed the source's entry (br_fdb_update); note it for userspace.
+ *
+ * Gated on jiffies as br_fdb_update() is: the verifier inlines bpf_jiffies64() into one load,
+ * where the clock helper costs a call on every frame (~15-20 ns here). Only when the gate opens
+ * is the CLOCK_MONOTONIC stamp userspace compares with the kernel's ages read. The gate keeps
+ * the low 16 bits of jiffies in the entry: after a wrap (65536 jiffies without a frame) it may
+ * stay shut for up to TNA_SEEN_EVERY_JIFFIES more, the same bound as between any two stamps.
+ * An entry userspace just wrote (seen_ns 0) is stamped by its first frame.
+ */
 static __always_inline void fdb_note_seen(struct tna_fdb_entry *e)
 {
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u16 now_j = (__u16)bpf_jiffies64();
 
-	if (now - e->seen_ns >= TNA_SEEN_EVERY_NS)	/* keep the cache line mostly read-only */
-		e->seen_ns = now;
+	if ((__u16)(now_j - e->seen_jiffies) >= TNA_SEEN_EVERY_JIFFIES || !e->seen_ns) {
+		e->seen_jiffies = now_j;
+		e->seen_ns = bpf_ktime_get_coarse_ns();
+	}
 }
 
 /*

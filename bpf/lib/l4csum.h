@@ -30,45 +30,24 @@ static __always_inline __u16 csum_fold64(__u64 sum)
 /* Where the last ``left`` bytes of off..off+len start, masked so the verifier sees a bound. */
 static __always_inline void *csum_pos(void *data, __u32 off, __u32 len, __u32 left)
 {
-	return data + ((off + len - left) & (2 * CSUM_MAX_LEN - 1));
+	__u32 at = off + len - left;
+
+	/* where the compiler can prove the bound itself it drops the mask; the verifier cannot */
+	asm volatile("" : "+r"(at));
+	return data + (at & (2 * CSUM_MAX_LEN - 1));
 }
 
 /*
- * Ones'-complement sum (folded to 16 bits) of the len bytes at offset off of the frame, or -1.
- *
- * A global function on purpose: the verifier checks it once, on its own, with unknown
- * arguments, instead of once per call site and path of the caller. Inside, each step reads a
- * constant size at an offset computed from what is left (an unknown), so every way out of a
- * loop reaches the next in the same abstract state. Large blocks go to bpf_csum_diff(), the
- * rest is read in 32-byte chunks and a tail of at most 16 + 8 + 4 + 2 + 1 bytes, so that few
- * bounds checks and loop tests are paid per byte (a 64-byte frame's UDP has 30).
+ * The last ``left`` (< 32) bytes of off..off+len added to ``sum``: a tail of at most
+ * 16 + 8 + 4 + 2 + 1 bytes, each step a constant size at an offset computed from what is left;
+ * -1 if the frame is shorter.
  */
-__attribute__((noinline)) int tna_l4_sum(struct xdp_md *ctx, __u32 off, __u32 len)
+static __always_inline __s64 csum_tail(void *data, void *end, __u32 off, __u32 len, __u32 left,
+				       __u64 sum)
 {
-	void *data = frame_start(ctx), *end = frame_end(ctx);
-	__u32 left = len;
-	__u64 sum = 0;
 	__u32 *w;
 	__u8 *p;
 
-	if (len > CSUM_MAX_LEN || off > CSUM_MAX_LEN)
-		return -1;
-#pragma clang loop unroll(disable)
-	for (int i = 0; i < CSUM_MAX_LEN / CSUM_BLOCK && left >= CSUM_BLOCK; i++) {
-		p = csum_pos(data, off, len, left);
-		if ((void *)(p + CSUM_BLOCK) > end)
-			return -1;
-		sum += (__u32)bpf_csum_diff(NULL, 0, (__be32 *)p, CSUM_BLOCK, 0);
-		left -= CSUM_BLOCK;
-	}
-#pragma clang loop unroll(disable)
-	for (int i = 0; i < CSUM_BLOCK / CSUM_CHUNK && left >= CSUM_CHUNK; i++) {
-		w = csum_pos(data, off, len, left);
-		if ((void *)(w + CSUM_CHUNK / 4) > end)
-			return -1;
-		sum += (__u64)w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7];
-		left -= CSUM_CHUNK;
-	}
 	if (left >= 16) {
 		w = csum_pos(data, off, len, left);
 		if ((void *)(w + 4) > end)
@@ -103,16 +82,90 @@ __attribute__((noinline)) int tna_l4_sum(struct xdp_md *ctx, __u32 off, __u32 le
 			return -1;
 		sum += *p;	/* the odd byte is the high-order byte of a zero-padded word */
 	}
-	return csum_fold64(sum);
+	return sum;	/* at most 4096 / 4 words of 32 bits: far below 2^63 */
 }
 
-/* The pseudo-header plus the L4 bytes at off..off+len must sum to 0xffff. */
+/*
+ * Ones'-complement sum (folded to 16 bits) of the len bytes at offset off of the frame, or -1.
+ *
+ * A global function on purpose: the verifier checks it once, on its own, with unknown
+ * arguments, instead of once per call site and path of the caller. Inside, each step reads a
+ * constant size at an offset computed from what is left (an unknown), so every way out of a
+ * loop reaches the next in the same abstract state. Large blocks go to bpf_csum_diff(), the
+ * rest is read in 32-byte chunks and a tail of at most 16 + 8 + 4 + 2 + 1 bytes, so that few
+ * bounds checks and loop tests are paid per byte. Short sums (l4_sum()) do not come here.
+ */
+__attribute__((noinline)) int tna_l4_sum(struct xdp_md *ctx, __u32 off, __u32 len)
+{
+	void *data = frame_start(ctx), *end = frame_end(ctx);
+	__u32 left = len;
+	__u64 sum = 0;
+	__s64 tail;
+	__u32 *w;
+	__u8 *p;
+
+	if (len > CSUM_MAX_LEN || off > CSUM_MAX_LEN)
+		return -1;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < CSUM_MAX_LEN / CSUM_BLOCK && left >= CSUM_BLOCK; i++) {
+		p = csum_pos(data, off, len, left);
+		if ((void *)(p + CSUM_BLOCK) > end)
+			return -1;
+		sum += (__u32)bpf_csum_diff(NULL, 0, (__be32 *)p, CSUM_BLOCK, 0);
+		left -= CSUM_BLOCK;
+	}
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < CSUM_BLOCK / CSUM_CHUNK && left >= CSUM_CHUNK; i++) {
+		w = csum_pos(data, off, len, left);
+		if ((void *)(w + CSUM_CHUNK / 4) > end)
+			return -1;
+		sum += (__u64)w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7];
+		left -= CSUM_CHUNK;
+	}
+	tail = csum_tail(data, end, off, len, left, sum);
+	return tail < 0 ? -1 : csum_fold64(tail);
+}
+
+/*
+ * The same sum, inline below CSUM_INLINE_MAX bytes (every minimum-size frame): at most one
+ * 32-byte chunk and the tail, straight-line code the verifier walks cheaply at each call site.
+ * A call costs more than such a sum here: each return pays the SRSO "Safe RET" thunk on this
+ * kind of host (~20 ns a frame measured; docs/benchmarks.md, "The fixed cost").
+ */
+#define CSUM_INLINE_MAX (2 * CSUM_CHUNK)
+
+static __always_inline int l4_sum(struct xdp_md *ctx, __u32 off, __u32 len)
+{
+	void *data = frame_start(ctx), *end = frame_end(ctx);
+	__u32 left = len;
+	__u64 sum = 0;
+	__s64 tail;
+	__u32 *w;
+
+	if (len >= CSUM_INLINE_MAX || off > CSUM_MAX_LEN)
+		return tna_l4_sum(ctx, off, len);
+	if (left >= CSUM_CHUNK) {
+		w = csum_pos(data, off, len, left);
+		if ((void *)(w + CSUM_CHUNK / 4) > end)
+			return -1;
+		sum += (__u64)w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7];
+		left -= CSUM_CHUNK;
+	}
+	tail = csum_tail(data, end, off, len, left, sum);
+	return tail < 0 ? -1 : csum_fold64(tail);
+}
+
+/* The pseudo-header plus the L4 bytes (their ``sum``, -1: unreadable) must sum to 0xffff. */
+static __always_inline int csum_verifies(int sum, __u64 pseudo)
+{
+	return sum >= 0 && csum_fold64(pseudo + (__u32)sum) == 0xffff;
+}
+
 static __always_inline int l4_csum_complete(struct xdp_md *ctx, __u32 off, __u32 len,
 					    __u64 pseudo)
 {
-	int sum = tna_l4_sum(ctx, off, len);
-
-	return sum >= 0 && csum_fold64(pseudo + (__u32)sum) == 0xffff;
+	asm volatile("" : "+r"(pseudo));	/* see l4_csum_settled() */
+	return csum_verifies(l4_sum(ctx, off, len), pseudo);
 }
 
 /* Only protocols whose checksum we can verify may leave a veth by the fast path. */
@@ -133,7 +186,15 @@ static __always_inline int l4_csum_settled(struct xdp_md *ctx, __u8 proto, __u8 
 {
 	if (proto == icmp_proto)
 		return 1;
-	return l4_verifiable(proto) && l4_csum_complete(ctx, l4_off, l4_len, pseudo);
+	if (!l4_verifiable(proto))
+		return 0;
+	/*
+	 * One register across the sum, not its parts: the compiler would otherwise keep the
+	 * addresses' words in stack slots of their own, and a program with the forward hook has
+	 * none to spare (its call chain and the main function share the verifier's 512 bytes).
+	 */
+	asm volatile("" : "+r"(pseudo));
+	return csum_verifies(l4_sum(ctx, l4_off, l4_len), pseudo);
 }
 
 static __always_inline __u64 pseudo_v4(const struct iphdr *iph, __u32 l4_len)

@@ -179,6 +179,7 @@ def _link(ip: Any, msg: Any, present: set[int], qdiscs: list[Any],
         tc_ingress=tcx_in > 0 or any(_kind(q) in ("ingress", "clsact") for q in qdiscs),
         tc_egress=tcx_out > 0 or _egress_filters(ip, ifindex, qdiscs, root),
         xdp_features=features.get(ifindex),
+        min_mtu=int(msg.get_attr("IFLA_MIN_MTU") or 0),
     )
 
 

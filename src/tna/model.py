@@ -134,6 +134,7 @@ class Link:
     xdp_features: int | None = None
     bridge: BridgeInfo | None = None  # kind "bridge": its attributes
     bridge_port: BridgePort | None = None  # enslaved to a bridge: the port's state and flags
+    min_mtu: int = 0  # IFLA_MIN_MTU: the driver's lower bound of mtu (0: none or unknown)
 
 
 @dataclass(frozen=True)

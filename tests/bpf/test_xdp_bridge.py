@@ -447,6 +447,108 @@ def test_forwarding_stamps_the_source_and_refresh_renews_the_kernel_entry(switch
         sw.bed.run(sw.ns, "bridge", "fdb", "del", H[9], "dev", "p1", "master", check=False)
 
 
+
+def _put_fdb_entry(mac: str, bridge: int, entry: abi.TnaFdbEntry) -> None:
+    key = bytes(abi.TnaFdbKey(bridge, 0, (ctypes.c_uint8 * 6)(*bytes.fromhex(
+        mac.replace(":", "")))))
+    m = open_map("tna_fdb")
+    try:
+        m.update(key, bytes(entry))
+    finally:
+        m.close()
+
+
+def _stamp(entry: abi.TnaFdbEntry | None) -> tuple[int, int, int, int]:
+    assert entry is not None
+    return entry.port, entry.flags, entry.seen_jiffies, entry.seen_ns
+
+
+def test_seen_stamp_is_gated_on_jiffies_like_br_fdb_update(switch: Switch) -> None:
+    """The seen stamp is written when TNA_SEEN_EVERY_JIFFIES (100) have passed since the last
+    one (the low 16 bits of jiffies kept in the entry, wrapping) or when userspace left it 0;
+    in between a forwarded frame leaves the entry byte for byte as it was."""
+    sw, br0, p1 = switch, switch.ifindex["br0"], switch.ifindex["p1"]
+    frame = wire(v4() / UDP() / PAYLOAD)
+    with program(sw, BRIDGE):
+        before = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        assert run(sw, frame)[0] == XDP_REDIRECT  # first frame after userspace wrote seen 0
+        after = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        port, flags, jif, seen = _stamp(_fdb_entry(H[1], br0))
+        assert (port, flags) == (p1, abi.TNA_FDB_STATIC)
+        assert before - 20_000_000 <= seen <= after  # coarse clock: up to a tick behind
+        # within the gate (well under 100 jiffies: 0.1 s even at HZ 1000): nothing written
+        assert run(sw, frame)[0] == XDP_REDIRECT
+        assert time.clock_gettime_ns(time.CLOCK_MONOTONIC) - after < 50_000_000
+        assert _stamp(_fdb_entry(H[1], br0)) == (p1, abi.TNA_FDB_STATIC, jif, seen)
+        # the last stamp 100 jiffies ago (across the 16-bit wrap when jif < 100): written
+        old = (jif - 100) % 65536
+        _put_fdb_entry(H[1], br0, abi.TnaFdbEntry(p1, abi.TNA_FDB_STATIC, old, 1))
+        assert run(sw, frame)[0] == XDP_REDIRECT
+        port, flags, jif2, seen2 = _stamp(_fdb_entry(H[1], br0))
+        assert (port, flags) == (p1, abi.TNA_FDB_STATIC)
+        assert (jif2 - jif) % 65536 < 100 and seen2 >= seen
+        # 50 jiffies ago (the clock moves on meanwhile, but not by 50), with a stamp: shut
+        shut = (jif2 - 50) % 65536
+        _put_fdb_entry(H[1], br0, abi.TnaFdbEntry(p1, abi.TNA_FDB_STATIC, shut, 1))
+        assert run(sw, frame)[0] == XDP_REDIRECT
+        assert _stamp(_fdb_entry(H[1], br0)) == (p1, abi.TNA_FDB_STATIC, shut, 1)
+        # userspace wrote the entry afresh (seen 0, seen_jiffies 0): stamped whatever jiffies
+        _put_fdb_entry(H[1], br0, abi.TnaFdbEntry(p1, abi.TNA_FDB_STATIC, jif2, 0))
+        assert run(sw, frame)[0] == XDP_REDIRECT
+        assert _stamp(_fdb_entry(H[1], br0))[3] >= seen2
+
+
+def test_short_frames_skip_the_mtu_lookup_only_where_the_driver_bounds_the_mtu(
+        switch: Switch) -> None:
+    """TNA_IF_MTU_FLOOR: a frame of at most 68 bytes fits any MTU a port with IFLA_MIN_MTU >= 68
+    can have, so bpf_check_mtu() is skipped for it. An ifb port (IFLA_MIN_MTU 0) at MTU 40 is
+    what the flag must never be set for: without it a 62-byte frame is punted as too big
+    (mtu + Ethernet header = 54); the same port flagged (a lie) shows the check was skipped."""
+    sw, mac = switch, "02:00:00:00:00:d0"
+    frame = wire(v4(dst=mac) / UDP() / Raw(b"s" * 20))
+    assert len(frame) == 62
+    sw.bed.run(sw.ns, "ip", "link", "add", "d0", "type", "ifb")
+    try:
+        sw.bed.run(sw.ns, "ip", "link", "set", "d0", "mtu", "40", "master", "br0", "up")
+        sw.bed.run(sw.ns, "bridge", "fdb", "add", mac, "dev", "d0", "master", "static")
+        d0 = _ifindex(sw.bed, sw.ns, "d0")
+        with netns.entered(sw.ns):
+            links = {lk.ifname: lk for lk in introspect.snapshot(plan_only=True).links}
+        assert (links["p1"].min_mtu, links["d0"].min_mtu) == (68, 0)
+        with program(sw, BRIDGE):
+            with netns.entered(sw.ns):
+                sync_ports_for_test([Port(d0, "d0", _mac(sw.bed, sw.ns, "d0"), True, None)])
+            _reset_mirror(sw)
+            assert run(sw, frame)[2] == {"too_big": 1}
+            with netns.entered(sw.ns):
+                sync_ports_for_test([Port(d0, "d0", _mac(sw.bed, sw.ns, "d0"), True, None,
+                                          mtu_floor=True)])
+            verdict, out, moved = run(sw, frame)
+            assert (verdict, out, moved) == (XDP_REDIRECT, frame, {"bridged": 1})
+            # longer than the floor: asked again even with the flag, and too big
+            long = wire(v4(dst=mac) / UDP() / Raw(b"s" * 27))
+            assert len(long) == 69 and run(sw, long)[2] == {"too_big": 1}
+    finally:
+        sw.bed.run(sw.ns, "ip", "link", "del", "d0", check=False)
+
+
+def test_bridged_l4_checksum_verified_at_every_length_around_the_inline_sum(
+        switch: Switch) -> None:
+    """Short L4 sums (below 64 bytes) are computed inline, longer ones by tna_l4_sum(): at
+    every length on both sides, a complete checksum is switched unchanged and one byte
+    changed at the start or the end of the L4 payload is punted (l4_csum)."""
+    sw = switch
+    with program(sw, VETH):
+        for make, family in ((v4, "ipv4"), (v6, "ipv6")):
+            for n in range(0, 90):
+                good = wire(make() / UDP(sport=7, dport=9) / Raw((bytes(range(3, 256)))[:n]))
+                assert run(sw, good)[:2] == (XDP_REDIRECT, good), (family, n)
+                l4 = 14 + (20 if family == "ipv4" else 40)
+                for at in {l4 + 8, len(good) - 1} if n else ():
+                    bad = bytearray(good)
+                    bad[at] ^= 0x5a
+                    assert run(sw, bytes(bad))[2] == {"l4_csum": 1}, (family, n, at)
+
 BRIDGE_REASONS = {"unknown_unicast", "broadcast", "link_local_group", "learn", "bridge_local",
                   "port_state", "port_flags", "tagged", "too_big"}
 

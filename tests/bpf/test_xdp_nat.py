@@ -413,7 +413,7 @@ def test_window_punt_asks_for_the_connection_only_with_the_knob(router: Router, 
         drained_requests(router)
         before = liberal_stats(router)
         # positive control: an ACK inside the window is fast and asks nothing
-        assert run(router, bytes(h1_segment()))[0] == XDP_REDIRECT
+        assert run(router, bytes(h1_ack()))[0] == XDP_REDIRECT
         assert drained_requests(router) == []
         got, out, moved = run(router, data)
         requests = drained_requests(router)
@@ -435,7 +435,7 @@ def test_no_request_for_a_segment_the_forward_hook_drops(router: Router, tcp_flo
     dropping = FwTables(rules=(FwRule(VERDICT_DROP),), classes=(), stateful=True, nat=True)
     with gateway(router, dropping, features=ASKING):
         drained_requests(router)
-        assert run(router, bytes(h1_segment()))[0] == XDP_DROP  # control: the rule drops
+        assert run(router, bytes(h1_ack()))[0] == XDP_DROP  # control: the rule drops
         got, out, moved = run(router, data)
         requests = drained_requests(router)
     assert (got, out, moved) == (XDP_PASS, data, {"ct_window": 1})

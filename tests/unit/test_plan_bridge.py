@@ -94,6 +94,16 @@ def test_plain_bridge_ports_are_switched() -> None:
     json.dumps(plan.to_dict())
 
 
+def test_ports_whose_driver_bounds_the_mtu_carry_the_mtu_floor() -> None:
+    """TNA_IF_MTU_FLOOR (short frames skip bpf_check_mtu) only where IFLA_MIN_MTU >= 68."""
+    snap = with_link(with_link(snapshot(), "p1", min_mtu=68), "p2", min_mtu=67)
+    ports = {p.ifname: p for p in make_plan(snap).ports()}
+    assert ports["p1"].mtu_floor and ports["p1"].flags & abi.TNA_IF_MTU_FLOOR
+    assert not ports["p2"].flags & abi.TNA_IF_MTU_FLOOR  # a driver without the bound
+    assert not ports["p3"].flags & abi.TNA_IF_MTU_FLOOR  # unknown (0)
+    assert abi.TNA_MTU_FLOOR == 68
+
+
 def test_physical_ports_skip_checksum_verification() -> None:
     plan = make_plan(with_link(snapshot(), "p1", kind=""))
     assert plan.interface("p1").features == replace(SWITCHED, verify_l4_csum=False)

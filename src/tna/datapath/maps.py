@@ -45,7 +45,7 @@ def mac_bytes(mac: str) -> bytes:
 
 
 # Permissions as flags: EGRESS grants, NO_* withhold; BRIDGE ("not a redirect target") withholds.
-_GRANTS = abi.TNA_IF_EGRESS
+_GRANTS = abi.TNA_IF_EGRESS | abi.TNA_IF_MTU_FLOOR
 _WITHHOLDS = (abi.TNA_IF_NO_IPV4 | abi.TNA_IF_NO_IPV6 | abi.TNA_IF_NO_BRIDGE_IPV4
               | abi.TNA_IF_NO_BRIDGE_IPV6 | abi.TNA_IF_BRIDGE | abi.TNA_IF_ACCEPT_REDIRECTS
               | abi.TNA_IF_REDIRECTS_UNWATCHED)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from tna import abi
 from tna.firewall.compile import conntrack_users
 from tna.model import AF_INET, AF_INET6, BridgeInfo, BridgePort, Link, NetfilterChain, Snapshot
 from tna.plan.guards import (
@@ -232,5 +233,7 @@ def plan_bridge_port(snap: Snapshot, link: Link, br: Bridge, bridge_egress: bool
     egress_block = egress_guard(snap, link)
     if egress_block:
         slow.append(egress_block)
+    # IFLA_MIN_MTU is the driver's: no MTU the port can be given makes a short frame too big
     return InterfacePlan(link.ifindex, link.ifname, link.address, features,
-                         egress_block is None, tuple(slow), bridge_port=bp)
+                         egress_block is None, tuple(slow), bridge_port=bp,
+                         mtu_floor=link.min_mtu >= abi.TNA_MTU_FLOOR)

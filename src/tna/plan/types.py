@@ -98,6 +98,7 @@ class Port:
     bridge: bool = False  # a bridge device: never a redirect target itself
     accept_redirects: bool = False  # the kernel may hold redirect exceptions for routes out of it
     redirects_unwatched: bool = False  # redirects may arrive where no TNA program sees them
+    mtu_floor: bool = False  # its MTU is never below TNA_MTU_FLOOR (IFLA_MIN_MTU)
 
     @property
     def flags(self) -> int:
@@ -110,7 +111,8 @@ class Port:
                 | (0 if f and f.ipv6_router else abi.TNA_IF_NO_IPV6)
                 | (0 if f and f.bridge_ipv4 else abi.TNA_IF_NO_BRIDGE_IPV4)
                 | (0 if f and f.bridge_ipv6 else abi.TNA_IF_NO_BRIDGE_IPV6)
-                | (abi.TNA_IF_BRIDGE if self.bridge else 0))
+                | (abi.TNA_IF_BRIDGE if self.bridge else 0)
+                | (abi.TNA_IF_MTU_FLOOR if self.mtu_floor else 0))
 
 
 @dataclass(frozen=True)
@@ -163,12 +165,13 @@ class InterfacePlan:
     bridge_port: BridgePortPlan | None = None  # a port of an accelerated bridge
     accept_redirects: bool = False  # see with_redirects()
     redirects_unwatched: bool = False
+    mtu_floor: bool = False  # see Port
 
     @property
     def port(self) -> Port:
         return Port(self.ifindex, self.ifname, self.mac, self.egress, self.features,
                     bridge=self.bridge, accept_redirects=self.accept_redirects,
-                    redirects_unwatched=self.redirects_unwatched)
+                    redirects_unwatched=self.redirects_unwatched, mtu_floor=self.mtu_floor)
 
 
 @dataclass(frozen=True)
