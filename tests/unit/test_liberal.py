@@ -1,5 +1,5 @@
-"""tna run --tcp-liberal and the RST repair without a kernel: the ctnetlink requests sent, and how the daemon's
-marker counts and deduplicates the programs' requests."""
+"""tna run --tcp-liberal and the RST repair without a kernel: the ctnetlink requests sent,
+and how the daemon's marker counts and deduplicates the programs' requests."""
 
 from __future__ import annotations
 
