@@ -632,7 +632,7 @@ def format_tcp_liberal(s: dict[str, Any]) -> str:
              f"({daemon.get('gone', 0)} gone before, {daemon.get('failed', 0)} failed)"
              if daemon is not None else "no 'tna run' marks or closes them")
     return (f"tcp-liberal: {s['requested']} requests for connections the fast path would carry "
-            f"({s['lost']} lost to a full ring); {marks}")
+            f"or reset after fast data ({s['lost']} lost to a full ring); {marks}")
 
 
 def firewall_rule_stats(args: argparse.Namespace) -> list[dict[str, Any]]:
