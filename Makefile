@@ -12,7 +12,7 @@ BPF_DEPS := $(wildcard bpf/include/*.h bpf/lib/*.h)
 BENCH_SRCS := $(wildcard bpf/bench/*.bpf.c)
 BENCH_OBJS := $(patsubst bpf/bench/%.bpf.c,$(OBJDIR)/bench/%.bpf.o,$(BENCH_SRCS))
 
-.PHONY: all bootstrap build demo test test-unit lint bench bench-smoke bench-reconfig bench-monitor clean
+.PHONY: all bootstrap build demo test test-unit lint bench bench-smoke bench-reconfig bench-monitor bench-scaling clean
 
 all: build
 
@@ -76,5 +76,29 @@ bench-reconfig: bootstrap
 bench-monitor: bootstrap
 	$(PYTHON) -m tna.bench.monitor_cost $(if $(BASELINE),--baseline $(BASELINE))
 
+# Cost as the work grows (routes, destinations, rules, FDB, conntrack): Linux vs TNA, charts
+# need matplotlib (the plot extra, installed here if missing). SWEEPS=routes4,fdb MAX=10000
+bench-scaling: bootstrap
+	$(PYTHON) -c 'import matplotlib' 2>/dev/null || $(PYTHON) -m pip install -q -e '.[plot]' \
+		|| echo "bench-scaling: matplotlib unavailable, charts will be skipped"
+	$(PYTHON) -m tna.bench.scaling $(if $(SWEEPS),--sweeps $(SWEEPS)) $(if $(MAX),--max $(MAX)) \
+		--quiet-load 1.5
+
 clean:
 	rm -rf build $(OBJDIR)/*.bpf.o $(OBJDIR)/tna_abi.h $(OBJDIR)/testing $(OBJDIR)/bench
+
+# Profiling builds of the fast path with steps of the stateful path taken out
+# (bpf/lib/profile.h): measured beside the production object with
+# `tna bench --variant NAME=build/profile/tna_xdp_NAME.bpf.o`. Never loaded by tna itself.
+PROFILE_VARIANTS := no_csum:1 no_refresh:2 no_window:4 no_classify:8 no_lookup:16 no_nat:32 \
+	no_ct:31 no_ct_nat:63 before:64 before_no_refresh:66 before_no_classify:72
+PROFILE_OBJS := $(foreach v,$(PROFILE_VARIANTS),build/profile/tna_xdp_$(word 1,$(subst :, ,$(v))).bpf.o)
+
+.PHONY: profile-variants
+profile-variants: $(PROFILE_OBJS)
+
+build/profile/tna_xdp_%.bpf.o: bpf/tna_xdp.bpf.c $(BPF_DEPS)
+	@mkdir -p build/profile
+	$(CLANG) $(BPF_CFLAGS) -DTNA_PROFILE_OFF=$(word 2,$(subst :, ,$(filter $*:%,$(PROFILE_VARIANTS)))) -c $< -o $@.tmp
+	llvm-strip -g $@.tmp
+	mv $@.tmp $@

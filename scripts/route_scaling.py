@@ -1,23 +1,24 @@
 """Program-only cost as the FIB grows (docs/benchmarks.md, "Cost as the routing table grows").
 
 Builds the router-v4 (family 4) or router-v6 (6) benchmark scenario, applies TNA, then for each
-N in SIZES loads routes up to N via the receiver with ``ip -batch`` (a public-table-like
-prefix-length mix, random prefixes) and times, through BPF_PROG_TEST_RUN (repeat=1), the empty
-program, TNA's program as loaded and the bare fib router on 256 frames to random addresses
-inside installed routes, interleaved in 10 chunks; prints one JSON line per N (medians, ns per
+N in SIZES loads routes up to N via the receiver with ``ip -batch`` (``tna.bench.prefixes``:
+a public-table-like prefix-length mix, random prefixes: the tables of ``tna.bench.scaling``)
+and times, through BPF_PROG_TEST_RUN (repeat=1), the empty program, TNA's program as loaded
+and the bare fib router on 256 frames to random addresses inside installed routes, interleaved in 10 chunks; prints one JSON line per N (medians, ns per
 run including the harness: subtract "empty").  Root; the namespaces are removed on exit.
 
     PYTHONPATH=src python3 scripts/route_scaling.py 4 10,100,1000,10000,100000,1000000 4000 > v4.jsonl
     PYTHONPATH=src python3 scripts/route_scaling.py 6 10,...,1000000 4000 > v6.jsonl
     python3 scripts/plot_route_scaling.py docs/route-scaling.png v4.jsonl v6.jsonl
 """
-import ipaddress, json, os, random, subprocess, sys, tempfile
+import json, os, random, subprocess, sys, tempfile
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from tna.bench import micro
 from tna.bench.bpfobj import BpfObject, Park, ifindex_of
+from tna.bench.prefixes import Prefixes
 from tna.bench.scenarios import SCENARIOS, TNA, Options
 from tna.datapath import libbpf, loader
 from tna.netns import entered
@@ -25,33 +26,7 @@ from tna.testbed import Testbed
 
 fam = int(sys.argv[1]); sizes = [int(x) for x in sys.argv[2].split(",")]; iters = int(sys.argv[3])
 rng = random.Random(1)
-# prefix-length mix: IPv4 like the public BGP table (~60% /24), IPv6 mostly /48 and /32..44
-MIX4 = [(24, 60), (23, 9), (22, 10), (21, 5), (20, 5), (19, 4), (18, 2), (17, 1), (16, 3), (15, 1)]
-MIX6 = [(48, 50), (44, 8), (40, 8), (36, 6), (32, 15), (29, 5), (47, 3), (46, 5)]
-def plen():
-    mix = MIX4 if fam == 4 else MIX6
-    r = rng.uniform(0, sum(w for _, w in mix))
-    for p, w in mix:
-        r -= w
-        if r <= 0:
-            return p
-    return mix[0][0]
-def gen(n, seen):
-    out = []
-    while len(out) < n:
-        p = plen()
-        if fam == 4:
-            a = rng.randrange(0x0B000000, 0xDF000000)  # 11.0.0.0 .. 222.255.255.255
-            net = ipaddress.ip_network((a, p), strict=False)
-            if net.overlaps(ipaddress.ip_network("127.0.0.0/8")) or net.overlaps(ipaddress.ip_network("10.0.0.0/8")):
-                continue
-        else:
-            a = (0x2001 << 112) | (rng.getrandbits(48) << 64)
-            net = ipaddress.ip_network((a, p), strict=False)
-        if net in seen:
-            continue
-        seen.add(net); out.append(net)
-    return out
+prefixes = Prefixes(fam)  # the tables of the end-to-end sweep (tna.bench.scaling routes4/6)
 res = []
 with Testbed(prefix="pfs") as bed:
     scn = SCENARIOS["router-v4" if fam == 4 else "router-v6"](bed, Options())
@@ -59,7 +34,7 @@ with Testbed(prefix="pfs") as bed:
     try:
         scn.build()
         scn.enter(TNA)
-        routes, seen = [], set()
+        routes = prefixes.nets
         with entered(scn.dut):
             ingress = ifindex_of(scn.ingress_if)
             r1mac = json.loads(subprocess.run(["ip", "-j", "link", "show", scn.ingress_if], capture_output=True, text=True).stdout)[0]["address"]
@@ -70,11 +45,11 @@ with Testbed(prefix="pfs") as bed:
             links = [park.attach(sink.prog_fd("bench_nop")), park.attach(tfd), park.attach(refs.prog_fd("bench_fib"))]
             gw = "10.2.0.2" if fam == 4 else "fd00:2::2"
             for n in sizes:
-                new = gen(n - len(routes), seen); routes += new
+                new = prefixes.grow(n)
                 with tempfile.NamedTemporaryFile("w", delete=False) as f:
                     for net in new:
                         f.write(f"route add {net} via {gw}\n")
-                subprocess.run(["ip", "-batch", f.name] if fam == 4 else ["ip", "-6", "-batch", f.name], check=True)
+                subprocess.run(["ip", f"-{fam}", "-force", "-batch", f.name], check=True)
                 os.unlink(f.name)
                 pk = []
                 for _ in range(256):

@@ -2,8 +2,9 @@
 /*
  * What both benchmark traffic sources share (bench_gen.bpf.c: XDP live frames;
  * bench_skbgen.bpf.c: skbs through bpf_clone_redirect()): the template and the per-frame
- * variation of a 32-bit field with incremental checksum updates (RFC 1624), written into the
- * first BENCH_HDR_LEN bytes of every frame before it leaves.
+ * variation of a 32-bit field (consecutive values, or a fixed step apart) with incremental
+ * checksum updates (RFC 1624), written into the first BENCH_HDR_LEN bytes of every frame
+ * before it leaves.
  */
 #ifndef TNA_BENCH_GEN_H
 #define TNA_BENCH_GEN_H
@@ -19,7 +20,8 @@ struct bench_gen_cfg {
 	__u32 var_base;			/* first value, host order */
 	__u16 csum_off[2];		/* checksums covering the field; 0: none */
 	__u8 csum_udp[2];		/* 1: a UDP checksum (a result of 0 is sent as 0xffff) */
-	__u8 pad[6];			/* explicit: the struct is a multiple of 8 bytes */
+	__u8 pad[2];			/* explicit: the struct is a multiple of 8 bytes */
+	__u32 var_step;			/* the value grows by this per frame; 0 means 1 */
 };
 
 /* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), for a 32-bit field that went from old to new. */
@@ -81,7 +83,7 @@ static __always_inline int bench_gen_write(void *data, void *end,
 	seq = bench_gen_seq;
 	bench_gen_seq = seq + 1 >= cfg->var_count ? 0 : seq + 1;
 	old_be = bpf_htonl(cfg->var_base);	/* what the template holds */
-	new_be = bpf_htonl(cfg->var_base + seq);
+	new_be = bpf_htonl(cfg->var_base + seq * (cfg->var_step ? cfg->var_step : 1));
 	*(__be32 *)(data + off) = new_be;
 	if (fix_csum(data, end, cfg->csum_off[0], old_be, new_be, cfg->csum_udp[0]) ||
 	    fix_csum(data, end, cfg->csum_off[1], old_be, new_be, cfg->csum_udp[1]))

@@ -230,6 +230,10 @@ struct tna_fw_table {
 	__u32 ct_flags;		/* TNA_FW_CT_*: what conntrack's fast path may serve */
 	__u32 ct_tcp_est_ms;	/* net.netfilter.nf_conntrack_tcp_timeout_established, in ms */
 	__u32 ct_tcp_unack_ms;	/* net.netfilter.nf_conntrack_tcp_timeout_unacknowledged, in ms */
+	__u32 rule0_all;	/* rule 0 matches every packet the table classifies (every class
+				 * has its bit): an ACCEPT or DROP there decides without lookups */
+	__u32 ct_hz;		/* CONFIG_HZ when every timeout above is whole seconds, else 0:
+				 * lets the fast path skip a refresh that would change nothing */
 	__u32 pad;
 };
 

@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "l4csum.h"
+#include "profile.h"
 #include <linux/tcp.h>
 #include <linux/udp.h>
 
@@ -142,6 +143,7 @@ extern int bpf_ct_change_timeout(struct nf_conn *nfct, __u32 timeout) __ksym;
 #define CT_ASK_LIBERAL 1	/* ct_tcp_liberal: name connections for the daemon to mark */
 #define CT_LIBERAL_FAST 2	/* ct_liberal_fast: liberal sides are fast, their RSTs repaired */
 #define CT_MODE(ask, fast) ((ask) | ((fast) << 1))	/* from the two features (0 or 1) */
+#define CT_LIBERAL_ONLY 2	/* ct_tcp_step()'s *window_only: passed for a liberal sender */
 
 /* sequence number comparisons modulo 2^32, as the kernel's before()/after() */
 #define seq_before(a, b) ((__s32)((a) - (b)) < 0)
@@ -165,6 +167,22 @@ struct ct_nat {
 static __always_inline int ct_expired(const struct nf_conn *ct)
 {
 	return (__s32)(ct->timeout - (__u32)bpf_jiffies64()) <= 0;
+}
+
+/*
+ * What tcp_packet()/udp_packet() do with the timeout: nf_ct_refresh_acct() sets it to now +
+ * the timeout, and writes it only when that changes it. The kfunc always writes (through
+ * msecs_to_jiffies()); at ``hz`` (the table's ct_hz: 0 unknown) the value it would write is
+ * computed here, and when the entry already holds it (a packet of the same flow in the same
+ * jiffy) the call is skipped as the kernel skips its write: nothing differs.
+ */
+static __always_inline void ct_refresh(struct nf_conn *ct, __u32 timeout_ms, __u32 hz)
+{
+	/* (read again here, not kept from ct_expired(): the stack has no room to spare) */
+	if (hz && !tna_profile_off(TNA_PROF_SHORTCUTS) &&
+	    ct->timeout == (__u32)bpf_jiffies64() + timeout_ms / 1000 * hz)
+		return;
+	bpf_ct_change_timeout(ct, timeout_ms);
 }
 
 static __always_inline int ipv4_unroutable(__be32 addr)
@@ -372,12 +390,13 @@ static __always_inline int ct_tcp_window_still(const struct ct_tcp_seg *g,
  * *timeout_ms, or why Linux must see it. ``dir``: the segment's direction; ``th``: its header,
  * bounds-checked for sizeof(*th); ``opt``: the first 4 option bytes, when doff > 5.
  * *window_only is set when the segment goes to Linux for window tracking alone (ct_window):
- * had the sender's side been liberal, it would have passed. ``liberal_fast``: a liberal sender
- * (the sysctl or the entry's flag) is not judged by its window; without it, every side is.
+ * had the sender's side been liberal, it would have passed; CT_LIBERAL_ONLY when it passed
+ * because its sender is liberal (the sysctl or the entry's flag), which the caller accepts only
+ * under a daemon (CT_LIBERAL_FAST; the check is there, not here: this function's stack is full).
  */
 static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const struct tcphdr *th,
 				       __u32 l4_len, __u32 opt, const struct tna_fw_table *p,
-				       int liberal_fast, __u32 *timeout_ms, int *window_only)
+				       __u32 *timeout_ms, int *window_only)
 {
 	__u8 flags = ((const __u8 *)th)[13];
 	struct ct_tcp_side s, r;
@@ -411,8 +430,7 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 	/* td_maxack: the kernel judges a later RST of the peer against it (in every mode) */
 	if (!(s.flags & CT_TCP_FLAG_MAXACK_SET) || seq_after(g.ack, s.maxack))
 		return TNA_PUNT_CT_WINDOW;
-	if (!liberal_fast ||
-	    (!(p->ct_flags & TNA_FW_CT_LIBERAL) && !(s.flags & CT_TCP_FLAG_BE_LIBERAL))) {
+	if (!(p->ct_flags & TNA_FW_CT_LIBERAL) && !(s.flags & CT_TCP_FLAG_BE_LIBERAL)) {
 		/* from here on, only the sender's window tracking stands in the way: a liberal
 		 * sender (the sysctl, or the entry's own flag) would pass */
 		*window_only = 1;
@@ -424,6 +442,8 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 			return TNA_PUNT_CT_WINDOW;
 		*window_only = 0;
 	}
+	else
+		*window_only = CT_LIBERAL_ONLY;	/* fast because its sender is liberal */
 	*timeout_ms = ct_tcp_timeout(&g, &s, &r, p);
 	return 0;
 }
@@ -476,6 +496,10 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 	__u32 timeout_ms = 0;
 	int dir = 0, why, nat_why, window_only = 0;
 
+	if (tna_profile_off(TNA_PROF_LOOKUP)) {
+		nat->dst = nat->src = 0;
+		return 0;
+	}
 	ct = ct_lookup(ctx, v6, saddr, daddr, th->source, th->dest, l4proto, &dir);
 	if (!ct)
 		return TNA_PUNT_CT;
@@ -488,12 +512,17 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 			why = TNA_PUNT_CT_SETUP;
 			goto linux;
 		}
-		why = ct_tcp_step(ct, dir, th, l4_len, opt, p, mode & CT_LIBERAL_FAST,
-				  &timeout_ms, &window_only);
+		timeout_ms = p->ct_tcp_est_ms;	/* (profiling: what the step says here) */
+		why = tna_profile_off(TNA_PROF_WINDOW) ? 0 :
+		      ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms, &window_only);
+		/* liberal data leaves the kernel's view of its sender stale: fast only where a
+		 * daemon repairs what that breaks (ct_tcp_reset_stale()) */
+		if (!why && window_only == CT_LIBERAL_ONLY && !(mode & CT_LIBERAL_FAST))
+			why = TNA_PUNT_CT_WINDOW;
 	} else {
 		why = ct_udp_step(ct, status, p, &timeout_ms);
 	}
-	if (why && !((mode & CT_ASK_LIBERAL) && window_only))
+	if (why && !((mode & CT_ASK_LIBERAL) && window_only == 1))
 		goto linux;
 	nat_why = ct_nat_of(ct, status, dir, v6, p->ct_flags & TNA_FW_CT_NAT, nat);
 	if (nat_why) {	/* a punt for the window comes first, as without ``ask`` */
@@ -505,8 +534,11 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 		why = CT_ASK;
 		goto linux;
 	}
+	if (tna_profile_off(TNA_PROF_NAT))
+		nat->dst = nat->src = 0;
 	/* what tcp_packet()/udp_packet() do before the forward hook, whatever it decides */
-	bpf_ct_change_timeout(ct, timeout_ms);
+	if (!tna_profile_off(TNA_PROF_REFRESH))
+		ct_refresh(ct, timeout_ms, p->ct_hz);
 linux:
 	bpf_ct_release(ct);
 	return why;

@@ -366,6 +366,20 @@ static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch
 		return TNA_PUNT_FIREWALL;
 	if (fw_parse_l4(p, l4, frame_end(ctx)))
 		return TNA_PUNT_MALFORMED;
+	if (hdr->rule0_all && !tna_profile_off(TNA_PROF_SHORTCUTS)) {
+		/* e.g. "ct state established,related accept" first: the walk would stop at rule
+		 * 0 for every packet, so its verdict and counter need no class lookups */
+		__u32 key = table * TNA_FW_MAX_RULES;
+		const struct tna_fw_rule *r = bpf_map_lookup_elem(&tna_fw_rules, &key);
+
+		if (r && (r->verdict == TNA_FW_ACCEPT || r->verdict == TNA_FW_DROP)) {
+			if (s->ask_pending)	/* Linux's anyway: see below */
+				return r->verdict == TNA_FW_ACCEPT ? 0 : TNA_PUNT_CT_WINDOW;
+			if (r->counted)
+				fw_count(table, 0, bytes);
+			return r->verdict == TNA_FW_ACCEPT ? 0 : TNA_FW_DROPPED;
+		}
+	}
 	if (s->nat.dst) {	/* the forward hook sees the packet after PREROUTING's DNAT */
 		__builtin_memcpy(p->daddr, &s->nat.daddr, 4);
 		p->dport = bpf_ntohs(s->nat.dport);
@@ -519,7 +533,7 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u
 				return TNA_PUNT_CT;
 			opt = *(__u32 *)(th + 1);
 		}
-		if (!l4_csum_complete(ctx, l4_off, l4_len, pseudo))
+		if (!tna_profile_off(TNA_PROF_CSUM) && !l4_csum_complete(ctx, l4_off, l4_len, pseudo))
 			return TNA_PUNT_CT;
 		s->nat.csum_ok = 1;
 		break;
@@ -531,7 +545,8 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u
 		    bpf_ntohs(udp->len) < sizeof(*udp))
 			return TNA_PUNT_CT;
 		if (udp->check) {
-			if (!l4_csum_complete(ctx, l4_off, l4_len, pseudo))
+			if (!tna_profile_off(TNA_PROF_CSUM) &&
+			    !l4_csum_complete(ctx, l4_off, l4_len, pseudo))
 				return TNA_PUNT_CT;
 			s->nat.csum_ok = 1;
 		}
@@ -769,7 +784,8 @@ static __always_inline int fw_ask_liberal(struct xdp_md *ctx, __u32 slot)
 static __always_inline int fw_hook(struct xdp_md *ctx, __u32 slot, int v6, __u32 iif, __u32 oif,
 				   __u32 wire_len)
 {
-	int why = tna_fw_hook(ctx, sizeof(struct ethhdr), v6, iif, oif);
+	int why = tna_profile_off(TNA_PROF_CLASSIFY) ? 0 :
+		  tna_fw_hook(ctx, sizeof(struct ethhdr), v6, iif, oif);
 
 	if (why == TNA_FW_DROPPED) {
 		count(slot, TNA_FW_DROPPED, wire_len);

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
+import gzip
 import os
 import socket
 import struct
@@ -620,7 +622,25 @@ def sysctls(ifnames: Iterable[str]) -> Sysctls:
         conntrack_tcp_timeout_unacknowledged=_read_int(
             "netfilter/nf_conntrack_tcp_timeout_unacknowledged") or 300,
         conntrack_tcp_be_liberal=bool(_read_int("netfilter/nf_conntrack_tcp_be_liberal")),
+        kernel_hz=kernel_hz(),
     )
+
+
+KERNEL_CONFIG = "/proc/config.gz"
+
+
+@functools.cache
+def kernel_hz(path: str = KERNEL_CONFIG) -> int:
+    """CONFIG_HZ of the running kernel; 0 when its configuration is not readable (no
+    CONFIG_IKCONFIG_PROC): the fast path then refreshes conntrack timeouts unconditionally."""
+    try:
+        with gzip.open(path, "rt") as f:
+            for line in f:
+                if line.startswith("CONFIG_HZ="):
+                    return int(line.split("=", 1)[1])
+    except (OSError, ValueError, EOFError):
+        pass
+    return 0
 
 
 # --- xfrm ----------------------------------------------------------------------------------

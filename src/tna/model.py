@@ -227,6 +227,9 @@ class Sysctls:
     conntrack_tcp_timeout_established: int = 432000
     conntrack_tcp_timeout_unacknowledged: int = 300
     conntrack_tcp_be_liberal: bool = False
+    # CONFIG_HZ of the running kernel (/proc/config.gz; 0: unknown): jiffies per second, the
+    # unit conntrack keeps its timeouts in
+    kernel_hz: int = 0
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,15 @@ through their rulesets, and the stateful one really measures an established conn
 
 from __future__ import annotations
 
+import dataclasses
+import socket
+
 import pytest
 
-from tna.bench import scenarios
+from tna import netns
+from tna.bench import frames, scenarios
 from tna.bench.runner import Config, run_scenario
+from tna.testbed import Testbed, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -24,7 +29,8 @@ def _rates(name: str, prefix: str, modes: tuple[str, ...]) -> dict[str, float]:
     return {r.mode: r.samples[0].pps for r in report.results}
 
 
-@pytest.mark.parametrize("name", ["firewall-stateful", "firewall-ipt", "nat-udp"])
+@pytest.mark.parametrize("name", ["firewall-stateful", "firewall-ipt", "nat-udp", "stateful-tcp",
+                                  "nat-tcp"])
 def test_firewall_scenario_forwards(name: str, prefix: str) -> None:
     rates = _rates(name, prefix, (scenarios.LINUX, scenarios.TNA))
     assert rates[scenarios.LINUX] > 1000 and rates[scenarios.TNA] > 1000, rates
@@ -38,6 +44,56 @@ def test_stateful_flow_is_established(prefix: str, monkeypatch: pytest.MonkeyPat
     assert rates[scenarios.LINUX] < 1000, "the ruleset lets a flow pass that is not established"
 
 
+def _send(scn: scenarios.Scenario, frame: bytes, count: int) -> None:
+    with netns.entered(scn.sender), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((scn.sender_if, 0))
+        for _ in range(count):
+            s.send(frame)
+
+
+def _delivered(scn: scenarios.Scenario, frame: bytes, count: int) -> int:
+    """Send ``count`` copies of ``frame``, then one benchmark frame as a marker; the frames
+    the sink counted, the marker not included (polled until it arrives)."""
+    assert scn.sink is not None
+    before = scn.sink.packets()
+    _send(scn, frame, count)
+    _send(scn, scn.frame_bytes(scn.sizes[0]), 1)
+    wait_for(lambda: scn.sink is not None and scn.sink.packets() > before, what="the marker")
+    return scn.sink.packets() - before - 1
+
+
+@pytest.mark.parametrize("name", ["stateful-tcp", "nat-tcp"])
+def test_tcp_scenario_forwards_every_segment(name: str, prefix: str) -> None:
+    """Linux forwards every benchmark segment (the sink counts as many as were sent), TNA takes
+    every one on its fast path, and the window is really judged: the same segment with an ACK
+    of data h2 never sent is INVALID to conntrack and dropped by the ruleset."""
+    with Testbed(prefix=prefix) as bed:
+        scn = scenarios.SCENARIOS[name](bed, scenarios.Options())
+        try:
+            scn.build()
+            assert isinstance(scn, scenarios.StatefulTcp) and scn.ack is not None
+            frame = scn.frame_bytes(scn.sizes[0])
+            for mode in (scenarios.LINUX, scenarios.TNA):
+                scn.enter(mode)
+                try:
+                    before = scn.fast_path() if mode == scenarios.TNA else None
+                    assert _delivered(scn, frame, 300) == 300, mode
+                    if before is not None:
+                        moved = scenarios.fast_path_delta(before, scn.fast_path())
+                        assert (moved.forwarded, moved.punted) == (301, 0), moved
+                finally:
+                    scn.leave(mode)
+            beyond = frames.build_tcp(scn.frame(scn.sizes[0]), dataclasses.replace(
+                scn.ack, ack=(scn.ack.ack + 100_000) & 0xFFFFFFFF))
+            scn.enter(scenarios.LINUX)
+            try:
+                assert _delivered(scn, beyond, 50) == 0
+            finally:
+                scn.leave(scenarios.LINUX)
+        finally:
+            scn.close()
+
+
 def test_rulesets() -> None:
     nft = scenarios.firewall_ruleset(50)
     ipt = scenarios.iptables_ruleset(50)
@@ -46,3 +102,5 @@ def test_rulesets() -> None:
     assert ipt.endswith("-A FORWARD -j ACCEPT\nCOMMIT\n")
     stateful = scenarios.stateful_ruleset(50).splitlines()
     assert "policy drop" in stateful[2] and "established" in stateful[3]
+    tcp = scenarios.tcp_stateful_ruleset(50).splitlines()
+    assert "policy drop" in tcp[2] and "established" in tcp[3] and "tcp dport 9 accept" in tcp[-3]

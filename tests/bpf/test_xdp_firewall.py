@@ -40,7 +40,9 @@ from tna.firewall.tables import (
     FwRule,
     FwTables,
     RuleRef,
+    rule0_decides,
 )
+from tna.introspect import kernel_hz
 from tna.plan.types import Features, Namespace
 
 pytestmark = pytest.mark.root
@@ -140,7 +142,8 @@ V6_RULES = [
 def firewall(router: Router, v4_table: FwTables | None,
              v6_table: FwTables | None = None) -> Iterator[None]:
     with program(router, FIREWALL), netns.entered(router.ns):
-        sync_firewall_for_test(Namespace(firewall=(v4_table, v6_table)))
+        # ct_hz as the planner writes it: refreshes that change nothing are skipped
+        sync_firewall_for_test(Namespace(firewall=(v4_table, v6_table), ct_hz=kernel_hz()))
         yield
 
 
@@ -186,6 +189,25 @@ def test_ipv4_classifier(router: Router, case: str) -> None:
                        and case != "skip_lands_on_syn_rule" else sorted({2, rule}))
     if rule is not None:
         assert counters[rule][1] == len(pkt)
+
+
+@pytest.mark.parametrize("first", [VERDICT_ACCEPT, VERDICT_DROP])
+def test_a_first_rule_for_every_packet_decides_and_is_counted(router: Router, first: int
+                                                              ) -> None:
+    """tna_fw_table.rule0_all: rule 0 without constraints decides without class lookups (the
+    rules after it would decide otherwise), and its counter moves as the walk's would."""
+    other = VERDICT_DROP if first == VERDICT_ACCEPT else VERDICT_ACCEPT
+    table = build([R(first), R(other, {"l4proto": {UDP_}}), R(other)])
+    assert rule0_decides(table)
+    pkt = Ether(bytes(v4() / UDP(dport=7)))
+    with firewall(router, table):
+        got, out, moved = run(router, bytes(pkt))
+        counters = firewall_counters(0)
+    if first == VERDICT_ACCEPT:
+        assert (got, out, moved) == (XDP_REDIRECT, forwarded_v4(pkt), {"forwarded": 1})
+    else:
+        assert (got, moved) == (XDP_DROP, {"fw_dropped": 1})
+    assert counters[:3] == [(1, len(pkt)), (0, 0), (0, 0)]
 
 
 def test_without_tables_the_family_is_punted(router: Router) -> None:

@@ -42,6 +42,7 @@ from tna import abi, netlink, netns
 from tna.datapath.firewall import DEFAULT_CT_TCP
 from tna.datapath.liberal import Request, RequestRing, read_stats
 from tna.firewall.tables import VERDICT_ACCEPT, VERDICT_DROP, FwRule, FwTables
+from tna.introspect import kernel_hz
 from tna.plan.types import Features, Namespace
 
 pytestmark = pytest.mark.root
@@ -60,7 +61,8 @@ def gateway(router: Router, table: FwTables, liberal: bool = False,
             features: Features = FIREWALL) -> Iterator[None]:
     ct_tcp = (*DEFAULT_CT_TCP[:2], liberal)
     with program(router, features), netns.entered(router.ns):
-        sync_firewall_for_test(Namespace(firewall=(table, None), ct_tcp=ct_tcp))
+        sync_firewall_for_test(Namespace(firewall=(table, None), ct_tcp=ct_tcp,
+                                         ct_hz=kernel_hz()))
         yield
 
 
@@ -308,11 +310,12 @@ def test_be_liberal_forwards_data_but_not_a_new_highest_ack(router: Router,
 
 def test_be_liberal_data_is_linux_without_a_daemon(router: Router, tcp_flow: int) -> None:
     """Without ct_liberal_fast (no daemon to repair the entries of connections reset after
-    fast data: a one-shot 'tna apply'), be_liberal=1 changes nothing: new data moves the
-    window, Linux's (ct_window), as with window tracking."""
+    fast data: a one-shot 'tna apply'), a liberal side's segments go to Linux (ct_window):
+    the same data segment the daemon's programs forward (the control)."""
     data = bytes(h1_segment("PA", b"GET / HTTP/1.0\r\n\r\n"))
+    with gateway(router, nat_table(), liberal=True, features=LIBERAL_FAST):
+        assert run(router, data)[0] == XDP_REDIRECT  # control: fast under a daemon
     with gateway(router, nat_table(), liberal=True):
-        assert run(router, bytes(h1_ack()))[0] == XDP_REDIRECT  # control: the flow is fast
         got, out, moved = run(router, data)
     assert (got, out, moved) == (XDP_PASS, data, {"ct_window": 1})
 

@@ -155,3 +155,21 @@ def test_judge_punt_all() -> None:
                                                 punts={"fragment": 10})])
     judge_punt_all(few)
     assert few.status == "invalid"
+
+
+def test_tcp_segment_round_trip_and_checksums() -> None:
+    """The TCP scenarios' frame: a captured segment rebuilt with complete checksums (a local
+    sender's capture may hold only the pseudo-header sum)."""
+    seg = frames.TcpSegment(seq=0xFFFFFFF0, ack=12345, window=63,
+                            options=b"\x01\x01\x08\x0a" + bytes(range(8)))
+    spec = FrameSpec("02:00:00:00:01:02", "02:00:00:00:01:01", "10.1.0.2", "10.2.0.2")
+    frame = frames.build_tcp(spec, seg)
+    assert len(frame) == 66
+    ip, tcp = frame[14:34], frame[34:]
+    assert checksum(ip) == 0
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, len(tcp))
+    assert checksum(pseudo + tcp) == 0
+    assert frames.parse_tcp(frame) == ("10.1.0.2", "10.2.0.2", 4321, 9, seg)
+    assert frames.parse_tcp(frame[:40]) is None
+    with pytest.raises(ValueError):
+        frames.build_tcp(spec, frames.TcpSegment(1, 2, 3, options=b"\x01"))

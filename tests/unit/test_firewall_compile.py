@@ -30,6 +30,7 @@ from tna.firewall.tables import (
     VERDICT_PUNT,
     VERDICT_SKIP,
     FwTables,
+    rule0_decides,
 )
 from tna.model import AF_INET, AF_INET6
 from tna.netfilter import parse_iptables_save, parse_nft_json, parse_nft_sets
@@ -122,6 +123,8 @@ def class_of(t: FwTables, name: str, value: int, af: int) -> int:
 
 
 def datapath(t: FwTables, pkt: Packet, af: int) -> int:
+    if rule0_decides(t):  # the data path's shortcut (tna_fw_table.rule0_all): no lookups
+        return t.rules[0].verdict
     view = pkt.datapath_view(af)
     matched = (1 << len(t.rules)) - 1
     for name in t.used:
@@ -501,6 +504,26 @@ def test_ct_state_only_established_can_match() -> None:
     assert tables.stateful and len(tables.rules) == 2
     assert verdict(text, tcp(22)) == VERDICT_ACCEPT
     assert verdict(text, tcp(23)) == VERDICT_DROP
+
+
+def test_rule0_decides_only_when_it_matches_every_packet() -> None:
+    """The shortcut (tna_fw_table.rule0_all) holds for a stateful ruleset's usual first rule
+    and for a lone policy; not for a constrained rule 0, an accept that ends only one of two
+    base chains (a SKIP), or a punted (unsupported) rule."""
+    ct = {"ct": {"key": "state"}}
+    established = [match(ct, ["established", "related"], "in"), {"accept": None}]
+    fillers = [[TCP22, {"drop": None}], [FROM10, {"drop": None}]]
+    decides = [nft(("fwd", {**BASE, "policy": "drop"}, [established, *fillers])),
+               nft(("fwd", BASE, [])), nft(("fwd", BASE, [[{"drop": None}], *fillers]))]
+    does_not = [nft(("fwd", BASE, [*fillers, established])),
+                nft(("one", BASE, [[{"accept": None}]]),
+                    ("two", {**BASE, "prio": 10}, [[TCP22, {"drop": None}]])),
+                nft(("fwd", BASE, [[{"log": {"prefix": "x"}}, {"accept": None}], *fillers]))]
+    for text in decides + does_not:
+        _, tables = compiled(text, AF_INET)
+        assert rule0_decides(tables) == (text in decides), text
+        for pkt in (tcp(22), tcp(80), tcp(80, "11.0.0.1")):
+            verdict(text, pkt)  # the shortcut agrees with the reference
 
 
 def test_no_forward_chain_accepts_everything() -> None:

@@ -30,7 +30,8 @@ class GenCfg(ctypes.Structure):
     _fields_ = [("hdr", ctypes.c_uint8 * HDR_LEN), ("var_off", ctypes.c_uint32),
                 ("var_count", ctypes.c_uint32), ("var_base", ctypes.c_uint32),
                 ("csum_off", ctypes.c_uint16 * 2), ("csum_udp", ctypes.c_uint8 * 2),
-                ("pad", ctypes.c_uint8 * 6)]
+                ("pad", ctypes.c_uint8 * 2),
+                ("var_step", ctypes.c_uint32)]
 
 
 class SkbGenCfg(ctypes.Structure):

@@ -115,6 +115,7 @@ def gen_config(frame: bytes, var: Variation | None) -> GenCfg:
         if len(var.checksums) > len(cfg.csum_off):
             raise ValueError("the generator updates at most two checksums")
         cfg.var_off, cfg.var_count, cfg.var_base = var.offset, var.count, var.base
+        cfg.var_step = var.step
         for i, (off, udp) in enumerate(var.checksums):
             cfg.csum_off[i], cfg.csum_udp[i] = off, int(udp)
     return cfg

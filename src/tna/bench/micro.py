@@ -82,10 +82,11 @@ def optional_features(feats: Features) -> list[str]:
 
 
 def packets_for(scn: Scenario) -> list[bytes]:
-    """The 64-byte frame; for many-flows, a spread of its destinations."""
+    """The scenario's smallest frame (64 bytes but for TCP's 66-byte ACK); for many-flows,
+    a spread of its destinations."""
     spec, var = scn.frame(64), scn.variation
     if var is None:
-        return [frames.build(spec)]
+        return [scn.frame_bytes(min(scn.sizes))]
     step = max(1, var.count // FLOW_PACKETS)
     return [frames.build(frames.varied(spec, var, i * step)) for i in range(FLOW_PACKETS)]
 

@@ -27,6 +27,7 @@ import ipaddress
 import os
 import shutil
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -504,6 +505,130 @@ class NatUdp(StatefulFirewall):
                 "the port forward's reply direction (source NATed back to 10.2.0.1)")
 
 
+class StatefulTcp(Firewall):
+    """The stateful forward chain over a real TCP connection h1 -> h2 (port 9), opened through
+    r before the sink is attached and held open for the scenario's life; the generator sends
+    h1's last pure ACK of that connection again and again (a duplicate ACK).
+
+    With window tracking on (``nf_conntrack_tcp_be_liberal=0``, the default) the kernel's
+    tracked window lets only segments that change nothing in it skip Linux (docs/stateful.md):
+    a duplicate pure ACK is one, and every bench frame is the same segment (the skb source
+    sends clones of one frame).  It carries the timestamps option, as Linux's ACKs do, so the
+    frame is 66 bytes.  Conntrack's established timeout is days: no re-opening between modes.
+    """
+
+    name, title = "stateful-tcp", "IPv4 router + stateful nft firewall (established TCP)"
+    sizes = (66,)
+    port = frames.FrameSpec.dport
+    ack: frames.TcpSegment | None = None
+
+    def __init__(self, bed: Testbed, opts: Options) -> None:
+        super().__init__(bed, opts)
+        self._sockets: list[socket.socket] = []
+
+    def _build(self) -> None:
+        Router._build(self)
+        self.bed.run(self.dut, "nft", "-f", "-", input=tcp_stateful_ruleset(self.fw_rules),
+                     timeout=300)
+        self._nat()
+        for ns, via in ((self.sender, "10.1.0.1"), (self.receiver, "10.2.0.1")):
+            self.bed.run(ns, "ip", "route", "add", "default", "via", via)
+            self.bed.sysctl(ns, "net.ipv4.tcp_timestamps", "1")  # the 66-byte ACK
+        self.ack = self._connect()
+
+    def _nat(self) -> None:
+        """No NAT here; nat-tcp masquerades."""
+
+    def _connect(self) -> frames.TcpSegment:
+        """Open the connection (h2 sends a few bytes, h1 acknowledges them) and return h1's
+        last segment of it, captured on h1's veth: a pure ACK of everything h2 sent."""
+        with netns.entered(self.receiver):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._sockets.append(listener)
+            listener.bind((self.dst_ip, self.port))
+            listener.listen(1)
+        with netns.entered(self.sender):
+            # ETH_P_ALL: a socket bound to one protocol does not see outgoing frames
+            cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._sockets += [cap, client]
+        cap.bind((self.sender_if, 0))
+        client.bind((self.src_ip, frames.FrameSpec.sport))
+        client.settimeout(5)
+        client.connect((self.dst_ip, self.port))
+        listener.settimeout(5)
+        server, _ = listener.accept()
+        self._sockets.append(server)
+        hello = b"established"
+        server.sendall(hello)
+        assert client.recv(64) == hello
+        return self._last_ack(cap)
+
+    def _last_ack(self, cap: socket.socket) -> frames.TcpSegment:
+        """Poll the capture until h1's pure ACK of h2's data has gone out."""
+        flow = (self.src_ip, self.dst_ip, frames.FrameSpec.sport, self.port)
+        syn_ack: frames.TcpSegment | None = None
+        deadline = time.monotonic() + 5
+        cap.settimeout(0.2)
+        while time.monotonic() < deadline:
+            try:
+                frame, info = cap.recvfrom(2048)
+            except TimeoutError:
+                continue
+            got = frames.parse_tcp(frame)
+            if got is None:
+                continue
+            if got[:4] == (*flow[1::-1], *flow[3:1:-1]) and got[4].flags & 0x02:
+                syn_ack = got[4]  # h2's SYN-ACK: its data starts at seq + 1
+            elif (got[:4] == flow and info[2] == socket.PACKET_OUTGOING and syn_ack
+                  and got[4].flags == frames.TCP_ACK and not got[4].data
+                  and got[4].ack == (syn_ack.seq + 1 + len(b"established")) & 0xFFFFFFFF):
+                cap.close()
+                return got[4]
+        raise TimeoutError("h1 never acknowledged h2's data (no established TCP flow)")
+
+    def frame_bytes(self, size: int) -> bytes:
+        assert self.ack is not None, "built before the connection was opened"
+        frame = frames.build_tcp(self.frame(size), self.ack)
+        if len(frame) != size:
+            raise ValueError(f"{self.name} sends h1's {len(frame)}-byte ACK, not {size} bytes")
+        return frame
+
+    def close(self) -> None:
+        super().close()
+        for s in self._sockets:
+            s.close()
+        self._sockets.clear()
+
+    def describe(self) -> str:
+        return (f"IPv4 router, nft forward chain, policy drop: ct state established,related "
+                f"accept, ct state invalid drop, {self.fw_rules} non-matching rules, accept TCP "
+                f"from r1 to port {self.port}; a real TCP connection h1 -> h2:{self.port} is "
+                "held open, every frame a duplicate of h1's last pure ACK (timestamps, 66 B; "
+                "be_liberal=0: a segment that moves nothing in the tracked window)")
+
+
+class NatTcp(StatefulTcp):
+    """stateful-tcp behind a masquerading gateway: r masquerades h1 out of r2, as a home or
+    office gateway does; the benchmark segments are the entry's original direction, each
+    leaving with its source rewritten to 10.2.0.1 (SNAT from conntrack's entry)."""
+
+    name, title = "nat-tcp", "IPv4 NAT gateway (masquerade, established TCP)"
+
+    def _nat(self) -> None:
+        self.bed.run(self.dut, "nft", "-f", "-", input=(
+            "table ip tna_bench_nat {\n  chain post {\n"
+            "    type nat hook postrouting priority srcnat; policy accept;\n"
+            '    oifname "r2" masquerade\n'
+            "  }\n}\n"))
+
+    def describe(self) -> str:
+        return ("IPv4 router, the stateful nft forward chain of stateful-tcp, and a nat "
+                "postrouting chain masquerading everything out of r2; the TCP connection h1 -> "
+                f"h2:{self.port} is masqueraded to 10.2.0.1, every frame a duplicate of h1's "
+                "last pure ACK (original direction, source NATed)")
+
+
 def firewall_ruleset(n: int) -> str:
     """An ip-family forward chain: ``n`` rules that never match the benchmark flow, accept."""
     return ("table ip tna_bench {\n  chain forward {\n"
@@ -533,6 +658,15 @@ def stateful_ruleset(n: int) -> str:
              *_nft_filler(n),
              f'iifname "r2" udp sport {frames.FrameSpec.dport} '
              f"udp dport {frames.FrameSpec.sport} accept"]
+    return ("table ip tna_bench {\n  chain forward {\n"
+            "    type filter hook forward priority filter; policy drop;\n"
+            + "".join(f"    {r}\n" for r in rules) + "  }\n}\n")
+
+
+def tcp_stateful_ruleset(n: int) -> str:
+    """As ``stateful_ruleset``, but the opener accepted is TCP from r1 to the benchmark port."""
+    rules = ["ct state established,related accept", "ct state invalid drop",
+             *_nft_filler(n), f'iifname "r1" tcp dport {frames.FrameSpec.dport} accept']
     return ("table ip tna_bench {\n  chain forward {\n"
             "    type filter hook forward priority filter; policy drop;\n"
             + "".join(f"    {r}\n" for r in rules) + "  }\n}\n")
@@ -626,7 +760,7 @@ class BridgeRouting(Scenario):
 
 FIREWALLS: tuple[type[Firewall], ...] = (
     Firewall, Firewall1000, FirewallIpt, FirewallIpt1000, FirewallLegacy, FirewallLegacy1000,
-    StatefulFirewall, NatUdp)
+    StatefulFirewall, NatUdp, StatefulTcp, NatTcp)
 _ALL: tuple[type[Scenario], ...] = (Router, RouterV6, ManyFlows, PuntAll,
                                     *(f for f in FIREWALLS if f.available()), Bridge,
                                     BridgeRouting, BridgeFdb)

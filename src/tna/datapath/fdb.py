@@ -20,6 +20,7 @@ unless the kernel's entry was refreshed after the move (the host came back).
 from __future__ import annotations
 
 import ctypes
+import errno
 import struct
 import time
 from collections.abc import Iterable, Mapping
@@ -64,6 +65,7 @@ class SyncResult:
     written: int = 0
     deleted: int = 0
     kept_moved: int = 0
+    full: int = 0  # new entries the full mirror could not take (left to Linux: a miss punts)
 
 
 class _BrportArray:
@@ -185,7 +187,13 @@ class FdbMirror:
                 return  # unchanged: leave the fast path's seen stamp alone
             else:
                 seen = cur.seen_ns if cur.port == port else 0
-        m.update(key, bytes(abi.TnaFdbEntry(port, flags, 0, seen)))
+        try:
+            m.update(key, bytes(abi.TnaFdbEntry(port, flags, 0, seen)))
+        except libbpf.LibbpfError as err:
+            if err.errno != errno.E2BIG or raw is not None:
+                raise
+            result.full += 1  # TNA_FDB_MAX entries mirrored already: Linux bridges the rest
+            return
         result.written += 1
 
     # -- ageing --

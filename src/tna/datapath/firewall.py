@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from tna import abi
 from tna.datapath import libbpf
 from tna.datapath.pins import map_fd
-from tna.firewall.tables import FIELDS, MAX_CLASSES, MAX_RULES, FwTables, RuleRef, check_fits
+from tna.firewall.tables import (
+    FIELDS,
+    MAX_CLASSES,
+    MAX_RULES,
+    FwTables,
+    RuleRef,
+    check_fits,
+    rule0_decides,
+)
 
 MAP_NAMES = ("tna_fw_tables", "tna_fw_rules", "tna_fw_classes", "tna_fw_ifs", "tna_fw_small",
              "tna_fw_ports", "tna_fw_v4", "tna_fw_v6", "tna_fw_counters")
@@ -29,6 +37,17 @@ PORT_FIELDS = ("sport", "dport")
 FAMILIES = (0, 1)  # table = generation * 2 + family: 0 IPv4, 1 IPv6
 # established TCP: timeouts (ms, established and unacknowledged) and be_liberal (Namespace.ct_tcp)
 DEFAULT_CT_TCP = (432_000_000, 300_000, False)
+
+
+def refresh_hz(hz: int, timeouts_ms: Iterable[int]) -> int:
+    """The table's ct_hz: CONFIG_HZ when every timeout is whole seconds that fit the kfunc's
+    range (then msecs_to_jiffies(ms) is ms / 1000 * HZ, exactly what the kernel keeps), else
+    0: every refresh calls the kfunc."""
+    if hz <= 0 or (1000 % hz and hz % 1000):  # msecs_to_jiffies() is a plain division
+        return 0
+    if any(ms % 1000 or ms > 0x7FFFFFFF or ms // 1000 * hz > 0x7FFFFFFF for ms in timeouts_ms):
+        return 0
+    return hz
 
 
 def _u32(v: int) -> bytes:
@@ -54,6 +73,7 @@ class Written:
     tables: tuple[FwTables | None, FwTables | None]
     ct_timeouts_ms: tuple[int, int]
     ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP
+    ct_hz: int = 0
 
 
 class FirewallMaps:
@@ -68,7 +88,8 @@ class FirewallMaps:
 
     def write_generation(self, gen: int, tables: Sequence[FwTables | None],
                          ct_timeouts_ms: tuple[int, int],
-                         ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP) -> None:
+                         ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP, ct_hz: int = 0
+                         ) -> None:
         """Fill generation ``gen`` (not in use) with one table per family."""
         for fam in FAMILIES:
             self.maps["tna_fw_tables"].update(_u32(gen * 2 + fam), bytes(abi.TnaFwTable()))
@@ -77,10 +98,10 @@ class FirewallMaps:
             t = gen * 2 + fam
             ft = tables[fam]
             if ft is not None:
-                self._write_table(t, ft, ct_timeouts_ms, ct_tcp)
+                self._write_table(t, ft, ct_timeouts_ms, ct_tcp, ct_hz)
 
     def _write_table(self, t: int, ft: FwTables, ct_timeouts_ms: tuple[int, int],
-                     ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP) -> None:
+                     ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP, ct_hz: int = 0) -> None:
         check_fits(ft)
         self._write_classes(t, ft)
         self._write_rules(t, ft)
@@ -92,7 +113,8 @@ class FirewallMaps:
                     | (abi.TNA_FW_CT_NAT if ft.nat else 0))
         hdr = abi.TnaFwTable(len(ft.rules), nwords, used, int(ft.stateful), ct_timeouts_ms[0],
                              ft.iif_default + 1, ft.oif_default + 1, ct_timeouts_ms[1],
-                             ct_flags, ct_tcp[0], ct_tcp[1])
+                             ct_flags, ct_tcp[0], ct_tcp[1], int(rule0_decides(ft)),
+                             refresh_hz(ct_hz, (*ct_timeouts_ms, *ct_tcp[:2])))
         self.maps["tna_fw_tables"].update(_u32(t), bytes(hdr))  # last: the table goes live
 
     def _write_classes(self, t: int, ft: FwTables) -> None:

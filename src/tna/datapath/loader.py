@@ -293,7 +293,8 @@ class Datapath:
     def _write_firewall(self, ns: NamespaceMaps, namespace: Namespace) -> bool:
         """A changed ruleset is a map update (both generations' layout is fixed), done in the
         restrict phase: a stricter ruleset then holds before any program changes."""
-        wanted = Written(namespace.firewall, namespace.ct_timeouts_ms, namespace.ct_tcp)
+        wanted = Written(namespace.firewall, namespace.ct_timeouts_ms, namespace.ct_tcp,
+                         namespace.ct_hz)
         if wanted == self._firewall:
             return False
         self._firewall = None  # unknown if the write fails half-way

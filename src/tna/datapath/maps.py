@@ -269,7 +269,7 @@ class NamespaceMaps:
         gen = 1 - (self.cfg.fw_gen & 1)
         fw = FirewallMaps()
         try:
-            fw.write_generation(gen, ns.firewall, ns.ct_timeouts_ms, ns.ct_tcp)
+            fw.write_generation(gen, ns.firewall, ns.ct_timeouts_ms, ns.ct_tcp, ns.ct_hz)
         finally:
             fw.close()
         self.cfg = abi.TnaConfig(self.cfg.route_mtu_v4, self.cfg.route_mtu_v6, gen)

@@ -100,6 +100,15 @@ class FwTables:
     unsupported: tuple[Unsupported, ...] = ()
 
 
+def rule0_decides(t: FwTables) -> bool:
+    """Whether rule 0 decides every packet: a final verdict (accept or drop) whose bit every
+    class has, so that no field of any packet can miss it (the data path then skips the
+    classification; e.g. ``ct state established,related accept`` first in a stateful
+    ruleset, whose constraint the fast path's packets all meet)."""
+    return bool(t.rules) and t.rules[0].verdict in (VERDICT_ACCEPT, VERDICT_DROP) \
+        and all(c & 1 for c in t.classes)
+
+
 class FirewallTooLarge(ValueError):
     """The compiled tables do not fit the maps; the planner leaves the family to Linux."""
 

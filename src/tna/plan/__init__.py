@@ -70,7 +70,8 @@ def make_plan(snap: Snapshot, followed: bool = False, tcp_liberal: bool = False)
                         snap.sysctls.conntrack_udp_timeout * 1000),
         ct_tcp=(snap.sysctls.conntrack_tcp_timeout_established * 1000,
                 snap.sysctls.conntrack_tcp_timeout_unacknowledged * 1000,
-                snap.sysctls.conntrack_tcp_be_liberal))
+                snap.sysctls.conntrack_tcp_be_liberal),
+        ct_hz=snap.sysctls.kernel_hz)
     return Plan(snap.netns, with_redirects(snap, interfaces), global_slow, namespace)
 
 

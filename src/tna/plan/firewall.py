@@ -72,10 +72,10 @@ def conntrack_slow_paths(snap: Snapshot, af: int, tracking: list[str],
                   f"conntrack tracked goes to Linux (ct_window); {LIBERAL_REPAIR}")
     elif snap.sysctls.conntrack_tcp_be_liberal:
         window = ("net.netfilter.nf_conntrack_tcp_be_liberal is on, but no daemon follows "
-                  "this namespace ('tna apply' alone): TCP data goes to Linux as with window "
-                  "tracking (ct_window), because the fast path's liberal data needs the "
-                  "daemon's repair of the connections reset after it; 'tna run' makes it "
-                  "fast (docs/stateful.md)")
+                  "this namespace ('tna apply' alone): TCP segments of established "
+                  "connections go to Linux (ct_window), because the fast path's liberal data "
+                  "needs the daemon's repair of the connections reset after it; 'tna run' "
+                  "makes it fast (docs/stateful.md)")
     elif tcp_liberal:
         window = (f"{TCP_LIBERAL_ON}; until a connection is marked, a segment that would "
                   "move conntrack's tracked window goes to Linux (ct_window), and so does one "

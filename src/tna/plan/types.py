@@ -133,6 +133,9 @@ class Namespace:
     # established TCP: nf_conntrack_tcp_timeout_established and _unacknowledged (ms), and
     # nf_conntrack_tcp_be_liberal (windows are not judged)
     ct_tcp: tuple[int, int, bool] = (432_000_000, 300_000, False)
+    # jiffies per second (CONFIG_HZ; 0: unknown), when every timeout above is whole seconds:
+    # the fast path then skips a refresh that would write the value the entry holds
+    ct_hz: int = 0
 
 
 @dataclass(frozen=True)
