@@ -182,7 +182,8 @@ struct tna_features {
 				 * (nf_conntrack_tcp_be_liberal, or the entry's own flag) may be
 				 * fast, and an RST of a side whose data the kernel did not see is
 				 * named in tna_liberal_req (TNA_LIBERAL_RESET), for the daemon to
-				 * close the entry as Linux alone would; off: window tracking */
+				 * close the entry as Linux alone would; off: a segment that passes
+				 * only because its sender is liberal goes to Linux (ct_window) */
 };
 
 /*
