@@ -69,7 +69,11 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		struct fw_scratch *s;
 
 		/* conntrack runs in PREROUTING, and with it NAT's destination manip */
-		rc = fw_conntrack(ctx, v6, tna_features.ct_tcp_liberal);
+		rc = fw_conntrack(ctx, v6, CT_MODE(tna_features.ct_tcp_liberal,
+						   tna_features.ct_liberal_fast));
+		/* an RST of a liberal side: does the daemon have to close its entry? */
+		if (rc == TNA_PUNT_CT_SETUP && tna_features.ct_liberal_fast)
+			tna_fw_reset_check(ctx, v6);
 		if (rc)
 			return punt(ctx, in->slot, rc);
 		s = fw_scratch();

@@ -178,6 +178,12 @@ struct tna_features {
 	__u8 ct_tcp_liberal;	/* opt-in (tna run --tcp-liberal): an established TCP connection
 				 * the fast path would carry but for conntrack's window tracking is
 				 * named in tna_liberal_req, for the daemon to make liberal */
+	__u8 ct_liberal_fast;	/* a daemon follows (tna run): segments of a liberal TCP side
+				 * (nf_conntrack_tcp_be_liberal, or the entry's own flag) may be
+				 * fast, and an RST of a side whose data the kernel did not see is
+				 * named in tna_liberal_req (TNA_LIBERAL_RESET), for the daemon to
+				 * close the entry as Linux alone would; off: a segment that passes
+				 * only because its sender is liberal goes to Linux (ct_window) */
 };
 
 /*
@@ -320,19 +326,32 @@ struct tna_mon_event {
  */
 #define TNA_LIBERAL_RING_BYTES (64 * 1024)	/* tna_liberal_req: ~1100 requests */
 
+/*
+ * The same ring carries the RST repair (docs/stateful.md, "The RST of a liberal side"): with
+ * ct_liberal_fast, data the fast path forwarded never moved the kernel's td_end of its sender,
+ * so the kernel no longer recognises that side's RST (exact at the peer's highest ACK, or right
+ * after its data) and keeps the entry ESTABLISHED. An RST whose sequence number is beyond the
+ * kernel's td_end of its sender still goes to Linux, and the entry is named with
+ * TNA_LIBERAL_RESET: the daemon sets it to CLOSE with nf_conntrack_tcp_timeout_close.
+ */
+#define TNA_LIBERAL_MARK 0	/* make the connection liberal both ways */
+#define TNA_LIBERAL_RESET 1	/* side ``dir`` reset the connection: close the entry */
+
 /* One record in tna_liberal_req: conntrack's original-direction tuple (zone 0, the one the
- * fast path's lookup uses). */
+ * fast path's lookup uses), and what to do with the entry. */
 struct tna_liberal_req {
 	__u8 family;		/* AF_INET or AF_INET6 */
 	__u8 l4proto;		/* IPPROTO_TCP */
 	__be16 sport;
 	__be16 dport;
-	__u16 pad;
+	__u8 kind;		/* TNA_LIBERAL_MARK or TNA_LIBERAL_RESET */
+	__u8 dir;		/* RESET: the RST's direction (0 original, 1 reply) */
 	__u8 saddr[16];		/* IPv4: the first 4 bytes */
 	__u8 daddr[16];
 };
 
-/* tna_liberal_cnt (per CPU): what the programs asked for, and what a full ring left out. */
+/* tna_liberal_cnt (per CPU): what the programs asked for (marks and resets), and what a full
+ * ring left out. */
 struct tna_liberal_stats {
 	__u64 requested;
 	__u64 lost;

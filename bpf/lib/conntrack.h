@@ -11,7 +11,9 @@
  * (tcp_in_window()). A forwarded segment does not move that window, so a segment is fast only
  * if, seen by the kernel, it would have left the verdict-relevant state as it is (docs/
  * stateful.md explains why nothing weaker keeps every later verdict Linux's). With
- * nf_conntrack_tcp_be_liberal the window is not judged; the highest ACK still is (RST checks).
+ * nf_conntrack_tcp_be_liberal (or the entry's liberal flag) the window is not judged; the
+ * highest ACK still is (RST checks). Only with a daemon to repair what the kernel then misses,
+ * the RST of a side whose data was fast (CT_LIBERAL_FAST, the ct_liberal_fast feature).
  */
 #ifndef TNA_LIB_CONNTRACK_H
 #define TNA_LIB_CONNTRACK_H
@@ -136,6 +138,12 @@ extern int bpf_ct_change_timeout(struct nf_conn *nfct, __u32 timeout) __ksym;
 #define TCPF_RST 0x04
 #define TCPF_ACK 0x10
 #define TCPF_URG 0x20
+
+/* ct_established()'s ``mode``, from the program's features */
+#define CT_ASK_LIBERAL 1	/* ct_tcp_liberal: name connections for the daemon to mark */
+#define CT_LIBERAL_FAST 2	/* ct_liberal_fast: liberal sides are fast, their RSTs repaired */
+#define CT_MODE(ask, fast) ((ask) | ((fast) << 1))	/* from the two features (0 or 1) */
+#define CT_LIBERAL_ONLY 2	/* ct_tcp_step()'s *window_only: passed for a liberal sender */
 
 /* sequence number comparisons modulo 2^32, as the kernel's before()/after() */
 #define seq_before(a, b) ((__s32)((a) - (b)) < 0)
@@ -382,7 +390,9 @@ static __always_inline int ct_tcp_window_still(const struct ct_tcp_seg *g,
  * *timeout_ms, or why Linux must see it. ``dir``: the segment's direction; ``th``: its header,
  * bounds-checked for sizeof(*th); ``opt``: the first 4 option bytes, when doff > 5.
  * *window_only is set when the segment goes to Linux for window tracking alone (ct_window):
- * had the sender's side been liberal, it would have passed.
+ * had the sender's side been liberal, it would have passed; CT_LIBERAL_ONLY when it passed
+ * because its sender is liberal (the sysctl or the entry's flag), which the caller accepts only
+ * under a daemon (CT_LIBERAL_FAST; the check is there, not here: this function's stack is full).
  */
 static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const struct tcphdr *th,
 				       __u32 l4_len, __u32 opt, const struct tna_fw_table *p,
@@ -432,6 +442,8 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 			return TNA_PUNT_CT_WINDOW;
 		*window_only = 0;
 	}
+	else
+		*window_only = CT_LIBERAL_ONLY;	/* fast because its sender is liberal */
 	*timeout_ms = ct_tcp_timeout(&g, &s, &r, p);
 	return 0;
 }
@@ -444,7 +456,8 @@ static __always_inline void ct_orig_tuple(const struct nf_conn *ct, int v6,
 
 	req->family = v6 ? AF_INET6 : AF_INET;
 	req->l4proto = IPPROTO_TCP;
-	req->pad = 0;
+	req->kind = TNA_LIBERAL_MARK;
+	req->dir = 0;
 	req->sport = ct->tuplehash[0].tuple.src.u.all;
 	req->dport = ct->tuplehash[0].tuple.dst.u.all;
 	src[0] = ct->tuplehash[0].tuple.src.u3.all[0];
@@ -458,7 +471,7 @@ static __always_inline void ct_orig_tuple(const struct nf_conn *ct, int v6,
 }
 
 /* ct_established(): Linux's for window tracking alone; *req names the connection (see
- * lib/ct_liberal.h). Never returned unless asked to (``ask`` set). */
+ * lib/ct_liberal.h). Never returned unless asked to (CT_ASK_LIBERAL). */
 #define CT_ASK (-1)
 
 /*
@@ -466,14 +479,16 @@ static __always_inline void ct_orig_tuple(const struct nf_conn *ct, int v6,
  * (the entry's timeout then refreshed as the kernel would, *nat filled), or why Linux must.
  * ``l4``: the L4 header, at least 8 bytes (UDP) or sizeof(struct tcphdr) (TCP) checked by the
  * caller; ``csum_ok``: the L4 checksum verifies (nf_conntrack_checksum; UDP 0 is "none").
- * With ``ask`` (tna run --tcp-liberal), a TCP segment that only window tracking keeps from the
- * fast path returns CT_ASK instead of ct_window, *nat filled and *req naming the connection,
- * the timeout left to Linux: the caller decides whether the fast path would carry it.
+ * ``mode``: CT_ASK_LIBERAL and CT_LIBERAL_FAST, as the program's features say.
+ * With CT_ASK_LIBERAL (tna run --tcp-liberal), a TCP segment that only window tracking keeps
+ * from the fast path returns CT_ASK instead of ct_window, *nat filled and *req naming the
+ * connection, the timeout left to Linux: the caller decides whether the fast path would carry
+ * it. With CT_LIBERAL_FAST, a liberal sender's segments are not judged by its window.
  */
 static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8 *saddr,
 					  const __u8 *daddr, __u8 l4proto, const void *l4,
 					  __u32 l4_len, __u32 opt, const struct tna_fw_table *p,
-					  struct ct_nat *nat, int ask, struct tna_liberal_req *req)
+					  struct ct_nat *nat, int mode, struct tna_liberal_req *req)
 {
 	const struct tcphdr *th = l4;
 	struct nf_conn *ct;
@@ -500,10 +515,14 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 		timeout_ms = p->ct_tcp_est_ms;	/* (profiling: what the step says here) */
 		why = tna_profile_off(TNA_PROF_WINDOW) ? 0 :
 		      ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms, &window_only);
+		/* liberal data leaves the kernel's view of its sender stale: fast only where a
+		 * daemon repairs what that breaks (ct_tcp_reset_stale()) */
+		if (!why && window_only == CT_LIBERAL_ONLY && !(mode & CT_LIBERAL_FAST))
+			why = TNA_PUNT_CT_WINDOW;
 	} else {
 		why = ct_udp_step(ct, status, p, &timeout_ms);
 	}
-	if (why && !(ask && window_only))
+	if (why && !((mode & CT_ASK_LIBERAL) && window_only == 1))
 		goto linux;
 	nat_why = ct_nat_of(ct, status, dir, v6, p->ct_flags & TNA_FW_CT_NAT, nat);
 	if (nat_why) {	/* a punt for the window comes first, as without ``ask`` */
@@ -523,6 +542,43 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 linux:
 	bpf_ct_release(ct);
 	return why;
+}
+
+/*
+ * The RST of a liberal side whose data the kernel did not see (docs/stateful.md, "The RST of a
+ * liberal side"); ``th`` bounds-checked for sizeof(*th), its checksum verified. tcp_packet()
+ * closes an ESTABLISHED entry on an RST of side S only if its sequence number is the peer's
+ * td_maxack, or S's last in-window segment ended there (an "RST train"); anything else keeps
+ * ESTABLISHED for a challenge ACK. Data of a liberal S the fast path forwarded never moved
+ * td_end[S], and the peer's ACKs of it were then beyond td_end[S]: accepted (liberal) without
+ * moving td_maxack. S's RST right after its data, or at the peer's highest ACK, lies beyond
+ * td_end[S], so the kernel keeps the entry where Linux alone, having seen that data, closes it.
+ * The test: an RST (RST or RST|ACK, as tcp_error() accepts) of a liberal side of an assured
+ * ESTABLISHED entry, the peer's td_maxack set, whose sequence number is after the kernel's
+ * td_end[S]. The peer's td_maxack and S's last_end never exceed td_end[S], so the kernel itself
+ * closes none of these; a real stack's RST carries its snd_nxt, never before what the peer
+ * acknowledged, so Linux alone would not have called it invalid either.
+ */
+static __always_inline int ct_tcp_reset_stale(const struct nf_conn *ct, int dir,
+					      const struct tcphdr *th, __u32 l4_len,
+					      const struct tna_fw_table *p)
+{
+	__u8 flags = ((const __u8 *)th)[13];
+	struct ct_tcp_side s, r;
+
+	if ((flags & (TCPF_FIN | TCPF_SYN | TCPF_RST | TCPF_URG)) != TCPF_RST)
+		return 0;
+	if (th->doff * 4 < sizeof(*th) || th->doff * 4 > l4_len)
+		return 0;	/* tcp_error(): invalid, the kernel changes nothing */
+	if (ct->proto.tcp.state != CT_TCP_ESTABLISHED)
+		return 0;
+	ct_tcp_side(ct, dir, &s);
+	ct_tcp_side(ct, !dir, &r);
+	if (!(p->ct_flags & TNA_FW_CT_LIBERAL) && !(s.flags & CT_TCP_FLAG_BE_LIBERAL))
+		return 0;	/* window-tracked: its data was never fast */
+	if (!(r.flags & CT_TCP_FLAG_MAXACK_SET))
+		return 0;	/* tcp_packet() closes without looking at the sequence number */
+	return seq_after(bpf_ntohl(th->seq), s.end);
 }
 
 #endif

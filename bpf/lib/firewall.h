@@ -464,11 +464,13 @@ static __always_inline int icmp_error(__u8 l4proto, const __u8 *l4, const void *
  * timeout was refreshed; s->nat then says which NAT applies), or the reason to hand it to
  * Linux. The L3 header (no IPv4 options, no IPv6 extension headers) follows the Ethernet one.
  * Checks tcp_error()/udp_error() make: L4 header and length, checksum (nf_conntrack_checksum).
- * ``ask`` (tna run --tcp-liberal): a TCP segment that only window tracking keeps from the fast
- * path returns 0 with s->ask_pending set (see ct_established()); the caller must hand it to
- * Linux, asking for the connection to be made liberal if it would have forwarded it.
+ * ``mode``: ct_established()'s. CT_ASK_LIBERAL (tna run --tcp-liberal): a TCP segment that
+ * only window tracking keeps from the fast path returns 0 with s->ask_pending set; the caller
+ * must hand it to Linux, asking for the connection to be made liberal if it would have
+ * forwarded it. CT_LIBERAL_FAST: a liberal sender's data is not judged by its window (the
+ * caller then looks at the RSTs it hands to Linux: tna_fw_reset_check()).
  */
-__attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u32 ask)
+__attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u32 mode)
 {
 	void *data = frame_start(ctx), *end = frame_end(ctx);
 	struct fw_scratch *s = fw_scratch();
@@ -560,7 +562,7 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u
 		return TNA_PUNT_CT_PROTO;
 	}
 	rc = ct_established(ctx, v6, s->p.saddr, s->p.daddr, l4proto, l4, l4_len, opt, hdr,
-			    &s->nat, ask, &s->ask);
+			    &s->nat, mode, &s->ask);
 	if (rc == CT_ASK) {
 		s->ask_pending = 1;
 		return 0;
@@ -573,7 +575,7 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u
  * the call (~10-20 ns on hosts with the SRSO Safe-RET mitigation). The function repeats them,
  * reading the same maps, so it decides exactly as if it had been called directly.
  */
-static __always_inline int fw_conntrack(struct xdp_md *ctx, __u32 v6, __u32 ask)
+static __always_inline int fw_conntrack(struct xdp_md *ctx, __u32 v6, __u32 mode)
 {
 	struct fw_scratch *s = fw_scratch();
 	const struct tna_fw_table *hdr;
@@ -594,7 +596,70 @@ static __always_inline int fw_conntrack(struct xdp_md *ctx, __u32 v6, __u32 ask)
 		s->ask_pending = 0;
 		return 0;
 	}
-	return tna_fw_conntrack(ctx, v6, ask);
+	return tna_fw_conntrack(ctx, v6, mode);
+}
+
+/*
+ * With ct_liberal_fast: a TCP segment tna_fw_conntrack() just handed to Linux as ct_setup; if it
+ * is the RST of a liberal side whose data the kernel did not see (ct_tcp_reset_stale()), name
+ * its entry in tna_liberal_req (TNA_LIBERAL_RESET) for the daemon to close, at once: conntrack
+ * sees it in PREROUTING, whatever routing or the forward hook decide later. The packet still
+ * goes to Linux. A lookup of its own (RSTs are rare; tna_fw_conntrack()'s stack is full); the
+ * headers, their lengths and the checksum were checked by tna_fw_conntrack().
+ */
+__attribute__((noinline)) int tna_fw_reset_check(struct xdp_md *ctx, __u32 v6)
+{
+	void *data = frame_start(ctx), *end = frame_end(ctx);
+	struct fw_scratch *s = fw_scratch();
+	const struct tna_fw_table *hdr;
+	const struct tna_config *cfg;
+	__u32 zero = 0, table, l4_len;
+	struct tcphdr *th;
+	struct nf_conn *ct;
+	unsigned long status;
+	int dir = 0;
+
+	if (!s)
+		return 0;
+	cfg = bpf_map_lookup_elem(&tna_config, &zero);
+	if (!cfg)
+		return 0;
+	table = (cfg->fw_gen & 1) * 2 + !!v6;
+	hdr = bpf_map_lookup_elem(&tna_fw_tables, &table);
+	if (!hdr)
+		return 0;
+	if (v6) {
+		struct ipv6hdr *ip6h = data + sizeof(struct ethhdr);
+
+		th = (void *)(ip6h + 1);
+		if ((void *)(th + 1) > end || ip6h->nexthdr != IPPROTO_TCP)
+			return 0;
+		l4_len = bpf_ntohs(ip6h->payload_len);
+	} else {
+		struct iphdr *iph = data + sizeof(struct ethhdr);
+
+		th = (void *)(iph + 1);
+		if ((void *)(th + 1) > end || iph->protocol != IPPROTO_TCP ||
+		    bpf_ntohs(iph->tot_len) < sizeof(*iph))
+			return 0;
+		l4_len = bpf_ntohs(iph->tot_len) - sizeof(*iph);
+	}
+	if (!th->rst)
+		return 0;
+	ct = ct_lookup(ctx, v6, s->p.saddr, s->p.daddr, th->source, th->dest, IPPROTO_TCP, &dir);
+	if (!ct)
+		return 0;
+	status = ct->status;
+	if ((status & (CT_NEEDED | CT_ASSURED)) == (CT_NEEDED | CT_ASSURED) &&
+	    !(status & CT_REFUSED) && !ct_expired(ct) &&
+	    ct_tcp_reset_stale(ct, dir, th, l4_len, hdr)) {
+		ct_orig_tuple(ct, v6, &s->ask);
+		s->ask.kind = TNA_LIBERAL_RESET;
+		s->ask.dir = dir;
+		liberal_ask(&s->ask);
+	}
+	bpf_ct_release(ct);
+	return 0;
 }
 
 /* Linux's csum_replace4()/inet_proto_csum_replace4() on an unoffloaded checksum: the same

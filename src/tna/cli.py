@@ -302,10 +302,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     snap = _snapshot(args)
-    # the opt-in as asked, or as the running daemon has it
+    # the opt-in as asked, or as the running daemon has it; a running daemon (or the opt-in,
+    # a daemon's) follows the namespace
     daemon = sync.read_state() or {}
-    plan = make_plan(snap, tcp_liberal=getattr(args, "tcp_liberal", False)
-                     or "tcp_liberal" in daemon)
+    plan = make_plan(snap, followed=bool(daemon),
+                     tcp_liberal=getattr(args, "tcp_liberal", False) or "tcp_liberal" in daemon)
     guidance = advise(snap, plan)
     if args.json:
         _print_json({**plan.to_dict(), "guidance": guidance.to_dict()})
@@ -626,11 +627,12 @@ def format_stats(stats: dict[str, Any], describe_all: bool = False) -> str:
 
 def format_tcp_liberal(s: dict[str, Any]) -> str:
     daemon = s["daemon"]
-    marks = (f"the daemon marked {daemon.get('marked', 0)} connection(s) liberal "
+    marks = (f"the daemon marked {daemon.get('marked', 0)} connection(s) liberal, closed "
+             f"{daemon.get('closed', 0)} reset after fast data "
              f"({daemon.get('gone', 0)} gone before, {daemon.get('failed', 0)} failed)"
-             if daemon is not None else "no 'tna run --tcp-liberal' marks them")
+             if daemon is not None else "no 'tna run' marks or closes them")
     return (f"tcp-liberal: {s['requested']} requests for connections the fast path would carry "
-            f"({s['lost']} lost to a full ring); {marks}")
+            f"or reset after fast data ({s['lost']} lost to a full ring); {marks}")
 
 
 def firewall_rule_stats(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""``tna run --tcp-liberal``: the daemon marks the TCP connections the fast path would carry.
+"""``tna run``: the daemon marks the TCP connections the fast path would carry liberal
+(``--tcp-liberal``), and closes the entries of liberal connections reset after fast data.
 
 Role in the flow: beside the daemon's reconciliations (:mod:`tna.sync`), an explicit opt-in
 that changes Linux's behaviour (docs/stateful.md, "Opt-in: liberal connections").  With window
@@ -9,6 +10,15 @@ forward it, in a ring (:mod:`tna.datapath.liberal`); a :class:`Marker` thread re
 and sets ``IP_CT_TCP_FLAG_BE_LIBERAL`` on both directions of the entry through ctnetlink
 (:class:`tna.netlink.Conntrack`), as the kernel's flowtable does for the flows it offloads.
 From then on the kernel no longer judges the connection's windows and its segments are fast.
+
+The same thread repairs what a liberal connection's fast data leaves behind (docs/stateful.md,
+"The RST of a liberal side"): the kernel's tracked window of a side whose data the fast path
+forwarded lags, so the kernel no longer recognises that side's RST and keeps the entry
+ESTABLISHED where Linux alone would close it.  The programs (with ``ct_liberal_fast``, planned
+only under a daemon) name such an entry with a RESET request as the RST goes to Linux; the
+marker sets it to CLOSE with the namespace's ``nf_conntrack_tcp_timeout_close``, what Linux
+alone would have done.  Whichever of the two runs first, the entry ends CLOSE: an RST in
+CLOSE stays CLOSE (and refreshes the same timeout).
 
 Requests never create an entry (no NLM_F_CREATE): one that is gone (ENOENT) is counted and
 forgotten.  A connection asked for again within :data:`DEDUP_S` of its mark (segments already
@@ -30,7 +40,7 @@ from typing import Any
 
 from tna import netlink
 from tna.datapath.libbpf import LibbpfError
-from tna.datapath.liberal import Request, RequestRing, current_ring_id
+from tna.datapath.liberal import RESET, Request, RequestRing, current_ring_id
 
 POLL_MS = 100  # one ring poll; the stop request is seen this often
 RING_CHECK_S = 1.0  # how often the thread checks the programs still write to its ring (and
@@ -42,7 +52,8 @@ DEDUP_S = 1.0  # a connection marked this recently is not sent again
 # ordinary tasks as the daemon's sentinel does: SCHED_FIFO, else a lower nice value.
 MARKER_RT_PRIORITY = 1
 MARKER_NICE = -10
-COUNTS = ("marked", "gone", "failed", "repeated")  # what Marker.counts() says
+COUNTS = ("marked", "closed", "gone", "failed", "repeated")  # what Marker.counts() says
+TIMEOUT_CLOSE = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close"
 DEDUP_MAX = 65536  # connections remembered at most
 
 
@@ -55,6 +66,7 @@ class Marker:
     def __init__(self, on_error: Callable[[str], None] | None = None) -> None:
         self.on_error = on_error or (lambda message: None)
         self.marked = 0  # entries made liberal
+        self.closed = 0  # entries closed after their liberal side's RST
         self.gone = 0  # entries that no longer existed (ENOENT)
         self.failed = 0  # other errors
         self.repeated = 0  # requests for a connection marked within DEDUP_S
@@ -126,7 +138,7 @@ class Marker:
             return None
 
     def handle(self, req: Request) -> None:
-        """One request: mark the entry, unless it was marked a moment ago."""
+        """One request: mark the entry, or close it, unless that was done a moment ago."""
         now = time.monotonic()
         last = self._recent.get(req)
         if last is not None and now - last < DEDUP_S:
@@ -138,18 +150,34 @@ class Marker:
             self._recent.popitem(last=False)
         if self._conntrack is None:
             self._conntrack = netlink.Conntrack()
+        closing = req.kind == RESET
         try:
-            err = self._conntrack.set_liberal(req.family, req.saddr, req.daddr, req.sport,
-                                              req.dport)
+            if closing:
+                err = self._conntrack.set_closed(req.family, req.saddr, req.daddr, req.sport,
+                                                 req.dport, timeout_close())
+            else:
+                err = self._conntrack.set_liberal(req.family, req.saddr, req.daddr,
+                                                  req.sport, req.dport)
         except OSError as e:
             err = e.errno or errno.EIO
-        if err == 0:
+        if err == 0 and closing:
+            self.closed += 1
+        elif err == 0:
             self.marked += 1
         elif err == errno.ENOENT:
             self.gone += 1
         else:
             self.failed += 1
-            self.on_error(f"marking {req} liberal: {errno.errorcode.get(err, err)}")
+            what = "closing" if closing else "marking"
+            self.on_error(f"{what} {req}{'' if closing else ' liberal'}: "
+                          f"{errno.errorcode.get(err, err)}")
+
+
+def timeout_close() -> int:
+    """The calling thread's namespace's nf_conntrack_tcp_timeout_close, in seconds: what
+    tcp_packet() gives an entry an RST closes."""
+    with open(TIMEOUT_CLOSE) as f:
+        return int(f.read())
 
 
 def _prioritise() -> None:
@@ -163,9 +191,9 @@ def _prioritise() -> None:
 def summary(requested_lost: tuple[int, int] | None, daemon: dict[str, Any] | None
             ) -> dict[str, Any] | None:
     """The ``tcp_liberal`` part of ``tna stats``: what the programs asked for and lost (since
-    their maps were created), what the running daemon marked (since it started); None when
-    neither exists."""
-    marks = (daemon or {}).get("tcp_liberal")
+    their maps were created), what the running daemon marked and closed (since it started);
+    None when neither exists."""
+    marks = (daemon or {}).get("tcp_liberal") or (daemon or {}).get("tcp_repair")
     if not any(requested_lost or ()) and marks is None:
         return None
     requested, lost = requested_lost or (0, 0)

@@ -82,8 +82,9 @@ def _liberal_families(requests: tuple[int, int] | None,
         asked.add_metric(["lost"], requests[1])
     yield asked
     done = CounterMetricFamily("tna_tcp_liberal_marks", "Conntrack entries the daemon was "
-                               "asked to mark liberal, by result (marked, gone, failed, "
-                               "repeated).", labels=["result"])
+                               "asked to mark liberal or to close after their liberal side's "
+                               "reset, by result (marked, closed, gone, failed, repeated).",
+                               labels=["result"])
     for result, n in (marks or {}).items():
         done.add_metric([result], n)
     yield done

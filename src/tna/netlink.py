@@ -221,17 +221,19 @@ def mcast_group_id(family: str, group: str) -> int:
     raise NetlinkError(0, f"generic netlink family {family!r} has no group {group!r}")
 
 
-# ---- ctnetlink: marking an existing entry's TCP windows liberal --------------------------------
+# ---- ctnetlink: marking an existing entry's TCP windows liberal, closing it ------------------
 
 NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW = 1, 0
 NFGENMSG = struct.Struct("=BBH")  # family, version (NFNETLINK_V0), res_id
 NLA_F_NESTED = 0x8000
-CTA_TUPLE_ORIG, CTA_PROTOINFO = 1, 4
+CTA_TUPLE_ORIG, CTA_PROTOINFO, CTA_TIMEOUT = 1, 4, 7
 CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
 # CTA_IP_V4_SRC, CTA_IP_V6_SRC by family; the destination is the next attribute
 CTA_IP_SRC: dict[int, int] = {socket.AF_INET: 1, socket.AF_INET6: 3}
 CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
 CTA_PROTOINFO_TCP = 1
+CTA_PROTOINFO_TCP_STATE = 1
+TCP_CONNTRACK_CLOSE = 8  # enum tcp_conntrack
 CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, CTA_PROTOINFO_TCP_FLAGS_REPLY = 4, 5
 IP_CT_TCP_FLAG_BE_LIBERAL = 0x08
 
@@ -240,21 +242,38 @@ def nested(kind: int, *attrs: bytes) -> bytes:
     return attr(kind | NLA_F_NESTED, b"".join(attrs))
 
 
-def ct_liberal_request(family: int, saddr: str, daddr: str, sport: int, dport: int) -> bytes:
-    """IPCTNL_MSG_CT_NEW's payload that sets IP_CT_TCP_FLAG_BE_LIBERAL on both directions of
-    the TCP entry with this original tuple (zone 0), and nothing else: struct nf_ct_tcp_flags
-    {flags, mask} with only that bit in the mask (nlattr_to_tcp() keeps the other flags)."""
+def _tcp_tuple(family: int, saddr: str, daddr: str, sport: int, dport: int) -> bytes:
+    """CTA_TUPLE_ORIG of the TCP entry with this original tuple (zone 0)."""
     src = CTA_IP_SRC[family]
-    flags = struct.pack("=BB", IP_CT_TCP_FLAG_BE_LIBERAL, IP_CT_TCP_FLAG_BE_LIBERAL)
-    return NFGENMSG.pack(family, 0, 0) + nested(
+    return nested(
         CTA_TUPLE_ORIG,
         nested(CTA_TUPLE_IP, attr(src, socket.inet_pton(family, saddr)),
                attr(src + 1, socket.inet_pton(family, daddr))),
         nested(CTA_TUPLE_PROTO, attr(CTA_PROTO_NUM, bytes([socket.IPPROTO_TCP])),
                attr(CTA_PROTO_SRC_PORT, struct.pack("!H", sport)),
-               attr(CTA_PROTO_DST_PORT, struct.pack("!H", dport)))) + nested(
+               attr(CTA_PROTO_DST_PORT, struct.pack("!H", dport))))
+
+
+def ct_liberal_request(family: int, saddr: str, daddr: str, sport: int, dport: int) -> bytes:
+    """IPCTNL_MSG_CT_NEW's payload that sets IP_CT_TCP_FLAG_BE_LIBERAL on both directions of
+    the TCP entry with this original tuple (zone 0), and nothing else: struct nf_ct_tcp_flags
+    {flags, mask} with only that bit in the mask (nlattr_to_tcp() keeps the other flags)."""
+    flags = struct.pack("=BB", IP_CT_TCP_FLAG_BE_LIBERAL, IP_CT_TCP_FLAG_BE_LIBERAL)
+    return NFGENMSG.pack(family, 0, 0) + _tcp_tuple(family, saddr, daddr, sport, dport) + nested(
         CTA_PROTOINFO, nested(CTA_PROTOINFO_TCP, attr(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, flags),
                               attr(CTA_PROTOINFO_TCP_FLAGS_REPLY, flags)))
+
+
+def ct_close_request(family: int, saddr: str, daddr: str, sport: int, dport: int,
+                     timeout_s: int) -> bytes:
+    """IPCTNL_MSG_CT_NEW's payload that puts the TCP entry with this original tuple in state
+    CLOSE with ``timeout_s`` left, as tcp_packet() does on an RST it recognises: ctnetlink's
+    change of an existing entry sets the timeout (ctnetlink_change_timeout()) and the state
+    (nlattr_to_tcp()), nothing else."""
+    return NFGENMSG.pack(family, 0, 0) + _tcp_tuple(family, saddr, daddr, sport, dport) + attr(
+        CTA_TIMEOUT, struct.pack("!I", timeout_s)) + nested(
+        CTA_PROTOINFO, nested(CTA_PROTOINFO_TCP, attr(CTA_PROTOINFO_TCP_STATE,
+                                                      bytes([TCP_CONNTRACK_CLOSE]))))
 
 
 class Conntrack:
@@ -269,10 +288,17 @@ class Conntrack:
 
     def set_liberal(self, family: int, saddr: str, daddr: str, sport: int, dport: int) -> int:
         """0 when the entry is now liberal both ways, else the kernel's errno (ENOENT: gone)."""
+        return self._change(ct_liberal_request(family, saddr, daddr, sport, dport))
+
+    def set_closed(self, family: int, saddr: str, daddr: str, sport: int, dport: int,
+                   timeout_s: int) -> int:
+        """0 when the entry is now CLOSE with ``timeout_s`` left, else the kernel's errno."""
+        return self._change(ct_close_request(family, saddr, daddr, sport, dport, timeout_s))
+
+    def _change(self, payload: bytes) -> int:
         self._seq += 1
         msg_type = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW
-        self.sock.send(message(msg_type, NLM_F_REQUEST | NLM_F_ACK, self._seq,
-                               ct_liberal_request(family, saddr, daddr, sport, dport)))
+        self.sock.send(message(msg_type, NLM_F_REQUEST | NLM_F_ACK, self._seq, payload))
         while True:
             for kind, seq, body in messages(self.sock.recv(1 << 16)):
                 if kind == NLMSG_ERROR and seq == self._seq:

@@ -361,7 +361,9 @@ class Daemon:
                  log: TextIO = sys.stdout, watch: bool = False, tcp_liberal: bool = False) -> None:
         self.netns_name, self.keep, self.resync_s, self.log = netns_name, keep, resync_s, log
         self.watch = watch
-        # --tcp-liberal: the programs name connections, this marks them (tna.liberal)
+        # --tcp-liberal: the programs name connections, this marks them (tna.liberal); with
+        # or without it, the marker closes the entries of liberal connections reset after
+        # fast data (the RST repair the liberal fast path needs: ct_liberal_fast)
         self.tcp_liberal = tcp_liberal
         self.marker: liberal.Marker | None = None
         self.datapath = control.new_datapath(owned=True)
@@ -435,10 +437,10 @@ class Daemon:
             adopted = self.datapath.adopt()
             self._emit("start", adopted=[_name(i) for i in adopted], keep=self.keep)
             self.sentinel.start()
-            if self.tcp_liberal:  # before the first programs: no request waits for a reader
-                self.marker = liberal.Marker(lambda message: self._emit("warning",
-                                                                        message=message))
-                self.marker.start()
+            # before the first programs: no request waits for a reader
+            self.marker = liberal.Marker(lambda message: self._emit("warning",
+                                                                    message=message))
+            self.marker.start()
             self.cycle(Batch(kinds={"start"}, first_at=time.monotonic()),
                        self.sentinel.generation)
             sdnotify.ready()  # systemd Type=notify: the first reconciliation is done
@@ -511,9 +513,12 @@ class Daemon:
             next_audit = time.monotonic() + self.resync_s  # any cycle was an audit too
 
     def _note_marks(self) -> None:
-        """The marker's counts into the state file ('tna stats'), when they changed."""
-        if self.marker is not None and self.state.get("tcp_liberal") != self.marker.counts():
-            self.state["tcp_liberal"] = self.marker.counts()
+        """The marker's counts into the state file ('tna stats'), when they changed: under
+        "tcp_liberal" with the opt-in (which 'tna plan' reads as the opt-in), else under
+        "tcp_repair" (the RST repair alone)."""
+        key = "tcp_liberal" if self.tcp_liberal else "tcp_repair"
+        if self.marker is not None and self.state.get(key) != self.marker.counts():
+            self.state[key] = self.marker.counts()
             self._save()
 
     def _namespace_gone(self) -> bool:

@@ -36,12 +36,13 @@ conversations, each step is a burst of its own.)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from testing.equivalence import ctstate
@@ -50,7 +51,7 @@ from testing.equivalence.capture import Capture, CaptureError, Frame, Injector, 
 from testing.equivalence.corpus import TAG_PREFIX, CorpusFrame
 from testing.equivalence.report import format_report
 from testing.equivalence.scenarios import MARK, Network, Scenario
-from tna import control
+from tna import control, liberal
 from tna.datapath import status
 from tna.netns import entered
 from tna.testbed import Testbed
@@ -153,13 +154,28 @@ def _local_routes(bed: Testbed, ns: str) -> list[str]:
     return [r["dst"] for r in out]
 
 
-def _apply(ns: str, mode: Mode) -> list[str]:
-    """Attach TNA in ``ns`` as ``tna apply`` would; return the plan's slow-path reasons."""
+def _apply(ns: str, mode: Mode, followed: bool = False) -> list[str]:
+    """Attach TNA in ``ns`` as ``tna apply`` would (``followed``: as ``tna run``'s
+    reconciliation does); return the plan's slow-path reasons."""
     with entered(ns):
-        plan = control.apply(ns, control.new_datapath(obj_path=mode.obj_path)).plan
+        plan = control.apply(ns, control.new_datapath(obj_path=mode.obj_path),
+                             followed=followed).plan
     reasons = [f"{s.traffic}: {s.reason}" for s in plan.slow_path]
     reasons += [f"{s.traffic}: {s.reason}" for i in plan.interfaces for s in i.slow_path]
     return reasons
+
+
+@contextlib.contextmanager
+def _marker(ns: str) -> Iterator[liberal.Marker]:
+    """The daemon's marker thread (tna.liberal), started in ``ns`` as 'tna run' starts it."""
+    with entered(ns):
+        marker = liberal.Marker()
+        marker.start()  # the thread stays in the namespace it was started in
+    try:
+        marker.wake()
+        yield marker
+    finally:
+        marker.stop()
 
 
 def _counters(ns: str) -> dict[str, int]:
@@ -222,14 +238,18 @@ def run(scenario: Scenario, frames: Sequence[CorpusFrame], mode: Mode) -> Run:
         local = [a for ns in net.tna_namespaces.values() for a in _local_routes(bed, ns)]
         if mode.tna:
             for role, ns in net.tna_namespaces.items():
-                result.slow_path[role] = _apply(ns, mode)
-        with Capture(net.taps) as cap, Injector(net.taps) as inj:
-            cap.wait_quiet(QUIET, QUIET_TIMEOUT)
-            cap.discard()
-            result.refused = _send(frames, net, cap, inj)
-            cap.wait_quiet(QUIET, QUIET_TIMEOUT)
-            cap.check_drops()
-            captured = cap.frames()
+                result.slow_path[role] = _apply(ns, mode, followed=scenario.daemon)
+        with contextlib.ExitStack() as daemons:
+            if mode.tna and scenario.daemon:  # until the end: a repair may be late
+                for ns in net.tna_namespaces.values():
+                    daemons.enter_context(_marker(ns))
+            with Capture(net.taps) as cap, Injector(net.taps) as inj:
+                cap.wait_quiet(QUIET, QUIET_TIMEOUT)
+                cap.discard()
+                result.refused = _send(frames, net, cap, inj)
+                cap.wait_quiet(QUIET, QUIET_TIMEOUT)
+                cap.check_drops()
+                captured = cap.frames()
         if mode.tamper is not None:
             mode.tamper(bed, net)
         if scenario.conntrack:

@@ -480,7 +480,8 @@ def _gateway_scenario(gw: Gateway, liberal: bool) -> Scenario:
     return Scenario(name, f"NAT gateway, TCP/UDP conversations ({gw.summary}; "
                           f"be_liberal={int(liberal)})",
                     lambda bed: build_gateway(bed, gw, {LIBERAL: int(liberal)}),
-                    lambda: gateway_corpus(liberal), fast_path=gw.fast_path, conntrack=True)
+                    lambda: gateway_corpus(liberal), fast_path=gw.fast_path, conntrack=True,
+                    daemon=liberal)  # be_liberal's fast data needs the daemon's RST repair
 
 
 # ---- idle expiry -------------------------------------------------------------------------------
@@ -551,25 +552,30 @@ def rst_after_data(s: Script, t: Tcp, train: bool) -> None:
 
 
 def stale_window_corpus() -> list[CorpusFrame]:
-    """be_liberal=1, the client's data fast: it resets at once (train) or after the server's
-    ACK (exact); or it sends more data and then a pure ACK while that data is unacknowledged
-    (unacked: Linux alone marks the client DATA_UNACKNOWLEDGED and refreshes the entry to the
-    unacknowledged timeout, 300 s; the kernel under TNA never saw the data).  Then, 11 s
-    later, a segment of the train connection's server: the frame-level consequence."""
+    """be_liberal=1 under a daemon, the client's data fast: it resets at once (train) or after
+    the server's ACK (exact).  The kernel under TNA never saw the data, so it recognises
+    neither RST; the daemon's RST repair closes both entries as Linux alone does.  Then, 11 s
+    later, a segment of the train connection's server: Linux alone let the connection go 10 s
+    after its last segment and answers it (RST); so must the router under TNA."""
     s = Script(liberal=True)
     train = masq_tcp(s, "train", 41601)
     rst_after_data(s, train, train=True)
     rst_after_data(s, dnat_tcp(s, "exact", 41602), train=False)
+    train.server("after_close_timeout", "A", idle_before=STALE_IDLE)
+    return s.frames
+
+
+def unacked_corpus() -> list[CorpusFrame]:
+    """be_liberal=1 under a daemon: the client sends more data and then a pure ACK while that
+    data is unacknowledged.  Linux alone marks the client DATA_UNACKNOWLEDGED and refreshes
+    the entry to the unacknowledged timeout, 300 s; the kernel under TNA never saw the data."""
+    s = Script(liberal=True)
     t = masq_tcp(s, "unacked", 41603)
     t.handshake()
     t.client("data1", "PA", 100, fast=True)
     t.server("ack1", "A")
     t.client("data2", "PA", 100, fast=True)
     t.client("ack", "A", fast=True)
-    # Linux alone let the reset connection go 10 s after its last segment; the WAN's segment
-    # after that is answered by the router (RST), where under TNA the entry, still
-    # ESTABLISHED, forwards it into the LAN
-    train.server("after_close_timeout", "A", idle_before=STALE_IDLE)
     return s.frames
 
 
@@ -577,10 +583,17 @@ STALE_IDLE = 11.0  # s: past nf_conntrack_tcp_timeout_close (10 s)
 
 
 STALE_WINDOW = Scenario(
-    "nat_nft_liberal1_stale_window", "be_liberal=1: conntrack's view of a connection whose "
-    "data went through the fast path (known divergence of the conntrack table)",
+    "nat_nft_liberal1_stale_window", "be_liberal=1 under a daemon: a connection whose data "
+    "went through the fast path is reset by that data's sender (the daemon's RST repair)",
     lambda bed: build_gateway(bed, GATEWAYS[0], {LIBERAL: 1}), stale_window_corpus,
-    fast_path=True, conntrack=True)
+    fast_path=True, conntrack=True, daemon=True)
+
+UNACKED = Scenario(
+    "nat_nft_liberal1_unacked", "be_liberal=1: conntrack's unacknowledged-data timeout of a "
+    "connection whose data went through the fast path (known divergence of the conntrack "
+    "table)",
+    lambda bed: build_gateway(bed, GATEWAYS[0], {LIBERAL: 1}), unacked_corpus,
+    fast_path=True, conntrack=True, daemon=True)
 
 def retrans_count_corpus() -> list[CorpusFrame]:
     """be_liberal=0: conntrack counts a segment identical to the last one it saw as a
@@ -626,18 +639,15 @@ KNOWN: dict[str, str] = {
         "(300 s where Linux alone has 432000 s). The fast path hands the kernel every repeat "
         "of the last segment it saw, which keeps plain retransmission series exact; the rest "
         "needs per-flow state the entry cannot hold for BPF (last segment, count)"),
-    STALE_WINDOW.name: (
+    UNACKED.name: (
         "DIVERGENCE: with nf_conntrack_tcp_be_liberal=1 the fast path forwards data the "
         "kernel never sees: its td_end lags, the peer's ACK of that data is outside the window "
-        "and moves neither td_maxack nor the flags. (1) An RST of the data's sender (at once, "
-        "an RST train; or at the peer's highest ACK) matches neither check: the kernel keeps "
-        "the entry ESTABLISHED, and a later segment refreshes it to 432000 s, where Linux "
-        "alone closes it (CLOSE, 10 s): 11 s later a WAN segment on the old mapping is "
-        "forwarded into the LAN, where Linux alone answers it with an RST. (2) The sender is "
-        "never marked DATA_UNACKNOWLEDGED: "
-        "while its data is unacknowledged its segments refresh the entry to 432000 s, where "
-        "Linux alone uses nf_conntrack_tcp_timeout_unacknowledged (300 s). Not fixable from "
-        "XDP: the entry's window, flags and last-segment fields are read-only to BPF"),
+        "and moves neither td_maxack nor the flags. The sender is never marked "
+        "DATA_UNACKNOWLEDGED: while its data is unacknowledged its segments refresh the entry "
+        "to 432000 s, where Linux alone uses nf_conntrack_tcp_timeout_unacknowledged (300 s). "
+        "Not fixable from XDP: the entry's window, flags and last-segment fields are read-only "
+        "to BPF (the RST of such a sender, the other consequence, is repaired by the daemon: "
+        "nat_nft_liberal1_stale_window)"),
 }
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -645,6 +655,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
       if gw.fast_path or not liberal),
     EXPIRY,
     STALE_WINDOW,
+    UNACKED,
     RETRANS_COUNT,
 )}
 NEEDS: dict[str, tuple[str, ...]] = {

@@ -92,6 +92,10 @@ class Scenario:
     # Also compare the conntrack table of the namespaces under test at the end of each run
     # (testing.equivalence.ctstate): entries, status, TCP state, NAT tuples, timeouts.
     conntrack: bool = False
+    # TNA on runs as under 'tna run': planned as followed by a daemon (what only a daemon keeps
+    # right may be fast: the liberal TCP data, ct_liberal_fast), with the daemon's marker
+    # thread serving the programs' requests (tna.liberal: the RST repair).
+    daemon: bool = False
 
 
 # ---- building blocks -----------------------------------------------------------------------

@@ -38,7 +38,7 @@ from testing.bpf_helpers import (
     v4,
 )
 from testing.datapath_hooks import sync_firewall_for_test
-from tna import netlink, netns
+from tna import abi, netlink, netns
 from tna.datapath.firewall import DEFAULT_CT_TCP
 from tna.datapath.liberal import Request, RequestRing, read_stats
 from tna.firewall.tables import VERDICT_ACCEPT, VERDICT_DROP, FwRule, FwTables
@@ -292,10 +292,14 @@ def test_tcp_segments_the_kernel_must_see(router: Router, tcp_flow: int, segment
     assert (got, out, moved) == (XDP_PASS, pkt, {reason: 1})
 
 
+# under a daemon (tna run): liberal sides' data may be fast, their RSTs repaired
+LIBERAL_FAST = dataclasses.replace(FIREWALL, ct_liberal_fast=True)
+
+
 def test_be_liberal_forwards_data_but_not_a_new_highest_ack(router: Router,
                                                            tcp_flow: int) -> None:
     data = h1_segment("PA", b"GET / HTTP/1.0\r\n\r\n")
-    with gateway(router, nat_table(), liberal=True):
+    with gateway(router, nat_table(), liberal=True, features=LIBERAL_FAST):
         got, out, moved = run(router, bytes(data))
         assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
         assert out == expected(data, PUBLIC, tcp_flow, "10.2.0.2", 80, TCP)
@@ -304,9 +308,70 @@ def test_be_liberal_forwards_data_but_not_a_new_highest_ack(router: Router,
     assert (got, moved) == (XDP_PASS, {"ct_window": 1})
 
 
+def test_be_liberal_data_is_linux_without_a_daemon(router: Router, tcp_flow: int) -> None:
+    """Without ct_liberal_fast (no daemon to repair the entries of connections reset after
+    fast data: a one-shot 'tna apply'), a liberal side's segments go to Linux (ct_window):
+    the same data segment the daemon's programs forward (the control)."""
+    data = bytes(h1_segment("PA", b"GET / HTTP/1.0\r\n\r\n"))
+    with gateway(router, nat_table(), liberal=True, features=LIBERAL_FAST):
+        assert run(router, data)[0] == XDP_REDIRECT  # control: fast under a daemon
+    with gateway(router, nat_table(), liberal=True):
+        got, out, moved = run(router, data)
+    assert (got, out, moved) == (XDP_PASS, data, {"ct_window": 1})
+
+
+# ---- the RST of a liberal side: a reset request when the kernel did not see its data --------
+
+def reset(direction: int) -> Request:
+    return Request(socket.AF_INET, "10.1.0.2", "10.2.0.2", 4100, 80,
+                   kind=abi.TNA_LIBERAL_RESET, dir=direction)
+
+
+def test_rst_of_a_stale_liberal_side_asks_for_a_reset(router: Router, tcp_flow: int) -> None:
+    """be_liberal=1 under a daemon: h1's RST after 100 bytes the kernel never saw (seq beyond
+    its td_end: the data went through the fast path) goes to Linux and names the entry, h1's
+    side, exactly once; an RST at the kernel's td_end (the kernel itself judges it: the peer's
+    td_maxack, or an RST train) names nothing."""
+    stale = bytes(h1_segment("RA", seq=SEQ + 100))
+    fresh = bytes(h1_segment("RA"))
+    with gateway(router, nat_table(), liberal=True, features=LIBERAL_FAST):
+        drained_requests(router)
+        before = liberal_stats(router)
+        got, out, moved = run(router, stale)  # the positive control first
+        stale_requests = drained_requests(router)
+        fresh_verdict = run(router, fresh)
+        fresh_requests = drained_requests(router)
+        after = liberal_stats(router)
+    assert (got, out, moved) == (XDP_PASS, stale, {"ct_setup": 1})
+    assert stale_requests == [reset(0)]
+    assert fresh_verdict == (XDP_PASS, fresh, {"ct_setup": 1})
+    assert fresh_requests == []
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
+
+
+@pytest.mark.parametrize("why", ["no_daemon", "window_tracked", "not_an_rst"])
+def test_no_reset_request_without_a_repair_to_make(router: Router, tcp_flow: int,
+                                                   why: str) -> None:
+    """The same stale RST asks nothing without ct_liberal_fast (its data was never fast), nor
+    when h1's side is window-tracked (be_liberal=0, no flag); a FIN there asks nothing either.
+    The control: the stale RST under a daemon with be_liberal=1 asks."""
+    stale = bytes(h1_segment("FA" if why == "not_an_rst" else "RA", seq=SEQ + 100))
+    with gateway(router, nat_table(), liberal=True, features=LIBERAL_FAST):
+        drained_requests(router)
+        run(router, bytes(h1_segment("RA", seq=SEQ + 100)))
+        assert drained_requests(router) == [reset(0)]  # control
+    with gateway(router, nat_table(), liberal=why != "window_tracked",
+                 features=FIREWALL if why == "no_daemon" else LIBERAL_FAST):
+        drained_requests(router)
+        got, out, moved = run(router, stale)
+        requests = drained_requests(router)
+    assert (got, out, moved) == (XDP_PASS, stale, {"ct_setup": 1})
+    assert requests == []
+
+
 # ---- tna run --tcp-liberal: the program names the connection, Linux gets the segment ---------
 
-ASKING = dataclasses.replace(FIREWALL, ct_tcp_liberal=True)
+ASKING = dataclasses.replace(FIREWALL, ct_tcp_liberal=True, ct_liberal_fast=True)
 
 
 def drained_requests(router: Router) -> list[Request]:

@@ -115,8 +115,11 @@ def download(t: RouterTopology, connect_to: tuple[str, int], close: str,
              pace: float = 0.0) -> Download:
     """h1 fetches SIZE bytes from a server on h2:PORT; ``close``: "fin" (the server closes
     first, the client reads to EOF) or "rst" (the client aborts with SO_LINGER 0 once it has
-    every byte; the server, waiting for more, sees the reset).  ``pace``: seconds the server
-    waits after each MiB (a transfer long enough to do something in the middle of it)."""
+    every byte; the server, waiting for more, sees the reset) or "sender_rst" (the client
+    says it has every byte with one byte of its own; the server, the data's sender, then
+    aborts with SO_LINGER 0: its RST's sequence number is the end of its data, the client's
+    highest ACK).  ``pace``: seconds the server waits after each MiB (a transfer long enough
+    to do something in the middle of it)."""
     data = payload()
     out = Download()
     with netns.entered(t.h2):
@@ -138,6 +141,10 @@ def download(t: RouterTopology, connect_to: tuple[str, int], close: str,
                 conn.sendall(data)
             if close == "fin":
                 conn.shutdown(socket.SHUT_WR)
+            if close == "sender_rst":
+                out.server_saw = "done" if conn.recv(1) == b"k" else "short"
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return  # closed with linger 0: an RST
             try:
                 out.server_saw = "fin" if conn.recv(1) == b"" else "data"
             except ConnectionResetError:
@@ -155,6 +162,10 @@ def download(t: RouterTopology, connect_to: tuple[str, int], close: str,
                 break
             digest.update(chunk)
             out.received += len(chunk)
+        if close == "sender_rst":
+            cli.sendall(b"k")
+            with contextlib.suppress(ConnectionResetError):
+                assert cli.recv(1) == b""  # the server's RST (or nothing more)
         if close == "rst":
             cli.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     finally:
@@ -406,6 +417,50 @@ def test_tcp_liberal_opt_in_makes_bulk_tcp_fast(how: str, close: str,
     assert nat[1] >= SIZE // 1500  # the data segments: the entry's reply direction
     assert marks["requested"] >= 1 and marks["lost"] == 0
     assert marks["daemon"]["marked"] == 1 and marks["daemon"]["failed"] == 0
+
+
+@pytest.mark.parametrize("mode", ["opt_in", "be_liberal1"])
+def test_sender_reset_after_fast_data_closes_the_entry(mode: str,
+                                                       record_property: Any) -> None:
+    """The RST repair: the server, whose 50 MB went through the fast path (the opt-in's
+    liberal mark, or be_liberal=1 under 'tna run'), aborts once the client has every byte.
+    Its RST's sequence number is the client's highest ACK, which closes the entry in Linux
+    alone (CLOSE, nf_conntrack_tcp_timeout_close); the kernel under TNA saw neither that data
+    nor (out of its window) the ACK, and keeps ESTABLISHED unless the daemon closes the entry.
+    Poll for CLOSE, never ESTABLISHED; the daemon counts one close."""
+    liberal = mode == "be_liberal1"
+    with built(liberal, run=() if liberal else ("--tcp-liberal",)) as gw:
+        t = gw.topo
+        gw.topo.bed.sysctl(t.r, "net.netfilter.nf_conntrack_tcp_timeout_close", "9")
+        before = counts(t.r)
+        got = download(t, (t.h2_v4, PORT), "sender_rst")
+        after = counts(t.r)
+        states: list[list[str]] = []
+
+        def closed() -> bool:
+            states.append(conntrack_states(t, PORT))
+            return "CLOSE" in states[-1]
+
+        try:
+            wait_for(closed, timeout=3, what="conntrack entry in CLOSE")
+        except TimeoutError:
+            pytest.fail(f"conntrack entry not in CLOSE after the sender's RST: {states[-1]}")
+        timeout = t.bed.run(t.r, "conntrack", "-L", "-p", "tcp", "--dport", str(PORT),
+                            check=False).stdout.split()[2]
+        wait_for(lambda: (tna_stats(t.r).get("tcp_liberal", {}).get("daemon") or {}).get(
+            "closed", 0) >= 1, timeout=5, what="the daemon's close counted")
+        marks = tna_stats(t.r)["tcp_liberal"]
+        assert gw.daemon is not None and gw.daemon.errors() == []
+    fast, punted = flow_packets(before, after)
+    record_property("fast", fast)
+    record_property("tcp_liberal", marks)
+    print(f"{mode}: fast {fast} punted {punted} close timeout {timeout} s, states polled "
+          f"{states}, liberal {marks}")
+    assert got.received == SIZE and got.server_saw == "done"
+    assert got.digest == hashlib.sha256(payload()).hexdigest()
+    assert fast >= SIZE // 1500  # positive control: the data was the fast path's
+    assert int(timeout) <= 9  # the namespace's nf_conntrack_tcp_timeout_close, read
+    assert marks["daemon"]["closed"] == 1 and marks["daemon"]["failed"] == 0
 
 
 def test_tcp_liberal_daemon_killed_mid_transfer(record_property: Any) -> None:

@@ -185,6 +185,27 @@ def test_be_liberal_is_shown_and_carried_to_the_data_path(snap: Snapshot) -> Non
     assert "be_liberal" in window.detail
 
 
+def test_liberal_fast_path_only_under_a_daemon(snap: Snapshot) -> None:
+    """be_liberal=1's fast data needs the daemon's RST repair: followed (tna run), the tracked
+    family's programs get ct_liberal_fast and the plan says what the daemon repairs; a one-shot
+    apply leaves TCP data to Linux as with window tracking, and says so."""
+    liberal = _stateful_forward(replace(snap, sysctls=replace(
+        snap.sysctls, conntrack_tcp_be_liberal=True)))
+    followed = make_plan(liberal, followed=True)
+    fast = {i.ifname for i in followed.interfaces if i.features and i.features.ct_liberal_fast}
+    assert fast and fast == {i.ifname for i in followed.interfaces
+                             if i.features and i.features.firewall_ipv4}  # control
+    assert "CLOSE" in next(s for s in followed.slow_path if s.reason == "ct_window").detail
+    one_shot = make_plan(liberal)
+    assert not any(i.features and i.features.ct_liberal_fast for i in one_shot.interfaces)
+    detail = next(s for s in one_shot.slow_path if s.reason == "ct_window").detail
+    assert "no daemon follows" in detail and "tna run" in detail
+    # the opt-in is a daemon's: it brings the liberal fast path too
+    optin = make_plan(_stateful_forward(snap), tcp_liberal=True)
+    assert all(i.features.ct_liberal_fast for i in optin.interfaces
+               if i.features and i.features.ct_tcp_liberal)
+
+
 def _stateful_forward(snap: Snapshot) -> Snapshot:
     ct = ('[{"match":{"op":"in","left":{"ct":{"key":"state"}},"right":["established"]}},'
           '{"accept":null}]')

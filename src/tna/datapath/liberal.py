@@ -1,10 +1,12 @@
-"""The programs' requests to make TCP connections liberal, as the data path's read side.
+"""The programs' requests about liberal TCP connections, as the data path's read side.
 
-Role in the flow: ``tna run --tcp-liberal`` (docs/stateful.md).  The programs put the
-original-direction tuple of an established TCP connection that only conntrack's window tracking
-keeps off the fast path into the shared ring ``tna_liberal_req`` (``bpf/lib/ct_liberal.h``) and
-count what they asked for, and what a full ring lost, in ``tna_liberal_cnt``.  This module
-reads both; the daemon (:mod:`tna.liberal`) acts on the requests.
+Role in the flow: ``tna run`` (docs/stateful.md).  The programs put the original-direction
+tuple of a TCP connection into the shared ring ``tna_liberal_req`` (``bpf/lib/ct_liberal.h``):
+to mark an established connection that only conntrack's window tracking keeps off the fast path
+liberal (``tna run --tcp-liberal``), or to close an entry whose liberal side reset the
+connection after data the kernel did not see (the RST repair).  They count what they asked for,
+and what a full ring lost, in ``tna_liberal_cnt``.  This module reads both; the daemon
+(:mod:`tna.liberal`) acts on the requests.
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ Record = abi.struct_type("tna_liberal_req")
 Stats = abi.struct_type("tna_liberal_stats")
 
 
+MARK, RESET = abi.TNA_LIBERAL_MARK, abi.TNA_LIBERAL_RESET
+
+
 @dataclass(frozen=True)
 class Request:
-    """A connection, by conntrack's original-direction tuple (zone 0)."""
+    """A connection, by conntrack's original-direction tuple (zone 0), and what to do with it:
+    :data:`MARK` it liberal, or close it after side ``dir``'s :data:`RESET`."""
 
     family: int  # socket.AF_INET or AF_INET6
     saddr: str
@@ -35,6 +41,8 @@ class Request:
     sport: int
     dport: int
     l4proto: int = socket.IPPROTO_TCP
+    kind: int = MARK
+    dir: int = 0  # RESET: the RST's direction (0 original, 1 reply)
 
     def __str__(self) -> str:
         return f"{self.saddr}:{self.sport} > {self.daddr}:{self.dport}"
@@ -45,7 +53,7 @@ def decode(raw: bytes) -> Request:
     size = 16 if r.family == socket.AF_INET6 else 4
     return Request(r.family, str(ipaddress.ip_address(bytes(r.saddr)[:size])),
                    str(ipaddress.ip_address(bytes(r.daddr)[:size])), socket.ntohs(r.sport),
-                   socket.ntohs(r.dport), r.l4proto)
+                   socket.ntohs(r.dport), r.l4proto, r.kind, r.dir)
 
 
 class RequestRing:

@@ -38,9 +38,15 @@ __all__ = ["BridgePortPlan", "Features", "InterfacePlan", "Namespace", "Plan", "
 def make_plan(snap: Snapshot, followed: bool = False, tcp_liberal: bool = False) -> Plan:
     """``followed``: a daemon (``tna run``) follows every change, so what only it keeps in
     step with the kernel (the IPv6 local-address mirror behind fib_direct_v6) may be used.
+    It also lets liberal TCP connections (nf_conntrack_tcp_be_liberal, or the opt-in's marks)
+    carry data on the fast path: the daemon repairs the entries of those reset after fast
+    data (``ct_liberal_fast``, docs/stateful.md).
     ``tcp_liberal``: the daemon's opt-in (``tna run --tcp-liberal``) to make the TCP
-    connections the fast path would carry liberal (see :func:`with_tcp_liberal`)."""
-    firewalls = {af: family_firewall(snap, af, tcp_liberal) for af in (AF_INET, AF_INET6)}
+    connections the fast path would carry liberal (see :func:`with_tcp_liberal`); a daemon's,
+    so it implies ``followed`` for the liberal fast path."""
+    liberal_fast = followed or tcp_liberal
+    firewalls = {af: family_firewall(snap, af, tcp_liberal, liberal_fast)
+                 for af in (AF_INET, AF_INET6)}
     family_blocks = {af: family_guards(snap, af) + firewalls[af].blocks
                      for af in (AF_INET, AF_INET6)}
     global_slow = tuple(s for blocks in family_blocks.values() for s in blocks)
@@ -55,7 +61,8 @@ def make_plan(snap: Snapshot, followed: bool = False, tcp_liberal: bool = False)
     tables = {af: None if family_blocks[af] else fw.tables for af, fw in firewalls.items()}
     interfaces = within_slots(tuple(with_tcp_liberal(with_firewall(i, tables), tables,
                                                      tcp_liberal and not
-                                                     snap.sysctls.conntrack_tcp_be_liberal)
+                                                     snap.sysctls.conntrack_tcp_be_liberal,
+                                                     liberal_fast)
                                     for i in interfaces))
     namespace = dataclasses.replace(
         namespace_data(snap), firewall=(tables[AF_INET], tables[AF_INET6]),

@@ -27,7 +27,8 @@ class FamilyFirewall:
     partial: list[SlowPath] = field(default_factory=list)  # traffic some rules keep on Linux
 
 
-def family_firewall(snap: Snapshot, af: int, tcp_liberal: bool = False) -> FamilyFirewall:
+def family_firewall(snap: Snapshot, af: int, tcp_liberal: bool = False,
+                    liberal_fast: bool = False) -> FamilyFirewall:
     fam = FAMILY_NAME[af]
     hooked = [c for c in snap.netfilter
               if chain_sees_forwarding(c, af) and handled_by_firewall(c)]
@@ -48,29 +49,37 @@ def family_firewall(snap: Snapshot, af: int, tcp_liberal: bool = False) -> Famil
     partial = [SlowPath(f"{traffic}: {u.traffic}", "firewall_rule", f"{u.rule}: {u.why}")
                for u in tables.unsupported]
     if tracking:
-        partial += conntrack_slow_paths(snap, af, tracking, tcp_liberal)
+        partial += conntrack_slow_paths(snap, af, tracking, tcp_liberal, liberal_fast)
     return FamilyFirewall(tables, partial=partial)
 
 
 def conntrack_slow_paths(snap: Snapshot, af: int, tracking: list[str],
-                         tcp_liberal: bool = False) -> list[SlowPath]:
+                         tcp_liberal: bool = False, liberal_fast: bool = False
+                         ) -> list[SlowPath]:
     """What conntrack (and NAT) keep on Linux when the family is tracked; the rest of an
     established TCP or UDP flow is fast, NATed from conntrack's own entry.  ``tcp_liberal``:
-    the daemon's opt-in to make the connections the fast path would carry liberal."""
+    the daemon's opt-in to make the connections the fast path would carry liberal;
+    ``liberal_fast``: a daemon follows, so liberal connections' data may be fast."""
     traffic = f"{FAMILY_NAME[af]} forwarding"
     more = f" and {len(tracking) - 1} more" if len(tracking) > 1 else ""
     out = [SlowPath(f"{traffic}: every packet but those of established TCP and UDP flows",
                     "conntrack", f"conntrack is active ({tracking[0]}{more}): new flows, "
                     "related and invalid packets, ICMP and other protocols go to Linux, which "
                     "creates and changes entries (ct, ct_proto)")]
-    if snap.sysctls.conntrack_tcp_be_liberal:
+    if snap.sysctls.conntrack_tcp_be_liberal and liberal_fast:
         window = ("net.netfilter.nf_conntrack_tcp_be_liberal is on: the kernel does not judge "
-                  "TCP windows, so only a segment acknowledging beyond the highest ACK "
-                  "conntrack tracked goes to Linux (ct_window)")
+                  f"TCP windows, so only a segment acknowledging beyond the highest ACK "
+                  f"conntrack tracked goes to Linux (ct_window); {LIBERAL_REPAIR}")
+    elif snap.sysctls.conntrack_tcp_be_liberal:
+        window = ("net.netfilter.nf_conntrack_tcp_be_liberal is on, but no daemon follows "
+                  "this namespace ('tna apply' alone): TCP segments of established "
+                  "connections go to Linux (ct_window), because the fast path's liberal data "
+                  "needs the daemon's repair of the connections reset after it; 'tna run' "
+                  "makes it fast (docs/stateful.md)")
     elif tcp_liberal:
         window = (f"{TCP_LIBERAL_ON}; until a connection is marked, a segment that would "
                   "move conntrack's tracked window goes to Linux (ct_window), and so does one "
-                  "acknowledging beyond the highest ACK conntrack tracked")
+                  f"acknowledging beyond the highest ACK conntrack tracked; {LIBERAL_REPAIR}")
     else:
         window = ("conntrack judges every TCP segment against the window it tracked from the "
                   "segments it saw: a segment that would move that window (new data, a new "
@@ -97,6 +106,13 @@ def conntrack_slow_paths(snap: Snapshot, af: int, tracking: list[str],
     return out
 
 
+# What the daemon does for liberal connections whose data is fast (docs/stateful.md, "The RST
+# of a liberal side"), as 'tna plan' says it.
+LIBERAL_REPAIR = (
+    "the kernel does not see that data, so it would not recognise the RST of its sender and "
+    "would keep the entry ESTABLISHED: such an RST goes to Linux and the daemon puts the entry "
+    "in CLOSE (nf_conntrack_tcp_timeout_close), as Linux alone would")
+
 # What the opt-in changes, as 'tna plan' says it (docs/stateful.md, "Opt-in").
 TCP_LIBERAL_ON = (
     "tna run --tcp-liberal is on (a change of Linux's behaviour, by opt-in): an established "
@@ -108,18 +124,21 @@ TCP_LIBERAL_ON = (
 
 
 def with_tcp_liberal(plan: InterfacePlan, tables: dict[int, FwTables | None],
-                     on: bool) -> InterfacePlan:
-    """The opt-in's switch (``ct_tcp_liberal``) wherever a tracked family is classified: the
-    programs there name the connections for the daemon to mark.  Off while the sysctl makes
-    every connection liberal anyway."""
+                     on: bool, liberal_fast: bool = False) -> InterfacePlan:
+    """The daemon's switches wherever a tracked family is classified.  ``ct_liberal_fast``
+    (``liberal_fast``: a daemon follows): liberal connections' data may be fast, and the
+    programs name the entries of those reset after it, for the daemon to close.  The
+    opt-in's ``ct_tcp_liberal`` (``on``): the programs name the connections for the daemon to
+    mark; off while the sysctl makes every connection liberal anyway."""
     f = plan.features
-    if f is None or not on:
+    if f is None or not (on or liberal_fast):
         return plan
     tracked = ((f.firewall_ipv4 and _stateful(tables[AF_INET]))
                or (f.firewall_ipv6 and _stateful(tables[AF_INET6])))
     if not tracked:
         return plan
-    return dataclasses.replace(plan, features=dataclasses.replace(f, ct_tcp_liberal=True))
+    return dataclasses.replace(plan, features=dataclasses.replace(
+        f, ct_tcp_liberal=on, ct_liberal_fast=liberal_fast or on))
 
 
 def _stateful(tables: FwTables | None) -> bool:

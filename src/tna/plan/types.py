@@ -53,6 +53,10 @@ class Features:
     # tna run --tcp-liberal: name established TCP connections the fast path would carry but
     # for conntrack's window tracking, for the daemon to make liberal (docs/stateful.md)
     ct_tcp_liberal: bool = False
+    # a daemon follows (tna run): segments of a liberal TCP side (the sysctl or the entry's
+    # flag) may be fast, and the RST of a side whose data the kernel did not see is named for
+    # the daemon to close the entry as Linux alone would (docs/stateful.md)
+    ct_liberal_fast: bool = False
 
     @staticmethod
     def c_members() -> list[str]:
