@@ -97,6 +97,20 @@ def table(name: str, sweep: Doc) -> str:
     return "\n".join(lines)
 
 
+def summary(name: str, sweep: Doc) -> str:
+    """The few columns docs/benchmarks.md shows (the full table is in scaling.md)."""
+    lines = [f"| {sweep['what']} | install s | TNA apply s | Linux path ns | TNA path ns | "
+             "Linux/TNA | TNA fast path |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in sweep["points"]:
+        lx, tn, fp = path_ns(row, "linux"), path_ns(row, "tna"), tna_fast(row)
+        lines.append(
+            f"| {row['n']:,} | {row['install_s']:.1f} | {_secs(row.get('tna_apply_s'))} | "
+            f"{_ns(lx)} | {_ns(tn)} | "
+            f"{f'{lx / tn:.1f}x' if lx and tn and lx > 0 and tn > 0 else '-'} | "
+            f"{f'{fp:.0%}' if fp is not None else '-'} |")
+    return "\n".join(lines)
+
+
 def markdown(doc: Doc) -> str:
     m = doc.get("meta", {})
     head = (f"Run {m.get('date', '?')} to {m.get('ended', '?')} on {m.get('machine', '?')}, "
