@@ -122,6 +122,11 @@ def markdown(doc: Doc) -> str:
             f"{_loads(m.get('load_start'))} at the start, {_loads(m.get('load_end'))} at the "
             f"end; nf_conntrack_max {_int(m.get('nf_conntrack_max'))}, nf_conntrack_buckets "
             f"{_int(m.get('nf_conntrack_buckets'))} (both the init namespace's).")
+    for other in m.get("merged", []):
+        head += (f" Merged with the run of {other.get('date', '?')} to {other.get('ended', '?')}"
+                 f" (revision `{other.get('revision', '?')}`, load average "
+                 f"{_loads(other.get('load_start'))} at the start, "
+                 f"{_loads(other.get('load_end'))} at the end): each point the lowest of all.")
     parts = [head]
     for name, sweep in ordered(doc):
         parts.append(table(name, sweep) + f"\n\n({sweep.get('seconds', 0):.0f} s.)")
