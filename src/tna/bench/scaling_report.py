@@ -208,6 +208,10 @@ def merge(docs: Sequence[Doc]) -> dict[str, Any]:
     document's meta, with the others' dates and loads beside it."""
     if not docs:
         raise ValueError("nothing to merge")
+    for doc in docs:
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("sweeps"), Mapping) \
+                or not isinstance(doc.get("meta"), Mapping):
+            raise ValueError("not a scaling.json (no meta or sweeps)")
     out: dict[str, Any] = _copy(docs[0])
     for doc in docs[1:]:
         for name, sweep in doc["sweeps"].items():
