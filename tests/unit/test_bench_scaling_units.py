@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,3 +131,11 @@ def test_merged_runs_keep_the_lowest_of_all() -> None:
     assert rows[0]["modes"]["tna"]["status"] == "ok"  # a run that worked beats one that failed
     assert a["sweeps"]["fdb"]["points"][0]["modes"]["tna"]["ns"] == [500]  # inputs untouched
     assert merged["meta"]["merged"][0]["date"] == "d"
+
+
+def test_a_foreign_json_gets_a_one_line_error(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert scaling.main(["--from-json", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "not a scaling.json" in capsys.readouterr().err

@@ -399,7 +399,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet-load", type=float, default=0.0,
                    help="before each size of 100 k or more, wait up to --wait seconds for the "
                    "1-minute load average to drop below this (0: do not wait)")
-    p.add_argument("--wait", type=float, default=120.0, help=argparse.SUPPRESS)
+    p.add_argument("--wait", type=float, default=120.0,
+                   help="seconds --quiet-load waits at most before a size (default 120)")
     p.add_argument("--cpu", type=int, default=None, help="the measured CPU (default: highest)")
     p.add_argument("--source", choices=(AUTO, *SOURCES), default=AUTO,
                    help="traffic source (as tna bench --source)")

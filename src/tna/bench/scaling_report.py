@@ -97,6 +97,20 @@ def table(name: str, sweep: Doc) -> str:
     return "\n".join(lines)
 
 
+def summary(name: str, sweep: Doc) -> str:
+    """The few columns docs/benchmarks.md shows (the full table is in scaling.md)."""
+    lines = [f"| {sweep['what']} | install s | TNA apply s | Linux path ns | TNA path ns | "
+             "Linux/TNA | TNA fast path |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in sweep["points"]:
+        lx, tn, fp = path_ns(row, "linux"), path_ns(row, "tna"), tna_fast(row)
+        lines.append(
+            f"| {row['n']:,} | {row['install_s']:.1f} | {_secs(row.get('tna_apply_s'))} | "
+            f"{_ns(lx)} | {_ns(tn)} | "
+            f"{f'{lx / tn:.1f}x' if lx and tn and lx > 0 and tn > 0 else '-'} | "
+            f"{f'{fp:.0%}' if fp is not None else '-'} |")
+    return "\n".join(lines)
+
+
 def markdown(doc: Doc) -> str:
     m = doc.get("meta", {})
     head = (f"Run {m.get('date', '?')} to {m.get('ended', '?')} on {m.get('machine', '?')}, "
@@ -108,6 +122,11 @@ def markdown(doc: Doc) -> str:
             f"{_loads(m.get('load_start'))} at the start, {_loads(m.get('load_end'))} at the "
             f"end; nf_conntrack_max {_int(m.get('nf_conntrack_max'))}, nf_conntrack_buckets "
             f"{_int(m.get('nf_conntrack_buckets'))} (both the init namespace's).")
+    for other in m.get("merged", []):
+        head += (f" Merged with the run of {other.get('date', '?')} to {other.get('ended', '?')}"
+                 f" (revision `{other.get('revision', '?')}`, load average "
+                 f"{_loads(other.get('load_start'))} at the start, "
+                 f"{_loads(other.get('load_end'))} at the end): each point the lowest of all.")
     parts = [head]
     for name, sweep in ordered(doc):
         parts.append(table(name, sweep) + f"\n\n({sweep.get('seconds', 0):.0f} s.)")
@@ -189,6 +208,10 @@ def merge(docs: Sequence[Doc]) -> dict[str, Any]:
     document's meta, with the others' dates and loads beside it."""
     if not docs:
         raise ValueError("nothing to merge")
+    for doc in docs:
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("sweeps"), Mapping) \
+                or not isinstance(doc.get("meta"), Mapping):
+            raise ValueError("not a scaling.json (no meta or sweeps)")
     out: dict[str, Any] = _copy(docs[0])
     for doc in docs[1:]:
         for name, sweep in doc["sweeps"].items():
