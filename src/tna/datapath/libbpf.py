@@ -459,7 +459,12 @@ class RingBuffer:
         ret = lib().ring_buffer__poll(self._rb, timeout_ms)
         if ret == -errno_mod.EINTR:
             return 0
-        return check(ret, "ring_buffer__poll")
+        if check(ret, "ring_buffer__poll") == 0:
+            # The kernel wakes a reader only for a record written into an empty ring: one
+            # that was not empty when the reader began to wait sends none until it is read.
+            # So read whatever is there once the wait ends, woken or not.
+            ret = check(lib().ring_buffer__consume(self._rb), "ring_buffer__consume")
+        return ret
 
     def close(self) -> None:
         if self._rb:
