@@ -96,11 +96,11 @@ def test_invalid_results_are_not_numbers(report: Report) -> None:
 def test_goals_are_judged_on_path_cost(report: Report) -> None:
     goals = {g["goal"]: g for g in rep.goals(report)}
     null_ns = 1e3 / 6.2
-    v4_linux = next(g for k, g in goals.items() if "2.4" in k)
+    v4_linux = next(g for k, g in goals.items() if "3x Linux, IPv4" in k)
     assert v4_linux["e2e"] == pytest.approx(2.5)
     assert v4_linux["value"] == pytest.approx((1e3 / 1.2 - null_ns) / (1e3 / 3.0 - null_ns))
     assert v4_linux["met"] is True  # 3.91x
-    v4_limit = next(g for k, g in goals.items() if "70%" in k)
+    v4_limit = next(g for k, g in goals.items() if "80%" in k)
     assert v4_limit["e2e"] == pytest.approx(3.0 / 4.1)  # 73% end to end ...
     assert v4_limit["met"] is False  # ... but the limit's path is 83 ns against TNA's 172
     bridge = next(g for g in goals.values() if g["scenario"] == "bridge")
@@ -120,7 +120,7 @@ def test_markdown(report: Report) -> None:
     assert "Traffic source: **live**" in md
     assert ("| router-v4 | 64 | 6.20 | 1.20 | 3.00 | - | 4.10 | 672 | 172 | 83 | 2.50x | 3.91x "
             "| 73% | 48% | - |") in md
-    assert "| TNA >= 2.4x Linux, IPv4 routing | >= 2.4x | 3.91x | 2.50x | met |" in md
+    assert "| TNA >= 3x Linux, IPv4 routing | >= 3.0x | 3.91x | 2.50x | met |" in md
     assert "n/a (bridge fast path not implemented)" in md
     assert "| router-v4 | 64 | linux | 1.20 | 1.00-1.25 | 20.8% | 833 | 672 |" in md
     assert "tna (as loaded)" in md and "| 1200 | 250 | 150 | redirect |" in md

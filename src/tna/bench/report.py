@@ -35,11 +35,15 @@ MODE_LABEL = {"null": "null (source -> drop)", "null-tc": "null, tc sink", "linu
 SOURCE_LABEL = {"live": "live XDP frames", "skb": "skbs via bpf_clone_redirect()"}
 PUNT_ALL = "punt-all"
 
-# Acceptance goals of the benchmark issue, checked on the 64-byte rows (path cost).
+# Acceptance goals (issues 17 and 13), checked on the 64-byte rows (path cost).
 GOALS = (
-    ("router-v4", "tna", "linux", 2.4, "TNA >= 2.4x Linux, IPv4 routing"),
-    ("router-v4", "tna", "sol", 0.70, "TNA >= 70% of the speed-of-light reference, IPv4"),
-    ("bridge", "tna", "linux", 3.0, "bridge >= 3x the Linux bridge (br_netfilter on)"),
+    ("router-v4", "tna", "linux", 3.0, "TNA >= 3x Linux, IPv4 routing"),
+    ("router-v4", "tna", "sol", 0.80, "TNA >= 80% of the speed-of-light reference, IPv4"),
+    ("router-v6", "tna", "linux", 2.5, "TNA >= 2.5x Linux, IPv6 routing"),
+    ("bridge", "tna", "linux", 4.5, "bridge >= 4.5x the Linux bridge (br_netfilter on)"),
+    ("firewall", "tna", "linux", 4.0, "nft, 50 rules >= 4x Linux"),
+    ("nat-tcp", "tna", "linux", 3.0, "established TCP through NAT >= 3x Linux"),
+    ("nat-udp", "tna", "linux", 3.0, "established UDP through NAT >= 3x Linux"),
 )
 
 
