@@ -38,7 +38,7 @@ from tna.bench.frames import FrameSpec, Variation
 from tna.datapath import libbpf, loader
 from tna.datapath.loader import Features
 from tna.plan import Plan
-from tna.testbed import Testbed
+from tna.testbed import Testbed, wait_for
 
 NULL, NULL_TC, LINUX, LINUX_NO_BRNF, XDP_PASS, TNA, FIB, SOL = \
     "null", "null-tc", "linux", "linux-no-brnf", "xdp-pass", "tna", "fib", "sol"
@@ -598,12 +598,16 @@ class StatefulTcp(Firewall):
         """Let Linux see one more of h1's ACKs (its window two smaller) before TNA attaches:
         the bench frames then are not a repeat of the last segment the kernel saw (another
         mode may have sent them through Linux), which the fast path leaves to the kernel
-        because it counts repeats as retransmissions.  The kernel has handled it by the time
-        send() returns (veth delivers it in the sender's softirq)."""
+        because it counts repeats as retransmissions.  Waited for at the sink, so that it is
+        counted before the mode is."""
         frame = self._segment(self.sizes[0], 2)
+        before = self.sink.packets() if self.sink is not None else None
         with netns.entered(self.sender), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
             s.bind((self.sender_if, 0))
             s.send(frame)
+        if before is not None:  # delivered (so counted) before the mode's counting starts
+            wait_for(lambda: self.sink is not None and self.sink.packets() > before,
+                     what="the ACK that precedes TNA's mode")
 
     def _segment(self, size: int, smaller_window: int) -> bytes:
         assert self.ack is not None, "built before the connection was opened"
