@@ -85,6 +85,19 @@ static __always_inline __s64 csum_tail(void *data, void *end, __u32 off, __u32 l
 	return sum;	/* at most 4096 / 4 words of 32 bits: far below 2^63 */
 }
 
+/* One 32-byte chunk, ``left`` bytes before the end of the L4 bytes, added to *sum: 0, or -1
+ * when it is not inside the frame. */
+static __always_inline int csum_chunk(void *data, void *end, __u32 off, __u32 len, __u32 left,
+				      __u64 *sum)
+{
+	__u32 *w = csum_pos(data, off, len, left);
+
+	if ((void *)(w + CSUM_CHUNK / 4) > end)
+		return -1;
+	*sum += (__u64)w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7];
+	return 0;
+}
+
 /*
  * Ones'-complement sum (folded to 16 bits) of the len bytes at offset off of the frame, or -1.
  *
@@ -101,7 +114,6 @@ __attribute__((noinline)) int tna_l4_sum(struct xdp_md *ctx, __u32 off, __u32 le
 	__u32 left = len;
 	__u64 sum = 0;
 	__s64 tail;
-	__u32 *w;
 	__u8 *p;
 
 	if (len > CSUM_MAX_LEN || off > CSUM_MAX_LEN)
@@ -116,10 +128,8 @@ __attribute__((noinline)) int tna_l4_sum(struct xdp_md *ctx, __u32 off, __u32 le
 	}
 #pragma clang loop unroll(disable)
 	for (int i = 0; i < CSUM_BLOCK / CSUM_CHUNK && left >= CSUM_CHUNK; i++) {
-		w = csum_pos(data, off, len, left);
-		if ((void *)(w + CSUM_CHUNK / 4) > end)
+		if (csum_chunk(data, end, off, len, left, &sum))
 			return -1;
-		sum += (__u64)w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7];
 		left -= CSUM_CHUNK;
 	}
 	tail = csum_tail(data, end, off, len, left, sum);
@@ -140,15 +150,12 @@ static __always_inline int l4_sum(struct xdp_md *ctx, __u32 off, __u32 len)
 	__u32 left = len;
 	__u64 sum = 0;
 	__s64 tail;
-	__u32 *w;
 
 	if (len >= CSUM_INLINE_MAX || off > CSUM_MAX_LEN)
 		return tna_l4_sum(ctx, off, len);
 	if (left >= CSUM_CHUNK) {
-		w = csum_pos(data, off, len, left);
-		if ((void *)(w + CSUM_CHUNK / 4) > end)
+		if (csum_chunk(data, end, off, len, left, &sum))
 			return -1;
-		sum += (__u64)w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7];
 		left -= CSUM_CHUNK;
 	}
 	tail = csum_tail(data, end, off, len, left, sum);
