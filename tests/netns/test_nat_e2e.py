@@ -191,6 +191,35 @@ def flow_packets(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, in
     return fast, punted
 
 
+def nat_packets(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, int]:
+    """Packets the fast path NATed between two counts: (original, reply direction)."""
+    return (after["nat_original"] - before["nat_original"],
+            after["nat_reply"] - before["nat_reply"])
+
+
+def punts_moved(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """The punt reasons that moved between two counts, and by how much."""
+    return {k: v - before["punted"].get(k, 0) for k, v in after["punted"].items()
+            if v != before["punted"].get(k, 0)}
+
+
+def assert_download_is_linuxs(t: RouterTopology, got: Any, how: str, close: str) -> None:
+    """Every byte, unchanged; the server saw the peer Linux's NAT gives it (h2: the
+    masqueraded source; behind the port forward: h1 itself) and the teardown asked for."""
+    assert got.received == SIZE
+    assert got.digest == hashlib.sha256(payload()).hexdigest()
+    assert got.peer[0] == (t.r2_v4 if how == "masquerade" else t.h1_v4)
+    assert got.server_saw == close
+
+
+def wait_teardown(t: RouterTopology, how: str, close: str) -> None:
+    """conntrack's entry ends as Linux's own handling of FIN or RST leaves it."""
+    expect = {"fin": "TIME_WAIT", "rst": "CLOSE"}[close]
+    wait_for(lambda: expect in conntrack_states(t, PORT if how == "masquerade" else
+                                                FORWARDED_PORT), timeout=5,
+             what=f"conntrack entry in {expect}")
+
+
 def conntrack_states(t: RouterTopology, port: int) -> list[str]:
     out = t.bed.run(t.r, "conntrack", "-L", "-p", "tcp", check=False).stdout
     return [line.split()[3] for line in out.splitlines() if f"dport={port} " in line]
@@ -206,27 +235,17 @@ def test_download_through_nat(gateway: Gateway, how: str, close: str,
     before = counts(t.r)
     got = download(t, target, close)
     after = counts(t.r)
-    assert got.received == SIZE
-    assert got.digest == hashlib.sha256(payload()).hexdigest()
-    # h2 sees the masqueraded source, or h1 itself behind the port forward
-    assert got.peer[0] == (t.r2_v4 if how == "masquerade" else t.h1_v4)
-    assert got.server_saw == close
+    assert_download_is_linuxs(t, got, how, close)
     fast, punted = flow_packets(before, after)
     share = fast / (fast + punted)
     record_property("fast_share", round(share, 4))
-    nat = (after["nat_original"] - before["nat_original"],
-           after["nat_reply"] - before["nat_reply"])
+    nat = nat_packets(before, after)
     record_property("nat_packets", nat)
-    moved = {k: v - before["punted"].get(k, 0) for k, v in after["punted"].items()
-             if v != before["punted"].get(k, 0)}
+    moved = punts_moved(before, after)
     record_property("punts", moved)
     print(f"{how} {close} liberal={gateway.liberal}: fast {fast} punted {punted} "
           f"share {share:.3f} nat {nat} punts {moved}")
-    # conntrack's entry ends as Linux's own handling of FIN or RST leaves it
-    expect = {"fin": "TIME_WAIT", "rst": "CLOSE"}[close]
-    wait_for(lambda: expect in conntrack_states(t, PORT if how == "masquerade" else
-                                                FORWARDED_PORT), timeout=5,
-             what=f"conntrack entry in {expect}")
+    wait_teardown(t, how, close)
     if gateway.liberal:
         # the windows are not judged: every data segment (h2 -> h1, the entry's reply
         # direction) is fast; h1's ACKs acknowledge beyond conntrack's highest ACK, which
@@ -299,8 +318,7 @@ def test_udp_through_nat_is_fast_both_ways(gateway: Gateway, record_property: An
     after = counts(t.r)
     assert answered == 300
     assert peers == {t.r2_v4}
-    nat = (after["nat_original"] - before["nat_original"],
-           after["nat_reply"] - before["nat_reply"])
+    nat = nat_packets(before, after)
     record_property("nat_packets", nat)
     assert min(nat) >= 200  # both directions; the rest before the flow was established
 
@@ -396,24 +414,16 @@ def test_tcp_liberal_opt_in_makes_bulk_tcp_fast(how: str, close: str,
         before = counts(t.r)
         got = download(t, target, close)
         after = counts(t.r)
-        expect = {"fin": "TIME_WAIT", "rst": "CLOSE"}[close]
-        wait_for(lambda: expect in conntrack_states(t, PORT if how == "masquerade" else
-                                                    FORWARDED_PORT), timeout=5,
-                 what=f"conntrack entry in {expect}")
+        wait_teardown(t, how, close)
         wait_for(lambda: (liberal_counts(t.r).get("daemon") or {}).get("marked", 0) >= 1,
                  timeout=5, what="the daemon's mark counted")
         marks = liberal_counts(t.r)
         assert gw.daemon is not None and gw.daemon.errors() == []
-    assert got.received == SIZE
-    assert got.digest == hashlib.sha256(payload()).hexdigest()
-    assert got.peer[0] == (t.r2_v4 if how == "masquerade" else t.h1_v4)
-    assert got.server_saw == close
+    assert_download_is_linuxs(t, got, how, close)
     fast, punted = flow_packets(before, after)
     share = fast / (fast + punted)
-    nat = (after["nat_original"] - before["nat_original"],
-           after["nat_reply"] - before["nat_reply"])
-    moved = {k: v - before["punted"].get(k, 0) for k, v in after["punted"].items()
-             if v != before["punted"].get(k, 0)}
+    nat = nat_packets(before, after)
+    moved = punts_moved(before, after)
     for key, value in (("fast_share", round(share, 4)), ("nat_packets", nat), ("punts", moved),
                        ("tcp_liberal", marks)):
         record_property(key, value)
