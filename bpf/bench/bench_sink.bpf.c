@@ -10,6 +10,10 @@
  * bench_tc_sink is the same sink at the first hook an skb meets in the stack (tcx ingress): on
  * the router's ingress it measures the source without native XDP's skb-to-XDP conversion.
  *
+ * only_len (load time) makes a sink count frames of that one length only: a test that counts
+ * exactly sets it, so a frame the namespaces send on their own (the MLD report of an interface
+ * coming up) is not counted. The benchmark loads 0, and the verifier drops the test.
+ *
  * bench_pass does nothing and returns XDP_PASS: on the router's ingress it makes native XDP
  * on the veth convert every frame (an skb source's skb into an XDP buffer and back), which is
  * what an skb source charges any XDP program and Linux alone never pays.
@@ -28,11 +32,21 @@ struct {
 	__type(value, struct bench_count);
 } bench_count SEC(".maps");
 
+struct bench_sink_cfg {
+	__u32 only_len;		/* count frames of this length only; 0: every frame */
+};
+
+const volatile struct bench_sink_cfg bench_sink_cfg SEC(".rodata.cfg") = {};
+
 /* One frame of ``len`` bytes into this CPU's counter: both sinks count the same way. */
 static __always_inline void count_frame(__u64 len)
 {
 	__u32 key = 0;
-	struct bench_count *c = bpf_map_lookup_elem(&bench_count, &key);
+	struct bench_count *c;
+
+	if (bench_sink_cfg.only_len && len != bench_sink_cfg.only_len)
+		return;
+	c = bpf_map_lookup_elem(&bench_count, &key);
 
 	if (c) {
 		c->packets++;

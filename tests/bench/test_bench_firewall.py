@@ -11,6 +11,7 @@ import pytest
 
 from tna import netns
 from tna.bench import frames, scenarios
+from tna.bench.bpfobj import Sink
 from tna.bench.runner import Config, run_scenario
 from tna.testbed import Testbed, wait_for
 
@@ -51,15 +52,55 @@ def _send(scn: scenarios.Scenario, frame: bytes, count: int) -> None:
             s.send(frame)
 
 
+def _count_exactly(scn: scenarios.Scenario, size: int) -> None:
+    """Swap the scenario's sink for one that counts ``size``-byte frames only: r's interfaces
+    send MLD reports of their own for a second after they come up (170 bytes here), which the
+    plain sink counts too."""
+    assert scn.sink is not None
+    scn.sink.close()
+    scn.sink = None
+    scn.sink = Sink(scn.receiver, scn.receiver_if, only_len=size)
+
+
 def _delivered(scn: scenarios.Scenario, frame: bytes, count: int) -> int:
     """Send ``count`` copies of ``frame``, then one benchmark frame as a marker; the frames
-    the sink counted, the marker not included (polled until it arrives)."""
+    the sink counted, the marker not included (polled until it arrives).  Exact only with a
+    sink that counts the frames' size alone (``_count_exactly``)."""
     assert scn.sink is not None
     before = scn.sink.packets()
     _send(scn, frame, count)
     _send(scn, scn.frame_bytes(scn.sizes[0]), 1)
     wait_for(lambda: scn.sink is not None and scn.sink.packets() > before, what="the marker")
     return scn.sink.packets() - before - 1
+
+
+def _sink_count(a: str, b: str, only_len: int, sent: tuple[bytes, ...], expected: int) -> int:
+    """What a sink on b's eth0 counts of ``sent`` (from a), polled until ``expected``."""
+    sink = Sink(b, "eth0", only_len=only_len)
+    try:
+        with netns.entered(a), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind(("eth0", 0))
+            for frame in sent:
+                s.send(frame)
+        # one queue, one sender: the last frame arrives after the others
+        wait_for(lambda: sink.packets() >= expected, what=f"{expected} frames")
+        return sink.packets()
+    finally:
+        sink.close()
+
+
+def test_sink_counts_one_length_only(prefix: str) -> None:
+    """A sink loaded with ``only_len`` counts frames of that length and no other, whichever the
+    length; the plain sink counts them all (and the namespaces' own MLD reports, if any)."""
+    spec = frames.FrameSpec("02:00:00:00:01:02", "02:00:00:00:01:01", "10.1.0.2", "10.2.0.2")
+    short = frames.build(dataclasses.replace(spec, size=66))
+    long = frames.build(dataclasses.replace(spec, size=124))
+    with Testbed(prefix=prefix) as bed:
+        a, b = bed.ns("a"), bed.ns("b")
+        bed.veth(a, "eth0", b, "eth0")
+        assert _sink_count(a, b, 0, (short, long, short, long, short), 5) >= 5
+        assert _sink_count(a, b, 66, (short, long, short, long, short), 3) == 3
+        assert _sink_count(a, b, 124, (short, long, short, long, short, long), 3) == 3
 
 
 @pytest.mark.parametrize("name", ["stateful-tcp", "nat-tcp"])
@@ -73,6 +114,7 @@ def test_tcp_scenario_forwards_every_segment(name: str, prefix: str) -> None:
             scn.build()
             assert isinstance(scn, scenarios.StatefulTcp) and scn.ack is not None
             frame = scn.frame_bytes(scn.sizes[0])
+            _count_exactly(scn, len(frame))
             for mode in (scenarios.LINUX, scenarios.TNA):
                 scn.enter(mode)
                 try:

@@ -139,14 +139,21 @@ def ifindex_of(ifname: str) -> int:
     return socket.if_nametoindex(ifname)
 
 
+class SinkCfg(ctypes.Structure):
+    """struct bench_sink_cfg (bpf/bench/bench_sink.bpf.c)."""
+
+    _fields_ = [("only_len", ctypes.c_uint32)]
+
+
 class Sink:
     """bench_sink attached to one interface; ``packets()`` sums its per-CPU counter.
 
     ``tc``: bench_tc_sink at tcx ingress instead of XDP (no skb-to-XDP conversion on a veth).
+    ``only_len``: count frames of that length only (for exact counts; 0 counts every frame).
     """
 
-    def __init__(self, ns: str, ifname: str, tc: bool = False) -> None:
-        self.obj = BpfObject("bench_sink")
+    def __init__(self, ns: str, ifname: str, tc: bool = False, only_len: int = 0) -> None:
+        self.obj = BpfObject("bench_sink", SinkCfg(only_len))
         self.prog = "bench_tc_sink" if tc else "bench_sink"
         self.counter = libbpf.Map(os.dup(self.obj.map_fd("bench_count")), 4, 16, percpu=True)
         try:
