@@ -126,6 +126,7 @@ extern int bpf_ct_change_timeout(struct nf_conn *nfct, __u32 timeout) __ksym;
 #define BPF_F_CURRENT_NETNS (-1)
 
 /* enum tcp_conntrack, and the per-direction flags of struct ip_ct_tcp_state */
+#define CT_TCP_SYN_RECV 2
 #define CT_TCP_ESTABLISHED 3
 #define CT_TCP_FLAG_SACK_PERM 0x02
 #define CT_TCP_FLAG_BE_LIBERAL 0x08
@@ -386,6 +387,20 @@ static __always_inline int ct_tcp_window_still(const struct ct_tcp_seg *g,
 }
 
 /*
+ * The handshake's last segment: the client's pure ACK of the SYN-ACK (the entry in SYN_RECV, the
+ * original direction), which conntrack turns ESTABLISHED. With ``tna run --tcp-liberal`` the
+ * connection is named here, while its data has not started: the daemon's mark then usually lands
+ * before the first data segment instead of while a transfer keeps both CPUs busy. The SYN-ACK's
+ * options (tcp_options() resets a side's flags) are behind it.
+ */
+static __always_inline int ct_tcp_handshake_ack(const struct nf_conn *ct, int dir,
+						const struct tcphdr *th, __u32 l4_len)
+{
+	return !dir && ct->proto.tcp.state == CT_TCP_SYN_RECV &&
+	       ((const __u8 *)th)[13] == TCPF_ACK && th->doff * 4 == l4_len;
+}
+
+/*
  * tcp_packet() for an established flow whose segment changes nothing but the timeout: 0 and
  * *timeout_ms, or why Linux must see it. ``dir``: the segment's direction; ``th``: its header,
  * bounds-checked for sizeof(*th); ``opt``: the first 4 option bytes, when doff > 5.
@@ -470,9 +485,11 @@ static __always_inline void ct_orig_tuple(const struct nf_conn *ct, int v6,
 	dst[3] = ct->tuplehash[0].tuple.dst.u3.all[3];
 }
 
-/* ct_established(): Linux's for window tracking alone; *req names the connection (see
- * lib/ct_liberal.h). Never returned unless asked to (CT_ASK_LIBERAL). */
+/* ct_established(): Linux's for window tracking alone (CT_ASK), or the handshake's last ACK
+ * (CT_ASK_SETUP); *req names the connection (see lib/ct_liberal.h). Never returned unless asked
+ * to (CT_ASK_LIBERAL). */
 #define CT_ASK (-1)
+#define CT_ASK_SETUP (-2)
 
 /*
  * Conntrack's part of a TCP/UDP packet of an established flow: 0 when the fast path may take it
@@ -483,7 +500,7 @@ static __always_inline void ct_orig_tuple(const struct nf_conn *ct, int v6,
  * With CT_ASK_LIBERAL (tna run --tcp-liberal), a TCP segment that only window tracking keeps
  * from the fast path returns CT_ASK instead of ct_window, *nat filled and *req naming the
  * connection, the timeout left to Linux: the caller decides whether the fast path would carry
- * it. With CT_LIBERAL_FAST, a liberal sender's segments are not judged by its window.
+ * it. The handshake's last ACK (ct_tcp_handshake_ack()) returns CT_ASK_SETUP the same way. With CT_LIBERAL_FAST, a liberal sender's segments are not judged by its window.
  */
 static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8 *saddr,
 					  const __u8 *daddr, __u8 l4proto, const void *l4,
@@ -510,15 +527,17 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 	if (l4proto == IPPROTO_TCP) {
 		if (!(status & CT_ASSURED)) {
 			why = TNA_PUNT_CT_SETUP;
-			goto linux;
+			window_only = (mode & CT_ASK_LIBERAL) &&
+				      ct_tcp_handshake_ack(ct, dir, th, l4_len);
+		} else {
+			timeout_ms = p->ct_tcp_est_ms;	/* (profiling: what the step says) */
+			why = tna_profile_off(TNA_PROF_WINDOW) ? 0 :
+			      ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms, &window_only);
+			/* liberal data leaves the kernel's view of its sender stale: fast only
+			 * where a daemon repairs what that breaks (ct_tcp_reset_stale()) */
+			if (!why && window_only == CT_LIBERAL_ONLY && !(mode & CT_LIBERAL_FAST))
+				why = TNA_PUNT_CT_WINDOW;
 		}
-		timeout_ms = p->ct_tcp_est_ms;	/* (profiling: what the step says here) */
-		why = tna_profile_off(TNA_PROF_WINDOW) ? 0 :
-		      ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms, &window_only);
-		/* liberal data leaves the kernel's view of its sender stale: fast only where a
-		 * daemon repairs what that breaks (ct_tcp_reset_stale()) */
-		if (!why && window_only == CT_LIBERAL_ONLY && !(mode & CT_LIBERAL_FAST))
-			why = TNA_PUNT_CT_WINDOW;
 	} else {
 		why = ct_udp_step(ct, status, p, &timeout_ms);
 	}
@@ -529,9 +548,9 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 		why = why ? why : nat_why;
 		goto linux;
 	}
-	if (why) {	/* window tracking alone: Linux's, and Linux refreshes the timeout */
+	if (why) {	/* window tracking alone, or the handshake: Linux's (and its timeout) */
 		ct_orig_tuple(ct, v6, req);
-		why = CT_ASK;
+		why = why == TNA_PUNT_CT_SETUP ? CT_ASK_SETUP : CT_ASK;
 		goto linux;
 	}
 	if (tna_profile_off(TNA_PROF_NAT))

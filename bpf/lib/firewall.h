@@ -62,8 +62,9 @@ struct fw_scratch {
 	struct ct_nat nat;		/* the conntrack step's NAT for the packet, if any */
 	struct nat_saved saved;
 	struct tna_liberal_req ask;	/* with ask_pending: the connection to make liberal */
-	__u32 ask_pending;		/* the conntrack step left the packet to Linux for window
-					 * tracking alone: the rest of the pipeline runs to see whether
+	__u32 ask_pending;		/* 0, or why the conntrack step left the packet to Linux:
+					 * window tracking alone (ct_window) or the handshake's last
+					 * ACK (ct_setup); the rest of the pipeline runs to see whether
 					 * the fast path would carry it, and then Linux gets it anyway */
 };
 
@@ -374,7 +375,7 @@ static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch
 
 		if (r && (r->verdict == TNA_FW_ACCEPT || r->verdict == TNA_FW_DROP)) {
 			if (s->ask_pending)	/* Linux's anyway: see below */
-				return r->verdict == TNA_FW_ACCEPT ? 0 : TNA_PUNT_CT_WINDOW;
+				return r->verdict == TNA_FW_ACCEPT ? 0 : s->ask_pending;
 			if (r->counted)
 				fw_count(table, 0, bytes);
 			return r->verdict == TNA_FW_ACCEPT ? 0 : TNA_FW_DROPPED;
@@ -396,7 +397,7 @@ static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch
 	/* Linux gets the packet anyway (ask_pending): its conntrack moves the window before its
 	 * forward hook decides, and counts it there */
 	if (s->ask_pending)
-		return verdict == TNA_FW_ACCEPT ? 0 : TNA_PUNT_CT_WINDOW;
+		return verdict == TNA_FW_ACCEPT ? 0 : s->ask_pending;
 	fw_count_decision(l, bytes);
 	return verdict == TNA_FW_ACCEPT ? 0 : TNA_FW_DROPPED;
 }
@@ -465,9 +466,9 @@ static __always_inline int icmp_error(__u8 l4proto, const __u8 *l4, const void *
  * Linux. The L3 header (no IPv4 options, no IPv6 extension headers) follows the Ethernet one.
  * Checks tcp_error()/udp_error() make: L4 header and length, checksum (nf_conntrack_checksum).
  * ``mode``: ct_established()'s. CT_ASK_LIBERAL (tna run --tcp-liberal): a TCP segment that
- * only window tracking keeps from the fast path returns 0 with s->ask_pending set; the caller
- * must hand it to Linux, asking for the connection to be made liberal if it would have
- * forwarded it. CT_LIBERAL_FAST: a liberal sender's data is not judged by its window (the
+ * only window tracking keeps from the fast path, or the handshake's last ACK, returns 0 with
+ * s->ask_pending set (ct_window or ct_setup); the caller must hand it to Linux with that
+ * reason, asking for the connection to be made liberal if it would have forwarded it. CT_LIBERAL_FAST: a liberal sender's data is not judged by its window (the
  * caller then looks at the RSTs it hands to Linux: tna_fw_reset_check()).
  */
 __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u32 mode)
@@ -563,8 +564,8 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u
 	}
 	rc = ct_established(ctx, v6, s->p.saddr, s->p.daddr, l4proto, l4, l4_len, opt, hdr,
 			    &s->nat, mode, &s->ask);
-	if (rc == CT_ASK) {
-		s->ask_pending = 1;
+	if (rc == CT_ASK || rc == CT_ASK_SETUP) {
+		s->ask_pending = rc == CT_ASK ? TNA_PUNT_CT_WINDOW : TNA_PUNT_CT_SETUP;
 		return 0;
 	}
 	return rc;
@@ -766,15 +767,16 @@ __attribute__((noinline)) int tna_nat_keep(struct xdp_md *ctx, __u32 undo)
 
 /*
  * A packet the conntrack step left pending (ask_pending) that the fast path would have
- * forwarded: Linux's (ct_window), and its connection asked to be made liberal.
+ * forwarded: Linux's (ct_window or ct_setup), and its connection asked to be made liberal.
  */
 static __always_inline int fw_ask_liberal(struct xdp_md *ctx, __u32 slot)
 {
 	struct fw_scratch *s = fw_scratch();
 
-	if (s)
-		liberal_ask(&s->ask);
-	return punt(ctx, slot, TNA_PUNT_CT_WINDOW);
+	if (!s)
+		return punt(ctx, slot, TNA_PUNT_CT_WINDOW);
+	liberal_ask(&s->ask);
+	return punt(ctx, slot, s->ask_pending);
 }
 
 /*

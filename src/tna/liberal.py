@@ -6,7 +6,8 @@ that changes Linux's behaviour (docs/stateful.md, "Opt-in: liberal connections")
 tracking on, the fast path must hand every segment that moves conntrack's tracked window to
 Linux.  The programs planned with ``ct_tcp_liberal`` name each established TCP connection that
 only window tracking keeps off the fast path, once the rest of their pipeline said they would
-forward it, in a ring (:mod:`tna.datapath.liberal`); a :class:`Marker` thread reads the ring
+forward it (and already at its handshake's last ACK, so that the mark lands before the data), in
+a ring (:mod:`tna.datapath.liberal`); a :class:`Marker` thread reads the ring
 and sets ``IP_CT_TCP_FLAG_BE_LIBERAL`` on both directions of the entry through ctnetlink
 (:class:`tna.netlink.Conntrack`), as the kernel's flowtable does for the flows it offloads.
 From then on the kernel no longer judges the connection's windows and its segments are fast.

@@ -190,10 +190,11 @@ def test_nat_entries_without_nat_hooks_and_icmp_go_to_linux(router: Router) -> N
 SEQ, SERVER_SEQ, WIN = 1000, 5000, 20000
 
 
-@pytest.fixture
-def tcp_flow(router: Router) -> Iterator[int]:
+@contextlib.contextmanager
+def _handshake(router: Router, complete: bool) -> Iterator[int]:
     """h1:4100 -> h2:80 through r's Linux (masquerade, ct state invalid drop): SYN, SYN-ACK
-    and ACK sent into r1/r2 from the hosts' ends; yields the masqueraded source port."""
+    and (``complete``) ACK sent into r1/r2 from the hosts' ends; yields the masqueraded source
+    port."""
     rules = """
 table ip tnat {
     chain post {
@@ -221,15 +222,33 @@ table ip tfw {
         with netns.entered(host):
             sendp(h2 / TCP(sport=80, dport=port, flags="SA", seq=SERVER_SEQ - 1, ack=SEQ,
                            window=WIN), iface="h2", verbose=False)
-            sendp(h1 / TCP(sport=4100, dport=80, flags="A", seq=SEQ, ack=SERVER_SEQ,
-                           window=WIN), iface="h1", verbose=False)
-        _wait_established(router)
+        if complete:
+            with netns.entered(host):
+                sendp(h1 / TCP(sport=4100, dport=80, flags="A", seq=SEQ, ack=SERVER_SEQ,
+                               window=WIN), iface="h1", verbose=False)
+            _wait_established(router)
+        else:
+            _wait_state(router, "SYN_RECV")
         yield port
     finally:
         subprocess.run(["ip", "netns", "exec", router.ns, "nft", "flush", "ruleset"],
                        check=False)
         subprocess.run(["ip", "netns", "exec", router.ns, "conntrack", "-F"],
                        capture_output=True, check=False)
+
+
+@pytest.fixture
+def tcp_flow(router: Router) -> Iterator[int]:
+    """An established, assured entry from a real handshake (see _handshake)."""
+    with _handshake(router, complete=True) as port:
+        yield port
+
+
+@pytest.fixture
+def tcp_syn_recv(router: Router) -> Iterator[int]:
+    """The same connection before the handshake's last ACK: the entry in SYN_RECV."""
+    with _handshake(router, complete=False) as port:
+        yield port
 
 
 def _tcp_entry(router: Router) -> str:
@@ -244,6 +263,12 @@ def _masqueraded_port(router: Router) -> int:
 
     wait_for(lambda: "SYN_SENT" in _tcp_entry(router), timeout=5, what="the SYN tracked")
     return int(re.findall(r"dport=(\d+)", _tcp_entry(router))[-1])
+
+
+def _wait_state(router: Router, state: str) -> None:
+    from tna.testbed import wait_for
+
+    wait_for(lambda: state in _tcp_entry(router), timeout=5, what=f"the entry in {state}")
 
 
 def _wait_established(router: Router) -> None:
@@ -416,6 +441,28 @@ def test_window_punt_asks_for_the_connection_only_with_the_knob(router: Router, 
     else:
         assert requests == []
         assert after == before
+
+
+@pytest.mark.parametrize("asking", [True, False], ids=["knob_on", "knob_off"])
+def test_handshake_last_ack_asks_for_the_connection(router: Router, tcp_syn_recv: int,
+                                                    asking: bool) -> None:
+    """The client's pure ACK of the SYN-ACK (entry in SYN_RECV): Linux's (ct_setup) either way;
+    with the knob it names the connection at once, before any data (the daemon's mark then
+    lands while the machine is still quiet). The same ACK carrying data is Linux's and asks
+    nothing: the control that the request is the handshake ACK's."""
+    ack = bytes(h1_segment("A"))
+    with_data = bytes(h1_segment("A", b"GET"))
+    with gateway(router, nat_table(), features=ASKING if asking else FIREWALL):
+        drained_requests(router)
+        got, out, moved = run(router, with_data)
+        assert (got, out, moved) == (XDP_PASS, with_data, {"ct_setup": 1})
+        assert drained_requests(router) == []
+        got, out, moved = run(router, ack)
+        requests = drained_requests(router)
+    assert (got, out, moved) == (XDP_PASS, ack, {"ct_setup": 1})
+    named = [Request(socket.AF_INET, "10.1.0.2", "10.2.0.2", 4100, 80)]
+    assert requests == (named if asking else [])
+    assert "SYN_RECV" in _tcp_entry(router)  # test_run hands nothing to the kernel
 
 
 def test_no_request_for_a_segment_the_forward_hook_drops(router: Router, tcp_flow: int) -> None:

@@ -394,19 +394,14 @@ def liberal_counts(ns: str) -> dict[str, Any]:
     return tna_stats(ns).get("tcp_liberal") or {}
 
 
-# Known defect (issue 13, open): on an idle machine the 50 MB download is over in ~0.2 s, and
-# in about a third of the runs the connection stays unmarked for all of it (0% fast; the ring
-# fills, the one mark the daemon sends comes at the end). Faster ring polling does not change
-# it; the cause is not found yet. Bytes and teardown stay Linux's either way (asserted first).
-@pytest.mark.xfail(reason="--tcp-liberal mark sometimes too late for a 0.2 s transfer (issue 13)",
-                   strict=False)
 @pytest.mark.parametrize(("how", "close"), [("masquerade", "fin"), ("masquerade", "rst"),
                                             ("dnat", "fin"), ("dnat", "rst")])
 def test_tcp_liberal_opt_in_makes_bulk_tcp_fast(how: str, close: str,
                                                 record_property: Any) -> None:
     """nf_conntrack_tcp_be_liberal=0 (window tracking on) and 'tna run --tcp-liberal': the
-    connection is marked liberal a few segments in, and from then on its data is fast; bytes,
-    teardown and conntrack's last state are Linux's."""
+    connection is named at its handshake's last ACK and marked liberal before (or a few
+    segments into) its data, which from then on is fast; bytes, teardown and conntrack's last
+    state are Linux's."""
     with built(False, run=("--tcp-liberal",)) as gw:
         t = gw.topo
         assert "--tcp-liberal is on" in run_tna(t.r, "plan").stdout  # the plan says so
@@ -435,11 +430,7 @@ def test_tcp_liberal_opt_in_makes_bulk_tcp_fast(how: str, close: str,
     assert marks["daemon"]["marked"] == 1 and marks["daemon"]["failed"] == 0
 
 
-@pytest.mark.parametrize("mode", [
-    pytest.param("opt_in", marks=pytest.mark.xfail(
-        reason="--tcp-liberal mark sometimes too late for a 0.2 s transfer (issue 13)",
-        strict=False)),
-    "be_liberal1"])
+@pytest.mark.parametrize("mode", ["opt_in", "be_liberal1"])
 def test_sender_reset_after_fast_data_closes_the_entry(mode: str,
                                                        record_property: Any) -> None:
     """The RST repair: the server, whose 50 MB went through the fast path (the opt-in's
