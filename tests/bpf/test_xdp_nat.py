@@ -41,6 +41,7 @@ from testing.datapath_hooks import sync_firewall_for_test
 from tna import abi, netlink, netns
 from tna.datapath.firewall import DEFAULT_CT_TCP
 from tna.datapath.liberal import Request, RequestRing, read_stats
+from tna.datapath.pins import open_map
 from tna.firewall.tables import VERDICT_ACCEPT, VERDICT_DROP, FwRule, FwTables
 from tna.introspect import kernel_hz
 from tna.plan.types import Features, Namespace
@@ -114,6 +115,30 @@ def test_snat_original_direction_udp(router: Router) -> None:
         got, out, moved = run(router, bytes(pkt))
     assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
     assert out == expected(pkt, PUBLIC, 40001, "10.2.0.2", 53, UDP)
+
+
+@pytest.mark.usefixtures("flows")
+def test_egress_gone_from_the_devmap_leaves_the_frame_untouched(router: Router) -> None:
+    """The frame is committed to its egress (the redirect) before NAT, TTL and MACs are
+    rewritten: when the egress vanished from tna_tx meanwhile, Linux gets the frame exactly as
+    it arrived (egress), not half translated. The control: the same frame NATed and forwarded
+    while r2 is in the devmap."""
+    udp_entry(router, "10.1.0.2", "10.2.0.2", 4011, 53, "--src-nat", f"{PUBLIC}:40011")
+    pkt = Ether(bytes(v4() / UDP(sport=4011, dport=53) / b"query"))
+    key = struct.pack("=I", router.ifindex["r2"])
+    with gateway(router, nat_table()):
+        got, out, moved = run(router, bytes(pkt))
+        assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
+        assert out == expected(pkt, PUBLIC, 40011, "10.2.0.2", 53, UDP)
+        tx = open_map("tna_tx")
+        try:
+            entry = tx.lookup(key)
+            assert entry is not None and tx.delete(key)
+            got, out, moved = run(router, bytes(pkt))
+            tx.update(key, entry)
+        finally:
+            tx.close()
+    assert (got, out, moved) == (XDP_PASS, bytes(pkt), {"egress": 1})
 
 
 @pytest.mark.usefixtures("flows")
