@@ -309,18 +309,19 @@ def parse_event(raw: bytes, wall_offset_ns: int, names: Callable[[int], str]) ->
                   bytes(e.frame)[:snap])
 
 
-class _Stopped(Exception):
-    """SIGTERM or SIGHUP: end like Ctrl-C, with the switch cleared."""
-
-
 @contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    def stop(signum: int, _frame: object) -> None:
-        raise _Stopped(signum)
+def _signals_noted() -> Iterator[list[int]]:
+    """SIGINT, SIGTERM and SIGHUP end the event loop at its next turn, the switch cleared.
+    Noted, not raised: an exception raised from a signal handler while a ring callback runs
+    is lost in ctypes (printed, the monitor running on)."""
+    got: list[int] = []
 
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    def note(signum: int, _frame: object) -> None:
+        got.append(signum)
+
+    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        yield
+        yield got
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
@@ -348,8 +349,8 @@ def run(*, drops: bool = False, ifindex: int = 0, count: int | None = None,
                 names[i] = counters.ifname(i) if i else "(none)"
             return names[i]
 
-        shown, interrupted = 0, False
-        with _stop_on_signals():
+        shown = 0
+        with _signals_noted() as signals:
             try:
                 switch_on(maps, flags, ifindex, rate)
                 if not as_json:
@@ -357,7 +358,7 @@ def run(*, drops: bool = False, ifindex: int = 0, count: int | None = None,
                     print(f"tna monitor: {what} frames as they happen (at most {rate}/s per "
                           "CPU); Ctrl-C ends", file=sys.stderr)
                 renewed = time.monotonic_ns()
-                while count is None or shown < count:
+                while not signals and (count is None or shown < count):
                     if time.monotonic_ns() - renewed >= RENEW_NS:
                         renew(maps, flags, ifindex, rate)
                         renewed = time.monotonic_ns()
@@ -372,12 +373,10 @@ def run(*, drops: bool = False, ifindex: int = 0, count: int | None = None,
                         if count is not None and shown >= count:
                             break
                     pending.clear()
-            except _Stopped:
-                pass
-            except KeyboardInterrupt:
-                interrupted = True  # Ctrl-C: the summary, then exit status 130 as elsewhere
             finally:
                 switch_off(maps)
+        # Ctrl-C: the summary, then exit status 130 as elsewhere; SIGTERM, SIGHUP: 0
+        interrupted = signal.SIGINT in signals
         if not as_json:
             rated = maps.left_out()
             limited, lost = (a - b for a, b in zip(rated, left_before, strict=True))

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -221,6 +222,35 @@ def test_second_monitor_refused_and_bad_options(topo: RouterTopology) -> None:
         proc = run_tna(topo.r, "monitor", *args, check=False)
         assert proc.returncode == 1 and needle in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def _ttl_flood(ns: str, dst: str, stop: threading.Event) -> None:
+    """UDP datagrams with TTL 1 every millisecond until ``stop``: punted at r1 ('ttl')."""
+    with netns.entered(ns), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)
+        while not stop.wait(0.001):
+            s.sendto(b"ttl flood", (dst, 9))
+
+
+def test_ctrl_c_while_events_flow_exits_130(topo: RouterTopology) -> None:
+    """Ctrl-C lands anywhere in the event loop, also while a ring callback runs (a signal
+    raised there would be lost in ctypes and the monitor run on): exit 130 every time, the
+    switch cleared. Events are flowing each time (the control): datagrams with TTL 1 keep
+    r1's 'ttl' punts coming."""
+    stop = threading.Event()
+    flood = threading.Thread(target=_ttl_flood, args=(topo.h1, topo.h2_v4, stop))
+    flood.start()
+    try:
+        for _ in range(5):
+            mon = Monitor(topo.r)
+            try:
+                mon.wait_for_event(lambda e: e["reason"] == "ttl", within=5.0)
+            finally:
+                assert mon.stop(signal.SIGINT) == 130
+            assert ctl(topo.r).deadline_ns == 0
+    finally:
+        stop.set()
+        flood.join()
 
 
 def test_not_attached_is_one_line(topo: RouterTopology) -> None:
