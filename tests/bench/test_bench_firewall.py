@@ -122,7 +122,10 @@ def test_tcp_scenario_forwards_every_segment(name: str, prefix: str) -> None:
                     assert _delivered(scn, frame, 300) == 300, mode
                     if before is not None:
                         moved = scenarios.fast_path_delta(before, scn.fast_path())
-                        assert (moved.forwarded, moved.punted) == (301, 0), moved
+                        # every segment fast; the hosts' own multicast (MLD reports of an
+                        # interface come up) may be punted meanwhile, nothing else
+                        assert moved.forwarded == 301, moved
+                        assert set(moved.reasons) <= {"l2_multicast"}, moved
                 finally:
                     scn.leave(mode)
             beyond = frames.build_tcp(scn.frame(scn.sizes[0]), dataclasses.replace(
