@@ -46,7 +46,7 @@ def test_nat_conversation_is_linux(name: str) -> None:
     assert counters.get("nat_original", 0) >= 2, counters
     assert counters.get("nat_reply", 0) >= 2, counters
     assert counters.get("ct_setup", 0) >= 2, counters  # handshakes and teardowns: Linux's
-    if "expiry" not in name:
+    if "expiry" not in name and "retrans_count" not in name:  # (their corpora: no errors)
         assert counters.get("nat_related", 0) >= 3, counters  # the ICMP errors: Linux's
         assert counters.get("ct_window", 0) >= 10, counters  # what moves the window
 
