@@ -484,6 +484,7 @@ static __always_inline void ct_last_fill(const struct nf_conn *ct, int v6, struc
 	__u32 *src = (__u32 *)w->key.saddr, *dst = (__u32 *)w->key.daddr;
 
 	w->key.family = v6 ? AF_INET6 : AF_INET;
+	w->key.pad[0] = w->key.pad[1] = w->key.pad[2] = 0;
 	w->key.sport = ct->tuplehash[0].tuple.src.u.all;
 	w->key.dport = ct->tuplehash[0].tuple.dst.u.all;
 	src[0] = ct->tuplehash[0].tuple.src.u3.all[0];
@@ -503,22 +504,27 @@ static __always_inline void ct_last_fill(const struct nf_conn *ct, int v6, struc
 }
 
 /*
- * tcp_packet()'s retransmission rule for the fast segment ct_tcp_step() left in ``w``: 0 and
- * *timeout_ms shortened to nf_conntrack_tcp_timeout_max_retrans where the kernel would
- * (Linux alone's count at nf_conntrack_tcp_max_retrans or more, and the established timeout
- * longer; it comes before the unacknowledged one), or why Linux must see the segment.
+ * tcp_packet()'s retransmission rules for the fast segment ct_tcp_step() left in ``w``: 0 and
+ * *timeout_ms (the established or the unacknowledged timeout, from ct_tcp_timeout()) set to
+ * nf_conntrack_tcp_timeout_max_retrans where the kernel would, or why Linux must see the
+ * segment. Where the established timeout is longer: from nf_conntrack_tcp_max_retrans repeats
+ * on (before the unacknowledged rule), or, after it, when the remembered segment's window is
+ * 0 (only a liberal sender's segment can be fast with a zero window).
  */
 static __always_inline int ct_tcp_retrans(const struct nf_conn *ct, int v6,
 					  const struct tna_fw_table *p, struct ct_last_work *w,
 					  __u32 *timeout_ms)
 {
-	int count;
+	int last;
 
 	ct_last_fill(ct, v6, w);
-	count = ct_last_count(w);
-	if (count < 0)
+	last = ct_last_count(w);
+	if (last < 0)
 		return TNA_PUNT_CT_WINDOW;
-	if (count >= p->ct_tcp_max_retrans && p->ct_tcp_est_ms > p->ct_tcp_retrans_ms)
+	if (p->ct_tcp_est_ms <= p->ct_tcp_retrans_ms)
+		return 0;
+	if ((last & 0xff) >= p->ct_tcp_max_retrans ||
+	    ((last & CT_LAST_WIN0) && *timeout_ms == p->ct_tcp_est_ms))
 		*timeout_ms = p->ct_tcp_retrans_ms;
 	return 0;
 }

@@ -43,11 +43,16 @@ static __always_inline int ct_seg_same(const struct tna_ct_seg *a, const struct 
 	       a->win == b->win;
 }
 
+/* ct_last_count()'s result: the count in the low byte, and this flag */
+#define CT_LAST_WIN0 0x100	/* the remembered segment's window is 0 (tcp_packet()'s
+				 * last_win == 0 rule) */
+
 /*
  * The retransmission count Linux alone has after the fast segment w->seg (the kernel's values
- * in w->val.kernel), recorded in tna_ct_last; -1 when it cannot be recorded (the map refused a
- * new entry): the segment must then go to Linux, which is exact, as the kernel's values are
- * then the truth. Out of the window, tcp_in_window() remembers nothing: the count stays.
+ * in w->val.kernel), recorded in tna_ct_last, with CT_LAST_WIN0; -1 when it cannot be recorded
+ * (the map refused a new entry): the segment must then go to Linux, which is exact, as the
+ * kernel's values are then the truth. Out of the window, tcp_in_window() remembers nothing:
+ * the count and the remembered segment stay.
  */
 static __always_inline int ct_last_count(struct ct_last_work *w)
 {
@@ -59,7 +64,7 @@ static __always_inline int ct_last_count(struct ct_last_work *w)
 	if (sh && ct_seg_same(&sh->kernel, t) && sh->kernel.retrans == t->retrans)
 		t = &sh->truth;		/* no segment reached the kernel since the last fast one */
 	if (!w->in_window)
-		return t->retrans;
+		return t->retrans | (t->win ? 0 : CT_LAST_WIN0);
 	count = ct_seg_same(t, &w->seg) ? t->retrans + 1 : 0;	/* u8: wraps as the kernel's */
 	if (sh) {		/* in place: no allocation on the steady path */
 		out = &sh->truth;
@@ -73,7 +78,7 @@ static __always_inline int ct_last_count(struct ct_last_work *w)
 	out->retrans = count;
 	if (!sh && bpf_map_update_elem(&tna_ct_last, &w->key, &w->val, BPF_NOEXIST))
 		return -1;
-	return count;
+	return count | (w->seg.win ? 0 : CT_LAST_WIN0);
 }
 
 #endif

@@ -436,6 +436,20 @@ def test_another_segment_between_restarts_the_count(router: Router, tcp_flow: in
     assert _timeout(router) > MAX_RETRANS_S + 1000
 
 
+def test_a_fast_zero_window_segment_shortens_the_timeout(router: Router, tcp_flow: int) -> None:
+    """tcp_packet() refreshes an entry whose remembered segment advertised a zero window to
+    nf_conntrack_tcp_timeout_max_retrans. Window-tracked, such a segment goes to Linux; a
+    liberal sender's is fast (under a daemon), so the fast path applies the rule. The
+    control: the same ACK with a window, established's timeout."""
+    liberal_fast = dataclasses.replace(FIREWALL, ct_liberal_fast=True)
+    with gateway(router, nat_table(), liberal=True, features=liberal_fast):
+        _forget_counts()
+        _send_fast(router, h1_segment(window=WIN - 1))
+        assert _timeout(router) > MAX_RETRANS_S + 1000  # control
+        _send_fast(router, h1_segment(window=0))
+    assert _timeout(router) <= MAX_RETRANS_S
+
+
 # under a daemon (tna run): liberal sides' data may be fast, their RSTs repaired
 LIBERAL_FAST = dataclasses.replace(FIREWALL, ct_liberal_fast=True)
 
