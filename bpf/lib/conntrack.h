@@ -250,10 +250,12 @@ static __always_inline struct nf_conn *ct_lookup(struct xdp_md *ctx, int v6, con
 	struct nf_conn *ct;
 	__u32 tuple_len;
 
-	__builtin_memset(opts, 0, sizeof(*opts));
+	/* every byte the kfunc reads is written: no memset (the scratch is not the stack) */
 	opts->netns_id = BPF_F_CURRENT_NETNS;
+	opts->error = 0;
 	opts->l4proto = l4proto;
-	__builtin_memset(tuple, 0, sizeof(*tuple));
+	opts->dir = 0;
+	opts->reserved[0] = opts->reserved[1] = 0;
 	if (v6) {
 		__builtin_memcpy(tuple->ipv6.saddr, saddr, 16);
 		__builtin_memcpy(tuple->ipv6.daddr, daddr, 16);
@@ -488,13 +490,18 @@ static __always_inline void ct_last_fill(const struct nf_conn *ct, int v6, struc
 	w->key.sport = ct->tuplehash[0].tuple.src.u.all;
 	w->key.dport = ct->tuplehash[0].tuple.dst.u.all;
 	src[0] = ct->tuplehash[0].tuple.src.u3.all[0];
-	src[1] = ct->tuplehash[0].tuple.src.u3.all[1];
-	src[2] = ct->tuplehash[0].tuple.src.u3.all[2];
-	src[3] = ct->tuplehash[0].tuple.src.u3.all[3];
 	dst[0] = ct->tuplehash[0].tuple.dst.u3.all[0];
-	dst[1] = ct->tuplehash[0].tuple.dst.u3.all[1];
-	dst[2] = ct->tuplehash[0].tuple.dst.u3.all[2];
-	dst[3] = ct->tuplehash[0].tuple.dst.u3.all[3];
+	if (v6) {
+		src[1] = ct->tuplehash[0].tuple.src.u3.all[1];
+		src[2] = ct->tuplehash[0].tuple.src.u3.all[2];
+		src[3] = ct->tuplehash[0].tuple.src.u3.all[3];
+		dst[1] = ct->tuplehash[0].tuple.dst.u3.all[1];
+		dst[2] = ct->tuplehash[0].tuple.dst.u3.all[2];
+		dst[3] = ct->tuplehash[0].tuple.dst.u3.all[3];
+	} else {	/* (conntrack zeroes them too) */
+		src[1] = src[2] = src[3] = 0;
+		dst[1] = dst[2] = dst[3] = 0;
+	}
 	w->val.kernel.seq = ct->proto.tcp.last_seq;
 	w->val.kernel.ack = ct->proto.tcp.last_ack;
 	w->val.kernel.end = ct->proto.tcp.last_end;
