@@ -235,6 +235,9 @@ struct tna_fw_table {
 				 * has its bit): an ACCEPT or DROP there decides without lookups */
 	__u32 ct_hz;		/* CONFIG_HZ when every timeout above is whole seconds, else 0:
 				 * lets the fast path skip a refresh that would change nothing */
+	__u32 ct_tcp_retrans_ms; /* net.netfilter.nf_conntrack_tcp_timeout_max_retrans, in ms */
+	__u32 ct_tcp_max_retrans; /* net.netfilter.nf_conntrack_tcp_max_retrans: from this many
+				 * repeats of the last segment on, the timeout above applies */
 	__u32 pad;
 };
 
@@ -355,6 +358,43 @@ struct tna_liberal_req {
 struct tna_liberal_stats {
 	__u64 requested;
 	__u64 lost;
+};
+
+/*
+ * tna_ct_last (shared, LRU hash): conntrack's retransmission counter around fast segments
+ * (docs/stateful.md, "The retransmission counter"). tcp_in_window() remembers the last
+ * in-window ACK_SET segment of a connection (last_dir, last_seq, last_ack, last_end, last_win)
+ * and counts its identical repeats (retrans); tcp_packet() shortens the timeout to
+ * nf_conntrack_tcp_timeout_max_retrans from nf_conntrack_tcp_max_retrans repeats on. The
+ * kernel does not see fast segments: for a connection with one, the entry here holds what
+ * Linux alone would remember (``truth``), valid while the kernel's own values still equal the
+ * snapshot taken then (``kernel``): a segment the kernel saw since changed them.
+ */
+#define TNA_CT_LAST_ENTRIES 65536
+
+/* One segment as tcp_in_window()'s retransmission check sees it, and the count after it. */
+struct tna_ct_seg {
+	__u32 seq;
+	__u32 ack;
+	__u32 end;		/* seq + payload length (SYN/FIN never fast) */
+	__u16 win;		/* raw, unscaled */
+	__u8 dir;		/* 0 original, 1 reply */
+	__u8 retrans;		/* repeats of it counted (u8 as the kernel's: it wraps) */
+};
+
+/* tna_ct_last key: the entry's original-direction tuple (zone 0, as the fast path's lookup). */
+struct tna_ct_last_key {
+	__u8 family;		/* AF_INET or AF_INET6 */
+	__u8 pad[3];
+	__be16 sport;
+	__be16 dport;
+	__u8 saddr[16];		/* IPv4: the first 4 bytes */
+	__u8 daddr[16];
+};
+
+struct tna_ct_last {
+	struct tna_ct_seg kernel;	/* the kernel's last_* and retrans when written */
+	struct tna_ct_seg truth;	/* Linux alone's: the last fast segment and its count */
 };
 
 #endif /* TNA_ABI_H */

@@ -19,6 +19,7 @@
 #define TNA_LIB_CONNTRACK_H
 
 #include "common.h"
+#include "ct_last.h"
 #include "l4csum.h"
 #include "profile.h"
 #include <linux/tcp.h>
@@ -41,6 +42,7 @@ struct ip_ct_tcp {
 	struct ip_ct_tcp_state seen[2];
 	__u8 state;
 	__u8 last_dir;		/* the last in-window ACK_SET segment the kernel saw: */
+	__u8 retrans;		/* (and how many identical repeats of it it counted) */
 	__u32 last_seq;		/* its direction, sequence number, ACK, end and raw window */
 	__u32 last_ack;
 	__u32 last_end;
@@ -231,31 +233,44 @@ static __always_inline int ct_nat_of(const struct nf_conn *ct, unsigned long sta
 	return 0;
 }
 
+/* Conntrack's working data, in the per-CPU scratch (struct fw_scratch): it costs no stack. */
+struct ct_work {
+	struct bpf_ct_opts___local opts;	/* the lookup's */
+	struct bpf_sock_tuple tuple;
+	struct ct_last_work last;		/* the retransmission count's (ct_last.h) */
+};
+
 /* The entry of a TCP/UDP packet, referenced (bpf_ct_release() it), or NULL; *dir its side. */
 static __always_inline struct nf_conn *ct_lookup(struct xdp_md *ctx, int v6, const __u8 *saddr,
 						 const __u8 *daddr, __be16 sport, __be16 dport,
-						 __u8 l4proto, int *dir)
+						 __u8 l4proto, int *dir, struct ct_work *w)
 {
-	struct bpf_ct_opts___local opts = { .netns_id = BPF_F_CURRENT_NETNS, .l4proto = l4proto };
-	struct bpf_sock_tuple tuple = {};
+	struct bpf_ct_opts___local *opts = &w->opts;
+	struct bpf_sock_tuple *tuple = &w->tuple;
 	struct nf_conn *ct;
 	__u32 tuple_len;
 
+	/* every byte the kfunc reads is written: no memset (the scratch is not the stack) */
+	opts->netns_id = BPF_F_CURRENT_NETNS;
+	opts->error = 0;
+	opts->l4proto = l4proto;
+	opts->dir = 0;
+	opts->reserved[0] = opts->reserved[1] = 0;
 	if (v6) {
-		__builtin_memcpy(tuple.ipv6.saddr, saddr, 16);
-		__builtin_memcpy(tuple.ipv6.daddr, daddr, 16);
-		tuple.ipv6.sport = sport;
-		tuple.ipv6.dport = dport;
-		tuple_len = sizeof(tuple.ipv6);
+		__builtin_memcpy(tuple->ipv6.saddr, saddr, 16);
+		__builtin_memcpy(tuple->ipv6.daddr, daddr, 16);
+		tuple->ipv6.sport = sport;
+		tuple->ipv6.dport = dport;
+		tuple_len = sizeof(tuple->ipv6);
 	} else {
-		__builtin_memcpy(&tuple.ipv4.saddr, saddr, 4);
-		__builtin_memcpy(&tuple.ipv4.daddr, daddr, 4);
-		tuple.ipv4.sport = sport;
-		tuple.ipv4.dport = dport;
-		tuple_len = sizeof(tuple.ipv4);
+		__builtin_memcpy(&tuple->ipv4.saddr, saddr, 4);
+		__builtin_memcpy(&tuple->ipv4.daddr, daddr, 4);
+		tuple->ipv4.sport = sport;
+		tuple->ipv4.dport = dport;
+		tuple_len = sizeof(tuple->ipv4);
 	}
-	ct = bpf_xdp_ct_lookup(ctx, &tuple, tuple_len, &opts, sizeof(opts));
-	*dir = opts.dir & 1;
+	ct = bpf_xdp_ct_lookup(ctx, tuple, tuple_len, opts, sizeof(*opts));
+	*dir = opts->dir & 1;
 	return ct;
 }
 
@@ -335,12 +350,12 @@ static __always_inline int ct_tcp_in_window(const struct ct_tcp_seg *g,
 static __always_inline __u32 ct_tcp_timeout(const struct ct_tcp_seg *g,
 					    const struct ct_tcp_side *s,
 					    const struct ct_tcp_side *r,
-					    const struct tna_fw_table *p)
+					    const struct tna_fw_table *p, int in_window)
 {
 	int s_unack = s->flags & CT_TCP_FLAG_DATA_UNACKNOWLEDGED;
 	int r_unack = r->flags & CT_TCP_FLAG_DATA_UNACKNOWLEDGED;
 
-	if (ct_tcp_in_window(g, s, r)) {
+	if (in_window) {
 		if (g->len && seq_after(g->end, s->end))
 			s_unack = 1;
 		if (g->ack == r->end)
@@ -404,6 +419,8 @@ static __always_inline int ct_tcp_handshake_ack(const struct nf_conn *ct, int di
  * tcp_packet() for an established flow whose segment changes nothing but the timeout: 0 and
  * *timeout_ms, or why Linux must see it. ``dir``: the segment's direction; ``th``: its header,
  * bounds-checked for sizeof(*th); ``opt``: the first 4 option bytes, when doff > 5.
+ * ``w``: the segment, and whether tcp_in_window() takes it in, for ct_last_count() (filled when
+ * 0 is returned).
  * *window_only is set when the segment goes to Linux for window tracking alone (ct_window):
  * had the sender's side been liberal, it would have passed; CT_LIBERAL_ONLY when it passed
  * because its sender is liberal (the sysctl or the entry's flag), which the caller accepts only
@@ -411,7 +428,7 @@ static __always_inline int ct_tcp_handshake_ack(const struct nf_conn *ct, int di
  */
 static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const struct tcphdr *th,
 				       __u32 l4_len, __u32 opt, const struct tna_fw_table *p,
-				       __u32 *timeout_ms, int *window_only)
+				       __u32 *timeout_ms, int *window_only, struct ct_last_work *w)
 {
 	__u8 flags = ((const __u8 *)th)[13];
 	struct ct_tcp_side s, r;
@@ -432,16 +449,7 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 	g.win = bpf_ntohs(th->window);
 	g.len = l4_len - doff;
 	g.end = g.seq + g.len;
-	/*
-	 * A repeat of the last segment the kernel saw (same direction, sequence number, ACK, end
-	 * and window): tcp_in_window() counts it as a retransmission, and from
-	 * nf_conntrack_tcp_max_retrans of them on tcp_packet() shortens the timeout
-	 * (nf_conntrack_tcp_timeout_max_retrans). Only the kernel can count.
-	 */
-	if (ct->proto.tcp.last_dir == dir && ct->proto.tcp.last_seq == g.seq &&
-	    ct->proto.tcp.last_ack == g.ack && ct->proto.tcp.last_end == g.end &&
-	    ct->proto.tcp.last_win == g.win)
-		return TNA_PUNT_CT_WINDOW;
+	/* (a repeat of the last segment the kernel saw is fast too: ct_last_count() counts it) */
 	/* td_maxack: the kernel judges a later RST of the peer against it (in every mode) */
 	if (!(s.flags & CT_TCP_FLAG_MAXACK_SET) || seq_after(g.ack, s.maxack))
 		return TNA_PUNT_CT_WINDOW;
@@ -459,7 +467,72 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 	}
 	else
 		*window_only = CT_LIBERAL_ONLY;	/* fast because its sender is liberal */
-	*timeout_ms = ct_tcp_timeout(&g, &s, &r, p);
+	w->in_window = ct_tcp_in_window(&g, &s, &r);
+	w->seg.seq = g.seq;
+	w->seg.ack = g.ack;
+	w->seg.end = g.end;
+	w->seg.win = g.win;
+	w->seg.dir = dir;
+	*timeout_ms = ct_tcp_timeout(&g, &s, &r, p, w->in_window);
+	return 0;
+}
+
+/*
+ * For ct_last_count(): the entry's original-direction tuple (the key) and the kernel's own
+ * last segment and retransmission count (the snapshot), read under no lock, as the rest.
+ */
+static __always_inline void ct_last_fill(const struct nf_conn *ct, int v6, struct ct_last_work *w)
+{
+	__u32 *src = (__u32 *)w->key.saddr, *dst = (__u32 *)w->key.daddr;
+
+	w->key.family = v6 ? AF_INET6 : AF_INET;
+	w->key.pad[0] = w->key.pad[1] = w->key.pad[2] = 0;
+	w->key.sport = ct->tuplehash[0].tuple.src.u.all;
+	w->key.dport = ct->tuplehash[0].tuple.dst.u.all;
+	src[0] = ct->tuplehash[0].tuple.src.u3.all[0];
+	dst[0] = ct->tuplehash[0].tuple.dst.u3.all[0];
+	if (v6) {
+		src[1] = ct->tuplehash[0].tuple.src.u3.all[1];
+		src[2] = ct->tuplehash[0].tuple.src.u3.all[2];
+		src[3] = ct->tuplehash[0].tuple.src.u3.all[3];
+		dst[1] = ct->tuplehash[0].tuple.dst.u3.all[1];
+		dst[2] = ct->tuplehash[0].tuple.dst.u3.all[2];
+		dst[3] = ct->tuplehash[0].tuple.dst.u3.all[3];
+	} else {	/* (conntrack zeroes them too) */
+		src[1] = src[2] = src[3] = 0;
+		dst[1] = dst[2] = dst[3] = 0;
+	}
+	w->val.kernel.seq = ct->proto.tcp.last_seq;
+	w->val.kernel.ack = ct->proto.tcp.last_ack;
+	w->val.kernel.end = ct->proto.tcp.last_end;
+	w->val.kernel.win = ct->proto.tcp.last_win;
+	w->val.kernel.dir = ct->proto.tcp.last_dir;
+	w->val.kernel.retrans = ct->proto.tcp.retrans;
+}
+
+/*
+ * tcp_packet()'s retransmission rules for the fast segment ct_tcp_step() left in ``w``: 0 and
+ * *timeout_ms (the established or the unacknowledged timeout, from ct_tcp_timeout()) set to
+ * nf_conntrack_tcp_timeout_max_retrans where the kernel would, or why Linux must see the
+ * segment. Where the established timeout is longer: from nf_conntrack_tcp_max_retrans repeats
+ * on (before the unacknowledged rule), or, after it, when the remembered segment's window is
+ * 0 (only a liberal sender's segment can be fast with a zero window).
+ */
+static __always_inline int ct_tcp_retrans(const struct nf_conn *ct, int v6,
+					  const struct tna_fw_table *p, struct ct_last_work *w,
+					  __u32 *timeout_ms)
+{
+	int last;
+
+	ct_last_fill(ct, v6, w);
+	last = ct_last_count(w);
+	if (last < 0)
+		return TNA_PUNT_CT_WINDOW;
+	if (p->ct_tcp_est_ms <= p->ct_tcp_retrans_ms)
+		return 0;
+	if ((last & 0xff) >= p->ct_tcp_max_retrans ||
+	    ((last & CT_LAST_WIN0) && *timeout_ms == p->ct_tcp_est_ms))
+		*timeout_ms = p->ct_tcp_retrans_ms;
 	return 0;
 }
 
@@ -505,7 +578,8 @@ static __always_inline void ct_orig_tuple(const struct nf_conn *ct, int v6,
 static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8 *saddr,
 					  const __u8 *daddr, __u8 l4proto, const void *l4,
 					  __u32 l4_len, __u32 opt, const struct tna_fw_table *p,
-					  struct ct_nat *nat, int mode, struct tna_liberal_req *req)
+					  struct ct_nat *nat, int mode, struct tna_liberal_req *req,
+					  struct ct_work *w)
 {
 	const struct tcphdr *th = l4;
 	struct nf_conn *ct;
@@ -517,7 +591,7 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 		nat->dst = nat->src = 0;
 		return 0;
 	}
-	ct = ct_lookup(ctx, v6, saddr, daddr, th->source, th->dest, l4proto, &dir);
+	ct = ct_lookup(ctx, v6, saddr, daddr, th->source, th->dest, l4proto, &dir, w);
 	if (!ct)
 		return TNA_PUNT_CT;
 	status = ct->status;
@@ -532,7 +606,8 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 		} else {
 			timeout_ms = p->ct_tcp_est_ms;	/* (profiling: what the step says) */
 			why = tna_profile_off(TNA_PROF_WINDOW) ? 0 :
-			      ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms, &window_only);
+			      ct_tcp_step(ct, dir, th, l4_len, opt, p, &timeout_ms, &window_only,
+					  &w->last);
 			/* liberal data leaves the kernel's view of its sender stale: fast only
 			 * where a daemon repairs what that breaks (ct_tcp_reset_stale()) */
 			if (!why && window_only == CT_LIBERAL_ONLY && !(mode & CT_LIBERAL_FAST))
@@ -552,6 +627,12 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 		ct_orig_tuple(ct, v6, req);
 		why = why == TNA_PUNT_CT_SETUP ? CT_ASK_SETUP : CT_ASK;
 		goto linux;
+	}
+	/* the retransmission counter, as Linux alone would have it (ct_last.h) */
+	if (l4proto == IPPROTO_TCP && !tna_profile_off(TNA_PROF_WINDOW)) {
+		why = ct_tcp_retrans(ct, v6, p, &w->last, &timeout_ms);
+		if (why)
+			goto linux;
 	}
 	if (tna_profile_off(TNA_PROF_NAT))
 		nat->dst = nat->src = 0;

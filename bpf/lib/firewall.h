@@ -62,6 +62,7 @@ struct fw_scratch {
 	struct ct_nat nat;		/* the conntrack step's NAT for the packet, if any */
 	struct nat_saved saved;
 	struct tna_liberal_req ask;	/* with ask_pending: the connection to make liberal */
+	struct ct_work ct;		/* conntrack's working data (conntrack.h) */
 	__u32 ask_pending;		/* 0, or why the conntrack step left the packet to Linux:
 					 * window tracking alone (ct_window) or the handshake's last
 					 * ACK (ct_setup); the rest of the pipeline runs to see whether
@@ -563,7 +564,7 @@ __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u
 		return TNA_PUNT_CT_PROTO;
 	}
 	rc = ct_established(ctx, v6, s->p.saddr, s->p.daddr, l4proto, l4, l4_len, opt, hdr,
-			    &s->nat, mode, &s->ask);
+			    &s->nat, mode, &s->ask, &s->ct);
 	if (rc == CT_ASK || rc == CT_ASK_SETUP) {
 		s->ask_pending = rc == CT_ASK ? TNA_PUNT_CT_WINDOW : TNA_PUNT_CT_SETUP;
 		return 0;
@@ -647,7 +648,8 @@ __attribute__((noinline)) int tna_fw_reset_check(struct xdp_md *ctx, __u32 v6)
 	}
 	if (!th->rst)
 		return 0;
-	ct = ct_lookup(ctx, v6, s->p.saddr, s->p.daddr, th->source, th->dest, IPPROTO_TCP, &dir);
+	ct = ct_lookup(ctx, v6, s->p.saddr, s->p.daddr, th->source, th->dest, IPPROTO_TCP, &dir,
+		       &s->ct);
 	if (!ct)
 		return 0;
 	status = ct->status;

@@ -196,8 +196,11 @@ def struct_fields(name: str) -> list[CField]:
     if body is None:
         raise BuildMissing(f"{header_path()} has no struct {name}")
     out: list[CField] = []
-    for m in re.finditer(r"^\s*(\w+)\s+(\w+)(?:\[(\w+)\])?\s*;", body[1], re.M):
-        c_type: Any = C_TYPES[m[1]]  # a ctypes scalar, or an array of one
+    for m in re.finditer(r"^\s*((?:struct\s+)?\w+)\s+(\w+)(?:\[(\w+)\])?\s*;", body[1],
+                         re.M):
+        # a ctypes scalar, a struct of the header, or an array of one
+        c_type: Any = (struct_type(m[1].split()[1]) if m[1].startswith("struct")
+                       else C_TYPES[m[1]])
         if m[3] is not None:
             n = int(m[3]) if m[3].isdigit() else defines()[m[3]]
             c_type = c_type * n

@@ -572,6 +572,16 @@ def _read_int(path: str) -> int:
         return 0
 
 
+def _read_int_or(path: str, default: int) -> int:
+    """A sysctl as an integer where 0 is a value of its own; ``default`` when it does not
+    exist (conntrack not loaded)."""
+    try:
+        with open(os.path.join(PROC_NET, path)) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
 def _interface_sysctls(ifname: str) -> InterfaceSysctls:
     v4, v6 = f"ipv4/conf/{ifname}", f"ipv6/conf/{ifname}"
 
@@ -622,6 +632,9 @@ def sysctls(ifnames: Iterable[str]) -> Sysctls:
         conntrack_tcp_timeout_unacknowledged=_read_int(
             "netfilter/nf_conntrack_tcp_timeout_unacknowledged") or 300,
         conntrack_tcp_be_liberal=bool(_read_int("netfilter/nf_conntrack_tcp_be_liberal")),
+        conntrack_tcp_timeout_max_retrans=_read_int(
+            "netfilter/nf_conntrack_tcp_timeout_max_retrans") or 300,
+        conntrack_tcp_max_retrans=_read_int_or("netfilter/nf_conntrack_tcp_max_retrans", 3),
         kernel_hz=kernel_hz(),
     )
 

@@ -227,6 +227,10 @@ class Sysctls:
     conntrack_tcp_timeout_established: int = 432000
     conntrack_tcp_timeout_unacknowledged: int = 300
     conntrack_tcp_be_liberal: bool = False
+    # the retransmission rule: from nf_conntrack_tcp_max_retrans repeats of the last segment
+    # on, nf_conntrack_tcp_timeout_max_retrans (seconds) where the state's is longer
+    conntrack_tcp_timeout_max_retrans: int = 300
+    conntrack_tcp_max_retrans: int = 3
     # CONFIG_HZ of the running kernel (/proc/config.gz; 0: unknown): jiffies per second, the
     # unit conntrack keeps its timeouts in
     kernel_hz: int = 0

@@ -361,7 +361,8 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
     # kernel lets it pass without moving td_maxack, and every later segment acknowledging
     # more than td_maxack is Linux's.  Without be_liberal, new data and every ACK that moves
     # the window are Linux's; duplicate ACKs and retransmissions inside the window are fast,
-    # except a repeat of the very segment the kernel saw last (it counts retransmissions).
+    # a repeat of the very segment the kernel saw last too (the fast path keeps conntrack's
+    # retransmission count for it: tna_ct_last).
     lib, strict = liberal, not liberal
 
     # fin: data both ways, duplicate ACKs, an ICMP error about the flow, FIN teardown
@@ -371,7 +372,8 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
     t.server("ack1", "A")
     t.server("data2", "PA", 300)
     t.client("ack2", "A")
-    t.client("dupack2", "A")  # the kernel's last segment again: it counts it
+    t.client("dupack2", "A", fast=strict)  # the kernel's last again: counted fast (liberal:
+    # beyond the kernel's stale td_maxack, which ack2 could not move: Linux's)
     t.server("dupack1", "A", fast=strict)
     big = t.client("data3", "PA", 400)
     icmp_error(s, WAN, "fin_frag_needed", H2, PUBLIC, 3, 4, as_received(big, PUBLIC),
@@ -399,20 +401,21 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
     t.server("ack1", "A")
     t.server("data2", "PA", 200)
     t.client("ack2", "A")
-    t.resend("client", "ack2", "ack2_again")  # the kernel's last segment: it counts it
+    t.resend("client", "ack2", "ack2_again", fast=strict)  # the kernel's last: counted fast
     t.resend("server", "data2", "data2_again", fast=strict)
     if not liberal:
-        # storm: data the client never acknowledges, sent again three times: the kernel
+        # storm: data the client never acknowledges, sent again three times: conntrack
         # counts the repeats of its last segment and shortens the timeout
-        # (nf_conntrack_tcp_timeout_max_retrans).  With be_liberal=1 the data would be fast
-        # and the repeats uncounted: part of STALE_WINDOW below.
+        # (nf_conntrack_tcp_timeout_max_retrans); the repeats are fast, counted in
+        # tna_ct_last.  With be_liberal=1 the data itself would be fast: the kernel's window
+        # would lag (part of STALE_WINDOW below).
         t = masq_tcp(s, "storm", 41205)
         t.handshake()
         t.client("data1", "PA", 100)
         t.server("ack1", "A")
         t.server("data2", "PA", 200)
         for i in (1, 2, 3):
-            t.resend("server", "data2", f"data2_again{i}")
+            t.resend("server", "data2", f"data2_again{i}", fast=True)
 
     # oow: out-of-window segments under ct state invalid drop, then the connection goes on
     t = masq_tcp(s, "oow", 41204)
@@ -435,7 +438,7 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
     icmp_error(s, WAN, "dnat_frag_needed", H2, PUBLIC, 3, 4,
                as_received_dnat(resp), nexthopmtu=576)
     t.client("ack_resp", "A")
-    t.client("dupack", "A")  # the kernel's last segment again
+    t.client("dupack", "A", fast=strict)  # the kernel's last segment again: counted fast
     t.server("dupack", "A", fast=strict)
 
     # dnat_fin: the server closes first (TIME_WAIT); dnat_rst: the server resets at the
@@ -599,9 +602,10 @@ def retrans_count_corpus() -> list[CorpusFrame]:
     """be_liberal=0: conntrack counts a segment identical to the last one it saw as a
     retransmission and, from the third, shortens the timeout (nf_conntrack_tcp_max_retrans,
     nf_conntrack_tcp_timeout_max_retrans).  over: a fast segment of the other side between the
-    client's ACK and its three repeats; Linux alone saw it and restarted counting, the kernel
-    under TNA counts three (300 s instead of 432000 s).  under: four copies of a fast
-    duplicate ACK: Linux alone counts three, the kernel under TNA none (432000 s, not 300)."""
+    client's ACK and its three repeats; Linux alone restarts counting there (432000 s), where
+    the kernel alone would count three (300 s).  under: four copies of a fast duplicate ACK:
+    Linux alone counts three (300 s), where the kernel, seeing none, would count none.  Every
+    segment after the handshake's data is fast: the count is the fast path's (tna_ct_last)."""
     s = Script()
     t = masq_tcp(s, "over", 41801)
     t.handshake()
@@ -611,7 +615,7 @@ def retrans_count_corpus() -> list[CorpusFrame]:
     t.client("ack2", "A")
     t.server("dupack", "A", fast=True)
     for i in (1, 2, 3):
-        t.resend("client", "ack2", f"ack2_again{i}")
+        t.resend("client", "ack2", f"ack2_again{i}", fast=True)
     t = masq_tcp(s, "under", 41802)
     t.handshake()
     t.client("data1", "PA", 100)
@@ -624,21 +628,13 @@ def retrans_count_corpus() -> list[CorpusFrame]:
 
 RETRANS_COUNT = Scenario(
     "nat_nft_liberal0_retrans_count", "be_liberal=0: conntrack's retransmission counter "
-    "around fast segments (known divergence of the conntrack table)",
+    "around fast segments (the fast path keeps it: tna_ct_last)",
     lambda bed: build_gateway(bed, GATEWAYS[0], {LIBERAL: 0}), retrans_count_corpus,
     fast_path=True, conntrack=True)
 
 # Scenarios that reproduce a known divergence (a strict xfail in tests/equivalence/
 # test_nat_flows.py: the day the data path is fixed it XPASSes, and the entry goes).
 KNOWN: dict[str, str] = {
-    RETRANS_COUNT.name: (
-        "DIVERGENCE: conntrack counts repeats of the last segment it saw and shortens the "
-        "timeout from the third (nf_conntrack_tcp_max_retrans); a fast segment is not seen. "
-        "Repeats of a fast segment are not counted (432000 s where Linux alone has 300 s), "
-        "and a fast segment between a segment and its repeats does not restart the count "
-        "(300 s where Linux alone has 432000 s). The fast path hands the kernel every repeat "
-        "of the last segment it saw, which keeps plain retransmission series exact; the rest "
-        "needs per-flow state the entry cannot hold for BPF (last segment, count)"),
     UNACKED.name: (
         "DIVERGENCE: with nf_conntrack_tcp_be_liberal=1 the fast path forwards data the "
         "kernel never sees: its td_end lags, the peer's ACK of that data is outside the window "

@@ -328,7 +328,6 @@ def test_tcp_ack_inside_the_tracked_window_is_fast_and_masqueraded(router: Route
     (lambda: h1_segment(ack=SERVER_SEQ + 10), "ct_window"),  # acks data conntrack never saw
     (lambda: h1_segment(window=WIN + 10000), "ct_window"),  # a new right window edge
     (lambda: h1_segment(seq=SEQ + 10 * WIN), "ct_window"),  # out of window: Linux's invalid
-    (lambda: h1_segment(), "ct_window"),  # the handshake's ACK again: the kernel counts repeats
     (lambda: h1_segment("FA"), "ct_setup"),
     (lambda: h1_segment("RA"), "ct_setup"),
     (lambda: h1_segment("UA"), "ct_setup"),
@@ -340,6 +339,115 @@ def test_tcp_segments_the_kernel_must_see(router: Router, tcp_flow: int, segment
         assert run(router, bytes(h1_ack()))[0] == XDP_REDIRECT  # positive control
         got, out, moved = run(router, pkt)
     assert (got, out, moved) == (XDP_PASS, pkt, {reason: 1})
+
+
+# ---- conntrack's retransmission counter around fast segments (tna_ct_last) -----------------
+
+MAX_RETRANS_S = 300  # nf_conntrack_tcp_timeout_max_retrans (the router's default)
+
+
+def _timeout(router: Router) -> int:
+    """The remaining seconds of the TCP entry, as conntrack -L shows them."""
+    return int(_tcp_entry(router).split()[2])
+
+
+def _forget_counts() -> None:
+    """Drop the fast path's remembered segments: earlier tests' flows had the same tuple and
+    sequence numbers (a real connection's random ISNs tell them apart)."""
+    m = open_map("tna_ct_last")
+    try:
+        for key in m.all_keys():
+            m.delete(key)
+    finally:
+        m.close()
+
+
+def _counted(router: Router) -> int:
+    """Linux alone's retransmission count of the flow, as the fast path keeps it."""
+    m = open_map("tna_ct_last")
+    try:
+        values = [m.lookup(k) for k in m.all_keys()]
+    finally:
+        m.close()
+    last = abi.struct_type("tna_ct_last")
+    counts = [last.from_buffer_copy(v).truth.retrans for v in values if v is not None]
+    assert len(counts) == 1, counts
+    return counts[0]
+
+
+def _send_fast(router: Router, pkt: Packet) -> None:
+    got, _, moved = run(router, bytes(pkt))
+    assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
+
+
+def test_repeats_of_a_fast_duplicate_ack_shorten_the_timeout(router: Router,
+                                                            tcp_flow: int) -> None:
+    """Four copies of a fast duplicate ACK, all forwarded: Linux alone counts three repeats
+    and, at the third (nf_conntrack_tcp_max_retrans), refreshes the entry to
+    nf_conntrack_tcp_timeout_max_retrans; the kernel saw none of them. The count is the fast
+    path's, and the timeout with it: established after two repeats (the control), 300 s
+    after the third."""
+    dup = h1_ack()
+    with gateway(router, nat_table()):
+        _forget_counts()
+        for _ in range(3):
+            _send_fast(router, dup)
+        assert _counted(router) == 2
+        assert _timeout(router) > MAX_RETRANS_S + 1000  # control: established's (432000 s)
+        _send_fast(router, dup)
+        assert _counted(router) == 3
+    assert _timeout(router) <= MAX_RETRANS_S
+
+
+def test_a_repeat_of_the_kernels_last_segment_is_fast_and_counted(router: Router,
+                                                                 tcp_flow: int) -> None:
+    """The handshake's last ACK, which the kernel saw (its last segment, no repeat yet), sent
+    again three times: each repeat is forwarded (it used to go to Linux, the only counter)
+    and counted from the kernel's own values, so the third shortens the timeout as Linux's
+    own count would."""
+    again = h1_segment()
+    with gateway(router, nat_table()):
+        _forget_counts()
+        _send_fast(router, again)
+        _send_fast(router, again)
+        assert _counted(router) == 2
+        assert _timeout(router) > MAX_RETRANS_S + 1000  # control
+        _send_fast(router, again)
+        assert _counted(router) == 3
+    assert _timeout(router) <= MAX_RETRANS_S
+
+
+def test_another_segment_between_restarts_the_count(router: Router, tcp_flow: int) -> None:
+    """A different fast segment between repeats restarts Linux alone's count: three copies of
+    the handshake's ACK after a fast duplicate ACK with another window count two, not three,
+    and the entry stays established; the control is the same series without it (previous
+    test): three repeats, 300 s."""
+    again = h1_segment()
+    with gateway(router, nat_table()):
+        _forget_counts()
+        _send_fast(router, again)
+        _send_fast(router, again)
+        assert _counted(router) == 2  # control: the kernel's last, repeated twice
+        _send_fast(router, h1_ack())
+        assert _counted(router) == 0
+        for _ in range(3):
+            _send_fast(router, again)
+        assert _counted(router) == 2
+    assert _timeout(router) > MAX_RETRANS_S + 1000
+
+
+def test_a_fast_zero_window_segment_shortens_the_timeout(router: Router, tcp_flow: int) -> None:
+    """tcp_packet() refreshes an entry whose remembered segment advertised a zero window to
+    nf_conntrack_tcp_timeout_max_retrans. Window-tracked, such a segment goes to Linux; a
+    liberal sender's is fast (under a daemon), so the fast path applies the rule. The
+    control: the same ACK with a window, established's timeout."""
+    liberal_fast = dataclasses.replace(FIREWALL, ct_liberal_fast=True)
+    with gateway(router, nat_table(), liberal=True, features=liberal_fast):
+        _forget_counts()
+        _send_fast(router, h1_segment(window=WIN - 1))
+        assert _timeout(router) > MAX_RETRANS_S + 1000  # control
+        _send_fast(router, h1_segment(window=0))
+    assert _timeout(router) <= MAX_RETRANS_S
 
 
 # under a daemon (tna run): liberal sides' data may be fast, their RSTs repaired

@@ -185,6 +185,15 @@ def test_be_liberal_is_shown_and_carried_to_the_data_path(snap: Snapshot) -> Non
     assert "be_liberal" in window.detail
 
 
+def test_retransmission_rule_is_carried_to_the_data_path(snap: Snapshot) -> None:
+    """nf_conntrack_tcp_timeout_max_retrans and nf_conntrack_tcp_max_retrans go into the
+    table as read (0 repeats is a value of its own: the short timeout always applies)."""
+    assert make_plan(snap).namespace.ct_tcp_retrans == (300_000, 3)  # control: the defaults
+    tuned = replace(snap, sysctls=replace(snap.sysctls, conntrack_tcp_timeout_max_retrans=90,
+                                          conntrack_tcp_max_retrans=0))
+    assert make_plan(tuned).namespace.ct_tcp_retrans == (90_000, 0)
+
+
 def test_liberal_fast_path_only_under_a_daemon(snap: Snapshot) -> None:
     """be_liberal=1's fast data needs the daemon's RST repair: followed (tna run), the tracked
     family's programs get ct_liberal_fast and the plan says what the daemon repairs; a one-shot

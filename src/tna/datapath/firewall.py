@@ -37,6 +37,8 @@ PORT_FIELDS = ("sport", "dport")
 FAMILIES = (0, 1)  # table = generation * 2 + family: 0 IPv4, 1 IPv6
 # established TCP: timeouts (ms, established and unacknowledged) and be_liberal (Namespace.ct_tcp)
 DEFAULT_CT_TCP = (432_000_000, 300_000, False)
+# the retransmission rule: timeout (ms) and repeats from which it applies (Namespace.ct_tcp_retrans)
+DEFAULT_CT_RETRANS = (300_000, 3)
 
 
 def refresh_hz(hz: int, timeouts_ms: Iterable[int]) -> int:
@@ -74,6 +76,7 @@ class Written:
     ct_timeouts_ms: tuple[int, int]
     ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP
     ct_hz: int = 0
+    ct_retrans: tuple[int, int] = DEFAULT_CT_RETRANS
 
 
 class FirewallMaps:
@@ -88,8 +91,8 @@ class FirewallMaps:
 
     def write_generation(self, gen: int, tables: Sequence[FwTables | None],
                          ct_timeouts_ms: tuple[int, int],
-                         ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP, ct_hz: int = 0
-                         ) -> None:
+                         ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP, ct_hz: int = 0,
+                         ct_retrans: tuple[int, int] = DEFAULT_CT_RETRANS) -> None:
         """Fill generation ``gen`` (not in use) with one table per family."""
         for fam in FAMILIES:
             self.maps["tna_fw_tables"].update(_u32(gen * 2 + fam), bytes(abi.TnaFwTable()))
@@ -98,10 +101,11 @@ class FirewallMaps:
             t = gen * 2 + fam
             ft = tables[fam]
             if ft is not None:
-                self._write_table(t, ft, ct_timeouts_ms, ct_tcp, ct_hz)
+                self._write_table(t, ft, ct_timeouts_ms, ct_tcp, ct_hz, ct_retrans)
 
     def _write_table(self, t: int, ft: FwTables, ct_timeouts_ms: tuple[int, int],
-                     ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP, ct_hz: int = 0) -> None:
+                     ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP, ct_hz: int = 0,
+                     ct_retrans: tuple[int, int] = DEFAULT_CT_RETRANS) -> None:
         check_fits(ft)
         self._write_classes(t, ft)
         self._write_rules(t, ft)
@@ -114,7 +118,8 @@ class FirewallMaps:
         hdr = abi.TnaFwTable(len(ft.rules), nwords, used, int(ft.stateful), ct_timeouts_ms[0],
                              ft.iif_default + 1, ft.oif_default + 1, ct_timeouts_ms[1],
                              ct_flags, ct_tcp[0], ct_tcp[1], int(rule0_decides(ft)),
-                             refresh_hz(ct_hz, (*ct_timeouts_ms, *ct_tcp[:2])))
+                             refresh_hz(ct_hz, (*ct_timeouts_ms, *ct_tcp[:2], ct_retrans[0])),
+                             ct_retrans[0], ct_retrans[1])
         self.maps["tna_fw_tables"].update(_u32(t), bytes(hdr))  # last: the table goes live
 
     def _write_classes(self, t: int, ft: FwTables) -> None:

@@ -294,7 +294,7 @@ class Datapath:
         """A changed ruleset is a map update (both generations' layout is fixed), done in the
         restrict phase: a stricter ruleset then holds before any program changes."""
         wanted = Written(namespace.firewall, namespace.ct_timeouts_ms, namespace.ct_tcp,
-                         namespace.ct_hz)
+                         namespace.ct_hz, namespace.ct_tcp_retrans)
         if wanted == self._firewall:
             return False
         self._firewall = None  # unknown if the write fails half-way

@@ -269,7 +269,8 @@ class NamespaceMaps:
         gen = 1 - (self.cfg.fw_gen & 1)
         fw = FirewallMaps()
         try:
-            fw.write_generation(gen, ns.firewall, ns.ct_timeouts_ms, ns.ct_tcp, ns.ct_hz)
+            fw.write_generation(gen, ns.firewall, ns.ct_timeouts_ms, ns.ct_tcp, ns.ct_hz,
+                                ns.ct_tcp_retrans)
         finally:
             fw.close()
         self.cfg = abi.TnaConfig(self.cfg.route_mtu_v4, self.cfg.route_mtu_v6, gen)

@@ -30,10 +30,12 @@ from tna.plan.types import Features
 MONITOR_MAPS = ("tna_mon_ctl", "tna_mon_state", "tna_mon_ring")
 # tna run --tcp-liberal: the programs' requests and their counters (bpf/lib/ct_liberal.h)
 LIBERAL_MAPS = ("tna_liberal_req", "tna_liberal_cnt")
+# conntrack's retransmission counter around fast segments (bpf/lib/ct_last.h)
+CT_LAST_MAPS = ("tna_ct_last",)
 SHARED_MAPS = ("tna_ifaces", "tna_tx", "tna_stats", "tna_fdb", "tna_brports", "tna_src_deny",
                "tna_config", "tna_redirects", "tna_ifidx", "tna_src_bits", "tna_brpidx",
                "tna_local_v6", "tna_local6_bits",
-               *FIREWALL_MAPS, *MONITOR_MAPS, *LIBERAL_MAPS)
+               *FIREWALL_MAPS, *MONITOR_MAPS, *LIBERAL_MAPS, *CT_LAST_MAPS)
 FEATURES_MAP = ".rodata.features"
 BPF_F_MMAPABLE = 1 << 10
 

@@ -71,6 +71,8 @@ def make_plan(snap: Snapshot, followed: bool = False, tcp_liberal: bool = False)
         ct_tcp=(snap.sysctls.conntrack_tcp_timeout_established * 1000,
                 snap.sysctls.conntrack_tcp_timeout_unacknowledged * 1000,
                 snap.sysctls.conntrack_tcp_be_liberal),
+        ct_tcp_retrans=(snap.sysctls.conntrack_tcp_timeout_max_retrans * 1000,
+                        snap.sysctls.conntrack_tcp_max_retrans),
         ct_hz=snap.sysctls.kernel_hz)
     return Plan(snap.netns, with_redirects(snap, interfaces), global_slow, namespace)
 

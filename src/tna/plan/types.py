@@ -133,6 +133,9 @@ class Namespace:
     # established TCP: nf_conntrack_tcp_timeout_established and _unacknowledged (ms), and
     # nf_conntrack_tcp_be_liberal (windows are not judged)
     ct_tcp: tuple[int, int, bool] = (432_000_000, 300_000, False)
+    # the retransmission rule: nf_conntrack_tcp_timeout_max_retrans (ms) and
+    # nf_conntrack_tcp_max_retrans (repeats of the last segment from which it applies)
+    ct_tcp_retrans: tuple[int, int] = (300_000, 3)
     # jiffies per second (CONFIG_HZ; 0: unknown), when every timeout above is whole seconds:
     # the fast path then skips a refresh that would write the value the entry holds
     ct_hz: int = 0
