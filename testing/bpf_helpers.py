@@ -89,6 +89,16 @@ def program(router: Router, features: Features) -> Iterator[libbpf.Map]:
             prog.close()
 
 
+def clear_map(name: str) -> None:
+    """Delete every entry of the current namespace's shared map ``name``."""
+    m = open_map(name)
+    try:
+        for key in m.all_keys():
+            m.delete(key)
+    finally:
+        m.close()
+
+
 def counters(ifindex: int) -> dict[str, int]:
     """Counter name -> packets for one interface (punts and forwards count at ingress)."""
     return {name: c.packets for name, c in status.read_counters().get(ifindex, {}).items()}

@@ -478,17 +478,14 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 }
 
 /*
- * For ct_last_count(): the entry's original-direction tuple (the key) and the kernel's own
- * last segment and retransmission count (the snapshot), read under no lock, as the rest.
+ * The entry's original-direction addresses (16 bytes each; an IPv4 address in the first word,
+ * the others 0, as conntrack keeps them) and ports, as ctnetlink and tna_ct_last name it.
  */
-static __always_inline void ct_last_fill(const struct nf_conn *ct, int v6, struct ct_last_work *w)
+static __always_inline void ct_orig_addrs(const struct nf_conn *ct, int v6, __u32 *src,
+					  __u32 *dst, __be16 *sport, __be16 *dport)
 {
-	__u32 *src = (__u32 *)w->key.saddr, *dst = (__u32 *)w->key.daddr;
-
-	w->key.family = v6 ? AF_INET6 : AF_INET;
-	w->key.pad[0] = w->key.pad[1] = w->key.pad[2] = 0;
-	w->key.sport = ct->tuplehash[0].tuple.src.u.all;
-	w->key.dport = ct->tuplehash[0].tuple.dst.u.all;
+	*sport = ct->tuplehash[0].tuple.src.u.all;
+	*dport = ct->tuplehash[0].tuple.dst.u.all;
 	src[0] = ct->tuplehash[0].tuple.src.u3.all[0];
 	dst[0] = ct->tuplehash[0].tuple.dst.u3.all[0];
 	if (v6) {
@@ -498,10 +495,22 @@ static __always_inline void ct_last_fill(const struct nf_conn *ct, int v6, struc
 		dst[1] = ct->tuplehash[0].tuple.dst.u3.all[1];
 		dst[2] = ct->tuplehash[0].tuple.dst.u3.all[2];
 		dst[3] = ct->tuplehash[0].tuple.dst.u3.all[3];
-	} else {	/* (conntrack zeroes them too) */
+	} else {
 		src[1] = src[2] = src[3] = 0;
 		dst[1] = dst[2] = dst[3] = 0;
 	}
+}
+
+/*
+ * For ct_last_count(): the entry's original-direction tuple (the key) and the kernel's own
+ * last segment and retransmission count (the snapshot), read under no lock, as the rest.
+ */
+static __always_inline void ct_last_fill(const struct nf_conn *ct, int v6, struct ct_last_work *w)
+{
+	w->key.family = v6 ? AF_INET6 : AF_INET;
+	w->key.pad[0] = w->key.pad[1] = w->key.pad[2] = 0;
+	ct_orig_addrs(ct, v6, (__u32 *)w->key.saddr, (__u32 *)w->key.daddr, &w->key.sport,
+		      &w->key.dport);
 	w->val.kernel.seq = ct->proto.tcp.last_seq;
 	w->val.kernel.ack = ct->proto.tcp.last_ack;
 	w->val.kernel.end = ct->proto.tcp.last_end;
@@ -540,22 +549,11 @@ static __always_inline int ct_tcp_retrans(const struct nf_conn *ct, int v6,
 static __always_inline void ct_orig_tuple(const struct nf_conn *ct, int v6,
 					  struct tna_liberal_req *req)
 {
-	__u32 *src = (__u32 *)req->saddr, *dst = (__u32 *)req->daddr;
-
 	req->family = v6 ? AF_INET6 : AF_INET;
 	req->l4proto = IPPROTO_TCP;
 	req->kind = TNA_LIBERAL_MARK;
 	req->dir = 0;
-	req->sport = ct->tuplehash[0].tuple.src.u.all;
-	req->dport = ct->tuplehash[0].tuple.dst.u.all;
-	src[0] = ct->tuplehash[0].tuple.src.u3.all[0];
-	src[1] = ct->tuplehash[0].tuple.src.u3.all[1];
-	src[2] = ct->tuplehash[0].tuple.src.u3.all[2];
-	src[3] = ct->tuplehash[0].tuple.src.u3.all[3];
-	dst[0] = ct->tuplehash[0].tuple.dst.u3.all[0];
-	dst[1] = ct->tuplehash[0].tuple.dst.u3.all[1];
-	dst[2] = ct->tuplehash[0].tuple.dst.u3.all[2];
-	dst[3] = ct->tuplehash[0].tuple.dst.u3.all[3];
+	ct_orig_addrs(ct, v6, (__u32 *)req->saddr, (__u32 *)req->daddr, &req->sport, &req->dport);
 }
 
 /* ct_established(): Linux's for window tracking alone (CT_ASK), or the handshake's last ACK

@@ -24,6 +24,7 @@ from scapy.packet import Packet, Raw
 from testing.bpf_helpers import (
     XDP_PASS,
     XDP_REDIRECT,
+    clear_map,
     counted_run,
     counters,
     forwarded_v4,
@@ -117,12 +118,7 @@ def switch() -> Iterator[Switch]:
 
 def _reset_mirror(sw: Switch) -> None:
     """tna_fdb and tna_brports exactly as the kernel has them, with no fast-path state."""
-    m = open_map("tna_fdb")
-    try:
-        for key in m.all_keys():
-            m.delete(key)
-    finally:
-        m.close()
+    clear_map("tna_fdb")
     bridges = {sw.ifindex["br0"], sw.ifindex["br1"]}
     mirror = fdb.FdbMirror()
     mirror.sync_ports(control.current_ports(bridges))

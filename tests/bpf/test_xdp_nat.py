@@ -33,6 +33,7 @@ from testing.bpf_helpers import (
     XDP_PASS,
     XDP_REDIRECT,
     Router,
+    clear_map,
     program,
     run,
     v4,
@@ -354,12 +355,7 @@ def _timeout(router: Router) -> int:
 def _forget_counts() -> None:
     """Drop the fast path's remembered segments: earlier tests' flows had the same tuple and
     sequence numbers (a real connection's random ISNs tell them apart)."""
-    m = open_map("tna_ct_last")
-    try:
-        for key in m.all_keys():
-            m.delete(key)
-    finally:
-        m.close()
+    clear_map("tna_ct_last")
 
 
 def _counted(router: Router) -> int:
