@@ -571,7 +571,8 @@ static __always_inline void ct_orig_tuple(const struct nf_conn *ct, int v6,
  * With CT_ASK_LIBERAL (tna run --tcp-liberal), a TCP segment that only window tracking keeps
  * from the fast path returns CT_ASK instead of ct_window, *nat filled and *req naming the
  * connection, the timeout left to Linux: the caller decides whether the fast path would carry
- * it. The handshake's last ACK (ct_tcp_handshake_ack()) returns CT_ASK_SETUP the same way. With CT_LIBERAL_FAST, a liberal sender's segments are not judged by its window.
+ * it. The handshake's last ACK (ct_tcp_handshake_ack()) returns CT_ASK_SETUP the same way.
+ * With CT_LIBERAL_FAST, a liberal sender's segments are not judged by its window.
  */
 static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8 *saddr,
 					  const __u8 *daddr, __u8 l4proto, const void *l4,

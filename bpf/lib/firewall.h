@@ -469,8 +469,9 @@ static __always_inline int icmp_error(__u8 l4proto, const __u8 *l4, const void *
  * ``mode``: ct_established()'s. CT_ASK_LIBERAL (tna run --tcp-liberal): a TCP segment that
  * only window tracking keeps from the fast path, or the handshake's last ACK, returns 0 with
  * s->ask_pending set (ct_window or ct_setup); the caller must hand it to Linux with that
- * reason, asking for the connection to be made liberal if it would have forwarded it. CT_LIBERAL_FAST: a liberal sender's data is not judged by its window (the
- * caller then looks at the RSTs it hands to Linux: tna_fw_reset_check()).
+ * reason, asking for the connection to be made liberal if it would have forwarded it.
+ * CT_LIBERAL_FAST: a liberal sender's data is not judged by its window (the caller then looks
+ * at the RSTs it hands to Linux: tna_fw_reset_check()).
  */
 __attribute__((noinline)) int tna_fw_conntrack(struct xdp_md *ctx, __u32 v6, __u32 mode)
 {

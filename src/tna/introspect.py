@@ -563,18 +563,9 @@ def parse_rule(body: bytes) -> Rule:
 PROC_NET = "/proc/sys/net"  # follows the reading thread's namespace
 
 
-def _read_int(path: str) -> int:
-    """A sysctl as an integer; 0 when it does not exist (IPv6 disabled, older kernel)."""
-    try:
-        with open(os.path.join(PROC_NET, path)) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _read_int_or(path: str, default: int) -> int:
-    """A sysctl as an integer where 0 is a value of its own; ``default`` when it does not
-    exist (conntrack not loaded)."""
+def _read_int(path: str, default: int = 0) -> int:
+    """A sysctl as an integer; ``default`` when it does not exist (IPv6 disabled, conntrack
+    not loaded, older kernel). Give one where 0 is a value of its own."""
     try:
         with open(os.path.join(PROC_NET, path)) as f:
             return int(f.read().split()[0])
@@ -634,7 +625,7 @@ def sysctls(ifnames: Iterable[str]) -> Sysctls:
         conntrack_tcp_be_liberal=bool(_read_int("netfilter/nf_conntrack_tcp_be_liberal")),
         conntrack_tcp_timeout_max_retrans=_read_int(
             "netfilter/nf_conntrack_tcp_timeout_max_retrans") or 300,
-        conntrack_tcp_max_retrans=_read_int_or("netfilter/nf_conntrack_tcp_max_retrans", 3),
+        conntrack_tcp_max_retrans=_read_int("netfilter/nf_conntrack_tcp_max_retrans", 3),
         kernel_hz=kernel_hz(),
     )
 
