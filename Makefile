@@ -91,7 +91,7 @@ clean:
 # (bpf/lib/profile.h): measured beside the production object with
 # `tna bench --variant NAME=build/profile/tna_xdp_NAME.bpf.o`. Never loaded by tna itself.
 PROFILE_VARIANTS := no_csum:1 no_refresh:2 no_window:4 no_classify:8 no_lookup:16 no_nat:32 \
-	no_ct:31 no_ct_nat:63 before:64 before_no_refresh:66 before_no_classify:72
+	no_ct:31 no_ct_nat:63 no_last:128 before:64 before_no_refresh:66 before_no_classify:72
 PROFILE_OBJS := $(foreach v,$(PROFILE_VARIANTS),build/profile/tna_xdp_$(word 1,$(subst :, ,$(v))).bpf.o)
 
 .PHONY: profile-variants

@@ -7,6 +7,8 @@ expect back, and a BPF_PROG_TEST_RUN that reports the ingress counters it moved.
 
 from __future__ import annotations
 
+import ctypes
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
 from testing.datapath_hooks import load_for_test, sync_ports_for_test
-from tna import netns
+from tna import abi, netns
 from tna.datapath import libbpf, status
 from tna.datapath.pins import open_map
 from tna.plan.types import Features, Port
@@ -89,14 +91,55 @@ def program(router: Router, features: Features) -> Iterator[libbpf.Map]:
             prog.close()
 
 
+BPF_MAP_TYPE_ARRAY = 2
+
+
 def clear_map(name: str) -> None:
-    """Delete every entry of the current namespace's shared map ``name``."""
+    """Empty the current namespace's shared map ``name``: delete every entry, or zero every
+    value of an array (whose entries cannot be deleted)."""
     m = open_map(name)
     try:
+        if libbpf.map_info(m.fd).type == BPF_MAP_TYPE_ARRAY:
+            n = libbpf.map_info(m.fd).max_entries
+            keys = b"".join(i.to_bytes(4, "little") for i in range(n))
+            m.update_batch(keys, bytes(n * m.value_size), n)
+            return
         for key in m.all_keys():
             m.delete(key)
     finally:
         m.close()
+
+
+def ct_last_key(src: str, sport: int, dst: str, dport: int) -> Any:
+    """The tna_ct_last owner of an IPv4 TCP connection (its original-direction tuple)."""
+    key = abi.struct_type("tna_ct_last_key")()
+    key.family = socket.AF_INET
+    key.sport, key.dport = socket.htons(sport), socket.htons(dport)
+    key.saddr[:4] = socket.inet_aton(src)
+    key.daddr[:4] = socket.inet_aton(dst)
+    return key
+
+
+def ct_last_bucket(raw: bytes) -> int:
+    """ct_last_bucket() of bpf/lib/ct_last.h, written again: the bucket of an owner (its
+    bytes, as ``bytes(ct_last_key(...))``)."""
+    h = 0
+    for i in range(0, len(raw), 4):
+        h = ((h ^ int.from_bytes(raw[i:i + 4], "little")) * 0x9E3779B1) & 0xFFFFFFFF
+    return h >> (32 - abi.defines()["TNA_CT_LAST_BUCKET_BITS"])
+
+
+def ct_last_records() -> list[Any]:
+    """The records of tna_ct_last (conntrack's retransmission counter) in use, as ctypes
+    ``struct tna_ct_last``."""
+    bucket = abi.struct_type("tna_ct_last_bucket")
+    m = open_map("tna_ct_last")
+    try:
+        values = [m.lookup(k) for k in m.all_keys()]
+    finally:
+        m.close()
+    return [way for v in values if v is not None
+            for way in bucket.from_buffer_copy(v[:ctypes.sizeof(bucket)]).way if way.key.family]
 
 
 def counters(ifindex: int) -> dict[str, int]:

@@ -361,16 +361,20 @@ struct tna_liberal_stats {
 };
 
 /*
- * tna_ct_last (shared, LRU hash): conntrack's retransmission counter around fast segments
- * (docs/stateful.md, "The retransmission counter"). tcp_in_window() remembers the last
+ * tna_ct_last (shared array of buckets): conntrack's retransmission counter around fast
+ * segments (docs/stateful.md, "The retransmission counter"). tcp_in_window() remembers the last
  * in-window ACK_SET segment of a connection (last_dir, last_seq, last_ack, last_end, last_win)
  * and counts its identical repeats (retrans); tcp_packet() shortens the timeout to
  * nf_conntrack_tcp_timeout_max_retrans from nf_conntrack_tcp_max_retrans repeats on. The
- * kernel does not see fast segments: for a connection with one, the entry here holds what
+ * kernel does not see fast segments: for a connection with one, a record here holds what
  * Linux alone would remember (``truth``), valid while the kernel's own values still equal the
- * snapshot taken then (``kernel``): a segment the kernel saw since changed them.
+ * snapshot taken then (``kernel``): a segment the kernel saw since changed them. A connection's
+ * record is in the bucket its tuple hashes to (ct_last_bucket() in bpf/lib/ct_last.h), in one
+ * of its ways.
  */
-#define TNA_CT_LAST_ENTRIES 65536
+#define TNA_CT_LAST_BUCKET_BITS 15
+#define TNA_CT_LAST_BUCKETS (1 << TNA_CT_LAST_BUCKET_BITS)
+#define TNA_CT_LAST_WAYS 2
 
 /* One segment as tcp_in_window()'s retransmission check sees it, and the count after it. */
 struct tna_ct_seg {
@@ -382,7 +386,8 @@ struct tna_ct_seg {
 	__u8 retrans;		/* repeats of it counted (u8 as the kernel's: it wraps) */
 };
 
-/* tna_ct_last key: the entry's original-direction tuple (zone 0, as the fast path's lookup). */
+/* A record's owner: the entry's original-direction tuple (zone 0, as the fast path's lookup);
+ * family 0: the way is free. Every field at a 4-byte boundary: hashed and compared by words. */
 struct tna_ct_last_key {
 	__u8 family;		/* AF_INET or AF_INET6 */
 	__u8 pad[3];
@@ -390,11 +395,16 @@ struct tna_ct_last_key {
 	__be16 dport;
 	__u8 saddr[16];		/* IPv4: the first 4 bytes */
 	__u8 daddr[16];
-};
+} __attribute__((aligned(4)));
 
 struct tna_ct_last {
+	struct tna_ct_last_key key;	/* whose record this is */
 	struct tna_ct_seg kernel;	/* the kernel's last_* and retrans when written */
 	struct tna_ct_seg truth;	/* Linux alone's: the last fast segment and its count */
+};
+
+struct tna_ct_last_bucket {
+	struct tna_ct_last way[TNA_CT_LAST_WAYS];
 };
 
 #endif /* TNA_ABI_H */

@@ -275,6 +275,39 @@ static __always_inline struct nf_conn *ct_lookup(struct xdp_md *ctx, int v6, con
 }
 
 /*
+ * For ct_last_way_for(): does way ``way`` of bucket ``bucket`` hold what only it knows? Its
+ * connection's entry is still in the table (looked up by the record's tuple) and the kernel's
+ * last_* and retrans still equal the record's snapshot: no segment reached the kernel since the
+ * last fast one, so the record's truth is the only one there is. A global function: it runs
+ * only for a bucket whose ways are both taken, and its caller's stack has no room for a second
+ * lookup. The lookup writes w->opts and w->tuple (the caller's lookup is done with them).
+ */
+__attribute__((noinline)) int tna_ct_last_held(struct xdp_md *ctx, struct ct_work *w,
+					       __u32 bucket, __u32 way)
+{
+	struct tna_ct_last_bucket *b = bpf_map_lookup_elem(&tna_ct_last, &bucket);
+	const struct tna_ct_last *rec;
+	struct nf_conn *ct;
+	int dir = 0, held;
+
+	if (!w || !b)
+		return 1;	/* cannot tell: keep it (the caller's segment goes to Linux) */
+	rec = &b->way[way & (TNA_CT_LAST_WAYS - 1)];
+	ct = ct_lookup(ctx, rec->key.family == AF_INET6, rec->key.saddr, rec->key.daddr,
+		       rec->key.sport, rec->key.dport, IPPROTO_TCP, &dir, w);
+	if (!ct)
+		return 0;
+	held = !dir && ct->proto.tcp.last_seq == rec->kernel.seq &&
+	       ct->proto.tcp.last_ack == rec->kernel.ack &&
+	       ct->proto.tcp.last_end == rec->kernel.end &&
+	       ct->proto.tcp.last_win == rec->kernel.win &&
+	       ct->proto.tcp.last_dir == rec->kernel.dir &&
+	       ct->proto.tcp.retrans == rec->kernel.retrans;
+	bpf_ct_release(ct);
+	return held;
+}
+
+/*
  * udp_packet() for an established flow: *timeout_ms is what it would refresh the flow to: the
  * stream timeout once assured, the unreplied one before stream_ts (the packet after, which
  * makes the flow assured, is the kernel's). 0, or why Linux must see the datagram.
@@ -507,10 +540,11 @@ static __always_inline void ct_orig_addrs(const struct nf_conn *ct, int v6, __u3
  */
 static __always_inline void ct_last_fill(const struct nf_conn *ct, int v6, struct ct_last_work *w)
 {
-	w->key.family = v6 ? AF_INET6 : AF_INET;
-	w->key.pad[0] = w->key.pad[1] = w->key.pad[2] = 0;
-	ct_orig_addrs(ct, v6, (__u32 *)w->key.saddr, (__u32 *)w->key.daddr, &w->key.sport,
-		      &w->key.dport);
+	struct tna_ct_last_key *key = &w->val.key;
+
+	key->family = v6 ? AF_INET6 : AF_INET;
+	key->pad[0] = key->pad[1] = key->pad[2] = 0;
+	ct_orig_addrs(ct, v6, (__u32 *)key->saddr, (__u32 *)key->daddr, &key->sport, &key->dport);
 	w->val.kernel.seq = ct->proto.tcp.last_seq;
 	w->val.kernel.ack = ct->proto.tcp.last_ack;
 	w->val.kernel.end = ct->proto.tcp.last_end;
@@ -527,14 +561,15 @@ static __always_inline void ct_last_fill(const struct nf_conn *ct, int v6, struc
  * on (before the unacknowledged rule), or, after it, when the remembered segment's window is
  * 0 (only a liberal sender's segment can be fast with a zero window).
  */
-static __always_inline int ct_tcp_retrans(const struct nf_conn *ct, int v6,
-					  const struct tna_fw_table *p, struct ct_last_work *w,
+static __always_inline int ct_tcp_retrans(struct xdp_md *ctx, const struct nf_conn *ct, int v6,
+					  const struct tna_fw_table *p, struct ct_work *cw,
 					  __u32 *timeout_ms)
 {
+	struct ct_last_work *w = &cw->last;
 	int last;
 
 	ct_last_fill(ct, v6, w);
-	last = ct_last_count(w);
+	last = ct_last_count(ctx, cw, w);
 	if (last < 0)
 		return TNA_PUNT_CT_WINDOW;
 	if (p->ct_tcp_est_ms <= p->ct_tcp_retrans_ms)
@@ -628,8 +663,8 @@ static __always_inline int ct_established(struct xdp_md *ctx, int v6, const __u8
 		goto linux;
 	}
 	/* the retransmission counter, as Linux alone would have it (ct_last.h) */
-	if (l4proto == IPPROTO_TCP && !tna_profile_off(TNA_PROF_WINDOW)) {
-		why = ct_tcp_retrans(ct, v6, p, &w->last, &timeout_ms);
+	if (l4proto == IPPROTO_TCP && !tna_profile_off(TNA_PROF_WINDOW | TNA_PROF_LAST)) {
+		why = ct_tcp_retrans(ctx, ct, v6, p, w, &timeout_ms);
 		if (why)
 			goto linux;
 	}

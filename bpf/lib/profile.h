@@ -21,6 +21,7 @@
 #define TNA_PROF_NAT (1 << 5)		/* the NAT rewrite (the entry's NAT is ignored) */
 #define TNA_PROF_SHORTCUTS (1 << 6)	/* the rule-0 and refresh shortcuts (tna_fw_table.rule0_all,
 					 * ct_hz): the code as it was before them */
+#define TNA_PROF_LAST (1 << 7)		/* the retransmission counter (tna_ct_last) */
 
 #define tna_profile_off(step) (TNA_PROFILE_OFF & (step))
 

@@ -192,7 +192,8 @@ CField = tuple[str, type]
 @functools.cache
 def struct_fields(name: str) -> list[CField]:
     """The members of ``struct name`` in order, as ctypes ``_fields_``."""
-    body = re.search(rf"^struct {name} \{{(.*?)^\}};", _header_text(), re.S | re.M)
+    # (a closing brace may carry attributes: "} __attribute__((aligned(4)));")
+    body = re.search(rf"^struct {name} \{{(.*?)^\}}[^;\n]*;", _header_text(), re.S | re.M)
     if body is None:
         raise BuildMissing(f"{header_path()} has no struct {name}")
     out: list[CField] = []

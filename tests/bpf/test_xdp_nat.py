@@ -34,6 +34,9 @@ from testing.bpf_helpers import (
     XDP_REDIRECT,
     Router,
     clear_map,
+    ct_last_bucket,
+    ct_last_key,
+    ct_last_records,
     program,
     run,
     v4,
@@ -360,13 +363,7 @@ def _forget_counts() -> None:
 
 def _counted(router: Router) -> int:
     """Linux alone's retransmission count of the flow, as the fast path keeps it."""
-    m = open_map("tna_ct_last")
-    try:
-        values = [m.lookup(k) for k in m.all_keys()]
-    finally:
-        m.close()
-    last = abi.struct_type("tna_ct_last")
-    counts = [last.from_buffer_copy(v).truth.retrans for v in values if v is not None]
+    counts = [rec.truth.retrans for rec in ct_last_records()]
     assert len(counts) == 1, counts
     return counts[0]
 
@@ -444,6 +441,74 @@ def test_a_fast_zero_window_segment_shortens_the_timeout(router: Router, tcp_flo
         assert _timeout(router) > MAX_RETRANS_S + 1000  # control
         _send_fast(router, h1_segment(window=0))
     assert _timeout(router) <= MAX_RETRANS_S
+
+
+def _same_bucket(key: Any, n: int) -> list[tuple[str, int]]:
+    """``n`` (source address, port) of connections to h2:80 whose tna_ct_last bucket is
+    ``key``'s."""
+    want, out = ct_last_bucket(bytes(key)), []
+    for last in range(100, 200):
+        src = f"10.9.0.{last}"
+        head = struct.pack("<I", socket.AF_INET)
+        addrs = socket.inet_aton(src) + bytes(12) + socket.inet_aton("10.2.0.2") + bytes(12)
+        for sport in range(1024, 65536):
+            if ct_last_bucket(head + struct.pack(">HH", sport, 80) + addrs) == want:
+                out.append((src, sport))
+                if len(out) == n:
+                    return out
+    raise AssertionError("no tuples share the bucket")
+
+
+def _fill_bucket(owners: list[tuple[str, int]], stale: int = -1) -> None:
+    """Both ways of their bucket taken by records of ``owners`` (connections to h2:80) whose
+    snapshot is what ``conntrack -I`` leaves (no segment tracked: all 0), but way ``stale``'s,
+    which the kernel's values no longer match."""
+    bucket_type = abi.struct_type("tna_ct_last_bucket")
+    bucket = bucket_type()
+    for i, (src, sport) in enumerate(owners):
+        bucket.way[i].key = ct_last_key(src, sport, "10.2.0.2", 80)
+        bucket.way[i].truth.seq = 77  # a fast segment's
+        bucket.way[i].kernel.seq = 1 if i == stale else 0
+    m = open_map("tna_ct_last")
+    try:
+        m.update(ct_last_bucket(bytes(bucket.way[0].key)).to_bytes(4, "little"), bytes(bucket))
+    finally:
+        m.close()
+
+
+def _owners() -> set[tuple[str, int]]:
+    return {(socket.inet_ntoa(bytes(r.key.saddr[:4])), socket.ntohs(r.key.sport))
+            for r in ct_last_records()}
+
+
+def test_a_bucket_held_by_live_connections_sends_the_segment_to_linux(router: Router,
+                                                                      tcp_flow: int) -> None:
+    """Both ways of the flow's bucket hold records their connections still need (entry in the
+    table, snapshot equal to the kernel's values): the segment goes to Linux (ct_window),
+    which counts it exactly, and the records stay. A way whose record is stale (the kernel
+    saw a segment since) or whose connection is gone is taken: the segment is fast again."""
+    ack, flow = h1_ack(), ("10.1.0.2", 4100)
+    others = _same_bucket(ct_last_key(*flow, "10.2.0.2", 80), 2)
+    for src, sport in others:
+        conntrack(router, "-I", "-p", "tcp", "-s", src, "-d", "10.2.0.2", "--sport",
+                  str(sport), "--dport", "80", "--state", "ESTABLISHED", "-t", "300",
+                  "--status", "ASSURED,SEEN_REPLY")
+    with gateway(router, nat_table()):
+        _forget_counts()
+        _send_fast(router, ack)  # positive control: an empty bucket
+        assert _owners() == {flow}
+        _fill_bucket(others)
+        got, _, moved = run(router, bytes(ack))
+        assert (got, moved) == (XDP_PASS, {"ct_window": 1})
+        assert _owners() == set(others)
+        _fill_bucket(others, stale=1)
+        _send_fast(router, ack)
+        assert _owners() == {others[0], flow}
+        _fill_bucket(others)
+        src, sport = others[0]
+        conntrack(router, "-D", "-p", "tcp", "-s", src, "--sport", str(sport))
+        _send_fast(router, ack)
+        assert _owners() == {flow, others[1]}
 
 
 # under a daemon (tna run): liberal sides' data may be fast, their RSTs repaired

@@ -282,6 +282,5 @@ def open_map(name: str) -> libbpf.Map:
     if name in ("tna_src_bits", "tna_local6_bits"):
         return libbpf.Map(fd, 4, libbpf.map_info(fd).value_size)
     if name == "tna_ct_last":
-        return libbpf.Map(fd, ctypes.sizeof(abi.struct_type("tna_ct_last_key")),
-                          ctypes.sizeof(abi.struct_type("tna_ct_last")))
+        return libbpf.Map(fd, 4, ctypes.sizeof(abi.struct_type("tna_ct_last_bucket")))
     return libbpf.Map(fd, 4, 4)

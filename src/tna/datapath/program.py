@@ -155,13 +155,15 @@ def foreign_layout(maps: dict[str, int], obj_path: str | None = None) -> list[st
 
 
 def check_compatible(name: str, fd: int) -> None:
-    """A pinned map of an older layout (counters per slot changed) cannot be shared."""
+    """A pinned map of an older layout (counters per slot changed, tna_ct_last a hash map
+    before it became an array of buckets) cannot be shared."""
     if ((name == "tna_stats" and libbpf.map_info(fd).max_entries
          != abi.max_ifaces() * abi.nr_codes())
             or (name == "tna_config"
                 and libbpf.map_info(fd).value_size != ctypes.sizeof(abi.TnaConfig))
-            or (name == "tna_fw_ports" and not libbpf.map_info(fd).map_flags & BPF_F_MMAPABLE)):
-        raise DatapathError("the pinned maps are from another TNA version (counter layout "
+            or (name == "tna_fw_ports" and not libbpf.map_info(fd).map_flags & BPF_F_MMAPABLE)
+            or (name == "tna_ct_last" and libbpf.map_info(fd).key_size != 4)):
+        raise DatapathError("the pinned maps are from another TNA version (map layout "
                             "changed): run 'tna detach' first")
 
 
