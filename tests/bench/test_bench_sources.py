@@ -1,6 +1,7 @@
 """The traffic sources: live frames where the host allows them (skipped with the kernel's
 answer where it does not), the skb source everywhere, the automatic fallback forced even on a
-host with live frames, and the skb source's frames byte for byte."""
+host with live frames, the skb source's frames byte for byte, and the relay source's frames:
+XDP frames, not skbs."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from collections.abc import Sequence
 import pytest
 
 from tna import netns
-from tna.bench import frames, generator, runner
+from tna.bench import frames, generator, runner, sinkcheck
 from tna.bench import report as rep
 from tna.bench.bpfobj import BpfObject, ifindex_of
 from tna.bench.frames import FrameSpec
-from tna.bench.generator import LIVE, SKB, Probe
+from tna.bench.generator import LIVE, RELAY, SKB, Probe, RelayGenerator
 from tna.bench.report import Result
 from tna.bench.runner import Config, run, run_scenario
 from tna.bench.scenarios import LINUX, NULL, NULL_TC, TNA, XDP_PASS
@@ -129,3 +130,66 @@ def test_skb_source_frames(var: frames.Variation | None) -> None:
     want = [frames.build(frames.varied(SPEC, var, i)) if var else template
             for i in range(burst)]
     assert got == want
+
+
+def test_relay_source(prefix: str) -> None:
+    """--source relay end to end: every mode measures, TNA on its fast path."""
+    report = run_scenario("router-v4", _cfg(prefix, (NULL, LINUX, TNA), source=RELAY),
+                          lambda _msg: None)
+    assert report.meta == {"source": RELAY, "source_reason": "requested"}
+    _ok(report.results, RELAY)
+    tna = next(r for r in report.results if r.mode == TNA)
+    assert tna.fast_path is not None and tna.fast_path >= 0.95
+
+
+def _ipv4_frames(cap: socket.socket, want: int) -> list[bytes]:
+    """Up to ``want`` IPv4 frames off ``cap`` (not the namespace's own IPv6 chatter); fewer
+    if the socket's timeout passes first."""
+    got: list[bytes] = []
+    while len(got) < want:
+        try:
+            data = cap.recv(4096)
+        except TimeoutError:
+            break
+        if data[12:14] == b"\x08\x00":
+            got.append(data)
+    return got
+
+
+def test_relay_delivers_xdp_frames() -> None:
+    """The relay's frames reach the far veth as XDP frames (veth_ndo_xdp_xmit), byte for byte
+    the skb source's: they arrive where that veth has GRO on, and vanish where it has neither
+    GRO nor an XDP program, which only redirected XDP frames do (an skb would arrive). Closing
+    the generator removes the relay's veth pair."""
+    template = frames.build(SPEC)
+    with Testbed(prefix="tnabtrly") as bed:
+        ns = bed.ns("gen")
+        bed.veth(ns, "ga", ns, "gb")
+        with netns.entered(ns):
+            cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        gen = RelayGenerator(ns, "ga", template, None, cpu=0, burst=5)
+        try:
+            cap.bind(("gb", 0))
+            cap.settimeout(1)
+            bed.gro(ns, "gb", True)
+            with netns.entered(ns):
+                assert gen._send(1) == 5
+            assert _ipv4_frames(cap, 5) == [template] * 5  # positive control
+            bed.gro(ns, "gb", False)
+            with netns.entered(ns):
+                gen._send(1)
+            assert _ipv4_frames(cap, 1) == []
+        finally:
+            gen.close()
+            cap.close()
+        links = bed.run(ns, "ip", "-o", "link", "show").stdout
+        assert "tnarl" not in links
+
+
+def test_sinkcheck_measures_both_sinks() -> None:
+    """python -m tna.bench.sinkcheck: every mode with either sink delivered and has a path;
+    TNA's XDP frames cost less at the XDP sink than turned into skbs for the tcx one."""
+    got = sinkcheck.check("router-v4", RELAY, runs=1, seconds=0.3, cpu=0)
+    assert set(got) == {LINUX, TNA, LINUX + sinkcheck.TC_SUFFIX, TNA + sinkcheck.TC_SUFFIX}
+    assert got[TNA] < got[TNA + sinkcheck.TC_SUFFIX]
+    assert got[TNA] < got[LINUX]

@@ -91,7 +91,8 @@ def parser() -> argparse.ArgumentParser:
                    "tna:-FEATURE), e.g. verify_l4_csum; never a safe configuration")
     p.add_argument("--source", choices=(AUTO, *SOURCES), default=AUTO,
                    help="traffic source: live XDP frames, skbs through bpf_clone_redirect(), "
-                   "or auto (live where the kernel allows it, else skb; default)")
+                   "those skbs relayed as XDP frames by an XDP program (relay), or auto "
+                   "(live where the kernel allows it, else skb; default)")
     p.add_argument("--no-compare", dest="compare", action="store_false",
                    help="with live frames, skip measuring router-v4, bridge and punt-all "
                    "once more with the skb source")

@@ -40,6 +40,12 @@ class SkbGenCfg(ctypes.Structure):
     _fields_ = [("gen", GenCfg), ("ifindex", ctypes.c_uint32), ("burst", ctypes.c_uint32)]
 
 
+class RelayCfg(ctypes.Structure):
+    """struct bench_relay_cfg (bpf/bench/bench_relay.bpf.c)."""
+
+    _fields_ = [("ifindex", ctypes.c_uint32)]
+
+
 class SolCfg(ctypes.Structure):
     """struct bench_sol_cfg (bpf/bench/bench_sol.bpf.c)."""
 

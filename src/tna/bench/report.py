@@ -32,7 +32,8 @@ MODE_LABEL = {"null": "null (source -> drop)", "null-tc": "null, tc sink", "linu
               "tna": "TNA",
               "linux-no-brnf": "Linux, br_netfilter off", "xdp-pass": "Linux + XDP_PASS",
               "fib": "bare XDP fib router", "sol": "speed of light"}
-SOURCE_LABEL = {"live": "live XDP frames", "skb": "skbs via bpf_clone_redirect()"}
+SOURCE_LABEL = {"live": "live XDP frames", "skb": "skbs via bpf_clone_redirect()",
+                "relay": "skbs relayed as XDP frames by bench_relay"}
 PUNT_ALL = "punt-all"
 
 # Acceptance goals (issues 17 and 13), checked on the 64-byte rows (path cost).

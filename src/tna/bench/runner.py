@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from tna import netns
 from tna.bench import cpu, frames, generator, micro, multicore
 from tna.bench.bpfobj import Park
-from tna.bench.generator import AUTO, LIVE, SKB, Generator, Probe
+from tna.bench.generator import AUTO, LIVE, RELAY, SKB, Generator, Probe
 from tna.bench.report import ProgProfile, Report, Result, Sample, median
 from tna.bench.scenarios import (
     FAST_PATH_MIN,
@@ -103,8 +103,8 @@ def live_frames_probe(prefix: str = "tnabench") -> Probe:
 
 def resolve_source(cfg: Config) -> tuple[str, str]:
     """(source, why) of this configuration: ``auto`` becomes ``live`` or ``skb``."""
-    if cfg.source == SKB:
-        return SKB, "requested"
+    if cfg.source in (SKB, RELAY):
+        return cfg.source, "requested"
     return generator.choose(cfg.source, live_frames_probe(cfg.ns_prefix))
 
 
