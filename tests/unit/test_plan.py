@@ -148,6 +148,51 @@ def test_conntrack_rules_anywhere_make_forwarding_stateful(snap: Snapshot) -> No
     assert {i.features for i in plan.interfaces} == {None}
 
 
+CT_NEW = '{"match":{"op":"in","left":{"ct":{"key":"state"}},"right":["new"]}}'
+CT_ESTABLISHED = ('[{"match":{"op":"in","left":{"ct":{"key":"state"}},"right":["established"]}}'
+                  ',{"accept":null}]')
+
+
+@pytest.mark.parametrize(("hook", "rule", "exprs"), [
+    ("forward", 'ct state new ct timeout set "agg"', f'[{CT_NEW},{{"ct timeout":"agg"}}]'),
+    ("postrouting", 'ct timeout set "agg" masquerade', '[{"ct timeout":"agg"},'
+                                                       '{"masquerade":null}]'),
+    ("forward", "ct state new ct zone set 1",
+     f'[{CT_NEW},{{"mangle":{{"key":{{"ct":{{"key":"zone"}}}},"value":1}}}}]'),
+    ("forward", "ct state new notrack", f'[{CT_NEW},{{"notrack":null}}]'),
+])
+def test_zones_notrack_and_timeout_policies_keep_the_family_on_linux(
+        snap: Snapshot, hook: str, rule: str, exprs: str) -> None:
+    """The fast path looks conntrack entries up in zone 0 and refreshes them with the sysctls'
+    timeouts. A rule that gives new connections a timeout policy (in the forward chain, or a
+    nat chain, which sees their first packet), or that sets zones or untracks, keeps the
+    family's forwarding on Linux (conntrack_lookup): established packets match no such rule,
+    so the classifier alone would have let them be fast. The control: the same chain with an
+    ordinary rule of the same shape keeps the stateful fast path."""
+    def gateway(rule: str, exprs: str) -> Snapshot:
+        fw = with_chain(snap, family="ip", name="fw", hook="forward", priority=0,
+                        type="filter", policy="drop", rules=("ct state established accept",),
+                        exprs=(CT_ESTABLISHED,), handles=(2,))
+        if hook == "forward":
+            return with_chain(fw, family="ip", name="fw2", hook="forward", priority=10,
+                              type="filter", policy="accept", rules=(rule,), exprs=(exprs,),
+                              handles=(5,))
+        return with_chain(fw, family="ip", name="post", hook="postrouting", priority=100,
+                          type="nat", policy="accept", rules=(rule,), exprs=(exprs,),
+                          handles=(5,))
+
+    control = make_plan(gateway("ct state new counter", f'[{CT_NEW},{{"counter":null}}]'))
+    assert "conntrack_lookup" not in reasons(control)
+    v4 = control.namespace.firewall[0]
+    assert v4 is not None and v4.stateful
+    plan = make_plan(gateway(rule, exprs))
+    [block] = [s for s in plan.slow_path if s.reason == "conntrack_lookup"]
+    assert block.traffic == "ipv4 forwarding" and "handle 5" in block.detail
+    assert plan.namespace.firewall[0] is None
+    assert all(i.features is not None and not i.features.ipv4_router
+               for i in plan.interfaces)
+
+
 @pytest.mark.parametrize(("source", "family", "table"), [
     ("nftables", "ip", "t"), ("nftables", "inet", "t"), ("iptables-legacy", "ip", "nat")])
 def test_nat_chains_decide_first_packets_only(snap: Snapshot, source: str, family: str,

@@ -145,6 +145,41 @@ def conntrack_users(chains: Iterable[NetfilterChain], af: int) -> list[str]:
     return out
 
 
+def conntrack_lookup_changers(chains: Iterable[NetfilterChain], af: int) -> list[str]:
+    """The nft rules of the family that change which entry conntrack takes for a packet, or
+    how long it lives: a conntrack zone (``ct zone set``), no tracking (``notrack``), a timeout
+    policy (``ct timeout set``). The fast path looks entries up in zone 0 and refreshes them
+    with the sysctls' timeouts, so with any of these it could take another entry than Linux,
+    or keep one to another time. (iptables' ``CT`` and ``NOTRACK`` targets exist in the raw
+    table only, whose chains keep forwarding on Linux anyway.)"""
+    out: list[str] = []
+    for c in chains:
+        if not _sees(c, af) or c.source == "iptables-legacy":
+            continue
+        for handle, text in zip(c.handles, c.exprs, strict=False):
+            what = sorted(_nft_lookup_changes(json.loads(text)))
+            if what:
+                out.append(f"{c.source} {c.family} {c.table} {c.name} handle {handle}: "
+                           f"{', '.join(what)}")
+    return out
+
+
+def _nft_lookup_changes(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, list):
+        for item in node:
+            found |= _nft_lookup_changes(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("notrack", "ct timeout"):
+                found.add(key)
+            elif key == "mangle" and isinstance(value, dict) and value.get("key") == {
+                    "ct": {"key": "zone"}}:
+                found.add("ct zone set")
+            found |= _nft_lookup_changes(value)
+    return found
+
+
 def nat_chains(chains: Iterable[NetfilterChain], af: int) -> list[NetfilterChain]:
     """The base chains of type nat that see ``af`` (nft, iptables-nft, iptables-legacy -t nat).
 

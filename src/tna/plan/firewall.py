@@ -11,7 +11,13 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field
 
-from tna.firewall.compile import FirewallError, compile_family, conntrack_users, nat_chains
+from tna.firewall.compile import (
+    FirewallError,
+    compile_family,
+    conntrack_lookup_changers,
+    conntrack_users,
+    nat_chains,
+)
 from tna.firewall.tables import FirewallTooLarge, FwTables, check_fits
 from tna.model import AF_INET, AF_INET6, NetfilterChain, NetfilterSet, Snapshot
 from tna.plan.guards import FAMILY_NAME, chain_sees_forwarding, handled_by_firewall
@@ -40,6 +46,16 @@ def family_firewall(snap: Snapshot, af: int, tcp_liberal: bool = False,
         return FamilyFirewall(blocks=[SlowPath(traffic, "conntrack_acct",
                                           "net.netfilter.nf_conntrack_acct is on: the fast path "
                                           "cannot keep conntrack's per-flow counters")])
+    changers = conntrack_lookup_changers(
+        [c for c in snap.netfilter if chain_sees_forwarding(c, af)], af)
+    if changers:
+        more = f" and {len(changers) - 1} more" if len(changers) > 1 else ""
+        return FamilyFirewall(blocks=[SlowPath(
+            traffic, "conntrack_lookup",
+            f"{changers[0]}{more}: conntrack zones, untracked packets or timeout policies; "
+            "the fast path looks entries up in zone 0 and refreshes them with the sysctls' "
+            "timeouts, so it could take another entry than Linux, or keep it to another "
+            "time")])
     ifindexes = tuple(sorted((lk.ifname, lk.ifindex) for lk in snap.links))
     try:
         tables = _compiled(snap.netfilter, snap.netfilter_sets, af, ifindexes)
