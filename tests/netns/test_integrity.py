@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 
 from tna import abi, netns, owner, sync
-from tna.datapath import pins, status
+from tna.datapath import libbpf, pins, status
 from tna.testbed import DaemonProcess, RouterTopology, Testbed, run_tna, tna_stats, wait_for
 
 pytestmark = pytest.mark.root
@@ -395,6 +395,33 @@ def test_detach_keeps_the_root_pin_directory(topo: RouterTopology) -> None:
     run_tna(topo.r, "detach")
     assert os.path.isdir(root)  # never removed: nobody can race its re-creation
     assert not os.path.exists(lock)  # detach leaves nothing to own behind
+
+
+BPF_MAP_TYPE_LRU_HASH = 9
+
+
+def test_pinned_map_of_an_older_layout_is_a_one_line_error(topo: RouterTopology) -> None:
+    """A tna_ct_last pinned by an older TNA (an LRU hash of 40-byte keys, before it became an
+    array of buckets) is not shared with this build's programs: apply says so in one line and
+    attaches nothing; detach clears the pins, and apply works again."""
+    run_tna(topo.r, "apply")  # control
+    assert xdp_programs(topo.r)
+    run_tna(topo.r, "detach")
+    with netns.entered(topo.r):
+        path = os.path.join(pins.make_pin_dir(), "tna_ct_last")
+        fd = libbpf.check(libbpf.lib().bpf_map_create(BPF_MAP_TYPE_LRU_HASH, b"tna_ct_last",
+                                                       40, 32, 1024, None), "bpf_map_create")
+        try:
+            libbpf.obj_pin(fd, path)
+        finally:
+            os.close(fd)
+    bad = run_tna(topo.r, "apply", check=False)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1, bad
+    assert "another TNA version" in bad.stderr and "Traceback" not in bad.stderr
+    assert xdp_programs(topo.r) == {}
+    run_tna(topo.r, "detach")
+    run_tna(topo.r, "apply")
+    assert xdp_programs(topo.r)
 
 
 # ---- limits and inputs -----------------------------------------------------------------------
