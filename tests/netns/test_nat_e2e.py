@@ -279,16 +279,16 @@ def test_iptables_nat_download(nat: tuple[str, ...], record_property: Any) -> No
     assert after["nat_reply"] - before["nat_reply"] >= SIZE // 1500
 
 
-def test_udp_through_nat_is_fast_both_ways(gateway: Gateway, record_property: Any) -> None:
-    """h1 -> h2 datagrams, echoed: after the first exchange (and the one that assures the
-    flow, 2 s in), both directions are NATed on the fast path."""
-    t = gateway.topo
+def udp_echo(t: RouterTopology, sport: int, count: int = 300) -> tuple[int, set[str]]:
+    """``count`` datagrams h1:sport -> h2, 10 ms apart, each echoed by h2: (answered, the
+    sources h2 saw). 300 take 3 s: past the 2 s after which udp_packet() assures the flow."""
     with netns.entered(t.h2):
         echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         echo.bind((t.h2_v4, PORT))
         echo.settimeout(2)
     with netns.entered(t.h1):
         cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        cli.bind((t.h1_v4, sport))
         cli.settimeout(2)
     peers: set[str] = set()
 
@@ -303,10 +303,9 @@ def test_udp_through_nat_is_fast_both_ways(gateway: Gateway, record_property: An
 
     server = threading.Thread(target=serve, daemon=True)
     server.start()
-    before = counts(t.r)
     answered = 0
     try:
-        for i in range(300):  # 3 s: past the 2 s after which udp_packet() assures the flow
+        for i in range(count):
             cli.sendto(struct.pack("!I", i) + bytes(100), (t.h2_v4, PORT))
             if cli.recv(2048)[:4] == struct.pack("!I", i):
                 answered += 1
@@ -315,12 +314,64 @@ def test_udp_through_nat_is_fast_both_ways(gateway: Gateway, record_property: An
         cli.close()
         echo.close()
         server.join(timeout=5)
+    return answered, peers
+
+
+def test_udp_through_nat_is_fast_both_ways(gateway: Gateway, record_property: Any) -> None:
+    """h1 -> h2 datagrams, echoed: after the first exchange (and the one that assures the
+    flow, 2 s in), both directions are NATed on the fast path."""
+    t = gateway.topo
+    before = counts(t.r)
+    answered, peers = udp_echo(t, 40001)
     after = counts(t.r)
     assert answered == 300
     assert peers == {t.r2_v4}
     nat = nat_packets(before, after)
     record_property("nat_packets", nat)
     assert min(nat) >= 200  # both directions; the rest before the flow was established
+
+
+POLICY = """
+table ip tnapolicy {
+    ct timeout short {
+        protocol udp; l3proto ip;
+        policy = { unreplied : 7, replied : 7 }
+    }
+    chain forward {
+        type filter hook forward priority 10; policy accept;
+        ct state new ct timeout set "short"
+    }
+}
+"""
+
+
+def udp_timeouts(t: RouterTopology, sport: int) -> list[int]:
+    out = t.bed.run(t.r, "conntrack", "-L", "-p", "udp", "--sport", str(sport),
+                    check=False).stdout
+    return [int(line.split()[2]) for line in out.splitlines() if line.startswith("udp")]
+
+
+def test_timeout_policy_keeps_forwarding_on_linux() -> None:
+    """A timeout policy given to new connections (``ct timeout set`` in a forward chain) keeps
+    IPv4 forwarding on Linux (conntrack_lookup): the fast path would refresh the policy's
+    entries with the sysctls' timeouts. The control: the gateway without it carries the
+    echoed UDP flow on the fast path, its entry at the sysctl's 120 s; with the policy, Linux
+    carries every datagram and the entry keeps the policy's 7 s."""
+    with built(False) as gw:
+        t = gw.topo
+        before = counts(t.r)
+        assert udp_echo(t, 40002)[0] == 300
+        assert min(nat_packets(before, counts(t.r))) >= 200  # control: fast
+        assert all(s > 100 for s in udp_timeouts(t, 40002)), udp_timeouts(t, 40002)
+        t.bed.run(t.r, "nft", "-f", "-", input=POLICY)
+        run_tna(t.r, "apply")
+        plan = run_tna(t.r, "plan").stdout
+        assert "conntrack_lookup" in plan and "ct timeout" in plan, plan
+        before = counts(t.r)
+        assert udp_echo(t, 40003)[0] == 300
+        assert nat_packets(before, counts(t.r)) == (0, 0)
+        timeouts = udp_timeouts(t, 40003)
+        assert timeouts and all(s <= 7 for s in timeouts), timeouts
 
 
 def test_out_of_window_segment_is_still_dropped(record_property: Any) -> None:
