@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -166,17 +166,12 @@ def conntrack_lookup_changers(chains: Iterable[NetfilterChain], af: int) -> list
 
 def _nft_lookup_changes(node: Any) -> set[str]:
     found: set[str] = set()
-    if isinstance(node, list):
-        for item in node:
-            found |= _nft_lookup_changes(item)
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("notrack", "ct timeout"):
-                found.add(key)
-            elif key == "mangle" and isinstance(value, dict) and value.get("key") == {
-                    "ct": {"key": "zone"}}:
-                found.add("ct zone set")
-            found |= _nft_lookup_changes(value)
+    for key, value in _nft_items(node):
+        if key in ("notrack", "ct timeout"):
+            found.add(key)
+        elif key == "mangle" and isinstance(value, dict) \
+                and value.get("key") == {"ct": {"key": "zone"}}:
+            found.add("ct zone set")
     return found
 
 
@@ -193,17 +188,23 @@ def nat_chains(chains: Iterable[NetfilterChain], af: int) -> list[NetfilterChain
 
 def _nft_ct_keys(node: Any) -> set[str]:
     found: set[str] = set()
+    for key, value in _nft_items(node):
+        if key in NFT_CT_KEYS:
+            found.add(key)
+        if key == "xt" and isinstance(value, dict) and value.get("name") in CT_EXTENSIONS:
+            found.add(f"xt {value['name']}")
+    return found
+
+
+def _nft_items(node: Any) -> Iterator[tuple[str, Any]]:
+    """Every (key, value) of every object in an nft JSON tree, depth first."""
     if isinstance(node, list):
         for item in node:
-            found |= _nft_ct_keys(item)
+            yield from _nft_items(item)
     elif isinstance(node, dict):
         for key, value in node.items():
-            if key in NFT_CT_KEYS:
-                found.add(key)
-            if key == "xt" and isinstance(value, dict) and value.get("name") in CT_EXTENSIONS:
-                found.add(f"xt {value['name']}")
-            found |= _nft_ct_keys(value)
-    return found
+            yield key, value
+            yield from _nft_items(value)
 
 
 def _legacy_uses_ct(line: str) -> bool:
