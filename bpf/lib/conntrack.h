@@ -238,6 +238,7 @@ struct ct_work {
 	struct bpf_ct_opts___local opts;	/* the lookup's */
 	struct bpf_sock_tuple tuple;
 	struct ct_last_work last;		/* the retransmission count's (ct_last.h) */
+	struct tna_ct_seg owner;		/* tna_ct_last_held()'s: a record owner's values */
 };
 
 /* The entry of a TCP/UDP packet, referenced (bpf_ct_release() it), or NULL; *dir its side. */
@@ -274,13 +275,24 @@ static __always_inline struct nf_conn *ct_lookup(struct xdp_md *ctx, int v6, con
 	return ct;
 }
 
+/* The kernel's own last segment and retransmission count of an entry, read under no lock. */
+static __always_inline void ct_kernel_seg(const struct nf_conn *ct, struct tna_ct_seg *k)
+{
+	k->seq = ct->proto.tcp.last_seq;
+	k->ack = ct->proto.tcp.last_ack;
+	k->end = ct->proto.tcp.last_end;
+	k->win = ct->proto.tcp.last_win;
+	k->dir = ct->proto.tcp.last_dir;
+	k->retrans = ct->proto.tcp.retrans;
+}
+
 /*
  * For ct_last_way_for(): does way ``way`` of bucket ``bucket`` hold what only it knows? Its
  * connection's entry is still in the table (looked up by the record's tuple) and the kernel's
  * last_* and retrans still equal the record's snapshot: no segment reached the kernel since the
  * last fast one, so the record's truth is the only one there is. A global function: it runs
  * only for a bucket whose ways are both taken, and its caller's stack has no room for a second
- * lookup. The lookup writes w->opts and w->tuple (the caller's lookup is done with them).
+ * lookup. It writes w->opts, w->tuple (the caller's lookup is done with them) and w->owner.
  */
 __attribute__((noinline)) int tna_ct_last_held(struct xdp_md *ctx, struct ct_work *w,
 					       __u32 bucket, __u32 way)
@@ -288,7 +300,7 @@ __attribute__((noinline)) int tna_ct_last_held(struct xdp_md *ctx, struct ct_wor
 	struct tna_ct_last_bucket *b = bpf_map_lookup_elem(&tna_ct_last, &bucket);
 	const struct tna_ct_last *rec;
 	struct nf_conn *ct;
-	int dir = 0, held;
+	int dir = 0;
 
 	if (!w || !b)
 		return 1;	/* cannot tell: keep it (the caller's segment goes to Linux) */
@@ -297,14 +309,9 @@ __attribute__((noinline)) int tna_ct_last_held(struct xdp_md *ctx, struct ct_wor
 		       rec->key.sport, rec->key.dport, IPPROTO_TCP, &dir, w);
 	if (!ct)
 		return 0;
-	held = !dir && ct->proto.tcp.last_seq == rec->kernel.seq &&
-	       ct->proto.tcp.last_ack == rec->kernel.ack &&
-	       ct->proto.tcp.last_end == rec->kernel.end &&
-	       ct->proto.tcp.last_win == rec->kernel.win &&
-	       ct->proto.tcp.last_dir == rec->kernel.dir &&
-	       ct->proto.tcp.retrans == rec->kernel.retrans;
+	ct_kernel_seg(ct, &w->owner);	/* (in the scratch: the call chain's stack is full) */
 	bpf_ct_release(ct);
-	return held;
+	return !dir && ct_snapshot_same(&w->owner, &rec->kernel);
 }
 
 /*
@@ -536,7 +543,7 @@ static __always_inline void ct_orig_addrs(const struct nf_conn *ct, int v6, __u3
 
 /*
  * For ct_last_count(): the entry's original-direction tuple (the key) and the kernel's own
- * last segment and retransmission count (the snapshot), read under no lock, as the rest.
+ * last segment and retransmission count (the snapshot).
  */
 static __always_inline void ct_last_fill(const struct nf_conn *ct, int v6, struct ct_last_work *w)
 {
@@ -545,12 +552,7 @@ static __always_inline void ct_last_fill(const struct nf_conn *ct, int v6, struc
 	key->family = v6 ? AF_INET6 : AF_INET;
 	key->pad[0] = key->pad[1] = key->pad[2] = 0;
 	ct_orig_addrs(ct, v6, (__u32 *)key->saddr, (__u32 *)key->daddr, &key->sport, &key->dport);
-	w->val.kernel.seq = ct->proto.tcp.last_seq;
-	w->val.kernel.ack = ct->proto.tcp.last_ack;
-	w->val.kernel.end = ct->proto.tcp.last_end;
-	w->val.kernel.win = ct->proto.tcp.last_win;
-	w->val.kernel.dir = ct->proto.tcp.last_dir;
-	w->val.kernel.retrans = ct->proto.tcp.retrans;
+	ct_kernel_seg(ct, &w->val.kernel);
 }
 
 /*

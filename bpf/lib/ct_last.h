@@ -74,6 +74,13 @@ static __always_inline int ct_seg_same(const struct tna_ct_seg *a, const struct 
 	       a->win == b->win;
 }
 
+/* The kernel's values still those of a record's snapshot: no segment reached it since. */
+static __always_inline int ct_snapshot_same(const struct tna_ct_seg *a,
+					    const struct tna_ct_seg *b)
+{
+	return ct_seg_same(a, b) && a->retrans == b->retrans;
+}
+
 /* ct_last_count()'s result: the count in the low byte, and this flag */
 #define CT_LAST_WIN0 0x100	/* the remembered segment's window is 0 (tcp_packet()'s
 				 * last_win == 0 rule) */
@@ -120,7 +127,7 @@ static __always_inline int ct_last_count(struct xdp_md *ctx, struct ct_work *cw,
 	for (int i = 0; i < TNA_CT_LAST_WAYS; i++)
 		if (ct_last_key_same(&b->way[i].key, &w->val.key))
 			rec = &b->way[i];
-	if (rec && ct_seg_same(&rec->kernel, t) && rec->kernel.retrans == t->retrans)
+	if (rec && ct_snapshot_same(&rec->kernel, t))
 		t = &rec->truth;	/* no segment reached the kernel since the last fast one */
 	if (!w->in_window)
 		return t->retrans | (t->win ? 0 : CT_LAST_WIN0);
