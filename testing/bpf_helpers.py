@@ -99,8 +99,9 @@ def clear_map(name: str) -> None:
     value of an array (whose entries cannot be deleted)."""
     m = open_map(name)
     try:
-        if libbpf.map_info(m.fd).type == BPF_MAP_TYPE_ARRAY:
-            n = libbpf.map_info(m.fd).max_entries
+        info = libbpf.map_info(m.fd)
+        if info.type == BPF_MAP_TYPE_ARRAY:
+            n = info.max_entries
             keys = b"".join(i.to_bytes(4, "little") for i in range(n))
             m.update_batch(keys, bytes(n * m.value_size), n)
             return

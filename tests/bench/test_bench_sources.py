@@ -120,11 +120,7 @@ def test_skb_source_frames(var: frames.Variation | None) -> None:
                 finally:
                     obj.close()
             assert sent == burst
-            got: list[bytes] = []
-            while len(got) < burst:
-                data = cap.recv(4096)
-                if data[12:14] == b"\x08\x00":  # not the namespace's own IPv6 chatter
-                    got.append(data)
+            got = _ipv4_frames(cap, burst)
         finally:
             cap.close()
     want = [frames.build(frames.varied(SPEC, var, i)) if var else template

@@ -449,10 +449,10 @@ def _same_bucket(key: Any, n: int) -> list[tuple[str, int]]:
     want, out = ct_last_bucket(bytes(key)), []
     for last in range(100, 200):
         src = f"10.9.0.{last}"
-        head = struct.pack("<I", socket.AF_INET)
-        addrs = socket.inet_aton(src) + bytes(12) + socket.inet_aton("10.2.0.2") + bytes(12)
+        other = ct_last_key(src, 0, "10.2.0.2", 80)
         for sport in range(1024, 65536):
-            if ct_last_bucket(head + struct.pack(">HH", sport, 80) + addrs) == want:
+            other.sport = socket.htons(sport)
+            if ct_last_bucket(bytes(other)) == want:
                 out.append((src, sport))
                 if len(out) == n:
                     return out
