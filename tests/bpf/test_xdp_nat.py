@@ -43,12 +43,11 @@ from testing.bpf_helpers import (
 )
 from testing.datapath_hooks import sync_firewall_for_test
 from tna import abi, netlink, netns
-from tna.datapath.firewall import DEFAULT_CT_TCP
 from tna.datapath.liberal import Request, RequestRing, read_stats
 from tna.datapath.pins import open_map
 from tna.firewall.tables import VERDICT_ACCEPT, VERDICT_DROP, FwRule, FwTables
 from tna.introspect import kernel_hz
-from tna.plan.types import Features, Namespace
+from tna.plan.types import CT_TCP_DEFAULT, Features, Namespace
 
 pytestmark = pytest.mark.root
 
@@ -64,7 +63,7 @@ def nat_table(nat: bool = True) -> FwTables:
 @contextlib.contextmanager
 def gateway(router: Router, table: FwTables, liberal: bool = False,
             features: Features = FIREWALL) -> Iterator[None]:
-    ct_tcp = (*DEFAULT_CT_TCP[:2], liberal)
+    ct_tcp = (*CT_TCP_DEFAULT[:2], liberal)
     with program(router, features), netns.entered(router.ns):
         sync_firewall_for_test(Namespace(firewall=(table, None), ct_tcp=ct_tcp,
                                          ct_hz=kernel_hz()))

@@ -29,16 +29,13 @@ from tna.firewall.tables import (
     check_fits,
     rule0_decides,
 )
+from tna.plan.types import CT_TCP_DEFAULT, CT_TCP_RETRANS_DEFAULT
 
 MAP_NAMES = ("tna_fw_tables", "tna_fw_rules", "tna_fw_classes", "tna_fw_ifs", "tna_fw_small",
              "tna_fw_ports", "tna_fw_v4", "tna_fw_v6", "tna_fw_counters")
 SMALL_FIELDS = ("l4proto", "tcpflags", "icmptype")
 PORT_FIELDS = ("sport", "dport")
 FAMILIES = (0, 1)  # table = generation * 2 + family: 0 IPv4, 1 IPv6
-# established TCP: timeouts (ms, established and unacknowledged) and be_liberal (Namespace.ct_tcp)
-DEFAULT_CT_TCP = (432_000_000, 300_000, False)
-# the retransmission rule: timeout (ms) and repeats from which it applies (Namespace.ct_tcp_retrans)
-DEFAULT_CT_RETRANS = (300_000, 3)
 
 
 def refresh_hz(hz: int, timeouts_ms: Iterable[int]) -> int:
@@ -74,9 +71,9 @@ class Written:
 
     tables: tuple[FwTables | None, FwTables | None]
     ct_timeouts_ms: tuple[int, int]
-    ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP
+    ct_tcp: tuple[int, int, bool] = CT_TCP_DEFAULT
     ct_hz: int = 0
-    ct_retrans: tuple[int, int] = DEFAULT_CT_RETRANS
+    ct_retrans: tuple[int, int] = CT_TCP_RETRANS_DEFAULT
 
 
 class FirewallMaps:
@@ -91,8 +88,8 @@ class FirewallMaps:
 
     def write_generation(self, gen: int, tables: Sequence[FwTables | None],
                          ct_timeouts_ms: tuple[int, int],
-                         ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP, ct_hz: int = 0,
-                         ct_retrans: tuple[int, int] = DEFAULT_CT_RETRANS) -> None:
+                         ct_tcp: tuple[int, int, bool] = CT_TCP_DEFAULT, ct_hz: int = 0,
+                         ct_retrans: tuple[int, int] = CT_TCP_RETRANS_DEFAULT) -> None:
         """Fill generation ``gen`` (not in use) with one table per family."""
         for fam in FAMILIES:
             self.maps["tna_fw_tables"].update(_u32(gen * 2 + fam), bytes(abi.TnaFwTable()))
@@ -104,8 +101,8 @@ class FirewallMaps:
                 self._write_table(t, ft, ct_timeouts_ms, ct_tcp, ct_hz, ct_retrans)
 
     def _write_table(self, t: int, ft: FwTables, ct_timeouts_ms: tuple[int, int],
-                     ct_tcp: tuple[int, int, bool] = DEFAULT_CT_TCP, ct_hz: int = 0,
-                     ct_retrans: tuple[int, int] = DEFAULT_CT_RETRANS) -> None:
+                     ct_tcp: tuple[int, int, bool] = CT_TCP_DEFAULT, ct_hz: int = 0,
+                     ct_retrans: tuple[int, int] = CT_TCP_RETRANS_DEFAULT) -> None:
         check_fits(ft)
         self._write_classes(t, ft)
         self._write_rules(t, ft)

@@ -115,6 +115,12 @@ class Port:
                 | (abi.TNA_IF_MTU_FLOOR if self.mtu_floor else 0))
 
 
+# the kernel's defaults of Namespace.ct_tcp and ct_tcp_retrans (below), for a snapshot without
+# the sysctls and for tables written without a plan
+CT_TCP_DEFAULT: tuple[int, int, bool] = (432_000_000, 300_000, False)
+CT_TCP_RETRANS_DEFAULT: tuple[int, int] = (300_000, 3)
+
+
 @dataclass(frozen=True)
 class Namespace:
     """Namespace-wide data: IPv4 sources never forwarded (own and broadcast addresses) and
@@ -132,10 +138,10 @@ class Namespace:
     local_v6: frozenset[str] = frozenset()
     # established TCP: nf_conntrack_tcp_timeout_established and _unacknowledged (ms), and
     # nf_conntrack_tcp_be_liberal (windows are not judged)
-    ct_tcp: tuple[int, int, bool] = (432_000_000, 300_000, False)
+    ct_tcp: tuple[int, int, bool] = CT_TCP_DEFAULT
     # the retransmission rule: nf_conntrack_tcp_timeout_max_retrans (ms) and
     # nf_conntrack_tcp_max_retrans (repeats of the last segment from which it applies)
-    ct_tcp_retrans: tuple[int, int] = (300_000, 3)
+    ct_tcp_retrans: tuple[int, int] = CT_TCP_RETRANS_DEFAULT
     # jiffies per second (CONFIG_HZ; 0: unknown), when every timeout above is whole seconds:
     # the fast path then skips a refresh that would write the value the entry holds
     ct_hz: int = 0
