@@ -83,15 +83,21 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		/* Linux's for window tracking alone: does the rest say the fast path would carry
 		 * it? (only with tna run --tcp-liberal; lib/ct_liberal.h) */
 		ask = tna_features.ct_tcp_liberal && s->ask_pending;
-		if (!v6 && (s->nat.dst || s->nat.src)) {
+		if (s->nat.dst || s->nat.src) {
 			fws = s;
-			if (s->nat.dst) {
-				dst4 = s->nat.daddr;
+			if (s->nat.dst && v6) {
+				__builtin_memcpy(fib->ipv6_dst, s->nat.daddr, sizeof(fib->ipv6_dst));
+				fib->dport = s->nat.dport;
+			} else if (s->nat.dst) {
+				dst4 = s->nat.daddr[0];
 				fib->ipv4_dst = dst4;
 				fib->dport = s->nat.dport;
 			}
 		}
 	}
+	/* what the local table says, of the destination after PREROUTING's DNAT */
+	if (v6 && tna_features.fib_direct_v6 && local_v6((struct in6_addr *)fib->ipv6_dst))
+		return punt(ctx, in->slot, TNA_PUNT_NOT_FORWARDED);
 	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib),
 			    (v6 ? tna_features.fib_direct_v6 : tna_features.fib_direct_v4) ?
 			    fib_direct_flags(ctx, v6) : 0);
@@ -135,8 +141,8 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		return punt(ctx, in->slot, TNA_PUNT_TOO_BIG);
 
 	/* NAT as the kernel orders it: DNAT (PREROUTING), TTL (ip_forward), SNAT (POSTROUTING) */
-	if (fws && (tna_nat_keep(ctx, 0) ||
-		    (fws->nat.dst && tna_nat_manip(ctx, 0))))
+	if (fws && (tna_nat_keep(ctx, 0, v6) ||
+		    (fws->nat.dst && tna_nat_manip(ctx, 0, v6))))
 		return punt(ctx, in->slot, TNA_PUNT_MALFORMED);
 	data = frame_start(ctx);
 	end = frame_end(ctx);
@@ -153,7 +159,7 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		old_check = iph->check;
 		ipv4_decrease_ttl(iph);
 	}
-	if (fws && fws->nat.src && tna_nat_manip(ctx, 1))
+	if (fws && fws->nat.src && tna_nat_manip(ctx, 1, v6))
 		return punt(ctx, in->slot, TNA_PUNT_MALFORMED);	/* not reached: checked above */
 	data = frame_start(ctx);
 	end = frame_end(ctx);
@@ -169,13 +175,16 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 	iph = data + sizeof(struct ethhdr);
 	ip6h = (void *)iph;
 	if (v6) {
-		if ((void *)(ip6h + 1) <= end)
+		if ((void *)(ip6h + 1) <= end) {
 			ip6h->hop_limit++;
+			if (fws)
+				tna_nat_keep(ctx, 1, 1);
+		}
 	} else if ((void *)(iph + 1) <= end) {
 		iph->ttl = old_ttl;
 		iph->check = old_check;
 		if (fws)
-			tna_nat_keep(ctx, 1);
+			tna_nat_keep(ctx, 1, 0);
 	}
 	return punt(ctx, in->slot, TNA_PUNT_EGRESS);
 }
@@ -226,9 +235,6 @@ static __always_inline int ipv6_forward(struct xdp_md *ctx, const struct tna_ifa
 	why = ipv6_check(ip6h, end - data);
 	if (why)
 		return punt(ctx, in->slot, why);
-
-	if (tna_features.fib_direct_v6 && local_v6(&ip6h->daddr))	/* what the local table says */
-		return punt(ctx, in->slot, TNA_PUNT_NOT_FORWARDED);
 
 	wire_len = sizeof(struct ethhdr) + sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
 	fib.family = AF_INET6;

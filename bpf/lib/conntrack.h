@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "ct_last.h"
+#include "ipv6.h"
 #include "l4csum.h"
 #include "profile.h"
 #include <linux/tcp.h>
@@ -162,7 +163,7 @@ struct ct_nat {
 	__u8 dst;		/* a destination manip applies */
 	__u8 src;		/* a source manip applies */
 	__u8 csum_ok;		/* the L4 checksum verified (not a UDP checksum of 0) */
-	__be32 daddr, saddr;	/* IPv4 targets */
+	__be32 daddr[4], saddr[4];	/* targets; IPv4 in [0] */
 	__be16 dport, sport;
 };
 
@@ -195,6 +196,24 @@ static __always_inline int ipv4_unroutable(__be32 addr)
 	return first == 0 || first == 127 || first >= 224;
 }
 
+/* nf_nat_manip_pkt(): the targets are the other direction's tuple ``t``, inverted. */
+static __always_inline void ct_nat_targets(const struct nf_conntrack_tuple___tna *t, struct ct_nat *nat)
+{
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		nat->saddr[i] = t->dst.u3.all[i];
+		nat->daddr[i] = t->src.u3.all[i];
+	}
+	nat->sport = t->dst.u.all;
+	nat->dport = t->src.u.all;
+}
+
+/* A target Linux would not route as a plain unicast address: its flow stays Linux's. */
+static __always_inline int ct_nat_unroutable(const __be32 *addr, int v6)
+{
+	return v6 ? !!ipv6_addr_check((const struct in6_addr *)addr) : ipv4_unroutable(addr[0]);
+}
+
 /*
  * Fill *nat for an entry with NAT: 0, or why the fast path leaves it to Linux. ``nat_on``: the
  * family's nat hooks are registered (without them the kernel applies no NAT at all).
@@ -210,25 +229,15 @@ static __always_inline int ct_nat_of(const struct nf_conn *ct, unsigned long sta
 	nat->dir = dir;
 	if (!nat->dst && !nat->src)
 		return 0;
-	if (v6 || !nat_on)
+	if (!nat_on)
 		return TNA_PUNT_NAT;
 	/* a manip not yet set up: the kernel still has a first packet to NAT */
 	if (((status & CT_SRC_NAT) && !(status & CT_SRC_NAT_DONE)) ||
 	    ((status & CT_DST_NAT) && !(status & CT_DST_NAT_DONE)))
 		return TNA_PUNT_NAT;
-	/* nf_nat_manip_pkt(): the target is the other direction's tuple, inverted */
-	if (dir) {
-		nat->saddr = ct->tuplehash[0].tuple.dst.u3.all[0];
-		nat->sport = ct->tuplehash[0].tuple.dst.u.all;
-		nat->daddr = ct->tuplehash[0].tuple.src.u3.all[0];
-		nat->dport = ct->tuplehash[0].tuple.src.u.all;
-	} else {
-		nat->saddr = ct->tuplehash[1].tuple.dst.u3.all[0];
-		nat->sport = ct->tuplehash[1].tuple.dst.u.all;
-		nat->daddr = ct->tuplehash[1].tuple.src.u3.all[0];
-		nat->dport = ct->tuplehash[1].tuple.src.u.all;
-	}
-	if ((nat->dst && ipv4_unroutable(nat->daddr)) || (nat->src && ipv4_unroutable(nat->saddr)))
+	ct_nat_targets(dir ? &ct->tuplehash[0].tuple : &ct->tuplehash[1].tuple, nat);
+	if ((nat->dst && ct_nat_unroutable(nat->daddr, v6)) ||
+	    (nat->src && ct_nat_unroutable(nat->saddr, v6)))
 		return TNA_PUNT_NAT;
 	return 0;
 }

@@ -50,7 +50,7 @@ struct fw_loop {
 
 /* The header fields NAT rewrites, as received: put back if the redirect fails. */
 struct nat_saved {
-	__be32 saddr, daddr;
+	__be32 saddr[4], daddr[4];	/* IPv4 in [0] */
 	__be16 sport, dport;
 	__sum16 ip_check, l4_check;
 };
@@ -383,7 +383,10 @@ static __always_inline int fw_forward_hook(struct xdp_md *ctx, struct fw_scratch
 		}
 	}
 	if (s->nat.dst) {	/* the forward hook sees the packet after PREROUTING's DNAT */
-		__builtin_memcpy(p->daddr, &s->nat.daddr, 4);
+		if (p->v6)
+			__builtin_memcpy(p->daddr, s->nat.daddr, 16);
+		else
+			__builtin_memcpy(p->daddr, s->nat.daddr, 4);
 		p->dport = bpf_ntohs(s->nat.dport);
 	}
 	l = &s->l;
@@ -684,86 +687,127 @@ static __always_inline __sum16 csum_replace(__sum16 check, __u32 from, __u32 to)
 	return (__sum16)~sum;
 }
 
-/* Where the L4 checksum of an option-less IPv4 TCP/UDP packet is, or NULL. */
-static __always_inline __sum16 *nat_l4_check(struct iphdr *iph, void *end)
+/* Where the L4 checksum of a TCP/UDP header at ``l4`` is, or NULL. */
+static __always_inline __sum16 *nat_l4_check(__u8 proto, __u8 *l4, void *end)
 {
-	__u8 *l4 = (void *)(iph + 1);
-
-	if (iph->protocol == IPPROTO_TCP && (void *)(l4 + sizeof(struct tcphdr)) <= end)
+	if (proto == IPPROTO_TCP && (void *)(l4 + sizeof(struct tcphdr)) <= end)
 		return (__sum16 *)(l4 + 16);
-	if (iph->protocol == IPPROTO_UDP && (void *)(l4 + sizeof(struct udphdr)) <= end)
+	if (proto == IPPROTO_UDP && (void *)(l4 + sizeof(struct udphdr)) <= end)
 		return (__sum16 *)(l4 + 6);
 	return NULL;
 }
 
-/*
- * One manip of nf_nat_manip_pkt() on the frame's option-less IPv4 TCP/UDP packet, with the
- * conntrack step's targets: ``src`` 0 the destination (PREROUTING), 1 the source
- * (POSTROUTING). In the kernel's order: L4 checksum for the address (pseudo-header), for the
- * port, the port, then the address and the IP header checksum. A UDP checksum of 0 ("none")
- * stays 0; one that becomes 0 is sent as 0xffff (CSUM_MANGLED_0). 0, or -1 if malformed.
- */
-__attribute__((noinline)) int tna_nat_manip(struct xdp_md *ctx, __u32 src)
+/* The fields NAT rewrites in the frame's option-less IPv4 or extension-less IPv6 TCP/UDP
+ * packet: addresses (IPv4 in [0]), ports, checksums (ip_check: IPv4 only). */
+struct nat_fields {
+	__be32 *saddr, *daddr;
+	__be16 *ports;
+	__sum16 *l4_check, *ip_check;
+	__u32 words;	/* of an address: 4 (IPv6) or 1 */
+	__u8 proto;
+};
+
+static __always_inline int nat_fields(struct xdp_md *ctx, int v6, struct nat_fields *f)
 {
 	void *data = frame_start(ctx), *end = frame_end(ctx);
-	struct iphdr *iph = data + sizeof(struct ethhdr);
-	struct fw_scratch *s = fw_scratch();
-	__be16 *port, to_port;
-	__be32 *addr, to;
-	__sum16 *check;
+	__u8 *l4;
 
-	if (!s || (void *)(iph + 1) > end)
+	if (v6) {
+		struct ipv6hdr *ip6h = data + sizeof(struct ethhdr);
+
+		if ((void *)(ip6h + 1) > end)
+			return -1;
+		f->saddr = ip6h->saddr.in6_u.u6_addr32;
+		f->daddr = ip6h->daddr.in6_u.u6_addr32;
+		f->ip_check = NULL;
+		f->words = 4;
+		f->proto = ip6h->nexthdr;
+		l4 = (void *)(ip6h + 1);
+	} else {
+		struct iphdr *iph = data + sizeof(struct ethhdr);
+
+		if ((void *)(iph + 1) > end)
+			return -1;
+		f->saddr = &iph->saddr;
+		f->daddr = &iph->daddr;
+		f->ip_check = &iph->check;
+		f->words = 1;
+		f->proto = iph->protocol;
+		l4 = (void *)(iph + 1);
+	}
+	f->ports = (__be16 *)l4;
+	f->l4_check = nat_l4_check(f->proto, l4, end);
+	return f->l4_check ? 0 : -1;
+}
+
+/*
+ * One manip of nf_nat_manip_pkt() on the frame's TCP/UDP packet, with the conntrack step's
+ * targets: ``src`` 0 the destination (PREROUTING), 1 the source (POSTROUTING). In the kernel's
+ * order: L4 checksum for the address (pseudo-header), for the port, the port, then the address
+ * and, for IPv4, the header checksum. A UDP checksum of 0 ("none") stays 0; one that becomes 0
+ * is sent as 0xffff (CSUM_MANGLED_0). The checksum bytes do not depend on how the address words
+ * are grouped (inet_proto_csum_replace16() sums all eight at once): ones'-complement sums
+ * fold to the same value. 0, or -1 if malformed.
+ */
+__attribute__((noinline)) int tna_nat_manip(struct xdp_md *ctx, __u32 src, __u32 v6)
+{
+	struct fw_scratch *s = fw_scratch();
+	const __be32 *to;
+	struct nat_fields f;
+	__be16 *port, to_port;
+	__be32 *addr;
+
+	if (!s || nat_fields(ctx, v6, &f))
 		return -1;
-	check = nat_l4_check(iph, end);
-	if (!check)
-		return -1;
-	port = (__be16 *)(iph + 1) + (src ? 0 : 1);
-	addr = src ? &iph->saddr : &iph->daddr;
+	port = src ? &f.ports[0] : &f.ports[1];
+	addr = src ? f.saddr : f.daddr;
 	to = src ? s->nat.saddr : s->nat.daddr;
 	to_port = src ? s->nat.sport : s->nat.dport;
-	if (iph->protocol == IPPROTO_TCP || *check) {
-		*check = csum_replace(*check, *addr, to);
-		*check = csum_replace(*check, *port, to_port);
-		if (iph->protocol == IPPROTO_UDP && !*check)
-			*check = (__sum16)0xffff;
+	if (f.proto == IPPROTO_TCP || *f.l4_check) {
+		for (int i = 0; i < 4 && i < f.words; i++)
+			*f.l4_check = csum_replace(*f.l4_check, addr[i], to[i]);
+		*f.l4_check = csum_replace(*f.l4_check, *port, to_port);
+		if (f.proto == IPPROTO_UDP && !*f.l4_check)
+			*f.l4_check = (__sum16)0xffff;
 	}
 	*port = to_port;
-	iph->check = csum_replace(iph->check, *addr, to);
-	*addr = to;
+	if (f.ip_check)
+		*f.ip_check = csum_replace(*f.ip_check, addr[0], to[0]);
+	for (int i = 0; i < 4 && i < f.words; i++)
+		addr[i] = to[i];
 	return 0;
 }
 
 /* Before the manips: keep the fields they rewrite (``undo`` 0), or put them back (1). */
-__attribute__((noinline)) int tna_nat_keep(struct xdp_md *ctx, __u32 undo)
+__attribute__((noinline)) int tna_nat_keep(struct xdp_md *ctx, __u32 undo, __u32 v6)
 {
-	void *data = frame_start(ctx), *end = frame_end(ctx);
-	struct iphdr *iph = data + sizeof(struct ethhdr);
 	struct fw_scratch *s = fw_scratch();
+	struct nat_fields f;
 	struct nat_saved *k;
-	__be16 *ports;
-	__sum16 *check;
 
-	if (!s || (void *)(iph + 1) > end)
+	if (!s || nat_fields(ctx, v6, &f))
 		return -1;
-	check = nat_l4_check(iph, end);
-	if (!check)
-		return -1;
-	ports = (__be16 *)(iph + 1);
 	k = &s->saved;
 	if (undo) {
-		iph->saddr = k->saddr;
-		iph->daddr = k->daddr;
-		ports[0] = k->sport;
-		ports[1] = k->dport;
-		iph->check = k->ip_check;
-		*check = k->l4_check;
+		for (int i = 0; i < 4 && i < f.words; i++) {
+			f.saddr[i] = k->saddr[i];
+			f.daddr[i] = k->daddr[i];
+		}
+		f.ports[0] = k->sport;
+		f.ports[1] = k->dport;
+		if (f.ip_check)
+			*f.ip_check = k->ip_check;
+		*f.l4_check = k->l4_check;
 	} else {
-		k->saddr = iph->saddr;
-		k->daddr = iph->daddr;
-		k->sport = ports[0];
-		k->dport = ports[1];
-		k->ip_check = iph->check;
-		k->l4_check = *check;
+		for (int i = 0; i < 4 && i < f.words; i++) {
+			k->saddr[i] = f.saddr[i];
+			k->daddr[i] = f.daddr[i];
+		}
+		k->sport = f.ports[0];
+		k->dport = f.ports[1];
+		if (f.ip_check)
+			k->ip_check = *f.ip_check;
+		k->l4_check = *f.l4_check;
 	}
 	return 0;
 }

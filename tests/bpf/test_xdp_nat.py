@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 from scapy.sendrecv import sendp
@@ -40,8 +41,9 @@ from testing.bpf_helpers import (
     program,
     run,
     v4,
+    v6,
 )
-from testing.datapath_hooks import sync_firewall_for_test
+from testing.datapath_hooks import sync_firewall_for_test, sync_namespace_for_test
 from tna import abi, netlink, netns
 from tna.datapath.liberal import Request, RequestRing, read_stats
 from tna.datapath.pins import open_map
@@ -62,11 +64,16 @@ def nat_table(nat: bool = True) -> FwTables:
 
 @contextlib.contextmanager
 def gateway(router: Router, table: FwTables, liberal: bool = False,
-            features: Features = FIREWALL) -> Iterator[None]:
+            features: Features = FIREWALL, v6: bool = False,
+            local_v6: frozenset[str] = frozenset()) -> Iterator[None]:
+    """The program with ``table`` as the forward hook of IPv4 (or ``v6``); ``local_v6``: the
+    mirror of the local table that fib_direct_v6 consults."""
     ct_tcp = (*CT_TCP_DEFAULT[:2], liberal)
+    ns = Namespace(firewall=(None, table) if v6 else (table, None), ct_tcp=ct_tcp,
+                   ct_hz=kernel_hz(), local_v6=local_v6)
     with program(router, features), netns.entered(router.ns):
-        sync_firewall_for_test(Namespace(firewall=(table, None), ct_tcp=ct_tcp,
-                                         ct_hz=kernel_hz()))
+        sync_firewall_for_test(ns)
+        sync_namespace_for_test(ns)
         yield
 
 
@@ -209,6 +216,96 @@ def test_nat_entries_without_nat_hooks_and_icmp_go_to_linux(router: Router) -> N
         got, _, moved = run(router, bytes(v4() / ICMP(type=3, code=3) / IP() / UDP()))
         assert (got, moved) == (XDP_PASS, {"nat_related": 1})
     with gateway(router, nat_table(nat=False)):  # no nat chain: the kernel applies no NAT
+        got, out, moved = run(router, pkt)
+    assert (got, out, moved) == (XDP_PASS, pkt, {"nat": 1})
+
+
+# ---- IPv6: the same rewrite over 128-bit addresses, no header checksum -------------------------
+
+PUBLIC6 = "fd00:2::1"  # r2's address: the IPv6 masquerade address
+H1_V6, H2_V6 = "fd00:1::2", "fd00:2::2"
+
+
+def expected6(pkt: Packet, src: str, sport: int, dst: str, dport: int) -> bytes:
+    """``pkt`` routed out r2 with the translated fields; the UDP checksum recomputed by
+    scapy."""
+    out = pkt.copy()
+    out[Ether].src, out[Ether].dst = R2_MAC, H2_MAC
+    out[IPv6].src, out[IPv6].dst, out[IPv6].hlim = src, dst, out[IPv6].hlim - 1
+    out[UDP].sport, out[UDP].dport = sport, dport
+    del out[UDP].chksum
+    return bytes(out)
+
+
+@pytest.mark.usefixtures("flows")
+@pytest.mark.parametrize("fib_direct", [False, True], ids=["fib_full", "fib_direct"])
+def test_ipv6_masquerade_both_directions(router: Router, fib_direct: bool) -> None:
+    """Out: the source becomes the router's address. Back (a flow from h2 masqueraded out of
+    r1): the reply is addressed to r1 itself and is forwarded only because conntrack's
+    destination manip comes before the routing decision; with fib_direct_v6 the local-table
+    mirror is asked about the translated destination. The control: the same reply without an
+    entry of its own (established, without NAT) is Linux's, delivered locally."""
+    udp_entry(router, H1_V6, H2_V6, 4101, 53, "--src-nat", f"[{PUBLIC6}]:40101")
+    udp_entry(router, H2_V6, H1_V6, 53, 4102, "--src-nat", "[fd00:1::1]:40102")
+    udp_entry(router, H1_V6, "fd00:1::1", 4102, 40199)
+    out = Ether(bytes(v6() / UDP(sport=4101, dport=53) / b"query"))
+    back = Ether(bytes(v6(dst="fd00:1::1") / UDP(sport=4102, dport=40102) / b"answer"))
+    stray = Ether(bytes(v6(dst="fd00:1::1") / UDP(sport=4102, dport=40199) / b"answer"))
+    features = dataclasses.replace(FIREWALL, fib_direct_v6=fib_direct)
+    with gateway(router, nat_table(), features=features, v6=True,
+                 local_v6=frozenset({PUBLIC6, "fd00:1::1"})):
+        got, _, moved = run(router, bytes(stray))
+        assert (got, moved) == (XDP_PASS, {"not_forwarded": 1})
+        got, sent, moved = run(router, bytes(out))
+        assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
+        assert sent == expected6(out, PUBLIC6, 40101, H2_V6, 53)
+        got, sent, moved = run(router, bytes(back))
+    assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_reply": 1})
+    assert sent == expected6(back, H1_V6, 4102, H2_V6, 53)
+
+
+@pytest.mark.usefixtures("flows")
+def test_ipv6_dnat_routes_on_the_translated_destination(router: Router) -> None:
+    """r1's own address is DNATed to h2: only a FIB lookup on the translation forwards it."""
+    udp_entry(router, H1_V6, "fd00:1::1", 4103, 8053, "--dst-nat", f"[{H2_V6}]:53")
+    pkt = Ether(bytes(v6(dst="fd00:1::1") / UDP(sport=4103, dport=8053) / (b"x" * 7)))
+    with gateway(router, nat_table(), v6=True):
+        got, out, moved = run(router, bytes(pkt))
+    assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
+    assert out == expected6(pkt, H1_V6, 4103, H2_V6, 53)
+
+
+@pytest.mark.usefixtures("flows")
+def test_ipv6_egress_gone_leaves_the_frame_untouched(router: Router) -> None:
+    """As for IPv4: a failed redirect puts back the addresses, ports and checksum it rewrote."""
+    udp_entry(router, H1_V6, H2_V6, 4111, 53, "--src-nat", f"[{PUBLIC6}]:40111")
+    pkt = Ether(bytes(v6() / UDP(sport=4111, dport=53) / b"query"))
+    key = struct.pack("=I", router.ifindex["r2"])
+    with gateway(router, nat_table(), v6=True):
+        got, out, moved = run(router, bytes(pkt))
+        assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
+        assert out == expected6(pkt, PUBLIC6, 40111, H2_V6, 53)
+        tx = open_map("tna_tx")
+        try:
+            entry = tx.lookup(key)
+            assert entry is not None and tx.delete(key)
+            got, out, moved = run(router, bytes(pkt))
+            tx.update(key, entry)
+        finally:
+            tx.close()
+    assert (got, out, moved) == (XDP_PASS, bytes(pkt), {"egress": 1})
+
+
+@pytest.mark.usefixtures("flows")
+def test_ipv6_nat_without_nat_hooks_and_icmpv6_errors_go_to_linux(router: Router) -> None:
+    udp_entry(router, H1_V6, H2_V6, 4107, 53, "--src-nat", f"[{PUBLIC6}]:40107")
+    pkt = bytes(v6() / UDP(sport=4107, dport=53))
+    error = bytes(v6() / ICMPv6DestUnreach(code=4) / IPv6(src=H2_V6, dst=H1_V6) / UDP())
+    with gateway(router, nat_table(), v6=True):
+        assert run(router, pkt)[0] == XDP_REDIRECT  # positive control
+        got, _, moved = run(router, error)
+        assert (got, moved) == (XDP_PASS, {"nat_related": 1})
+    with gateway(router, nat_table(nat=False), v6=True):  # no nat chain: no NAT at all
         got, out, moved = run(router, pkt)
     assert (got, out, moved) == (XDP_PASS, pkt, {"nat": 1})
 

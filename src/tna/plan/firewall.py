@@ -111,9 +111,7 @@ def conntrack_slow_paths(snap: Snapshot, af: int, tracking: list[str],
         names = ", ".join(f"{c.source} {c.family} {c.table} {c.name}" for c in nat)
         how = ("established flows are NATed by the fast path with the addresses and ports of "
                "conntrack's entry (masquerade, snat, dnat; redirect delivers locally, so "
-               "Linux)" if af == AF_INET else
-               "the fast path does not rewrite IPv6 NAT entries: their flows stay on Linux "
-               "(nat)")
+               "Linux)")
         out.append(SlowPath(f"{traffic}: each NATed connection's first packet, ICMP errors "
                             "of NATed flows", "nat",
                             f"nat chains ({names}) pick a mapping for a new connection on "
