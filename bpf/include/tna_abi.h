@@ -64,7 +64,7 @@ enum tna_code {
 	TNA_PUNT_CT_WINDOW = 43,	/* conntrack: a TCP segment the kernel's window tracking must see */
 	TNA_PUNT_CT_SETUP = 44,		/* conntrack: TCP not established, or SYN/FIN/RST/URG or no ACK */
 	TNA_PUNT_NAT_RELATED = 45,	/* NAT: an ICMP error (related: Linux rewrites what it quotes) */
-	TNA_PUNT_NAT = 46,		/* NAT: an entry the fast path does not rewrite (IPv6, hooks off) */
+	TNA_PUNT_NAT = 46,		/* NAT: an entry the fast path does not rewrite (hooks off, set-up pending, unroutable target) */
 	TNA_NAT_ORIGINAL = 47,		/* fast path NATed it, original direction (ingress slot) */
 	TNA_NAT_REPLY = 48,		/* fast path NATed it, reply direction (ingress slot) */
 	TNA_NR_CODES_USED = 49,

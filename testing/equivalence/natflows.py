@@ -12,6 +12,14 @@ r2 to 10.2.0.1, and forwards 10.2.0.1:8080/tcp to h3:80 and 10.2.0.1:8053/udp to
 drop**, LAN out, services to h3, policy drop), written three ways: nftables, iptables-nft
 and iptables-legacy.
 
+The IPv6 gateway (``nat_nft6_liberal0``/``1``, nftables only): the same conversations in
+IPv6 (``gateway_corpus`` with ``V6``): h1 fd00:1::2, h2 fd00:2::2, h3 fd00:3::2; a ``table
+ip6 nat`` masquerades what leaves r2 to fd00:2::1 and forwards [fd00:2::1]:8080/tcp to
+[fd00:3::2]:80 and [fd00:2::1]:8053/udp to [fd00:3::2]:53; the stateful filter is the same
+inet table.  Its ICMP errors are ICMPv6: packet too big (MTU 1280, IPv6's minimum) for the
+IPv4 fragmentation-needed, port unreachable for port unreachable.  The fences stay IPv4
+echoes to the router.
+
 Conversations: both ends are injected by the harness (the hosts are mute): the client's
 segments from its host, the server's from the other, with consistent sequence numbers,
 acknowledgements, window scaling, SACK-permitted and timestamps, as Linux endpoints would
@@ -24,8 +32,8 @@ state the previous ones left, in both runs.
 What each conversation exercises (``CONNECTIONS`` below):
 
 * ``fin``: handshake, data both ways, duplicate ACKs both ways (fast), an ICMP
-  fragmentation-needed from the WAN about the flow (related, NATed back by Linux), FIN
-  teardown (TIME_WAIT), then a late ACK;
+  fragmentation-needed (IPv6: packet too big) from the WAN about the flow (related, NATed
+  back by Linux), FIN teardown (TIME_WAIT), then a late ACK;
 * ``rst``: data, a duplicate ACK, the server's RST at the exact sequence number (CLOSE), then
   the client's stale ACK and data (no entry to be fast with);
 * ``retrans``: data, then the client sends its last ACK again and the server retransmits a
@@ -53,6 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6PacketTooBig, IPv6
 from scapy.packet import Packet, Raw
 
 from testing.equivalence import corpus
@@ -71,6 +80,26 @@ from tna.testbed import Testbed
 LAN, WAN, SRV = SIDES[1], SIDES[2], SIDES[3]
 PUBLIC = "10.2.0.1"  # the router on link 2: the masquerade address and the port forwards'
 H1, H2, H3 = LAN.v4, WAN.v4, SRV.v4
+PUBLIC6 = "fd00:2::1"  # the same for IPv6
+
+
+@dataclass(frozen=True)
+class Addrs:
+    """The gateway's addresses in one family: the LAN client, the WAN peer, the port forwards'
+    server, and the router's WAN address (masquerade and port forwards)."""
+
+    lan: str
+    wan: str
+    srv: str
+    public: str
+
+    @property
+    def v6(self) -> bool:
+        return ":" in self.public
+
+
+V4 = Addrs(H1, H2, H3, PUBLIC)
+V6 = Addrs(LAN.v6, WAN.v6, SRV.v6, PUBLIC6)
 
 # ---- rulesets ----------------------------------------------------------------------------------
 
@@ -80,6 +109,22 @@ table ip nat {
         type nat hook prerouting priority dstnat; policy accept;
         iifname "r2" tcp dport 8080 dnat to 10.3.0.2:80
         iifname "r2" udp dport 8053 dnat to 10.3.0.2:53
+    }
+    chain post {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "r2" masquerade
+    }
+}
+"""
+
+# The IPv6 gateway: the same masquerade and port forwards, in an ip6 nat table (the stateful
+# filter, STATEFUL_NFT, is an inet table: it covers IPv6 already).
+NAT6_NFT = """
+table ip6 nat {
+    chain pre {
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "r2" tcp dport 8080 dnat to [fd00:3::2]:80
+        iifname "r2" udp dport 8053 dnat to [fd00:3::2]:53
     }
     chain post {
         type nat hook postrouting priority srcnat; policy accept;
@@ -154,6 +199,9 @@ GATEWAYS = (
                       iptables_gateway(f"SNAT --to-source {PUBLIC}", True)),),
             needs=("iptables-legacy-restore",)),
 )
+# The IPv6 gateway (gateway_corpus with V6): nftables only
+GATEWAY6 = Gateway("nft6", "IPv6, nftables: ip6 nat masquerade to fd00:2::1, dnat to "
+                   "[fd00:3::2]:80 and :53", nft=STATEFUL_NFT + NAT6_NFT)
 
 
 def build_gateway(bed: Testbed, gw: Gateway, ct_sysctls: Mapping[str, object]) -> Network:
@@ -184,8 +232,17 @@ class Script:
 
 
 def _ip(side: Side, name: str, src: str, dst: str) -> Packet:
+    """The IP layer a Linux endpoint sends: IPv4 with DF and a per-step ID, or IPv6 (the family
+    of ``src``)."""
+    if ":" in src:
+        return corpus.eth(side) / IPv6(src=src, dst=dst, hlim=64)
     return corpus.eth(side) / IP(src=src, dst=dst, id=ip_id(f"{side.host}:{name}"),
                                  flags="DF", ttl=64)
+
+
+def _l3(data: bytes) -> Packet:
+    """The IP packet of an Ethernet frame, IPv4 or IPv6."""
+    return IPv6(data[14:]) if data[12:14] == b"\x86\xdd" else IP(data[14:])
 
 
 @dataclass
@@ -258,24 +315,24 @@ class Tcp:
 
     def resend(self, who: str, step: str, again: str, fast: bool = False) -> None:
         """A retransmission of ``step``: the same TCP segment, a new IP ID (as Linux)."""
-        old = IP(self.sent[step][14:])
+        old = _l3(self.sent[step])
         end = self.c if who == "client" else self.s
         pkt = _ip(end.side, f"{self.key}_{again}", old.src, old.dst) / old[TCP]
         self.script.add(end.side, f"{self.key}_{again}", wire(pkt), fast)
 
 
-def masq_tcp(script: Script, key: str, port: int) -> Tcp:
-    """h1:port -> h2:80, masqueraded to 10.2.0.1:port."""
+def masq_tcp(script: Script, key: str, port: int, a: Addrs = V4) -> Tcp:
+    """h1:port -> h2:80, masqueraded to 10.2.0.1:port (``a``: the family's addresses)."""
     isn = (ip_id(key) << 16) | 0x1000
-    return Tcp(script, key, End(LAN, (H1, port), (H2, 80), isn),
-               End(WAN, (H2, 80), (PUBLIC, port), isn ^ 0x5A5A0000))
+    return Tcp(script, key, End(LAN, (a.lan, port), (a.wan, 80), isn),
+               End(WAN, (a.wan, 80), (a.public, port), isn ^ 0x5A5A0000))
 
 
-def dnat_tcp(script: Script, key: str, port: int) -> Tcp:
-    """h2:port -> 10.2.0.1:8080, forwarded to h3:80."""
+def dnat_tcp(script: Script, key: str, port: int, a: Addrs = V4) -> Tcp:
+    """h2:port -> 10.2.0.1:8080, forwarded to h3:80 (``a``: the family's addresses)."""
     isn = (ip_id(key) << 16) | 0x2000
-    return Tcp(script, key, End(WAN, (H2, port), (PUBLIC, 8080), isn),
-               End(SRV, (H3, 80), (H2, port), isn ^ 0x3C3C0000))
+    return Tcp(script, key, End(WAN, (a.wan, port), (a.public, 8080), isn),
+               End(SRV, (a.srv, 80), (a.wan, port), isn ^ 0x3C3C0000))
 
 
 def udp(script: Script, side: Side, name: str, src: tuple[str, int], dst: tuple[str, int],
@@ -293,25 +350,63 @@ def icmp_error(script: Script, side: Side, name: str, src: str, dst: str, type_:
     script.add(side, name, pkt)
 
 
+def icmp6_error(script: Script, side: Side, name: str, src: str, dst: str, msg: Packet,
+                quoted: Packet) -> None:
+    """An ICMPv6 error ``msg`` from ``side`` quoting ``quoted`` (IPv6 header and 8+ bytes of
+    it, as much as the IPv4 errors quote beyond their header)."""
+    pkt = _ip(side, name, src, dst) / msg / Raw(wire(quoted)[:48 + 32])
+    script.add(side, name, pkt)
+
+
+def too_big(script: Script, side: Side, name: str, src: str, dst: str, quoted: Packet,
+            mtu: int) -> None:
+    """ICMP fragmentation needed (IPv4) or ICMPv6 packet too big (MTU at least 1280)."""
+    if ":" in src:
+        icmp6_error(script, side, name, src, dst, ICMPv6PacketTooBig(mtu=max(mtu, 1280)),
+                    quoted)
+    else:
+        icmp_error(script, side, name, src, dst, 3, 4, quoted, nexthopmtu=mtu)
+
+
+def port_unreachable(script: Script, side: Side, name: str, src: str, dst: str,
+                     quoted: Packet) -> None:
+    """ICMP or ICMPv6 port unreachable."""
+    if ":" in src:
+        icmp6_error(script, side, name, src, dst, ICMPv6DestUnreach(code=4), quoted)
+    else:
+        icmp_error(script, side, name, src, dst, 3, 3, quoted)
+
+
+def quoted_ip(src: str, dst: str, ident: int) -> Packet:
+    """The IP header of a packet as its receiver got it (one hop: TTL 63), for an ICMP error
+    to quote; ``ident``: its IPv4 ID."""
+    if ":" in src:
+        return IPv6(src=src, dst=dst, hlim=63)
+    return IP(src=src, dst=dst, ttl=63, id=ident)
+
+
 def as_received(data: bytes, src: str) -> Packet:
     """The IP packet of a frame sent through the NAT, as the far side received it: source
-    NATed to ``src``, TTL decremented, checksums recomputed (what an ICMP error there
-    quotes)."""
-    pkt = IP(data[14:])
+    NATed to ``src``, TTL (hop limit) decremented, checksums recomputed (what an ICMP error
+    there quotes)."""
+    pkt = _l3(data)
     pkt.src = src
-    pkt.ttl -= 1
-    del pkt.chksum
+    if isinstance(pkt, IPv6):
+        pkt.hlim -= 1
+    else:
+        pkt.ttl -= 1
+        del pkt.chksum
     del pkt[TCP].chksum
-    return IP(wire(pkt))
+    return type(pkt)(wire(pkt))
 
 
-def as_received_dnat(data: bytes) -> Packet:
+def as_received_dnat(data: bytes, public: str = PUBLIC) -> Packet:
     """A segment the port forward's server sent, as the WAN client received it: from
-    10.2.0.1:8080 (un-DNAT)."""
-    pkt = as_received(data, PUBLIC)
+    ``public``:8080 (un-DNAT)."""
+    pkt = as_received(data, public)
     pkt[TCP].sport = 8080
     del pkt[TCP].chksum
-    return IP(wire(pkt))
+    return type(pkt)(wire(pkt))
 
 
 def back_to_back(s: Script, t: Tcp, liberal: bool) -> None:
@@ -333,28 +428,27 @@ def back_to_back(s: Script, t: Tcp, liberal: bool) -> None:
 STREAM_IDLE = 2.5  # s: past a UDP entry's 2 s stream mark (udp_packet(): stream_ts)
 
 
-def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
+def gateway_corpus(liberal: bool, a: Addrs = V4) -> list[CorpusFrame]:
     """The conversations of ``CONNECTIONS``; ``fast`` marks the steps the fast path must
-    forward, with be_liberal ``liberal``."""
+    forward, with be_liberal ``liberal``; ``a``: the family's addresses (V4 or V6)."""
     s = Script(liberal=liberal)
+    h1, h2, h3, public = a.lan, a.wan, a.srv, a.public
     # UDP first, compact: a replied flow stays unassured for 2 s after its creation, and
     # every datagram here must fall in that time (fast: refreshed to nf_conntrack_udp_timeout)
-    udp(s, LAN, "u_masq_out1", (H1, 40301), (H2, 7000))
-    udp(s, WAN, "u_masq_reply1", (H2, 7000), (PUBLIC, 40301))
-    udp(s, LAN, "u_masq_out2", (H1, 40301), (H2, 7000), fast=True)
-    udp(s, WAN, "u_masq_reply2", (H2, 7000), (PUBLIC, 40301), fast=True)
-    udp(s, WAN, "u_dnat_query1", (H2, 40401), (PUBLIC, 8053))
-    udp(s, SRV, "u_dnat_answer1", (H3, 53), (H2, 40401))
-    udp(s, WAN, "u_dnat_query2", (H2, 40401), (PUBLIC, 8053), fast=True)
-    udp(s, WAN, "u_dnat_query3", (H2, 40401), (PUBLIC, 8053), fast=True, with_previous=True)
-    udp(s, SRV, "u_dnat_answer2", (H3, 53), (H2, 40401), fast=True)
+    udp(s, LAN, "u_masq_out1", (h1, 40301), (h2, 7000))
+    udp(s, WAN, "u_masq_reply1", (h2, 7000), (public, 40301))
+    udp(s, LAN, "u_masq_out2", (h1, 40301), (h2, 7000), fast=True)
+    udp(s, WAN, "u_masq_reply2", (h2, 7000), (public, 40301), fast=True)
+    udp(s, WAN, "u_dnat_query1", (h2, 40401), (public, 8053))
+    udp(s, SRV, "u_dnat_answer1", (h3, 53), (h2, 40401))
+    udp(s, WAN, "u_dnat_query2", (h2, 40401), (public, 8053), fast=True)
+    udp(s, WAN, "u_dnat_query3", (h2, 40401), (public, 8053), fast=True, with_previous=True)
+    udp(s, SRV, "u_dnat_answer2", (h3, 53), (h2, 40401), fast=True)
     # ICMP errors about the NATed UDP flows (Linux: related, the quoted header rewritten)
-    icmp_error(s, WAN, "u_masq_unreach", H2, PUBLIC, 3, 3, IP(
-        src=PUBLIC, dst=H2, ttl=63, id=0x1111) / UDP(sport=40301, dport=7000) / payload(
-        "h2:u_masq_unreach"))
-    icmp_error(s, SRV, "u_dnat_unreach", H3, H2, 3, 3, IP(
-        src=H2, dst=H3, ttl=63, id=0x2222) / UDP(sport=40401, dport=53) / payload(
-        "h3:u_dnat_unreach"))
+    port_unreachable(s, WAN, "u_masq_unreach", h2, public, quoted_ip(
+        public, h2, 0x1111) / UDP(sport=40301, dport=7000) / payload("h2:u_masq_unreach"))
+    port_unreachable(s, SRV, "u_dnat_unreach", h3, h2, quoted_ip(
+        h2, h3, 0x2222) / UDP(sport=40401, dport=53) / payload("h3:u_dnat_unreach"))
 
     # With be_liberal=1 a connection's first data segment is fast; the kernel's window then
     # lags behind (it never saw that data), so the peer's ACK of it is outside the window: the
@@ -366,7 +460,7 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
     lib, strict = liberal, not liberal
 
     # fin: data both ways, duplicate ACKs, an ICMP error about the flow, FIN teardown
-    t = masq_tcp(s, "fin", 41201)
+    t = masq_tcp(s, "fin", 41201, a)
     t.handshake()
     t.client("data1", "PA", 100, fast=lib)
     t.server("ack1", "A")
@@ -376,8 +470,8 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
     # beyond the kernel's stale td_maxack, which ack2 could not move: Linux's)
     t.server("dupack1", "A", fast=strict)
     big = t.client("data3", "PA", 400)
-    icmp_error(s, WAN, "fin_frag_needed", H2, PUBLIC, 3, 4, as_received(big, PUBLIC),
-               nexthopmtu=400)
+    too_big(s, WAN, "fin_too_big" if a.v6 else "fin_frag_needed", h2, public,
+            as_received(big, public), 400)
     t.server("ack3", "A")
     t.client("fin", "FA")
     t.server("finack", "FA")
@@ -385,7 +479,7 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
     t.server("late_dupack", "A")
 
     # rst: the server resets at the exact sequence number; the client's stale segments
-    t = masq_tcp(s, "rst", 41202)
+    t = masq_tcp(s, "rst", 41202, a)
     t.handshake()
     t.client("data1", "PA", 100, fast=lib)
     t.server("ack1", "A")
@@ -395,7 +489,7 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
     t.client("stale_data", "PA", 50)
 
     # retrans: the last ACK again, then acknowledged data again; left established
-    t = masq_tcp(s, "retrans", 41203)
+    t = masq_tcp(s, "retrans", 41203, a)
     t.handshake()
     t.client("data1", "PA", 100, fast=lib)
     t.server("ack1", "A")
@@ -409,7 +503,7 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
         # (nf_conntrack_tcp_timeout_max_retrans); the repeats are fast, counted in
         # tna_ct_last.  With be_liberal=1 the data itself would be fast: the kernel's window
         # would lag (part of STALE_WINDOW below).
-        t = masq_tcp(s, "storm", 41205)
+        t = masq_tcp(s, "storm", 41205, a)
         t.handshake()
         t.client("data1", "PA", 100)
         t.server("ack1", "A")
@@ -418,7 +512,7 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
             t.resend("server", "data2", f"data2_again{i}", fast=True)
 
     # oow: out-of-window segments under ct state invalid drop, then the connection goes on
-    t = masq_tcp(s, "oow", 41204)
+    t = masq_tcp(s, "oow", 41204, a)
     t.handshake()
     t.client("data1", "PA", 100, fast=lib)
     t.server("ack1", "A")
@@ -429,21 +523,21 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
     t.client("dupack", "A", fast=True)
 
     # dnat: the TCP port forward, left established
-    t = dnat_tcp(s, "dnat", 41301)
+    t = dnat_tcp(s, "dnat", 41301, a)
     t.handshake()
     t.client("req", "PA", 120, fast=lib)
     resp = t.server("resp", "PA", 600)
     # the WAN side reports the response too big for its link: related to the port forward's
     # entry, to the server with the quoted header translated back (Linux's)
-    icmp_error(s, WAN, "dnat_frag_needed", H2, PUBLIC, 3, 4,
-               as_received_dnat(resp), nexthopmtu=576)
+    too_big(s, WAN, "dnat_too_big" if a.v6 else "dnat_frag_needed", h2, public,
+            as_received_dnat(resp, public), 576)
     t.client("ack_resp", "A")
     t.client("dupack", "A", fast=strict)  # the kernel's last segment again: counted fast
     t.server("dupack", "A", fast=strict)
 
     # dnat_fin: the server closes first (TIME_WAIT); dnat_rst: the server resets at the
     # client's highest acknowledgement (CLOSE), then the client's late segment
-    t = dnat_tcp(s, "dnat_fin", 41302)
+    t = dnat_tcp(s, "dnat_fin", 41302, a)
     t.handshake()
     t.client("req", "PA", 80, fast=lib)
     t.server("resp", "PA", 200)
@@ -451,39 +545,39 @@ def gateway_corpus(liberal: bool) -> list[CorpusFrame]:
     t.server("fin", "FA")
     t.client("finack", "FA")
     t.server("lastack", "A")
-    t = dnat_tcp(s, "dnat_rst", 41303)
+    t = dnat_tcp(s, "dnat_rst", 41303, a)
     t.handshake()
     t.client("req", "PA", 80, fast=lib)
     t.server("ack_req", "A")
     t.client("dupack", "A", fast=True)
     t.server("rst", "RA")
     t.client("late_data", "PA", 40)
-    back_to_back(s, masq_tcp(s, "b2b", 41305), liberal)
+    back_to_back(s, masq_tcp(s, "b2b", 41305, a), liberal)
     if not liberal:
         # A side resets after its own data was acknowledged.  With be_liberal=1 that data
         # is fast and the kernel does not recognise the RST: a known divergence
         # (STALE_WINDOW below), reproduced on its own.
-        rst_after_data(s, dnat_tcp(s, "dnat_rst_client", 41304), train=False)
+        rst_after_data(s, dnat_tcp(s, "dnat_rst_client", 41304, a), train=False)
 
     # UDP again after its stream mark: the datagram that assures an entry is Linux's, the
     # next ones are fast again (refreshed to the stream timeout)
-    udp(s, LAN, "u_masq_out3", (H1, 40301), (H2, 7000), idle_before=STREAM_IDLE)
-    udp(s, WAN, "u_masq_reply3", (H2, 7000), (PUBLIC, 40301), fast=True)
-    udp(s, WAN, "u_dnat_query4", (H2, 40401), (PUBLIC, 8053))
-    udp(s, SRV, "u_dnat_answer4", (H3, 53), (H2, 40401), fast=True)
-    udp(s, LAN, "u_masq_out4", (H1, 40301), (H2, 7000), fast=True)
+    udp(s, LAN, "u_masq_out3", (h1, 40301), (h2, 7000), idle_before=STREAM_IDLE)
+    udp(s, WAN, "u_masq_reply3", (h2, 7000), (public, 40301), fast=True)
+    udp(s, WAN, "u_dnat_query4", (h2, 40401), (public, 8053))
+    udp(s, SRV, "u_dnat_answer4", (h3, 53), (h2, 40401), fast=True)
+    udp(s, LAN, "u_masq_out4", (h1, 40301), (h2, 7000), fast=True)
     return s.frames
 
 
 LIBERAL = "net.netfilter.nf_conntrack_tcp_be_liberal"
 
 
-def _gateway_scenario(gw: Gateway, liberal: bool) -> Scenario:
+def _gateway_scenario(gw: Gateway, liberal: bool, a: Addrs = V4) -> Scenario:
     name = f"nat_{gw.name}_liberal{int(liberal)}"
     return Scenario(name, f"NAT gateway, TCP/UDP conversations ({gw.summary}; "
                           f"be_liberal={int(liberal)})",
                     lambda bed: build_gateway(bed, gw, {LIBERAL: int(liberal)}),
-                    lambda: gateway_corpus(liberal), fast_path=gw.fast_path, conntrack=True,
+                    lambda: gateway_corpus(liberal, a), fast_path=gw.fast_path, conntrack=True,
                     daemon=liberal)  # be_liberal's fast data needs the daemon's RST repair
 
 
@@ -649,6 +743,7 @@ KNOWN: dict[str, str] = {
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     *(_gateway_scenario(gw, liberal) for gw in GATEWAYS for liberal in (False, True)
       if gw.fast_path or not liberal),
+    *(_gateway_scenario(GATEWAY6, liberal, V6) for liberal in (False, True)),
     EXPIRY,
     STALE_WINDOW,
     UNACKED,

@@ -3,12 +3,14 @@ and conntrack entry by entry.
 
 Each scenario runs scripted TCP and UDP conversations through a masquerading gateway with
 port forwards (nftables, iptables-nft, iptables-legacy; be_liberal 0 and 1; short timeouts
-that expire while idle).  ``harness.check`` fails on any frame difference, any difference of
-the router's conntrack table at the end (entries, status, TCP state and flags, NAT tuples,
-timeouts within 2 s), and when the fast path forwarded fewer frames than the corpus marks
-fast.  On top, the NAT counters: the fast path rewrote packets of both directions of the
-entries, and Linux handled what it must (handshakes and teardowns, ICMP errors of NATed
-flows).
+that expire while idle; the same conversations in IPv6 through an nftables ip6 nat table).
+``harness.check`` fails on any frame difference, any difference of the router's conntrack
+table at the end (entries, status, TCP state and flags, NAT tuples, timeouts within 2 s), and
+when the fast path forwarded fewer frames than the corpus marks fast.  On top, the NAT
+counters: the fast path rewrote packets of both directions of the entries, and Linux handled
+what it must (handshakes and teardowns, ICMP errors of NATed flows).  The IPv6 gateway's
+conversations are all NATed: every frame the fast path forwarded was NATed, none was left to
+Linux as an entry it does not rewrite (``nat``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.root
 # the RST repair's scenario: its connections are reset and gone at the end (its own test)
 RST_REPAIR = "nat_nft_liberal1_stale_window"
 RETRANS_COUNT = "nat_nft_liberal0_retrans_count"
+IPV6 = ("nat_nft6_liberal0", "nat_nft6_liberal1")
 CLEAN = sorted(n for n in SCENARIOS if n not in KNOWN and n != RST_REPAIR)
 
 
@@ -53,6 +56,14 @@ def test_nat_conversation_is_linux(name: str) -> None:
     if "expiry" not in name:
         assert counters.get("nat_related", 0) >= 3, counters  # the ICMP errors: Linux's
         assert counters.get("ct_window", 0) >= 10, counters  # what moves the window
+    if name in IPV6:  # every connection NATed: so is every frame the fast path forwarded
+        assert any(e.key.startswith("tcp fd00:1::2") for e in cmp.a.conntrack) and any(
+            e.key.startswith("udp fd00:2::2") for e in cmp.a.conntrack), cmp.a.conntrack
+        assert counters.get("nat_original", 0) + counters.get("nat_reply", 0) == \
+            counters.get("forwarded", 0), counters
+        assert counters.get("nat", 0) == 0, counters  # established IPv6 NAT entries: fast
+        assert counters.get("not_forwarded", 0) == 0, counters  # the DNAT target is not local
+        assert counters.get("nat_related", 0) >= 4, counters  # the four ICMPv6 errors
 
 
 def test_liberal_rst_after_fast_data_is_linux() -> None:
