@@ -140,9 +140,8 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 	if (tna_features.bridge_egress && tx != fib->ifindex && !fits_mtu(ctx, tx, out))
 		return punt(ctx, in->slot, TNA_PUNT_TOO_BIG);
 
-	/* NAT as the kernel orders it: DNAT (PREROUTING), TTL (ip_forward), SNAT (POSTROUTING) */
-	if (fws && (tna_nat_keep(ctx, 0, v6) ||
-		    (fws->nat.dst && tna_nat_manip(ctx, 0, v6))))
+	/* NAT (both manips; the kernel puts the TTL between them: the same bytes) */
+	if (fws && tna_nat_rewrite(ctx, v6))
 		return punt(ctx, in->slot, TNA_PUNT_MALFORMED);
 	data = frame_start(ctx);
 	end = frame_end(ctx);
@@ -159,8 +158,6 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		old_check = iph->check;
 		ipv4_decrease_ttl(iph);
 	}
-	if (fws && fws->nat.src && tna_nat_manip(ctx, 1, v6))
-		return punt(ctx, in->slot, TNA_PUNT_MALFORMED);	/* not reached: checked above */
 	data = frame_start(ctx);
 	end = frame_end(ctx);
 	if (data + sizeof(struct ethhdr) > end)
@@ -178,13 +175,13 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		if ((void *)(ip6h + 1) <= end) {
 			ip6h->hop_limit++;
 			if (fws)
-				tna_nat_keep(ctx, 1, 1);
+				tna_nat_undo(ctx, 1);
 		}
 	} else if ((void *)(iph + 1) <= end) {
 		iph->ttl = old_ttl;
 		iph->check = old_check;
 		if (fws)
-			tna_nat_keep(ctx, 1, 0);
+			tna_nat_undo(ctx, 0);
 	}
 	return punt(ctx, in->slot, TNA_PUNT_EGRESS);
 }

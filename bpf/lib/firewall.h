@@ -12,7 +12,7 @@
  * belongs to an established TCP or UDP flow whose next step in the kernel would be a timeout
  * refresh (conntrack.h), done here before the FIB lookup as conntrack runs before routing. An
  * entry with NAT also gives the rewrite: the destination manip before the FIB lookup and the
- * classifier (as PREROUTING does it), the source manip last (POSTROUTING), tna_nat_manip().
+ * classifier (as PREROUTING does it), then both manips on the frame, tna_nat_rewrite().
  */
 #ifndef TNA_LIB_FIREWALL_H
 #define TNA_LIB_FIREWALL_H
@@ -703,7 +703,6 @@ struct nat_fields {
 	__be32 *saddr, *daddr;
 	__be16 *ports;
 	__sum16 *l4_check, *ip_check;
-	__u32 words;	/* of an address: 4 (IPv6) or 1 */
 	__u8 proto;
 };
 
@@ -720,7 +719,6 @@ static __always_inline int nat_fields(struct xdp_md *ctx, int v6, struct nat_fie
 		f->saddr = ip6h->saddr.in6_u.u6_addr32;
 		f->daddr = ip6h->daddr.in6_u.u6_addr32;
 		f->ip_check = NULL;
-		f->words = 4;
 		f->proto = ip6h->nexthdr;
 		l4 = (void *)(ip6h + 1);
 	} else {
@@ -731,7 +729,6 @@ static __always_inline int nat_fields(struct xdp_md *ctx, int v6, struct nat_fie
 		f->saddr = &iph->saddr;
 		f->daddr = &iph->daddr;
 		f->ip_check = &iph->check;
-		f->words = 1;
 		f->proto = iph->protocol;
 		l4 = (void *)(iph + 1);
 	}
@@ -741,75 +738,118 @@ static __always_inline int nat_fields(struct xdp_md *ctx, int v6, struct nat_fie
 }
 
 /*
- * One manip of nf_nat_manip_pkt() on the frame's TCP/UDP packet, with the conntrack step's
- * targets: ``src`` 0 the destination (PREROUTING), 1 the source (POSTROUTING). In the kernel's
- * order: L4 checksum for the address (pseudo-header), for the port, the port, then the address
- * and, for IPv4, the header checksum. A UDP checksum of 0 ("none") stays 0; one that becomes 0
- * is sent as 0xffff (CSUM_MANGLED_0). The checksum bytes do not depend on how the address words
- * are grouped (inet_proto_csum_replace16() sums all eight at once): ones'-complement sums
- * fold to the same value. 0, or -1 if malformed.
+ * One manip of nf_nat_manip_pkt() on the packet ``f``: ``src`` 0 the destination, 1 the
+ * source, to ``to``/``to_port``. In the kernel's order: L4 checksum for the address
+ * (pseudo-header), for the port, the port, then the address and, for IPv4, the header
+ * checksum. A UDP checksum of 0 ("none") stays 0; one that becomes 0 is sent as 0xffff
+ * (CSUM_MANGLED_0). The checksum bytes do not depend on how the address words are grouped
+ * (inet_proto_csum_replace16() sums all eight at once): ones'-complement sums fold to the same
+ * value.
  */
-__attribute__((noinline)) int tna_nat_manip(struct xdp_md *ctx, __u32 src, __u32 v6)
+static __always_inline void nat_manip(const struct nat_fields *f, int src, const __be32 *to,
+				      __be16 to_port, const int words)
 {
-	struct fw_scratch *s = fw_scratch();
-	const __be32 *to;
-	struct nat_fields f;
-	__be16 *port, to_port;
-	__be32 *addr;
+	__be16 *port = src ? &f->ports[0] : &f->ports[1];
+	__be32 *addr = src ? f->saddr : f->daddr;
 
-	if (!s || nat_fields(ctx, v6, &f))
-		return -1;
-	port = src ? &f.ports[0] : &f.ports[1];
-	addr = src ? f.saddr : f.daddr;
-	to = src ? s->nat.saddr : s->nat.daddr;
-	to_port = src ? s->nat.sport : s->nat.dport;
-	if (f.proto == IPPROTO_TCP || *f.l4_check) {
-		for (int i = 0; i < 4 && i < f.words; i++)
-			*f.l4_check = csum_replace(*f.l4_check, addr[i], to[i]);
-		*f.l4_check = csum_replace(*f.l4_check, *port, to_port);
-		if (f.proto == IPPROTO_UDP && !*f.l4_check)
-			*f.l4_check = (__sum16)0xffff;
+	if (f->proto == IPPROTO_TCP || *f->l4_check) {
+#pragma unroll
+		for (int i = 0; i < words; i++)
+			*f->l4_check = csum_replace(*f->l4_check, addr[i], to[i]);
+		*f->l4_check = csum_replace(*f->l4_check, *port, to_port);
+		if (f->proto == IPPROTO_UDP && !*f->l4_check)
+			*f->l4_check = (__sum16)0xffff;
 	}
 	*port = to_port;
-	if (f.ip_check)
-		*f.ip_check = csum_replace(*f.ip_check, addr[0], to[0]);
-	for (int i = 0; i < 4 && i < f.words; i++)
+	if (f->ip_check)
+		*f->ip_check = csum_replace(*f->ip_check, addr[0], to[0]);
+#pragma unroll
+	for (int i = 0; i < words; i++)
 		addr[i] = to[i];
+}
+
+/* Both manips the entry asks for, destination first; ``words``: of an address, a constant. */
+static __always_inline void nat_manips(const struct nat_fields *f, const struct ct_nat *nat,
+				       const int words)
+{
+	if (nat->dst)
+		nat_manip(f, 0, nat->daddr, nat->dport, words);
+	if (nat->src)
+		nat_manip(f, 1, nat->saddr, nat->sport, words);
+}
+
+/* Keep the fields NAT rewrites (``undo`` 0) or put them back (1); ``words`` a constant. */
+static __always_inline void nat_saved_copy(const struct nat_fields *f, struct nat_saved *k,
+					   int undo, const int words)
+{
+#pragma unroll
+	for (int i = 0; i < words; i++) {
+		if (undo) {
+			f->saddr[i] = k->saddr[i];
+			f->daddr[i] = k->daddr[i];
+		} else {
+			k->saddr[i] = f->saddr[i];
+			k->daddr[i] = f->daddr[i];
+		}
+	}
+	if (undo) {
+		f->ports[0] = k->sport;
+		f->ports[1] = k->dport;
+		if (f->ip_check)
+			*f->ip_check = k->ip_check;
+		*f->l4_check = k->l4_check;
+	} else {
+		k->sport = f->ports[0];
+		k->dport = f->ports[1];
+		if (f->ip_check)
+			k->ip_check = *f->ip_check;
+		k->l4_check = *f->l4_check;
+	}
+}
+
+/*
+ * What tna_nat_rewrite() and tna_nat_undo() do for one family, ``v6`` a constant: each
+ * family's code stands alone, as the verifier cannot relate two tests of a runtime flag.
+ */
+static __always_inline int nat_apply(struct xdp_md *ctx, struct fw_scratch *s, int undo,
+				     const int v6)
+{
+	const int words = v6 ? 4 : 1;
+	struct nat_fields f;
+
+	if (nat_fields(ctx, v6, &f))
+		return -1;
+	nat_saved_copy(&f, &s->saved, undo, words);
+	if (!undo)
+		nat_manips(&f, &s->nat, words);
 	return 0;
 }
 
-/* Before the manips: keep the fields they rewrite (``undo`` 0), or put them back (1). */
-__attribute__((noinline)) int tna_nat_keep(struct xdp_md *ctx, __u32 undo, __u32 v6)
+/*
+ * The conntrack step's NAT on the frame's TCP/UDP packet, in one call before the TTL: the
+ * fields it rewrites kept for tna_nat_undo(), then the destination manip (PREROUTING) and the
+ * source manip (POSTROUTING). The kernel decrements the TTL between the two; the bytes are the
+ * same in either order, as every step leaves the IPv4 header checksum in the one form
+ * (csum_replace() and ip_decrease_ttl() never write 0xffff) and the TTL does not enter the L4
+ * checksum. 0, or -1 if malformed.
+ */
+__attribute__((noinline)) int tna_nat_rewrite(struct xdp_md *ctx, __u32 v6)
 {
 	struct fw_scratch *s = fw_scratch();
-	struct nat_fields f;
-	struct nat_saved *k;
 
-	if (!s || nat_fields(ctx, v6, &f))
+	if (!s)
 		return -1;
-	k = &s->saved;
-	if (undo) {
-		for (int i = 0; i < 4 && i < f.words; i++) {
-			f.saddr[i] = k->saddr[i];
-			f.daddr[i] = k->daddr[i];
-		}
-		f.ports[0] = k->sport;
-		f.ports[1] = k->dport;
-		if (f.ip_check)
-			*f.ip_check = k->ip_check;
-		*f.l4_check = k->l4_check;
-	} else {
-		for (int i = 0; i < 4 && i < f.words; i++) {
-			k->saddr[i] = f.saddr[i];
-			k->daddr[i] = f.daddr[i];
-		}
-		k->sport = f.ports[0];
-		k->dport = f.ports[1];
-		if (f.ip_check)
-			k->ip_check = *f.ip_check;
-		k->l4_check = *f.l4_check;
-	}
-	return 0;
+	return v6 ? nat_apply(ctx, s, 0, 1) : nat_apply(ctx, s, 0, 0);
+}
+
+/* The frame as it was before tna_nat_rewrite() (a redirect that failed: Linux's). */
+__attribute__((noinline)) int tna_nat_undo(struct xdp_md *ctx, __u32 v6)
+{
+	struct fw_scratch *s = fw_scratch();
+
+	if (!s)
+		return -1;
+	return v6 ? nat_apply(ctx, s, 1, 1) : nat_apply(ctx, s, 1, 0);
 }
 
 /*

@@ -174,6 +174,27 @@ def test_dnat_reply_direction_restores_the_public_source(router: Router) -> None
 
 
 @pytest.mark.usefixtures("flows")
+def test_both_manips_on_a_negative_zero_header_checksum(router: Router) -> None:
+    """An entry with DNAT and SNAT, and a header checksum sent as 0xffff (the other form of
+    zero, valid): the kernel rewrites the destination, decrements the TTL, then the source;
+    the fast path does both manips before the TTL. The bytes must be Linux's anyway, with the
+    header checksum in the form the kernel's arithmetic leaves it (0xffff never)."""
+    udp_entry(router, "10.1.0.2", "10.1.0.1", 4013, 8053, "--dst-nat", "10.2.0.2:53",
+              "--src-nat", f"{PUBLIC}:40013")
+    plain = v4(dst="10.1.0.1", id=0) / UDP(sport=4013, dport=8053) / b"both"
+    header = bytearray(bytes(plain[IP])[:20])
+    header[10:12] = b"\0\0"
+    ident = 0xFFFF - csum16(bytes(header))  # the header then sums to 0 without its checksum
+    pkt = Ether(bytes(v4(dst="10.1.0.1", id=ident, chksum=0xFFFF) / UDP(sport=4013, dport=8053)
+                      / b"both"))
+    assert csum16(bytes(pkt[IP])[:20]) == 0xFFFF  # a valid header
+    with gateway(router, nat_table()):
+        got, out, moved = run(router, bytes(pkt))
+    assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
+    assert out == expected(pkt, PUBLIC, 40013, "10.2.0.2", 53, UDP)
+
+
+@pytest.mark.usefixtures("flows")
 def test_zero_udp_checksum_stays_zero_and_zero_result_is_mangled(router: Router) -> None:
     udp_entry(router, "10.1.0.2", "10.2.0.2", 4005, 53, "--src-nat", f"{PUBLIC}:40005")
     none = Ether(bytes(v4() / UDP(sport=4005, dport=53, chksum=0) / b"abcd"))
