@@ -450,6 +450,14 @@ static __always_inline int ct_tcp_window_still(const struct ct_tcp_seg *g,
 	return 1;
 }
 
+/* The segment may carry a SACK block (the receiver permitted SACK, and the options are other
+ * than none or the timestamp alone): tcp_in_window() then judges the block's right edge. */
+static __always_inline int ct_tcp_may_sack(const struct ct_tcp_side *r, __u32 doff, __u32 opt)
+{
+	return (r->flags & CT_TCP_FLAG_SACK_PERM) && doff != sizeof(struct tcphdr) &&
+	       (doff != sizeof(struct tcphdr) + 12 || opt != bpf_htonl(0x0101080a));
+}
+
 /*
  * The handshake's last segment: the client's pure ACK of the SYN-ACK (the entry in SYN_RECV, the
  * original direction), which conntrack turns ESTABLISHED. With ``tna run --tcp-liberal`` the
@@ -499,24 +507,25 @@ static __always_inline int ct_tcp_step(const struct nf_conn *ct, int dir, const 
 	g.len = l4_len - doff;
 	g.end = g.seq + g.len;
 	/* (a repeat of the last segment the kernel saw is fast too: ct_last_count() counts it) */
-	/* td_maxack: the kernel judges a later RST of the peer against it (in every mode) */
-	if (!(s.flags & CT_TCP_FLAG_MAXACK_SET) || seq_after(g.ack, s.maxack))
+	w->in_window = ct_tcp_in_window(&g, &s, &r);
+	/* td_maxack: the kernel judges a later RST of the peer against it (in every mode), and
+	 * only a segment inside the window moves it. One outside (a liberal sender's, acknowledging
+	 * fast data beyond a td_end that lags) moves nothing, fast or not; but without a SACK
+	 * block, whose edge the kernel's bounds would take for the ACK */
+	if ((!(s.flags & CT_TCP_FLAG_MAXACK_SET) || seq_after(g.ack, s.maxack)) &&
+	    (w->in_window || ct_tcp_may_sack(&r, doff, opt)))
 		return TNA_PUNT_CT_WINDOW;
 	if (!(p->ct_flags & TNA_FW_CT_LIBERAL) && !(s.flags & CT_TCP_FLAG_BE_LIBERAL)) {
 		/* from here on, only the sender's window tracking stands in the way: a liberal
 		 * sender (the sysctl, or the entry's own flag) would pass */
 		*window_only = 1;
 		/* a SACK block would move the ACK tcp_in_window() checks: only timestamps */
-		if ((r.flags & CT_TCP_FLAG_SACK_PERM) && doff != sizeof(*th) &&
-		    (doff != sizeof(*th) + 12 || opt != bpf_htonl(0x0101080a)))
-			return TNA_PUNT_CT_WINDOW;
-		if (!ct_tcp_window_still(&g, &s, &r))
+		if (ct_tcp_may_sack(&r, doff, opt) || !ct_tcp_window_still(&g, &s, &r))
 			return TNA_PUNT_CT_WINDOW;
 		*window_only = 0;
 	}
 	else
 		*window_only = CT_LIBERAL_ONLY;	/* fast because its sender is liberal */
-	w->in_window = ct_tcp_in_window(&g, &s, &r);
 	w->seg.seq = g.seq;
 	w->seg.ack = g.ack;
 	w->seg.end = g.end;

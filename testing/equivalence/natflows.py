@@ -415,7 +415,7 @@ def back_to_back(s: Script, t: Tcp, liberal: bool) -> None:
     handled the first (XDP_PASS hands packets to the stack in batches)."""
     t.handshake()
     t.client("data1", "PA", 100, fast=liberal)
-    t.server("ack1", "A")
+    t.server("ack1", "A", fast=liberal)
     old = t.client("dupack", "A", fast=True)
     t.client("fin", "FA")
     s.add(t.c.side, f"{t.key}_dupack_after_fin", old, with_previous=True)
@@ -452,27 +452,27 @@ def gateway_corpus(liberal: bool, a: Addrs = V4) -> list[CorpusFrame]:
 
     # With be_liberal=1 a connection's first data segment is fast; the kernel's window then
     # lags behind (it never saw that data), so the peer's ACK of it is outside the window: the
-    # kernel lets it pass without moving td_maxack, and every later segment acknowledging
-    # more than td_maxack is Linux's.  Without be_liberal, new data and every ACK that moves
-    # the window are Linux's; duplicate ACKs and retransmissions inside the window are fast,
-    # a repeat of the very segment the kernel saw last too (the fast path keeps conntrack's
-    # retransmission count for it: tna_ct_last).
-    lib, strict = liberal, not liberal
+    # kernel lets it pass without moving anything (td_maxack included), and so may the fast
+    # path; from then on every ACK-only or data segment of the connection is fast, up to the
+    # FIN.  Without be_liberal, new data and every ACK that moves the window are Linux's;
+    # duplicate ACKs and retransmissions inside the window are fast, a repeat of the very
+    # segment the kernel saw last too (the fast path keeps conntrack's retransmission count
+    # for it: tna_ct_last).
+    lib = liberal
 
     # fin: data both ways, duplicate ACKs, an ICMP error about the flow, FIN teardown
     t = masq_tcp(s, "fin", 41201, a)
     t.handshake()
     t.client("data1", "PA", 100, fast=lib)
-    t.server("ack1", "A")
-    t.server("data2", "PA", 300)
-    t.client("ack2", "A")
-    t.client("dupack2", "A", fast=strict)  # the kernel's last again: counted fast (liberal:
-    # beyond the kernel's stale td_maxack, which ack2 could not move: Linux's)
-    t.server("dupack1", "A", fast=strict)
-    big = t.client("data3", "PA", 400)
+    t.server("ack1", "A", fast=lib)
+    t.server("data2", "PA", 300, fast=lib)
+    t.client("ack2", "A", fast=lib)
+    t.client("dupack2", "A", fast=True)  # the kernel's last again: counted fast
+    t.server("dupack1", "A", fast=True)
+    big = t.client("data3", "PA", 400, fast=lib)
     too_big(s, WAN, "fin_too_big" if a.v6 else "fin_frag_needed", h2, public,
             as_received(big, public), 400)
-    t.server("ack3", "A")
+    t.server("ack3", "A", fast=lib)
     t.client("fin", "FA")
     t.server("finack", "FA")
     t.client("lastack", "A")
@@ -482,7 +482,7 @@ def gateway_corpus(liberal: bool, a: Addrs = V4) -> list[CorpusFrame]:
     t = masq_tcp(s, "rst", 41202, a)
     t.handshake()
     t.client("data1", "PA", 100, fast=lib)
-    t.server("ack1", "A")
+    t.server("ack1", "A", fast=lib)
     t.client("dupack", "A", fast=True)
     t.server("rst", "RA")
     t.client("stale_ack", "A")
@@ -492,11 +492,11 @@ def gateway_corpus(liberal: bool, a: Addrs = V4) -> list[CorpusFrame]:
     t = masq_tcp(s, "retrans", 41203, a)
     t.handshake()
     t.client("data1", "PA", 100, fast=lib)
-    t.server("ack1", "A")
-    t.server("data2", "PA", 200)
-    t.client("ack2", "A")
-    t.resend("client", "ack2", "ack2_again", fast=strict)  # the kernel's last: counted fast
-    t.resend("server", "data2", "data2_again", fast=strict)
+    t.server("ack1", "A", fast=lib)
+    t.server("data2", "PA", 200, fast=lib)
+    t.client("ack2", "A", fast=lib)
+    t.resend("client", "ack2", "ack2_again", fast=True)  # the kernel's last: counted fast
+    t.resend("server", "data2", "data2_again", fast=True)
     if not liberal:
         # storm: data the client never acknowledges, sent again three times: conntrack
         # counts the repeats of its last segment and shortens the timeout
@@ -515,10 +515,10 @@ def gateway_corpus(liberal: bool, a: Addrs = V4) -> list[CorpusFrame]:
     t = masq_tcp(s, "oow", 41204, a)
     t.handshake()
     t.client("data1", "PA", 100, fast=lib)
-    t.server("ack1", "A")
+    t.server("ack1", "A", fast=lib)
     base = t.c.nxt
     t.client("ahead", "PA", 60, fast=lib, seq=base + (1 << 30), advance=False)
-    t.server("ack_unseen", "A", ack=base + 5000, advance=False)
+    t.server("ack_unseen", "A", fast=lib, ack=base + 5000, advance=False)
     t.client("below", "PA", 60, fast=lib, seq=base - (1 << 30), advance=False)
     t.client("dupack", "A", fast=True)
 
@@ -526,29 +526,29 @@ def gateway_corpus(liberal: bool, a: Addrs = V4) -> list[CorpusFrame]:
     t = dnat_tcp(s, "dnat", 41301, a)
     t.handshake()
     t.client("req", "PA", 120, fast=lib)
-    resp = t.server("resp", "PA", 600)
+    resp = t.server("resp", "PA", 600, fast=lib)
     # the WAN side reports the response too big for its link: related to the port forward's
     # entry, to the server with the quoted header translated back (Linux's)
     too_big(s, WAN, "dnat_too_big" if a.v6 else "dnat_frag_needed", h2, public,
             as_received_dnat(resp, public), 576)
-    t.client("ack_resp", "A")
-    t.client("dupack", "A", fast=strict)  # the kernel's last segment again: counted fast
-    t.server("dupack", "A", fast=strict)
+    t.client("ack_resp", "A", fast=lib)
+    t.client("dupack", "A", fast=True)  # the kernel's last segment again: counted fast
+    t.server("dupack", "A", fast=True)
 
     # dnat_fin: the server closes first (TIME_WAIT); dnat_rst: the server resets at the
     # client's highest acknowledgement (CLOSE), then the client's late segment
     t = dnat_tcp(s, "dnat_fin", 41302, a)
     t.handshake()
     t.client("req", "PA", 80, fast=lib)
-    t.server("resp", "PA", 200)
-    t.client("ack_resp", "A")
+    t.server("resp", "PA", 200, fast=lib)
+    t.client("ack_resp", "A", fast=lib)
     t.server("fin", "FA")
     t.client("finack", "FA")
     t.server("lastack", "A")
     t = dnat_tcp(s, "dnat_rst", 41303, a)
     t.handshake()
     t.client("req", "PA", 80, fast=lib)
-    t.server("ack_req", "A")
+    t.server("ack_req", "A", fast=lib)
     t.client("dupack", "A", fast=True)
     t.server("rst", "RA")
     t.client("late_data", "PA", 40)

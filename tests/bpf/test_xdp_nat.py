@@ -50,6 +50,7 @@ from tna.datapath.pins import open_map
 from tna.firewall.tables import VERDICT_ACCEPT, VERDICT_DROP, FwRule, FwTables
 from tna.introspect import kernel_hz
 from tna.plan.types import CT_TCP_DEFAULT, Features, Namespace
+from tna.testbed import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -405,21 +406,15 @@ def _tcp_entry(router: Router) -> str:
 
 
 def _masqueraded_port(router: Router) -> int:
-    from tna.testbed import wait_for
-
     wait_for(lambda: "SYN_SENT" in _tcp_entry(router), timeout=5, what="the SYN tracked")
     return int(re.findall(r"dport=(\d+)", _tcp_entry(router))[-1])
 
 
 def _wait_state(router: Router, state: str) -> None:
-    from tna.testbed import wait_for
-
     wait_for(lambda: state in _tcp_entry(router), timeout=5, what=f"the entry in {state}")
 
 
 def _wait_established(router: Router) -> None:
-    from tna.testbed import wait_for
-
     wait_for(lambda: "ESTABLISHED" in _tcp_entry(router) and "ASSURED" in _tcp_entry(router),
              timeout=5, what="the handshake tracked")
 
@@ -634,12 +629,26 @@ LIBERAL_FAST = dataclasses.replace(FIREWALL, ct_liberal_fast=True)
 
 def test_be_liberal_forwards_data_but_not_a_new_highest_ack(router: Router,
                                                            tcp_flow: int) -> None:
+    """With be_liberal, a new highest ACK goes to Linux when the kernel would take it in (it
+    moves td_maxack, against which the kernel judges the peer's RSTs), and is fast when the
+    kernel would let it pass outside the window, moving nothing: an ACK of data the kernel
+    never saw (here, before the server's data crossed Linux; in real traffic, of a fast
+    request's answer). After that data crossed Linux, the same ACK is inside the window."""
     data = h1_segment("PA", b"GET / HTTP/1.0\r\n\r\n")
+    higher = bytes(h1_segment(ack=SERVER_SEQ + 10))
+    answer = (Ether(src=H2_MAC, dst=R2_MAC) / IP(src="10.2.0.2", dst=PUBLIC)
+              / TCP(sport=80, dport=tcp_flow, flags="PA", seq=SERVER_SEQ, ack=SEQ, window=WIN)
+              / Raw(b"0123456789"))
     with gateway(router, nat_table(), liberal=True, features=LIBERAL_FAST):
         got, out, moved = run(router, bytes(data))
         assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
         assert out == expected(data, PUBLIC, tcp_flow, "10.2.0.2", 80, TCP)
-        higher = bytes(h1_segment(ack=SERVER_SEQ + 10))
+        got, _, moved = run(router, higher)  # beyond the server's td_end: outside
+        assert (got, moved) == (XDP_REDIRECT, {"forwarded": 1, "nat_original": 1})
+        host = next(ns for ns in router.bed.namespaces if ns.endswith("-h"))
+        with netns.entered(host):  # the server's data through Linux: its td_end moves
+            sendp(answer, iface="h2", verbose=False)
+        wait_for(lambda: _timeout(router) <= 300, what="the server's data unacknowledged")
         got, _, moved = run(router, higher)
     assert (got, moved) == (XDP_PASS, {"ct_window": 1})
 

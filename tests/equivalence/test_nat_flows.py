@@ -55,7 +55,11 @@ def test_nat_conversation_is_linux(name: str) -> None:
     assert counters.get("ct_setup", 0) >= 2, counters  # handshakes and teardowns: Linux's
     if "expiry" not in name:
         assert counters.get("nat_related", 0) >= 3, counters  # the ICMP errors: Linux's
-        assert counters.get("ct_window", 0) >= 10, counters  # what moves the window
+        if "liberal0" in name:  # what moves the window: Linux's
+            assert counters.get("ct_window", 0) >= 10, counters
+        else:  # be_liberal=1: after a fast segment, the window the kernel judges lags, and
+            # what it lets pass outside moves nothing: fast
+            assert counters.get("ct_window", 0) == 0, counters
     if name in IPV6:  # every connection NATed: so is every frame the fast path forwarded
         assert any(e.key.startswith("tcp fd00:1::2") for e in cmp.a.conntrack) and any(
             e.key.startswith("udp fd00:2::2") for e in cmp.a.conntrack), cmp.a.conntrack

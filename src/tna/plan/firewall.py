@@ -84,8 +84,9 @@ def conntrack_slow_paths(snap: Snapshot, af: int, tracking: list[str],
                     "creates and changes entries (ct, ct_proto)")]
     if snap.sysctls.conntrack_tcp_be_liberal and liberal_fast:
         window = ("net.netfilter.nf_conntrack_tcp_be_liberal is on: the kernel does not judge "
-                  f"TCP windows, so only a segment acknowledging beyond the highest ACK "
-                  f"conntrack tracked goes to Linux (ct_window); {LIBERAL_REPAIR}")
+                  f"TCP windows, so only a segment inside the tracked window acknowledging "
+                  f"beyond the highest ACK conntrack tracked goes to Linux (ct_window); "
+                  f"{LIBERAL_REPAIR}")
     elif snap.sysctls.conntrack_tcp_be_liberal:
         window = ("net.netfilter.nf_conntrack_tcp_be_liberal is on, but no daemon follows "
                   "this namespace ('tna apply' alone): TCP segments of established "
@@ -95,7 +96,8 @@ def conntrack_slow_paths(snap: Snapshot, af: int, tracking: list[str],
     elif tcp_liberal:
         window = (f"{TCP_LIBERAL_ON}; until a connection is marked, a segment that would "
                   "move conntrack's tracked window goes to Linux (ct_window), and so does one "
-                  f"acknowledging beyond the highest ACK conntrack tracked; {LIBERAL_REPAIR}")
+                  "inside it acknowledging beyond the highest ACK conntrack tracked; "
+                  f"{LIBERAL_REPAIR}")
     else:
         window = ("conntrack judges every TCP segment against the window it tracked from the "
                   "segments it saw: a segment that would move that window (new data, a new "
