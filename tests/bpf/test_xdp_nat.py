@@ -319,6 +319,29 @@ def test_ipv6_egress_gone_leaves_the_frame_untouched(router: Router) -> None:
 
 
 @pytest.mark.usefixtures("flows")
+def test_ipv6_zero_udp_checksum_stays_zero_and_zero_result_is_mangled(router: Router) -> None:
+    """As for IPv4 (conntrack and NAT treat a UDP checksum of 0 the same in both families):
+    0 stays 0, and a translated datagram whose checksum comes out 0 is sent as 0xffff."""
+    udp_entry(router, H1_V6, H2_V6, 4105, 53, "--src-nat", f"[{PUBLIC6}]:40105")
+    none = Ether(bytes(v6() / UDP(sport=4105, dport=53, chksum=0) / b"abcd"))
+    pseudo = (bytes(IPv6(src=PUBLIC6, dst=H2_V6))[8:40] + struct.pack("!IxxxB", 10, 17)
+              + struct.pack("!HHH", 40105, 53, 10))
+    word = 0xFFFF - csum16(pseudo)
+    mangled = Ether(bytes(v6() / UDP(sport=4105, dport=53) / struct.pack("!H", word)))
+    with gateway(router, nat_table(), v6=True):
+        got, out, _ = run(router, bytes(none))
+        assert got == XDP_REDIRECT
+        kept = none.copy()
+        kept[Ether].src, kept[Ether].dst = R2_MAC, H2_MAC
+        kept[IPv6].src, kept[IPv6].hlim, kept[UDP].sport = PUBLIC6, 63, 40105
+        assert out == bytes(kept) and Ether(out)[UDP].chksum == 0
+        got, out, _ = run(router, bytes(mangled))
+    assert got == XDP_REDIRECT
+    assert Ether(out)[UDP].chksum == 0xFFFF
+    assert out == expected6(mangled, PUBLIC6, 40105, H2_V6, 53)
+
+
+@pytest.mark.usefixtures("flows")
 def test_ipv6_nat_without_nat_hooks_and_icmpv6_errors_go_to_linux(router: Router) -> None:
     udp_entry(router, H1_V6, H2_V6, 4107, 53, "--src-nat", f"[{PUBLIC6}]:40107")
     pkt = bytes(v6() / UDP(sport=4107, dport=53))
