@@ -1,9 +1,9 @@
 """Helpers of the end-to-end tests (tests/netns): topologies ready to use, and what the
 switch namespace of a bridge topology reports.
 
-A primed router topology in its own testbed; the fast path's per-port statistics (``tna
-stats``), the FDB mirror's view of a MAC (and a predicate to wait for it), and port interface
-indexes, read from a :class:`~tna.testbed.BridgeTopology`.
+A primed router topology in its own testbed, and the NAT tests' gateway router; the fast
+path's per-port statistics (``tna stats``), the FDB mirror's view of a MAC (and a predicate to
+wait for it), and port interface indexes, read from a :class:`~tna.testbed.BridgeTopology`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,19 @@ def primed_router(prefix: str) -> Iterator[RouterTopology]:
         t = RouterTopology.build(bed)
         t.prime_neighbours()
         yield t
+
+
+def nat_gateway_router(bed: Testbed, liberal: bool) -> RouterTopology:
+    """The router topology of the NAT tests in ``bed``: hosts sending MTU-sized, complete
+    frames (no TSO/GSO super-frames), neighbours resolved, conntrack loaded with
+    nf_conntrack_tcp_be_liberal set to ``liberal``."""
+    t = RouterTopology.build(bed)
+    for host in (t.h1, t.h2):
+        bed.run(host, "ethtool", "-K", "eth0", "tso", "off", "gso", "off")
+    t.prime_neighbours()
+    bed.run(t.r, "modprobe", "nf_conntrack", check=False)
+    bed.sysctl(t.r, "net.netfilter.nf_conntrack_tcp_be_liberal", str(int(liberal)))
+    return t
 
 
 def port_stats(t: BridgeTopology, port: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from testing.netns_helpers import nat_gateway_router
 from tests.netns.test_nat_e2e import (
     FORWARDED_PORT,
     PORT,
@@ -85,12 +86,7 @@ table ip tnanat4 {
 def gateway6(liberal: bool, extra: str = "") -> Iterator[RouterTopology]:
     """The IPv6 gateway, TNA applied; everything removed on exit, also after a failure."""
     with Testbed(prefix="tnanat6") as bed:
-        t = RouterTopology.build(bed)
-        for host in (t.h1, t.h2):  # MTU-sized, complete frames (no TSO/GSO super-frames)
-            bed.run(host, "ethtool", "-K", "eth0", "tso", "off", "gso", "off")
-        t.prime_neighbours()
-        bed.run(t.r, "modprobe", "nf_conntrack", check=False)
-        bed.sysctl(t.r, "net.netfilter.nf_conntrack_tcp_be_liberal", str(int(liberal)))
+        t = nat_gateway_router(bed, liberal)
         ruleset = RULESET % {"fwd": FORWARDED_PORT, "h1": t.h1_v6, "port": PORT}
         bed.run(t.r, "nft", "-f", "-", input=ruleset + extra)
         run_tna(t.r, "apply")

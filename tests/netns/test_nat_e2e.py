@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from testing.netns_helpers import nat_gateway_router
 from tna import netns
 from tna.testbed import DaemonProcess, RouterTopology, Testbed, run_tna, tna_stats, wait_for
 
@@ -69,12 +70,7 @@ def built(liberal: bool, nat_commands: tuple[tuple[str, ...], ...] = (),
     """The gateway; ``nat_commands``: iptables commands that replace the nft nat table;
     ``run``: 'tna run' with these options instead of 'tna apply'."""
     with Testbed(prefix="tnanat") as bed:
-        t = RouterTopology.build(bed)
-        for host in (t.h1, t.h2):  # MTU-sized, complete frames (no TSO/GSO super-frames)
-            bed.run(host, "ethtool", "-K", "eth0", "tso", "off", "gso", "off")
-        t.prime_neighbours()
-        bed.run(t.r, "modprobe", "nf_conntrack", check=False)
-        bed.sysctl(t.r, "net.netfilter.nf_conntrack_tcp_be_liberal", str(int(liberal)))
+        t = nat_gateway_router(bed, liberal)
         ruleset = RULESET % {"fwd": FORWARDED_PORT, "h2": t.h2_v4, "port": PORT}
         if nat_commands:
             ruleset = ruleset[ruleset.index("table inet tnafilter"):]
