@@ -8,8 +8,9 @@ NATed by the fast path in both directions (the payloads, the peers each side see
 conntrack's entry are Linux's); a TCP download and an upload through either arrive byte for
 byte and close as Linux closes them, mostly on the fast path (NATed in the data's direction)
 with ``nf_conntrack_tcp_be_liberal=1``, on Linux (window tracking) without; so is a response
-after a fast request (HTTP's shape); an IPv6 NAT entry left behind when the family's nat chains
-are gone is not rewritten by the fast path.
+after a fast request (HTTP's shape), and a download with be_liberal=0 under 'tna run
+--tcp-liberal' (the daemon marks the IPv6 connection); an IPv6 NAT entry left behind when the
+family's nat chains are gone is not rewritten by the fast path.
 
 Hosts check every checksum in software (TX checksum offload off on the veths), so identical
 bytes and answered datagrams also say the fast path's incremental IPv6 checksum updates are
@@ -41,7 +42,7 @@ from tests.netns.test_nat_e2e import (
     punts_moved,
 )
 from tna import netns
-from tna.testbed import RouterTopology, Testbed, run_tna, tna_stats, wait_for
+from tna.testbed import DaemonProcess, RouterTopology, Testbed, run_tna, tna_stats, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -83,14 +84,25 @@ table ip tnanat4 {
 
 
 @contextlib.contextmanager
-def gateway6(liberal: bool, extra: str = "") -> Iterator[RouterTopology]:
-    """The IPv6 gateway, TNA applied; everything removed on exit, also after a failure."""
+def gateway6(liberal: bool, extra: str = "",
+             run: tuple[str, ...] | None = None) -> Iterator[RouterTopology]:
+    """The IPv6 gateway, TNA applied (``run``: 'tna run' with these options, its errors
+    checked at the end); everything removed on exit, also after a failure."""
     with Testbed(prefix="tnanat6") as bed:
         t = nat_gateway_router(bed, liberal)
         ruleset = RULESET % {"fwd": FORWARDED_PORT, "h1": t.h1_v6, "port": PORT}
         bed.run(t.r, "nft", "-f", "-", input=ruleset + extra)
-        run_tna(t.r, "apply")
-        yield t
+        if run is None:
+            run_tna(t.r, "apply")
+            yield t
+            return
+        daemon = DaemonProcess(t.r, *run)
+        try:
+            yield t
+            assert daemon.errors() == []
+        finally:
+            if daemon.proc.poll() is None:
+                daemon.stop()
 
 
 def ends(t: RouterTopology, how: str) -> tuple[tuple[str, str], tuple[str, str], tuple[str, int],
@@ -478,6 +490,25 @@ def test_tcp6_response_after_a_fast_request(record_property: Any) -> None:
     assert m.moved.get("nat", 0) == 0, m.moved
     assert m.share >= 0.95, (m.fast, m.punted, m.nat, m.moved)
     assert m.nat[1] >= SEGMENTS, m.nat  # the response, NATed back on the fast path
+
+
+def test_tcp6_liberal_opt_in_makes_bulk_tcp_fast(record_property: Any) -> None:
+    """be_liberal=0 and 'tna run --tcp-liberal' (the daemon marks the connections the fast
+    path would carry, by their IPv6 tuple): a download through the IPv6 masquerade is fast once
+    marked, its bytes, peer and teardown Linux's, nothing judged invalid."""
+    with gateway6(False, run=("--tcp-liberal",)) as t:
+        m = measured(t, "masquerade", "down")
+        wait_for(lambda: (tna_stats(t.r).get("tcp_liberal", {}).get("daemon") or {}).get(
+            "marked", 0) >= 1, timeout=5, what="the daemon's mark counted")
+        marks = tna_stats(t.r)["tcp_liberal"]
+    record_property("fast_share", round(m.share, 4))
+    print(f"tcp6 tcp-liberal: fast {m.fast} punted {m.punted} nat {m.nat} punts {m.moved} "
+          f"liberal {marks}")
+    assert_transfer_is_linuxs(t, "masquerade", "down", m.got)
+    assert m.invalid == 0 and m.dropped == 0
+    assert m.share >= 0.95, (m.fast, m.punted, m.moved)
+    assert m.nat[1] >= SEGMENTS, m.nat
+    assert marks["daemon"]["marked"] == 1 and marks["daemon"]["failed"] == 0
 
 
 # ---- no nat chain left in the family -------------------------------------------------------------
