@@ -83,16 +83,16 @@ static __always_inline int forward_tail(struct xdp_md *ctx, const struct tna_ifa
 		/* Linux's for window tracking alone: does the rest say the fast path would carry
 		 * it? (only with tna run --tcp-liberal; lib/ct_liberal.h) */
 		ask = tna_features.ct_tcp_liberal && s->ask_pending;
-		if (s->nat.dst || s->nat.src) {
+		if (s->nat.dst || s->nat.src)
 			fws = s;
-			if (s->nat.dst && v6) {
+		if (s->nat.dst) {
+			if (v6) {
 				__builtin_memcpy(fib->ipv6_dst, s->nat.daddr, sizeof(fib->ipv6_dst));
-				fib->dport = s->nat.dport;
-			} else if (s->nat.dst) {
+			} else {
 				dst4 = s->nat.daddr[0];
 				fib->ipv4_dst = dst4;
-				fib->dport = s->nat.dport;
 			}
+			fib->dport = s->nat.dport;
 		}
 	}
 	/* what the local table says, of the destination after PREROUTING's DNAT */

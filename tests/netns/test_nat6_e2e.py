@@ -38,6 +38,7 @@ from tests.netns.test_nat_e2e import (
     PORT,
     counts,
     flow_packets,
+    invalid_drops,
     nat_packets,
     punts_moved,
 )
@@ -47,6 +48,7 @@ from tna.testbed import DaemonProcess, RouterTopology, Testbed, run_tna, tna_sta
 pytestmark = pytest.mark.root
 
 SIZE = 8 << 20  # each way
+FILTER = "tnafilter6"  # the forward hook's inet table
 
 RULESET = """
 table ip6 tnanat6 {
@@ -60,7 +62,7 @@ table ip6 tnanat6 {
         oifname "r2" masquerade
     }
 }
-table inet tnafilter6 {
+table inet %(filter)s {
     chain forward {
         type filter hook forward priority filter; policy drop;
         ct state invalid counter drop
@@ -90,7 +92,8 @@ def gateway6(liberal: bool, extra: str = "",
     checked at the end); everything removed on exit, also after a failure."""
     with Testbed(prefix="tnanat6") as bed:
         t = nat_gateway_router(bed, liberal)
-        ruleset = RULESET % {"fwd": FORWARDED_PORT, "h1": t.h1_v6, "port": PORT}
+        ruleset = RULESET % {"fwd": FORWARDED_PORT, "h1": t.h1_v6, "port": PORT,
+                             "filter": FILTER}
         bed.run(t.r, "nft", "-f", "-", input=ruleset + extra)
         if run is None:
             run_tna(t.r, "apply")
@@ -156,12 +159,6 @@ def entry_of(t: RouterTopology, proto: str, sport: int, dport: int) -> Entry | N
     """The entry whose original direction is sport -> dport."""
     return next((e for e in ct_entries(t, proto)
                  if e.original[2] == sport and e.original[3] == dport), None)
-
-
-def invalid_drops(t: RouterTopology) -> int:
-    out = t.bed.run(t.r, "nft", "list", "chain", "inet", "tnafilter6", "forward").stdout
-    line = next(ln for ln in out.splitlines() if "invalid" in ln)
-    return int(line.split("packets")[1].split()[0])
 
 
 def fast_drops(t: RouterTopology) -> int:
@@ -420,13 +417,13 @@ class Measured:
 
 
 def measured(t: RouterTopology, how: str, direction: str, request: int = 0) -> Measured:
-    before, invalid_before, drops_before = counts(t.r), invalid_drops(t), fast_drops(t)
+    before, invalid_before, drops_before = counts(t.r), invalid_drops(t, FILTER), fast_drops(t)
     got = transfer(t, how, direction, request)
     after = counts(t.r)
     entry = wait_time_wait(t, how, got)
     fast, punted = flow_packets(before, after)
     return Measured(got, entry, fast, punted, nat_packets(before, after),
-                    punts_moved(before, after), invalid_drops(t) - invalid_before,
+                    punts_moved(before, after), invalid_drops(t, FILTER) - invalid_before,
                     fast_drops(t) - drops_before)
 
 

@@ -429,8 +429,9 @@ def hello_segment(sniff: socket.socket) -> tuple[int, int]:
             return pkt[TCP].seq, pkt[TCP].ack
 
 
-def invalid_drops(t: RouterTopology) -> int:
-    out = t.bed.run(t.r, "nft", "list", "chain", "inet", "tnafilter", "forward").stdout
+def invalid_drops(t: RouterTopology, table: str = "tnafilter") -> int:
+    """Segments the ``ct state invalid`` rule of the inet ``table``'s forward chain dropped."""
+    out = t.bed.run(t.r, "nft", "list", "chain", "inet", table, "forward").stdout
     line = next(ln for ln in out.splitlines() if "invalid" in ln)
     return int(line.split("packets")[1].split()[0])
 

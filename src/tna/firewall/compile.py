@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -138,10 +138,7 @@ def conntrack_users(chains: Iterable[NetfilterChain], af: int) -> list[str]:
         if c.source == "iptables-legacy":
             out += [f"{where}: {line}" for line in c.rules if _legacy_uses_ct(line)]
         else:
-            for handle, text in zip(c.handles, c.exprs, strict=False):
-                keys = sorted(_nft_ct_keys(json.loads(text)))
-                if keys:
-                    out.append(f"{where} handle {handle}: {', '.join(keys)}")
+            out += _nft_rules_with(c, _nft_ct_keys)
     return out
 
 
@@ -152,15 +149,19 @@ def conntrack_lookup_changers(chains: Iterable[NetfilterChain], af: int) -> list
     with the sysctls' timeouts, so with any of these it could take another entry than Linux,
     or keep one to another time. (iptables' ``CT`` and ``NOTRACK`` targets exist in the raw
     table only, whose chains keep forwarding on Linux anyway.)"""
+    return [found for c in chains if _sees(c, af) and c.source != "iptables-legacy"
+            for found in _nft_rules_with(c, _nft_lookup_changes)]
+
+
+def _nft_rules_with(c: NetfilterChain, find: Callable[[Any], set[str]]) -> list[str]:
+    """'<chain> handle N: <what>' for each nft rule of ``c`` in whose JSON ``find`` finds
+    something."""
     out: list[str] = []
-    for c in chains:
-        if not _sees(c, af) or c.source == "iptables-legacy":
-            continue
-        for handle, text in zip(c.handles, c.exprs, strict=False):
-            what = sorted(_nft_lookup_changes(json.loads(text)))
-            if what:
-                out.append(f"{c.source} {c.family} {c.table} {c.name} handle {handle}: "
-                           f"{', '.join(what)}")
+    for handle, text in zip(c.handles, c.exprs, strict=False):
+        what = sorted(find(json.loads(text)))
+        if what:
+            out.append(f"{c.source} {c.family} {c.table} {c.name} handle {handle}: "
+                       f"{', '.join(what)}")
     return out
 
 
